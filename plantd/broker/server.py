@@ -1,0 +1,118 @@
+"""The broker's socket layer: one ROUTER for clients and workers around :class:`BrokerCore`.
+
+Deliberately thin and cheap per message: it waits for the socket's readiness on the event
+loop, drains messages with non-blocking reads in batches (a bare ``await recv_multipart()``
+per message costs about twice the CPU), feeds them to the core and sends what the core
+queued. ROUTER sends never block (an unroutable or full peer drops the message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import zmq
+
+from plantd.broker.core import BrokerCore, BrokerSettings
+
+log = logging.getLogger("plantd.broker")
+
+#: messages handled per wake-up before yielding to the event loop
+BATCH = 256
+
+
+class BrokerServer:
+    """Runs a :class:`BrokerCore` on a bound ROUTER socket until ``stop`` is set."""
+
+    def __init__(self, settings: BrokerSettings, context: zmq.Context | None = None) -> None:
+        self.settings = settings
+        self.core = BrokerCore(settings)
+        self._ctx = context or zmq.Context.instance()
+        self._sock: zmq.Socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scheduled = False
+        self.bound_endpoint: str | None = None
+        self.ready = asyncio.Event()
+
+    def bind(self) -> str:
+        """Bind the ROUTER (separately from :meth:`run` so callers see bind errors early)."""
+        sock = self._ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        # libzmq drops a peer silently above MAXMSGSIZE; keep its limit well above ours so an
+        # oversized request reaches the core and gets a clear 413 reply instead
+        sock.setsockopt(zmq.MAXMSGSIZE, self.settings.max_message_bytes * 4 + 65536)
+        try:
+            sock.bind(self.settings.endpoint)
+        except zmq.ZMQError:
+            sock.close()
+            raise
+        self._sock = sock
+        self.bound_endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        return self.bound_endpoint
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if self._sock is None:
+            self.bind()
+        sock = self._sock
+        assert sock is not None
+        loop = self._loop = asyncio.get_running_loop()
+        fd = sock.getsockopt(zmq.FD)
+        loop.add_reader(fd, self._drain)
+        log.info("broker listening on %s", self.bound_endpoint)
+        self.ready.set()
+        tick = min(0.1, self.settings.heartbeat_interval / 4)
+        core = self.core
+        try:
+            self._drain()  # messages that arrived before the reader was registered
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(stop.wait(), tick)
+                except TimeoutError:
+                    pass
+                core.tick(time.monotonic())
+                self._drain()  # sends what tick queued; also catches a missed edge
+        finally:
+            loop.remove_reader(fd)
+            sock.close(linger=0)
+            self._sock = None
+            log.info("broker stopped")
+
+    def _drain(self) -> None:
+        """Read up to BATCH messages without blocking, route them, send the results."""
+        self._scheduled = False
+        sock = self._sock
+        if sock is None:
+            return
+        handle = self.core.handle
+        now = time.monotonic()
+        recv = sock.recv_multipart
+        for _ in range(BATCH):
+            try:
+                frames = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            handle(frames[0], frames[1:], now)
+        self._flush()
+        # the FD is edge-triggered: if messages remain (batch cut, or a send consumed the
+        # edge), nobody will wake us, so schedule another drain ourselves
+        if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN and not self._scheduled:
+            self._scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._drain)
+
+    def _flush(self) -> None:
+        outbox = self.core.outbox
+        if not outbox:
+            return
+        sock = self._sock
+        if sock is None:
+            outbox.clear()
+            return
+        send = sock.send_multipart
+        for msg in outbox:
+            try:
+                send(msg, zmq.NOBLOCK)
+            except zmq.ZMQError as exc:  # peer gone or its queue is full: drop, as ROUTER does
+                log.debug("dropped message to %s: %s", msg[0].hex(), exc)
+        outbox.clear()

@@ -1,0 +1,261 @@
+"""Async Majordomo worker (RFC 18) with handlers per operation.
+
+Request body convention of plantd services: frame 1 = operation name, frame 2 = JSON
+document. The worker keeps heartbeating while a handler runs (the handler is a separate
+task), reconnects with backoff and sends READY again when the broker goes silent, and
+sends DISCONNECT on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from plantd.client.reply import DEFAULT_ENDPOINT
+from plantd.protocol import mdp
+from plantd.protocol.mdp import Kind
+
+log = logging.getLogger("plantd.worker")
+
+JsonHandler = Callable[[Any], Awaitable[Any] | AsyncIterator[Any]]
+RawHandler = Callable[[list[bytes]], Awaitable[list[bytes]] | AsyncIterator[list[bytes]]]
+
+
+class Operation:
+    __slots__ = ("handler", "raw")
+
+    def __init__(self, handler: Callable[..., Any], raw: bool) -> None:
+        self.handler = handler
+        self.raw = raw
+
+
+def error_document(code: str, message: str) -> dict[str, Any]:
+    """The reply every plantd service gives when it refuses a request."""
+    return {"success": False, "error": message, "code": code}
+
+
+def _json_frame(doc: Any) -> list[bytes]:
+    return [json.dumps(doc, separators=(",", ":"), default=str).encode()]
+
+
+class Worker:
+    """Serve one service: register operations, then ``await run()``."""
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_ENDPOINT,
+        service: str = "",
+        *,
+        heartbeat_interval: float = 2.5,
+        liveness: int = 3,
+        reconnect_min: float = 0.1,
+        reconnect_max: float = 5.0,
+        context: zmq.asyncio.Context | None = None,
+    ) -> None:
+        if not service:
+            raise ValueError("a worker needs a service name")
+        self.endpoint = endpoint
+        self.service = service
+        self.heartbeat_interval = heartbeat_interval
+        self.liveness = liveness
+        self.reconnect_min = reconnect_min
+        self.reconnect_max = reconnect_max
+        self._ctx = context or zmq.asyncio.Context.instance()
+        self._ops: dict[bytes, Operation] = {}
+        self._sock: zmq.asyncio.Socket | None = None
+        self._stopping = False
+        self._handler_task: asyncio.Task[None] | None = None
+        self._last_sent = 0.0
+        self._busy_heartbeat_sent = False
+        #: times READY was sent (1 + reconnects); read by tests and health checks
+        self.connections = 0
+        self.served = 0
+        self.connected = asyncio.Event()
+
+    # --- registration -----------------------------------------------------------------
+
+    def operation(self, name: str, *, raw: bool = False) -> Callable[[Callable[..., Any]], Any]:
+        """Decorator registering ``name``. JSON handlers get the decoded document and return a
+        JSON-able value; raw handlers get all body frames and return reply frames. An async
+        generator handler streams: each item is sent as a PARTIAL, the last one as FINAL."""
+
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            self.add_operation(name, fn, raw=raw)
+            return fn
+
+        return register
+
+    def add_operation(self, name: str, handler: Callable[..., Any], *, raw: bool = False) -> None:
+        self._ops[name.encode()] = Operation(handler, raw)
+
+    @property
+    def operations(self) -> list[str]:
+        return sorted(op.decode() for op in self._ops)
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until :meth:`stop` (or cancellation); survive broker restarts."""
+        backoff = self.reconnect_min
+        try:
+            while not self._stopping:
+                served_before = self.served
+                await self._session()
+                if self._stopping:
+                    break
+                # reset the backoff after a session that did real work
+                backoff = self.reconnect_min if self.served > served_before else backoff
+                log.warning(
+                    "%s: broker %s lost, reconnecting in %.2fs",
+                    self.service,
+                    self.endpoint,
+                    backoff,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.reconnect_max)
+        finally:
+            await self._close(send_disconnect=True)
+
+    async def stop(self) -> None:
+        """Leave the broker cleanly (DISCONNECT) and make :meth:`run` return."""
+        self._stopping = True
+        await self._close(send_disconnect=True)
+
+    async def _close(self, *, send_disconnect: bool) -> None:
+        sock, self._sock = self._sock, None
+        self.connected.clear()
+        if self._handler_task is not None and not self._handler_task.done():
+            self._handler_task.cancel()
+        if sock is None:
+            return
+        if send_disconnect:
+            try:
+                await sock.send_multipart(mdp.DISCONNECT, zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+        sock.close(linger=100 if send_disconnect else 0)
+
+    async def _send(self, sock: zmq.asyncio.Socket, frames: list[bytes]) -> None:
+        self._last_sent = time.monotonic()
+        await sock.send_multipart(frames)
+
+    async def _session(self) -> None:
+        """One connection to the broker: READY, then serve until it goes silent or says bye."""
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.endpoint)
+        self._sock = sock
+        self._busy_heartbeat_sent = False
+        await self._send(sock, mdp.encode_ready(self.service.encode()))
+        self.connections += 1
+        self.connected.set()
+        last_heard = time.monotonic()
+        interval = self.heartbeat_interval
+        silence_limit = interval * self.liveness
+        try:
+            while not self._stopping and self._sock is sock:
+                now = time.monotonic()
+                wait = max(0.0, min(self._last_sent + interval, last_heard + silence_limit) - now)
+                if await sock.poll(wait * 1000, zmq.POLLIN):
+                    frames = await sock.recv_multipart()
+                    last_heard = time.monotonic()
+                    await self._on_message(sock, frames)
+                now = time.monotonic()
+                if now - last_heard > silence_limit:
+                    log.warning(
+                        "%s: no heartbeat from broker for %.1fs", self.service, now - last_heard
+                    )
+                    return
+                if now - self._last_sent >= interval:
+                    await self._send(sock, mdp.HEARTBEAT)
+        except zmq.ZMQError as exc:
+            if not self._stopping:
+                log.warning("%s: socket error %s", self.service, exc)
+        finally:
+            if self._sock is sock:
+                await self._close(send_disconnect=False)
+
+    async def _on_message(self, sock: zmq.asyncio.Socket, frames: list[bytes]) -> None:
+        try:
+            cmd = mdp.decode_worker_command(frames)
+        except mdp.MalformedMessage as exc:
+            log.warning("%s: dropped malformed message from broker: %s", self.service, exc)
+            return
+        if cmd.kind is Kind.REQUEST:
+            if self._handler_task is not None and not self._handler_task.done():
+                log.warning("%s: broker sent a request while one is running", self.service)
+            if not self._busy_heartbeat_sent:
+                # tells the broker we heartbeat while busy, so it can hold us to the
+                # heartbeat deadline instead of the long busy timeout (docs/protocol.md)
+                self._busy_heartbeat_sent = True
+                await self._send(sock, mdp.HEARTBEAT)
+            self._handler_task = asyncio.create_task(self._serve(sock, cmd.client, cmd.body))
+        elif cmd.kind is Kind.DISCONNECT:
+            log.warning("%s: broker asked us to disconnect; registering again", self.service)
+            self._sock = None  # ends the session loop; run() reconnects
+
+    async def _serve(self, sock: zmq.asyncio.Socket, client: bytes, body: list[bytes]) -> None:
+        try:
+            async for part, final in self._dispatch(body):
+                if self._sock is not sock:
+                    return  # the connection this request came on is gone: the reply is stale
+                await self._send(sock, mdp.encode_worker_reply(client, part, final))
+            self.served += 1
+        except asyncio.CancelledError:
+            raise
+        except zmq.ZMQError as exc:
+            log.warning("%s: could not send reply: %s", self.service, exc)
+
+    async def _dispatch(self, body: list[bytes]) -> AsyncIterator[tuple[list[bytes], bool]]:
+        """Run the handler for ``body``; yield (reply frames, final) pairs."""
+        if not body:
+            yield _json_frame(error_document("bad_request", "empty request body")), True
+            return
+        op = self._ops.get(body[0])
+        if op is None:
+            name = body[0][:64].decode("utf-8", "replace")
+            known = ", ".join(self.operations)
+            yield _json_frame(
+                error_document(
+                    "unknown_operation",
+                    f"unknown operation '{name}' for {self.service} (known: {known})",
+                )
+            ), True
+            return
+        if op.raw:
+            arg: Any = body
+        else:
+            try:
+                arg = json.loads(body[1]) if len(body) > 1 and body[1] else {}
+            except ValueError as exc:
+                doc = error_document("invalid_json", f"request is not JSON: {exc}")
+                yield _json_frame(doc), True
+                return
+        encode = (lambda x: x) if op.raw else _json_frame
+        try:
+            result = op.handler(arg)
+            if inspect.isasyncgen(result):
+                pending: Any = _NOTHING
+                async for item in result:
+                    if pending is not _NOTHING:
+                        yield encode(pending), False
+                    pending = item
+                yield encode(None if pending is _NOTHING else pending), True
+            else:
+                yield encode(await result), True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("%s: handler for %r failed", self.service, body[0])
+            yield _json_frame(error_document("internal", f"{type(exc).__name__}: {exc}")), True
+
+
+_NOTHING = object()

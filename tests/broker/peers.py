@@ -1,0 +1,70 @@
+"""Peer processes for the interop tests: ``python peers.py ROLE ENDPOINT SERVICE``.
+
+Roles: ``plantd-worker`` (our Worker echoing bodies back), ``majortomo-worker`` (majortomo's
+worker echoing bodies back), ``plantd-broker`` (our broker on ENDPOINT with short heartbeats).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+
+async def plantd_worker(endpoint: str, service: str) -> None:
+    from plantd.client import Worker
+
+    worker = Worker(endpoint, service, heartbeat_interval=0.2, liveness=3)
+
+    @worker.operation("echo", raw=True)
+    async def echo(body: list[bytes]) -> list[bytes]:
+        return body
+
+    @worker.operation("stream", raw=True)
+    async def stream(body: list[bytes]):  # type: ignore[no-untyped-def]
+        for i in range(3):
+            yield [b"part", str(i).encode()]
+
+    @worker.operation("sleep")
+    async def sleep(doc: dict[str, float]) -> dict[str, float]:
+        await asyncio.sleep(doc.get("seconds", 1.0))
+        return doc
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(worker.stop()))
+    await worker.run()
+
+
+def majortomo_worker(endpoint: str, service: str) -> None:
+    from majortomo import Worker
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with Worker(endpoint, service.encode(), heartbeat_interval=0.5) as worker:
+        while True:
+            client, body = worker.wait_for_request()
+            worker.send_reply_final(client, [b"majortomo", *body])
+
+
+async def plantd_broker(endpoint: str) -> None:
+    from plantd.broker.core import BrokerSettings
+    from plantd.broker.server import BrokerServer
+
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    settings = BrokerSettings(
+        endpoint=endpoint, heartbeat_interval=0.2, request_timeout=1.0, busy_timeout=2.0
+    )
+    await BrokerServer(settings).run(stop)
+
+
+if __name__ == "__main__":
+    role, endpoint = sys.argv[1], sys.argv[2]
+    service = sys.argv[3] if len(sys.argv) > 3 else ""
+    if role == "plantd-worker":
+        asyncio.run(plantd_worker(endpoint, service))
+    elif role == "majortomo-worker":
+        majortomo_worker(endpoint, service)
+    elif role == "plantd-broker":
+        asyncio.run(plantd_broker(endpoint))
+    else:
+        raise SystemExit(f"unknown role {role}")

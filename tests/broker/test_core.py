@@ -1,0 +1,219 @@
+"""The broker's routing state machine, driven without sockets (frames in, frames out)."""
+
+from __future__ import annotations
+
+import json
+
+from plantd.broker.core import BrokerCore, BrokerSettings
+from plantd.protocol import mdp
+
+W1, W2, C1, C2 = b"\x00W1", b"\x00W2", b"\x00C1", b"\x00C2"
+
+
+def make(**kw: float) -> BrokerCore:
+    return BrokerCore(BrokerSettings(**kw), started=0.0)
+
+
+def take(core: BrokerCore) -> list[list[bytes]]:
+    out = list(core.outbox)
+    core.outbox.clear()
+    return out
+
+
+def ready(core: BrokerCore, w: bytes, service: bytes = b"svc", now: float = 0.0) -> None:
+    core.handle(w, [b"MDPW02", b"\x01", service], now)
+
+
+def request(core: BrokerCore, c: bytes, service: bytes = b"svc", now: float = 0.0) -> None:
+    core.handle(c, [b"MDPC02", b"\x01", service, b"op", b"{}"], now)
+
+
+def test_request_routed_to_worker_and_reply_back() -> None:
+    core = make()
+    ready(core, W1)
+    request(core, C1)
+    assert take(core) == [[W1, b"MDPW02", b"\x02", C1, b"", b"op", b"{}"]]
+    core.handle(W1, [b"MDPW02", b"\x03", C1, b"", b"part"], 0.1)
+    core.handle(W1, [b"MDPW02", b"\x04", C1, b"", b"done"], 0.1)
+    assert take(core) == [
+        [C1, b"MDPC02", b"\x02", b"svc", b"part"],
+        [C1, b"MDPC02", b"\x03", b"svc", b"done"],
+    ]
+    assert core.counters.replies == 1 and core.counters.partials == 1
+
+
+def test_oldest_idle_worker_first() -> None:
+    core = make()
+    ready(core, W1)
+    ready(core, W2)
+    request(core, C1)
+    request(core, C2)
+    targets = [m[0] for m in take(core)]
+    assert targets == [W1, W2]
+    # W2 finishes first, then W1: the next request goes to W2 (idle longest)
+    core.handle(W2, [b"MDPW02", b"\x04", C2, b"", b"r"], 1.0)
+    core.handle(W1, [b"MDPW02", b"\x04", C1, b"", b"r"], 1.1)
+    take(core)
+    request(core, C1, now=2.0)
+    assert take(core)[0][0] == W2
+
+
+def test_queued_request_dispatched_when_worker_arrives() -> None:
+    core = make()
+    request(core, C1)
+    assert take(core) == []
+    ready(core, W1, now=0.5)
+    assert take(core)[0][:4] == [W1, b"MDPW02", b"\x02", C1]
+
+
+def test_unknown_service_expires_with_404_and_known_one_with_503() -> None:
+    core = make(request_timeout=1.0)
+    request(core, C1, b"nope")
+    core.tick(0.5)
+    assert [m for m in take(core) if m[0] == C1] == []
+    core.tick(1.5)
+    (reply,) = [m for m in take(core) if m[0] == C1]
+    assert reply[:4] == [C1, b"MDPC02", b"\x03", b"nope"]
+    assert mdp.decode_error(reply[4:]) == (404, "unknown service 'nope'")
+    assert b"nope" not in core.services  # no memory kept for names nobody serves
+    # a service that had a worker, now gone: 503
+    ready(core, W1, now=2.0)
+    core.handle(W1, [b"MDPW02", b"\x06"], 2.0)
+    request(core, C1, now=2.0)
+    core.tick(3.5)
+    (reply,) = [m for m in take(core) if m[0] == C1]
+    assert mdp.decode_error(reply[4:]).status == 503
+
+
+def test_queue_is_bounded() -> None:
+    core = make(max_queue=2)
+    for _ in range(3):
+        request(core, C1)
+    (reply,) = take(core)
+    assert "queue of service 'svc' is full" in mdp.decode_error(reply[4:]).message
+
+
+def test_worker_expired_mid_request_client_gets_504() -> None:
+    core = make(heartbeat_interval=1.0, heartbeat_liveness=3)
+    ready(core, W1)
+    request(core, C1)
+    core.handle(W1, [b"MDPW02", b"\x05"], 0.1)  # heartbeat while busy: held to 3 s
+    take(core)
+    core.tick(2.9)
+    assert not [m for m in take(core) if m[0] == C1]
+    core.tick(3.2)
+    out = take(core)
+    (reply,) = [m for m in out if m[0] == C1]
+    assert mdp.decode_error(reply[4:]).status == 504
+    assert [W1, b"MDPW02", b"\x06"] in out
+    assert core.counters.workers_expired == 1 and not core.workers
+
+
+def test_foreign_busy_worker_gets_busy_timeout() -> None:
+    core = make(heartbeat_interval=1.0, heartbeat_liveness=3, busy_timeout=10.0)
+    ready(core, W1)
+    request(core, C1)  # never heartbeats while busy
+    core.tick(5.0)
+    assert W1 in core.workers
+    core.tick(10.5)
+    assert W1 not in core.workers
+
+
+def test_stale_reply_never_delivered() -> None:
+    core = make(heartbeat_interval=1.0, heartbeat_liveness=1)
+    ready(core, W1)
+    request(core, C1)
+    core.handle(W1, [b"MDPW02", b"\x05"], 0.0)
+    core.tick(1.5)  # expired: C1 got 504
+    take(core)
+    core.handle(W1, [b"MDPW02", b"\x04", C1, b"", b"late"], 2.0)
+    assert take(core) == [[W1, b"MDPW02", b"\x06"]]  # only a DISCONNECT to the worker
+
+
+def test_out_of_place_worker_commands_get_disconnect() -> None:
+    core = make()
+    core.handle(W1, [b"MDPW02", b"\x05"], 0.0)  # HEARTBEAT before READY
+    assert take(core) == [[W1, b"MDPW02", b"\x06"]]
+    ready(core, W1)
+    ready(core, W1)  # READY twice
+    assert take(core) == [[W1, b"MDPW02", b"\x06"]]
+    assert W1 not in core.workers
+    ready(core, W2, b"mmi.service")  # mmi. is reserved
+    assert take(core) == [[W2, b"MDPW02", b"\x06"]]
+    assert W2 not in core.workers
+
+
+def test_malformed_dropped_and_counted() -> None:
+    core = make()
+    for frames in ([b"junk"], [b"MDPC02", b"\x09", b"s"], [], [b"MDPW02"]):
+        core.handle(C1, frames, 0.0)
+    assert take(core) == []
+    assert core.counters.malformed == 4
+
+
+def test_oversized_request_gets_413() -> None:
+    core = make(max_message_bytes=1000)
+    ready(core, W1)
+    core.handle(C1, [b"MDPC02", b"\x01", b"svc", b"x" * 2000], 0.0)
+    (reply,) = take(core)
+    err = mdp.decode_error(reply[4:])
+    assert err.status == 413 and "1000" in err.message
+    assert core.counters.oversized == 1
+
+
+def test_mmi_service_and_extensions() -> None:
+    core = make()
+    ready(core, W1)
+    core.handle(C1, [b"MDPC02", b"\x01", b"mmi.service", b"svc"], 0.0)
+    core.handle(C1, [b"MDPC02", b"\x01", b"mmi.service", b"other"], 0.0)
+    core.handle(C1, [b"MDPC02", b"\x01", b"mmi.nope", b"x"], 0.0)
+    out = take(core)
+    assert out == [
+        [C1, b"MDPC02", b"\x03", b"mmi.service", b"200"],
+        [C1, b"MDPC02", b"\x03", b"mmi.service", b"404"],
+        [C1, b"MDPC02", b"\x03", b"mmi.nope", b"501"],
+    ]
+    core.handle(C1, [b"MDPC02", b"\x01", b"mmi.services"], 1.0)
+    core.handle(C1, [b"MDPC02", b"\x01", b"mmi.workers"], 1.0)
+    core.handle(C1, [b"MDPC02", b"\x01", b"mmi.broker"], 1.0)
+    services, workers, broker = (json.loads(m[-1]) for m in take(core))
+    assert services["services"][0] == {
+        "name": "svc", "workers": 1, "idle": 1, "busy": 0, "queue": 0, "requests": 0, "failed": 0
+    }
+    assert workers["workers"][0]["state"] == "idle"
+    assert workers["workers"][0]["last_heartbeat_s"] == 1.0
+    assert broker["uptime_s"] == 1.0 and broker["counters"]["mmi"] == 6
+
+
+def test_heartbeats_sent_in_each_workers_dialect() -> None:
+    core = make(heartbeat_interval=1.0)
+    ready(core, W1)
+    core.handle(W2, [b"", b"MDPW02", b"READY", b"go"], 0.0)
+    core.tick(1.0)
+    assert sorted(take(core)) == sorted([[W1, b"MDPW02", b"\x05"], [W2, b"MDPW02", b"HEARTBEAT"]])
+
+
+def test_authorizer_sees_every_message() -> None:
+    seen: list[bytes] = []
+
+    def deny_clients(sender: bytes, msg: mdp.PeerMessage) -> bool:
+        seen.append(sender)
+        return msg.kind is not mdp.Kind.REQUEST
+
+    core = BrokerCore(BrokerSettings(), started=0.0, authorize=deny_clients)
+    ready(core, W1)
+    request(core, C1)
+    (reply,) = take(core)
+    assert mdp.decode_error(reply[4:]).status == 403
+    assert seen == [W1, C1]
+
+
+def test_invalid_service_name_gets_400_in_clients_dialect() -> None:
+    core = make()
+    core.handle(C1, [b"MDPC02", b"\x01", b""], 0.0)
+    core.handle(C2, [b"", b"MDPC02", b"\x02", b"x" * 300, b"body"], 0.0)
+    rfc, mt = take(core)
+    assert rfc[:4] == [C1, b"MDPC02", b"\x03", b""]
+    assert mdp.decode_error(rfc[4:]).status == 400
+    assert mt[:4] == [C2, b"", b"MDPC02", b"\x04"]
+    assert "1-255 bytes, got 300" in mdp.decode_error(mt[4:]).message
