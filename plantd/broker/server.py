@@ -15,6 +15,7 @@ import time
 import zmq
 
 from plantd.broker.core import BrokerCore, BrokerSettings
+from plantd.transport import NOBLOCK, readable, recv_frames, send_frames
 
 log = logging.getLogger("plantd.broker")
 
@@ -86,17 +87,15 @@ class BrokerServer:
             return
         handle = self.core.handle
         now = time.monotonic()
-        recv = sock.recv_multipart
         for _ in range(BATCH):
-            try:
-                frames = recv(zmq.NOBLOCK)
-            except zmq.Again:
+            if not readable(sock):
                 break
+            frames = recv_frames(sock, NOBLOCK)
             handle(frames[0], frames[1:], now)
         self._flush()
         # the FD is edge-triggered: if messages remain (batch cut, or a send consumed the
         # edge), nobody will wake us, so schedule another drain ourselves
-        if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN and not self._scheduled:
+        if readable(sock) and not self._scheduled:
             self._scheduled = True
             assert self._loop is not None
             self._loop.call_soon(self._drain)
@@ -109,10 +108,9 @@ class BrokerServer:
         if sock is None:
             outbox.clear()
             return
-        send = sock.send_multipart
         for msg in outbox:
             try:
-                send(msg, zmq.NOBLOCK)
+                send_frames(sock, msg, NOBLOCK)
             except zmq.ZMQError as exc:  # peer gone or its queue is full: drop, as ROUTER does
                 log.debug("dropped message to %s: %s", msg[0].hex(), exc)
         outbox.clear()

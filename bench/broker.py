@@ -1,0 +1,285 @@
+"""Echo round trips through (a) our broker, (b) majortomo's broker, (c) a bare DEALER<->ROUTER.
+
+Run: ``python bench/broker.py [--seconds 3] [--runs 3]``. Prints req/s, p50/p99 latency and
+the broker process's CPU time per request, for 1 sequential client and for 16 requests in
+flight with 2 workers, medians over runs, and our broker's ratios to (b) and (c).
+
+Every system gets the same load: one load-generator process with N DEALER sockets (one
+request in flight each) and 2 worker processes, all plain blocking pyzmq speaking the
+majortomo dialect (the only one majortomo's broker accepts; ours accepts it too). Our broker
+is also measured with RFC 18 peers. CPU per request is read from /proc for the broker
+process only: on this noisy 2-core machine it is the steadier figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+import psutil
+import zmq
+
+HERE = os.path.abspath(__file__)
+SERVICE = b"echo"
+PAYLOAD = [b"echo", b'{"n":1}']
+
+# frame layouts per dialect: (worker READY, worker HEARTBEAT, worker FINAL prefix, client REQUEST)
+DIALECTS = {
+    "majortomo": {
+        "ready": [b"", b"MDPW02", b"\x01", SERVICE],
+        "heartbeat": [b"", b"MDPW02", b"\x05"],
+        "request_at": 3,  # index of the client address in a REQUEST to the worker
+        "final": [b"", b"MDPW02", b"\x04"],
+        "client": [b"", b"MDPC02", b"\x02", SERVICE],
+    },
+    "rfc18": {
+        "ready": [b"MDPW02", b"\x01", SERVICE],
+        "heartbeat": [b"MDPW02", b"\x05"],
+        "request_at": 2,
+        "final": [b"MDPW02", b"\x04"],
+        "client": [b"MDPC02", b"\x01", SERVICE],
+    },
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- processes --------------------------------------------------------------------------
+
+
+def run_worker(endpoint: str, dialect: str) -> None:
+    """Blocking echo worker: minimal per-message work so the broker is what we measure."""
+    d = DIALECTS[dialect]
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    sock.send_multipart(d["ready"])
+    at, final, heartbeat = d["request_at"], d["final"], d["heartbeat"]
+    last = time.monotonic()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    while True:
+        if sock.poll(500):
+            msg = sock.recv_multipart()
+            if len(msg) > at + 1:
+                sock.send_multipart([*final, msg[at], b"", *msg[at + 2 :]])
+        now = time.monotonic()
+        if now - last > 1.0:
+            sock.send_multipart(heartbeat)
+            last = now
+
+
+def run_raw_server(endpoint: str) -> None:
+    """(c): a ROUTER that echoes every request itself, no broker in between."""
+    sock = zmq.Context.instance().socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.bind(endpoint)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    while True:
+        msg = sock.recv_multipart()
+        sock.send_multipart(msg)
+
+
+def run_majortomo(endpoint: str) -> None:
+    from majortomo.broker import Broker
+
+    broker = Broker(bind=endpoint, heartbeat_interval=2.5, heartbeat_timeout=10.0)
+    signal.signal(signal.SIGTERM, lambda *_: broker.stop())
+    broker.run()
+
+
+def run_ours(endpoint: str) -> None:
+    import asyncio
+
+    from plantd.broker.core import BrokerSettings
+    from plantd.broker.server import BrokerServer
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await BrokerServer(BrokerSettings(endpoint=endpoint)).run(stop)
+
+    asyncio.run(main())
+
+
+def run_load(endpoint: str, dialect: str, inflight: int, seconds: float, raw: bool) -> None:
+    """N DEALERs, one request in flight each, for ``seconds``; prints JSON latencies."""
+    ctx = zmq.Context.instance()
+    request = [b"", *PAYLOAD] if raw else [*DIALECTS[dialect]["client"], *PAYLOAD]
+    socks = []
+    poller = zmq.Poller()
+    for _ in range(inflight):
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(endpoint)
+        poller.register(s, zmq.POLLIN)
+        socks.append(s)
+    # warm-up: one round trip per socket
+    for s in socks:
+        s.send_multipart(request)
+    for s in socks:
+        if not s.poll(10000):
+            print(json.dumps({"error": "no reply during warm-up"}))
+            return
+        s.recv_multipart()
+    print("ready", flush=True)
+    sys.stdin.readline()  # the parent samples broker CPU, then tells us to go
+    sent_at = {}
+    lat: list[float] = []
+    end = time.perf_counter() + seconds
+    for s in socks:
+        sent_at[s] = time.perf_counter()
+        s.send_multipart(request)
+    while True:
+        now = time.perf_counter()
+        if now >= end:
+            break
+        for s, _ in poller.poll(1000):
+            s.recv_multipart()
+            t = time.perf_counter()
+            lat.append(t - sent_at[s])
+            sent_at[s] = t
+            s.send_multipart(request)
+    # drain what is in flight so the broker CPU sample covers completed requests only
+    for s in socks:
+        if s.poll(2000):
+            s.recv_multipart()
+            lat.append(time.perf_counter() - sent_at[s])
+    print(json.dumps({"n": len(lat), "lat": lat}), flush=True)
+
+
+# --- orchestration ----------------------------------------------------------------------
+
+
+def spawn(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, HERE, "--role", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(3)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(3)
+
+
+def wait_port(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(port)
+
+
+def one_run(system: str, dialect: str, inflight: int, seconds: float) -> dict[str, float]:
+    port = free_port()
+    endpoint = f"tcp://127.0.0.1:{port}"
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        server = spawn({"ours": "ours", "majortomo": "majortomo", "raw": "raw"}[system], endpoint)
+        procs.append(server)
+        wait_port(port)
+        if system != "raw":
+            for _ in range(2):
+                procs.append(spawn("worker", endpoint, dialect))
+            time.sleep(0.5)
+        load = spawn("load", endpoint, dialect, str(inflight), str(seconds), str(system == "raw"))
+        procs.append(load)
+        assert load.stdout is not None and load.stdin is not None
+        line = load.stdout.readline()
+        if line.strip() != "ready":
+            raise RuntimeError(f"{system}: load generator failed: {line}")
+        cpu = psutil.Process(server.pid)
+        before = cpu.cpu_times()
+        load.stdin.write("go\n")
+        load.stdin.flush()
+        result = json.loads(load.stdout.readline())
+        after = cpu.cpu_times()
+        lat = sorted(result["lat"])
+        n = len(lat)
+        used = (after.user - before.user) + (after.system - before.system)
+        return {
+            "rps": n / seconds,
+            "p50_us": lat[n // 2] * 1e6,
+            "p99_us": lat[min(n - 1, int(n * 0.99))] * 1e6,
+            "cpu_us": used / n * 1e6,
+        }
+    finally:
+        for p in reversed(procs):
+            stop(p)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+
+    cases = [
+        ("ours", "rfc18", "our broker, RFC 18 peers"),
+        ("ours", "majortomo", "our broker, majortomo peers"),
+        ("majortomo", "majortomo", "majortomo broker"),
+        ("raw", "majortomo", "raw DEALER<->ROUTER"),
+    ]
+    table: dict[tuple[str, int], dict[str, float]] = {}
+    print(f"# {os.cpu_count()} cores, {args.runs} runs x {args.seconds:g}s, medians")
+    print(f"{'system':32} {'in flight':>9} {'req/s':>8} {'p50 us':>8} {'p99 us':>8} {'broker CPU us/req':>18}")
+    for inflight in (1, 16):
+        for system, dialect, label in cases:
+            runs = [one_run(system, dialect, inflight, args.seconds) for _ in range(args.runs)]
+            med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+            table[(label, inflight)] = med
+            cpu = "-" if system == "raw" else f"{med['cpu_us']:.0f}"
+            if system == "raw":
+                cpu = f"({med['cpu_us']:.0f} server)"
+            print(
+                f"{label:32} {inflight:>9} {med['rps']:>8.0f} {med['p50_us']:>8.0f} "
+                f"{med['p99_us']:>8.0f} {cpu:>18}",
+                flush=True,
+            )
+    for inflight in (1, 16):
+        ours = table[("our broker, majortomo peers", inflight)]["rps"]
+        ours18 = table[("our broker, RFC 18 peers", inflight)]["rps"]
+        mt = table[("majortomo broker", inflight)]["rps"]
+        raw = table[("raw DEALER<->ROUTER", inflight)]["rps"]
+        print(
+            f"in flight {inflight}: ours/majortomo = {ours / mt:.2f}x (RFC 18: {ours18 / mt:.2f}x), "
+            f"ours/raw = {ours / raw:.2f} (RFC 18: {ours18 / raw:.2f})"
+        )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--role":
+        role, rest = sys.argv[2], sys.argv[3:]
+        if role == "worker":
+            run_worker(rest[0], rest[1])
+        elif role == "raw":
+            run_raw_server(rest[0])
+        elif role == "majortomo":
+            run_majortomo(rest[0])
+        elif role == "ours":
+            run_ours(rest[0])
+        elif role == "load":
+            run_load(rest[0], rest[1], int(rest[2]), float(rest[3]), rest[4] == "True")
+    else:
+        main()
