@@ -20,6 +20,7 @@ from plantd.client.reply import (
     timeout_error,
 )
 from plantd.protocol import mdp
+from plantd.transport import NOBLOCK, recv_frames, send_frames
 
 #: idle sockets kept for reuse; more concurrent requests open more, then close the surplus
 POOL_SIZE = 16
@@ -92,7 +93,10 @@ class Client:
             received = False
             ok = False
             try:
-                await sock.send_multipart(request)
+                try:
+                    send_frames(sock, request, NOBLOCK)
+                except zmq.Again:
+                    await sock.send_multipart(request)
                 while True:
                     deadline = time.monotonic() + wait
                     reply = None
@@ -100,7 +104,7 @@ class Client:
                         left = deadline - time.monotonic()
                         if left <= 0 or not await sock.poll(left * 1000, zmq.POLLIN):
                             raise TimeoutError
-                        reply = check_reply(await sock.recv_multipart(), name)
+                        reply = check_reply(recv_frames(sock, NOBLOCK), name)
                     received = True
                     if reply.final:
                         ok = True

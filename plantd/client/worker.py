@@ -22,6 +22,7 @@ import zmq.asyncio
 from plantd.client.reply import DEFAULT_ENDPOINT
 from plantd.protocol import mdp
 from plantd.protocol.mdp import Kind
+from plantd.transport import NOBLOCK, recv_frames, send_frames
 
 log = logging.getLogger("plantd.worker")
 
@@ -145,7 +146,10 @@ class Worker:
 
     async def _send(self, sock: zmq.asyncio.Socket, frames: list[bytes]) -> None:
         self._last_sent = time.monotonic()
-        await sock.send_multipart(frames)
+        try:
+            send_frames(sock, frames, NOBLOCK)  # the common case, without pyzmq's overhead
+        except zmq.Again:
+            await sock.send_multipart(frames)
 
     async def _session(self) -> None:
         """One connection to the broker: READY, then serve until it goes silent or says bye."""
@@ -165,7 +169,7 @@ class Worker:
                 now = time.monotonic()
                 wait = max(0.0, min(self._last_sent + interval, last_heard + silence_limit) - now)
                 if await sock.poll(wait * 1000, zmq.POLLIN):
-                    frames = await sock.recv_multipart()
+                    frames = recv_frames(sock, NOBLOCK)
                     last_heard = time.monotonic()
                     await self._on_message(sock, frames)
                 now = time.monotonic()
