@@ -145,6 +145,9 @@ class BrokerCore:
         self.last_error = ""
         self._next_heartbeat = self.started + self.settings.heartbeat_interval
         self._silence_limit = self.settings.heartbeat_interval * self.settings.heartbeat_liveness
+        #: an idle worker silent this long missed a heartbeat: likely a ghost left behind by
+        #: a reconnect under a new routing id, so it gets no new requests (see _take_idle)
+        self._suspect_after = self.settings.heartbeat_interval * 1.5
 
     # --- input ------------------------------------------------------------------------
 
@@ -195,6 +198,8 @@ class BrokerCore:
                 worker.last_seen = now
                 if worker.busy is not None:
                     worker.heartbeats_while_busy = True
+                elif worker.service.queue:
+                    self._feed(worker.service, now)  # it may have been suspect until now
         elif kind is Kind.READY:
             self._on_ready(sender, msg, now)
         else:  # DISCONNECT
@@ -215,8 +220,9 @@ class BrokerCore:
         request = Request(
             client, msg.dialect, name, msg.body, now + self.settings.request_timeout
         )
-        if service.idle and not service.queue:
-            self._dispatch(service.idle.popitem(last=False)[1], request, now)
+        worker = self._take_idle(service, now) if not service.queue else None
+        if worker is not None:
+            self._dispatch(worker, request, now)
         elif len(service.queue) >= self.settings.max_queue:
             service.failed += 1
             self._error(
@@ -229,6 +235,29 @@ class BrokerCore:
             )
         else:
             service.queue.append(request)
+
+    def _take_idle(self, service: Service, now: float) -> Worker | None:
+        """The oldest idle worker that is not suspect, taken out of the idle set."""
+        idle = service.idle
+        if not idle:
+            return None
+        identity, worker = next(iter(idle.items()))
+        if now - worker.last_seen <= self._suspect_after:  # the common case: O(1)
+            del idle[identity]
+            return worker
+        for identity, worker in idle.items():
+            if now - worker.last_seen <= self._suspect_after:
+                del idle[identity]
+                return worker
+        return None
+
+    def _feed(self, service: Service, now: float) -> None:
+        """Hand queued requests to idle workers that are fit to take them."""
+        while service.queue:
+            worker = self._take_idle(service, now)
+            if worker is None:
+                return
+            self._dispatch(worker, service.queue.popleft(), now)
 
     def _dispatch(self, worker: Worker, request: Request, now: float) -> None:
         worker.busy = request
@@ -312,6 +341,8 @@ class BrokerCore:
             )
         for name, service in list(self.services.items()):
             queue = service.queue
+            if queue and service.idle:
+                self._feed(service, now)
             while queue and queue[0].deadline <= now:
                 request = queue.popleft()
                 self.counters.requests_expired += 1

@@ -217,3 +217,21 @@ def test_invalid_service_name_gets_400_in_clients_dialect() -> None:
     assert mdp.decode_error(rfc[4:]).status == 400
     assert mt[:4] == [C2, b"", b"MDPC02", b"\x04"]
     assert "1-255 bytes, got 300" in mdp.decode_error(mt[4:]).message
+
+
+def test_silent_idle_worker_gets_no_requests() -> None:
+    """A ghost (reconnected under a new routing id, or dead) must not swallow a request."""
+    core = make(heartbeat_interval=1.0, heartbeat_liveness=3)
+    ready(core, W1, now=0.0)
+    ready(core, W2, now=0.0)
+    core.handle(W2, [b"MDPW02", b"\x05"], 1.9)  # W2 heartbeats, W1 went silent at 0.0
+    request(core, C1, now=2.0)
+    assert take(core)[0][0] == W2
+    core.handle(W2, [b"MDPW02", b"\x04", C1, b"", b"r"], 2.0)
+    take(core)
+    # only the silent one is idle: the request waits instead of going into the void
+    core.handle(W2, [b"MDPW02", b"\x06"], 2.0)
+    request(core, C2, now=2.0)
+    assert take(core) == []
+    core.handle(W1, [b"MDPW02", b"\x05"], 2.1)  # it was alive after all: served now
+    assert take(core)[0][:4] == [W1, b"MDPW02", b"\x02", C2]

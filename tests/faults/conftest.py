@@ -1,0 +1,5 @@
+"""The fault suite reuses the broker tests' process fixtures."""
+
+from tests.broker.conftest import peer
+
+__all__ = ["peer"]
