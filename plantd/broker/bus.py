@@ -99,6 +99,11 @@ class BusProxy:
         self._thread.start()
         log.info("bus %s: %s -> %s", self.name, self.bound_frontend, self.bound_backend)
 
+    @property
+    def alive(self) -> bool:
+        """The proxy thread is forwarding (false before start, after stop, or if it died)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self, timeout: float = 2.0) -> None:
         if self._control is not None:
             try:

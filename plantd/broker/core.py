@@ -44,7 +44,7 @@ class BrokerSettings:
     #: how long a busy worker that never heartbeats while busy (foreign workers) may stay silent
     busy_timeout: float = 30.0
     #: how long a request may wait in a service queue for a worker
-    request_timeout: float = 5.0
+    request_timeout: float = 3.0
     max_queue: int = 1000
     max_message_bytes: int = 1 << 20
 

@@ -1,0 +1,97 @@
+"""Registry of plantd daemons, in dependency (start) order.
+
+Modules are imported lazily: listing daemons or reading their pid files must not pull in
+zmq, aiohttp or sqlite. A daemon whose module is not installed yet (state and logger are
+written separately) is simply absent from :func:`available`.
+
+A daemon module exposes its :class:`plantd.daemons.lifecycle.Daemon` subclass either as the
+module attribute ``DAEMON`` or as the only ``Daemon`` subclass defined in the module.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from plantd.daemons.lifecycle import Daemon
+
+# name -> candidate modules (first existing wins); dict order is the start order (stop order
+# is the reverse). Services may keep their daemon next to their code (plantd/state/daemon.py).
+REGISTRY: dict[str, tuple[str, ...]] = {
+    "broker": ("plantd.daemons.broker",),
+    "state": ("plantd.daemons.state", "plantd.state.daemon"),
+    "logger": ("plantd.daemons.logger", "plantd.logger.daemon"),
+    "echo": ("plantd.daemons.echo",),
+}
+
+_ROOT = Path(__file__).resolve().parent.parent  # the plantd package directory
+
+
+class UnknownDaemon(LookupError):
+    """The name is not a registered daemon, or its module is not installed."""
+
+
+def _module_exists(module: str) -> bool:
+    """Whether ``module`` (under plantd) exists, found on disk so no parent package runs."""
+    parts = module.split(".")[1:]
+    base = _ROOT.joinpath(*parts)
+    return base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
+
+
+def module_for(name: str) -> str | None:
+    """The module implementing daemon ``name``, or None if not installed."""
+    for module in REGISTRY.get(name, ()):
+        if _module_exists(module):
+            return module
+    return None
+
+
+def exists(name: str) -> bool:
+    """True if ``name`` is registered and its module is installed (nothing is imported)."""
+    return module_for(name) is not None
+
+
+def available() -> list[str]:
+    """Registered daemons whose module exists, in start order."""
+    return [name for name in REGISTRY if exists(name)]
+
+
+def resolve(names: list[str] | tuple[str, ...]) -> list[str]:
+    """Expand ``all`` (or nothing) to every available daemon; validate and order the rest."""
+    if not names or "all" in names:
+        return available()
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise UnknownDaemon(f"unknown daemon {unknown[0]!r} (known: {', '.join(REGISTRY)})")
+    missing = [n for n in names if not exists(n)]
+    if missing:
+        raise UnknownDaemon(f"daemon {missing[0]!r} is not installed in this build")
+    wanted = set(names)
+    return [n for n in REGISTRY if n in wanted]
+
+
+def load(name: str) -> type[Daemon]:
+    """Import the daemon module and return its Daemon class."""
+    from plantd.daemons.lifecycle import Daemon
+
+    if name not in REGISTRY:
+        raise UnknownDaemon(f"unknown daemon {name!r} (known: {', '.join(REGISTRY)})")
+    if not exists(name):
+        raise UnknownDaemon(f"daemon {name!r} is not installed in this build")
+    module = importlib.import_module(module_for(name) or "")
+    cls = getattr(module, "DAEMON", None)
+    if cls is None:
+        candidates = [
+            obj
+            for obj in vars(module).values()
+            if isinstance(obj, type)
+            and issubclass(obj, Daemon)
+            and obj is not Daemon
+            and obj.__module__ == module.__name__
+        ]
+        if len(candidates) != 1:
+            raise UnknownDaemon(f"module {module.__name__} defines no single Daemon class")
+        cls = candidates[0]
+    return cls
