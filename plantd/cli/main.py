@@ -17,6 +17,7 @@ from plantd import __version__
 from plantd.cli import CliState
 from plantd.cli import broker as broker_cmds
 from plantd.cli import daemon as daemon_cmds
+from plantd.cli import module as module_cmds
 from plantd.cli.exitcodes import ExitCode, exit_code_for
 from plantd.cli.output import OutputFormat, error
 
@@ -65,6 +66,7 @@ def _root(
 
 daemon_cmds.register(app)
 broker_cmds.register(app)
+module_cmds.register(app)
 
 
 def _register_optional(module: str, attach: Any) -> None:

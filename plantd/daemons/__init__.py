@@ -53,6 +53,13 @@ def exists(name: str) -> bool:
     return module_for(name) is not None
 
 
+def is_module(name: str) -> bool:
+    """``name`` is a module an installed package declares (``plantd.modules`` entry points)."""
+    from plantd.module import installed
+
+    return name not in REGISTRY and name in installed()
+
+
 def available() -> list[str]:
     """Registered daemons whose module exists, in start order."""
     return [name for name in REGISTRY if exists(name)]
@@ -62,14 +69,15 @@ def resolve(names: list[str] | tuple[str, ...]) -> list[str]:
     """Expand ``all`` (or nothing) to every available daemon; validate and order the rest."""
     if not names or "all" in names:
         return available()
-    unknown = [n for n in names if n not in REGISTRY]
+    unknown = [n for n in names if n not in REGISTRY and not is_module(n)]
     if unknown:
         raise UnknownDaemon(f"unknown daemon {unknown[0]!r} (known: {', '.join(REGISTRY)})")
-    missing = [n for n in names if not exists(n)]
+    missing = [n for n in names if n in REGISTRY and not exists(n)]
     if missing:
         raise UnknownDaemon(f"daemon {missing[0]!r} is not installed in this build")
     wanted = set(names)
-    return [n for n in REGISTRY if n in wanted]
+    modules = [n for n in dict.fromkeys(names) if n not in REGISTRY]
+    return [n for n in REGISTRY if n in wanted] + modules
 
 
 def load(name: str) -> type[Daemon]:
@@ -77,7 +85,15 @@ def load(name: str) -> type[Daemon]:
     from plantd.daemons.lifecycle import Daemon
 
     if name not in REGISTRY:
-        raise UnknownDaemon(f"unknown daemon {name!r} (known: {', '.join(REGISTRY)})")
+        from plantd import module
+
+        try:
+            return module.load(name)
+        except LookupError:
+            raise UnknownDaemon(
+                f"unknown daemon or module {name!r} (daemons: {', '.join(REGISTRY)}; "
+                "modules: plant module list)"
+            ) from None
     if not exists(name):
         raise UnknownDaemon(f"daemon {name!r} is not installed in this build")
     module = importlib.import_module(module_for(name) or "")
