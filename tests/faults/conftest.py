@@ -1,5 +1,5 @@
-"""The fault suite reuses the broker tests' process fixtures."""
+"""The fault suite reuses the broker tests' process fixtures (``broker`` is an endpoint here)."""
 
-from tests.broker.conftest import peer
+from tests.broker.conftest import broker, peer
 
-__all__ = ["peer"]
+__all__ = ["broker", "peer"]
