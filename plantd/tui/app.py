@@ -1,0 +1,474 @@
+"""The plantd operator console: tabs, connection indicator, and the workers that do all I/O.
+
+The app is the controller: Textual workers talk to the `DataSource` and post typed messages;
+`@on` handlers here own every state change and hand data to the views, which only render.
+A worker failure becomes a notification or the banner, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from datetime import tzinfo
+from functools import partial
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import Footer, TabbedContent, TabPane
+from textual.worker import Worker, WorkerState
+
+from plantd.tui.actions import ACTIONS, VIEWS, ActionSpec, specs_for
+from plantd.tui.logstore import LogStore
+from plantd.tui.messages import (
+    CallFinished,
+    CallServiceRequested,
+    ConnectionChanged,
+    KeysLoaded,
+    LogHistoryLoaded,
+    OverviewData,
+    ReloadRequested,
+    ReplyReceived,
+    ScopeSelected,
+    ScopesLoaded,
+    SendRequested,
+    StateChanged,
+    WriteFinished,
+    WriteOp,
+    WriteRequested,
+)
+from plantd.tui.model import format_value
+from plantd.tui.screens.base import View
+from plantd.tui.screens.call import CallView
+from plantd.tui.screens.logs import LogsView
+from plantd.tui.screens.overview import OverviewView
+from plantd.tui.screens.state import StateView
+from plantd.tui.source import Conflict, DataSource, Disconnected, SourceError
+from plantd.tui.widgets.confirm import ConfirmDialog, describe
+from plantd.tui.widgets.connection import Banner, ConnectionBar
+from plantd.tui.widgets.help import HelpScreen
+from plantd.tui.widgets.message import MessageDialog
+
+TABS = (
+    ("overview", "Overview", "F2"),
+    ("state", "State", "F3"),
+    ("logs", "Logs", "F4"),
+    ("call", "Call", "F5"),
+)
+BACKOFF = (1.0, 2.0, 3.0, 5.0)  # reconnect delays: the banner appears and clears within seconds
+LOG_YIELD_EVERY = 200  # let the UI breathe during a log burst
+
+
+def _app_bindings() -> list[BindingType]:
+    out: list[BindingType] = []
+    for spec in specs_for("app"):
+        show = spec.action in ("help", "quit")
+        out.append(Binding(spec.keys, spec.action, spec.footer, show=show))
+    return out
+
+
+class PlantApp(App[None]):
+    """`plant tui`. Inject `source`, `clock` and `tz` to run it against fakes in tests."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "plantd"
+    BINDINGS: ClassVar[list[BindingType]] = _app_bindings()
+    VERTICAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [(0, "-short"), (36, "-tall")]
+
+    def __init__(
+        self,
+        source: DataSource,
+        *,
+        read_only: bool = False,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        tz: tzinfo | None = None,
+        poll_interval: float = 1.0,
+        log_capacity: int = 10_000,
+        animations: bool = True,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.read_only = read_only
+        self.clock = clock
+        self.monotonic = monotonic
+        self.tz = tz
+        self.poll_interval = poll_interval
+        self.log_store = LogStore(log_capacity)
+        self.connected: bool | None = None
+        self._call_id = 0
+        if not animations:
+            self.animation_level = "none"
+
+    # ------------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        yield ConnectionBar(self.source.endpoint, self.read_only, id="connection")
+        banner = Banner(id="banner")
+        banner.display = False
+        yield banner
+        with TabbedContent(initial="overview", id="tabs"):
+            with TabPane(f"{TABS[0][1]} {TABS[0][2]}", id="overview"):
+                yield OverviewView(id="overview-view")
+            with TabPane(f"{TABS[1][1]} {TABS[1][2]}", id="state"):
+                yield StateView(id="state-view")
+            with TabPane(f"{TABS[2][1]} {TABS[2][2]}", id="logs"):
+                yield LogsView(self.log_store, self.tz, id="logs-view")
+            with TabPane(f"{TABS[3][1]} {TABS[3][2]}", id="call"):
+                yield CallView(id="call-view")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.poll_loop()
+        self.state_bus_loop()
+        self.log_bus_loop()
+        self.load_scopes()
+        self._focus_view("overview")
+
+    def view(self, name: str) -> View:
+        return self.query_one(f"#{name}-view", View)
+
+    def _focus_view(self, name: str) -> None:
+        self.view(name).focus_main()
+
+    # ------------------------------------------------------------------ actions
+
+    def action_show_tab(self, tab: str) -> None:
+        tabbed = self.query_one(TabbedContent)
+        if tabbed.active != tab:
+            tabbed.active = tab
+        # focus the new view in the same tick: if the old pane's focused widget is hidden
+        # first, Textual moves focus to a neighbour in that pane, which re-activates it
+        self._focus_view(tab)
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.read_only))
+
+    @on(TabbedContent.TabActivated)
+    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        """Tab clicked with the mouse: move focus into it unless it already is."""
+        pane = event.pane
+        focused = self.focused
+        if pane.id and (focused is None or pane not in focused.ancestors):
+            self._focus_view(pane.id)
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        """Every action of every view in the palette; write actions say when they are off."""
+        yield from super().get_system_commands(screen)
+        for spec in ACTIONS:
+            if spec.action == "command_palette":
+                continue
+            title = f"{VIEWS[spec.view]}: {spec.description}"
+            if spec.write and self.read_only:
+                title += " (read-only: disabled)"
+            yield SystemCommand(title, f"key: {spec.key_display}", partial(self.run_spec, spec))
+
+    async def run_spec(self, spec: ActionSpec) -> None:
+        """Run an action from the palette as if its key had been pressed in its view."""
+        if spec.view == "app":
+            await self.run_action(spec.action)
+            return
+        self.action_show_tab(spec.view)
+        view = self.view(spec.view)
+        if spec.write and self.read_only:
+            view.action_refuse(spec.action)
+            return
+        await self.run_action(spec.action, view)
+
+    # ------------------------------------------------------------------ polling
+
+    @work(exclusive=True, group="poll", exit_on_error=False)
+    async def poll_loop(self) -> None:
+        """Poll the broker; re-arm only after a poll finished, so polls never overlap."""
+        failures = 0
+        while True:
+            try:
+                rtt = await self.source.ping()
+            except Exception as exc:
+                failures += 1
+                delay = BACKOFF[min(failures - 1, len(BACKOFF) - 1)]
+                reason = (
+                    str(exc) if isinstance(exc, SourceError) else f"{type(exc).__name__}: {exc}"
+                )
+                self.post_message(ConnectionChanged(False, error=reason, attempt=failures))
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            self.post_message(ConnectionChanged(True, rtt=rtt))
+            results = await asyncio.gather(
+                self.source.services(),
+                self.source.workers(),
+                self.source.broker_info(),
+                return_exceptions=True,
+            )
+            services, workers, broker = (
+                None if isinstance(r, BaseException) else r for r in results
+            )
+            self.post_message(OverviewData(services, workers, broker, self.monotonic()))  # type: ignore[arg-type]
+            await asyncio.sleep(self.poll_interval)
+
+    @on(ConnectionChanged)
+    def _connection_changed(self, event: ConnectionChanged) -> None:
+        bar = self.query_one(ConnectionBar)
+        banner = self.query_one(Banner)
+        was = self.connected
+        self.connected = event.connected
+        bar.connected = event.connected
+        bar.rtt = event.rtt
+        if event.connected:
+            banner.hide()
+            if was is None:
+                self.load_log_history(quiet=True)  # older records, if the logger runs
+            if was is False:
+                self.notify("Broker is back; views reloaded.", title="Reconnected")
+                self.load_scopes()
+                state = self.query_one(StateView)
+                if state.scope:
+                    self.load_keys(state.scope)
+        else:
+            delay = BACKOFF[min(event.attempt - 1, len(BACKOFF) - 1)]
+            banner.show_disconnected(self.source.endpoint, event.error, event.attempt, delay)
+
+    @on(OverviewData)
+    def _overview_data(self, event: OverviewData) -> None:
+        self.query_one(OverviewView).show(event, event.polled_at)
+        if event.services is not None:
+            self.query_one(CallView).set_services([s.name for s in event.services])
+        bar = self.query_one(ConnectionBar)
+        bar.updated = self._clock_text()
+
+    def _clock_text(self) -> str:
+        from datetime import datetime
+
+        now = self.clock()
+        moment = datetime.fromtimestamp(now, tz=self.tz) if self.tz else datetime.fromtimestamp(now)
+        return moment.strftime("%H:%M:%S")
+
+    @on(ReloadRequested)
+    def _reload(self, event: ReloadRequested) -> None:
+        if event.what == "overview":
+            self.poll_loop()
+        elif event.what == "scopes":
+            self.load_scopes()
+        elif event.what == "keys" and event.scope:
+            self.load_keys(event.scope)
+        elif event.what == "log-history":
+            self.load_log_history()
+
+    # ------------------------------------------------------------------ state
+
+    @work(exclusive=True, group="scopes", exit_on_error=False)
+    async def load_scopes(self) -> None:
+        try:
+            self.post_message(ScopesLoaded(await self.source.list_scopes()))
+        except Disconnected:
+            pass  # the banner already says so; reconnect reloads
+        except SourceError as exc:
+            self.notify(f"Cannot list scopes: {exc}", title="State", severity="error")
+
+    @work(exclusive=True, group="keys", exit_on_error=False)
+    async def load_keys(self, scope: str) -> None:
+        try:
+            self.post_message(KeysLoaded(scope, await self.source.list_keys(scope)))
+        except Disconnected:
+            pass
+        except SourceError as exc:
+            self.notify(f"Cannot list keys of {scope}: {exc}", title="State", severity="error")
+
+    @work(group="statebus", exit_on_error=False)
+    async def state_bus_loop(self) -> None:
+        """Apply state-bus events as they come; resubscribe after a failure."""
+        while True:
+            try:
+                async for change in self.source.state_changes():
+                    self.post_message(StateChanged(change))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.log.warning(f"state bus: {exc!r}")
+            await asyncio.sleep(2.0)
+
+    @on(ScopesLoaded)
+    def _scopes_loaded(self, event: ScopesLoaded) -> None:
+        self.query_one(StateView).show_scopes(event.scopes)
+
+    @on(ScopeSelected)
+    def _scope_selected(self, event: ScopeSelected) -> None:
+        self.load_keys(event.scope)
+
+    @on(KeysLoaded)
+    def _keys_loaded(self, event: KeysLoaded) -> None:
+        self.query_one(StateView).show_keys(event.scope, event.keys)
+
+    @on(StateChanged)
+    def _state_changed(self, event: StateChanged) -> None:
+        self.query_one(StateView).apply_change(event.change)
+
+    @on(WriteRequested)
+    def _write_requested(self, event: WriteRequested) -> None:
+        if self.read_only:  # last line of defence; the views already refuse
+            self.notify("The console runs --read-only.", title="Read-only", severity="warning")
+            return
+        op = event.op
+
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                self.run_write(op)
+            else:
+                self.notify(f"{op.target}: nothing written.", title="Cancelled")
+
+        self.push_screen(ConfirmDialog(op), confirmed)
+
+    @work(group="write", exit_on_error=False)
+    async def run_write(self, op: WriteOp) -> None:
+        try:
+            revision: int | None = None
+            if op.kind == "set":
+                revision = await self.source.set_key(op.scope, op.key, op.new, op.prev_revision)
+            elif op.kind == "delete":
+                await self.source.delete_key(op.scope, op.key, op.prev_revision)
+            elif op.kind == "create-scope":
+                await self.source.create_scope(op.scope)
+            elif op.kind == "delete-scope":
+                await self.source.delete_scope(op.scope)
+            self.post_message(WriteFinished(op, revision=revision))
+        except Conflict as exc:
+            self.post_message(
+                WriteFinished(op, error=str(exc), conflict=True, current_revision=exc.revision)
+            )
+        except SourceError as exc:
+            self.post_message(WriteFinished(op, error=str(exc)))
+
+    @on(WriteFinished)
+    def _write_finished(self, event: WriteFinished) -> None:
+        op = event.op
+        if op.kind in ("create-scope", "delete-scope"):
+            self.load_scopes()
+        else:
+            self.load_keys(op.scope)
+        if event.conflict:
+            now = "?" if event.current_revision is None else event.current_revision
+            body = Text.assemble(
+                (f"{op.target} was changed by someone else", "bold"),
+                f" (now revision {now}, you edited revision {op.prev_revision}).\n",
+                ("Your value was NOT written. ", "bold red"),
+                "The table was reloaded: review the current value and edit again.\n",
+            )
+            self.push_screen(MessageDialog("Conflict — not written", _stack(body, op)))
+        elif event.error:
+            self.push_screen(MessageDialog("Write failed", _stack(Text(event.error + "\n"), op)))
+        else:
+            what = {
+                "set": "set",
+                "delete": "deleted",
+                "create-scope": "created",
+                "delete-scope": "deleted",
+            }[op.kind]
+            rev = f" (rev {event.revision})" if event.revision else ""
+            value = f" = {format_value(op.new, 40)}" if op.kind == "set" else ""
+            self.notify(f"{op.target}{value}{rev}", title=f"State {what}")
+
+    # ------------------------------------------------------------------ logs
+
+    @work(group="logbus", exit_on_error=False)
+    async def log_bus_loop(self) -> None:
+        """Push bus records into the store; the Logs view flushes them on its timer."""
+        store = self.log_store
+        while True:
+            try:
+                count = 0
+                async for record in self.source.log_records():
+                    store.push(record)
+                    count += 1
+                    if count % LOG_YIELD_EVERY == 0:
+                        await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.log.warning(f"log bus: {exc!r}")
+            await asyncio.sleep(2.0)
+
+    @work(exclusive=True, group="loghistory", exit_on_error=False)
+    async def load_log_history(self, quiet: bool = False) -> None:
+        try:
+            records = await self.source.query_logs(self.log_store.capacity // 2)
+        except SourceError as exc:
+            self.post_message(LogHistoryLoaded([], str(exc), quiet))
+            return
+        self.post_message(LogHistoryLoaded(records, quiet=quiet))
+
+    @on(LogHistoryLoaded)
+    def _history_loaded(self, event: LogHistoryLoaded) -> None:
+        if event.error:
+            if not event.quiet:
+                self.notify(f"Logger service: {event.error}", title="History", severity="warning")
+            return
+        added = self.query_one(LogsView).add_history(event.records) if event.records else 0
+        if not event.quiet or added:
+            self.notify(f"{added} older records loaded", title="History")
+
+    # ------------------------------------------------------------------ call
+
+    @on(SendRequested)
+    def _send_requested(self, event: SendRequested) -> None:
+        self._call_id += 1
+        self.run_call(self._call_id, event.service, event.operation, event.body)
+
+    @work(exclusive=True, group="call", exit_on_error=False)
+    async def run_call(self, call_id: int, service: str, operation: str, body: bytes) -> None:
+        clock = self.monotonic  # injected: snapshots show a stable elapsed time
+        start = clock()
+        parts = 0
+        try:
+            async for part in self.source.call(service, operation, body):
+                parts += 1
+                self.post_message(ReplyReceived(call_id, part))
+        except SourceError as exc:
+            self.post_message(CallFinished(call_id, parts, clock() - start, str(exc)))
+            return
+        error = "" if parts else "no reply"
+        self.post_message(CallFinished(call_id, parts, clock() - start, error))
+
+    @on(ReplyReceived)
+    def _reply(self, event: ReplyReceived) -> None:
+        if event.call_id == self._call_id:
+            self.query_one(CallView).reply_part(event.part)
+
+    @on(CallFinished)
+    def _call_finished(self, event: CallFinished) -> None:
+        if event.call_id == self._call_id:
+            self.query_one(CallView).call_finished(event.parts, event.elapsed, event.error)
+
+    @on(CallServiceRequested)
+    def _call_service(self, event: CallServiceRequested) -> None:
+        self.action_show_tab("call")
+        self.query_one(CallView).prefill(event.service)
+
+    # ------------------------------------------------------------------ failures
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """Last resort: an unexpected worker error is a notification, never a traceback."""
+        if event.state == WorkerState.ERROR:
+            error = event.worker.error
+            self.notify(
+                f"{event.worker.name}: {type(error).__name__}: {error}",
+                title="Internal error",
+                severity="error",
+                timeout=10,
+            )
+
+    async def on_unmount(self) -> None:
+        try:
+            await asyncio.wait_for(self.source.close(), 1.0)
+        except Exception:
+            pass
+
+
+def _stack(first: Text, op: WriteOp) -> Any:
+    from rich.console import Group
+
+    return Group(first, describe(op))

@@ -1,0 +1,170 @@
+"""Typed messages between the I/O workers, the views and the app.
+
+Workers never touch widgets: they post one of these and an `@on` handler in the app (or a view)
+owns the resulting state change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from textual.message import Message
+
+from plantd.tui.source import (
+    BrokerInfo,
+    KeyEntry,
+    LogRecord,
+    ReplyPart,
+    ServiceInfo,
+    StateChange,
+    WorkerInfo,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOp:
+    """One state write as the operator confirmed it (old -> new, compare-and-set revision)."""
+
+    kind: str  # "set" | "delete" | "create-scope" | "delete-scope"
+    scope: str
+    key: str = ""
+    old: Any = None
+    new: Any = None
+    has_old: bool = False
+    prev_revision: int | None = None
+
+    @property
+    def target(self) -> str:
+        return f"{self.scope}/{self.key}" if self.key else self.scope
+
+
+class ConnectionChanged(Message):
+    """The poll loop's verdict on the broker connection."""
+
+    def __init__(
+        self, connected: bool, rtt: float | None = None, error: str = "", attempt: int = 0
+    ) -> None:
+        super().__init__()
+        self.connected = connected
+        self.rtt = rtt
+        self.error = error
+        self.attempt = attempt
+
+
+class OverviewData(Message):
+    """One poll of mmi.services / mmi.workers / mmi.broker (None: that extension failed)."""
+
+    def __init__(
+        self,
+        services: list[ServiceInfo] | None,
+        workers: list[WorkerInfo] | None,
+        broker: BrokerInfo | None,
+        polled_at: float,
+    ) -> None:
+        super().__init__()
+        self.services = services
+        self.workers = workers
+        self.broker = broker
+        self.polled_at = polled_at
+
+
+class ScopesLoaded(Message):
+    def __init__(self, scopes: list[str]) -> None:
+        super().__init__()
+        self.scopes = scopes
+
+
+class KeysLoaded(Message):
+    def __init__(self, scope: str, keys: list[KeyEntry]) -> None:
+        super().__init__()
+        self.scope = scope
+        self.keys = keys
+
+
+class StateChanged(Message):
+    """One state-bus event, applied in place without a reload."""
+
+    def __init__(self, change: StateChange) -> None:
+        super().__init__()
+        self.change = change
+
+
+class WriteRequested(Message):
+    """A view asks for a write; the app confirms it, runs it and reports back."""
+
+    def __init__(self, op: WriteOp) -> None:
+        super().__init__()
+        self.op = op
+
+
+class WriteFinished(Message):
+    def __init__(
+        self,
+        op: WriteOp,
+        revision: int | None = None,
+        error: str = "",
+        conflict: bool = False,
+        current_revision: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.op = op
+        self.revision = revision
+        self.error = error
+        self.conflict = conflict
+        self.current_revision = current_revision
+
+
+class ScopeSelected(Message):
+    def __init__(self, scope: str) -> None:
+        super().__init__()
+        self.scope = scope
+
+
+class ReloadRequested(Message):
+    """A view wants its data fetched again (scopes, a scope's keys, log history)."""
+
+    def __init__(self, what: str, scope: str = "") -> None:
+        super().__init__()
+        self.what = what
+        self.scope = scope
+
+
+class SendRequested(Message):
+    def __init__(self, service: str, operation: str, body: bytes) -> None:
+        super().__init__()
+        self.service = service
+        self.operation = operation
+        self.body = body
+
+
+class ReplyReceived(Message):
+    def __init__(self, call_id: int, part: ReplyPart) -> None:
+        super().__init__()
+        self.call_id = call_id
+        self.part = part
+
+
+class CallFinished(Message):
+    def __init__(self, call_id: int, parts: int, elapsed: float, error: str = "") -> None:
+        super().__init__()
+        self.call_id = call_id
+        self.parts = parts
+        self.elapsed = elapsed
+        self.error = error
+
+
+class LogHistoryLoaded(Message):
+    def __init__(self, records: list[LogRecord], error: str = "", quiet: bool = False) -> None:
+        super().__init__()
+        self.records = records
+        self.error = error
+        self.quiet = quiet  # automatic load on connect: no toast when the logger is absent
+
+
+class CallServiceRequested(Message):
+    """Overview -> Call: prefill the service of the selected row."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service

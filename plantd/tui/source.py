@@ -1,0 +1,553 @@
+"""Data-source layer of the TUI: every byte of network I/O the console does goes through here.
+
+The app only knows the `DataSource` protocol, so tests feed it a fake and views never see sockets.
+This module must not import Textual (the console's I/O has to stay testable headless) and imports
+`plantd.client` lazily (so `plant tui --help` and the unit tests stay fast).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+STATE_SERVICE = "org.plantd.State"
+LOGGER_SERVICE = "org.plantd.Logger"
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:9797"
+DEFAULT_STATE_BUS = "tcp://127.0.0.1:11001"
+DEFAULT_LOG_BUS = "tcp://127.0.0.1:14001"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class SourceError(Exception):
+    """A request failed; the message is written for the operator, not for a traceback."""
+
+
+class Disconnected(SourceError):
+    """The broker cannot be reached (or did not answer in time): the console shows a banner."""
+
+
+class ServiceError(SourceError):
+    """The broker or a service rejected a request (unknown service, no worker, bad reply...)."""
+
+    def __init__(self, message: str, code: str = "error") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Conflict(ServiceError):
+    """Compare-and-set failed: someone else wrote the key first; never overwrite silently."""
+
+    def __init__(self, message: str, revision: int | None = None) -> None:
+        super().__init__(message, code="conflict")
+        self.revision = revision
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceInfo:
+    """One broker service as reported by `mmi.services` (fields the broker lacks are None)."""
+
+    name: str
+    workers: int = 0
+    queue: int = 0
+    requests: int | None = None  # cumulative counter, for a rate computed by the view
+    rate: float | None = None  # requests/s when the broker reports it directly
+    status: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """One registered worker as reported by `mmi.workers`."""
+
+    identity: str
+    service: str
+    heartbeat_age: float | None = None  # seconds since the broker last heard from it
+    state: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerInfo:
+    """Broker-wide facts from `mmi.broker`; heartbeat settings classify late/expired workers."""
+
+    heartbeat_interval: float = 2.5
+    liveness: int = 3
+    version: str = ""
+    uptime: float | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyEntry:
+    """One key of a state scope, as `list-keys` returns it."""
+
+    key: str
+    value: Any
+    mod_revision: int = 0
+    create_revision: int = 0
+    version: int = 0
+    updated: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """One message of the state bus (topic = scope)."""
+
+    scope: str
+    key: str
+    op: str
+    value: Any = None
+    revision: int = 0
+    ts: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """One log-bus record; `seq` counts per producer so gaps reveal dropped records."""
+
+    ts: float
+    level: str
+    service: str
+    msg: str
+    host: str = ""
+    pid: int = 0
+    logger: str = ""
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyPart:
+    """One reply part of a call (1-based); the last part yielded before the end is the FINAL."""
+
+    frames: tuple[bytes, ...]
+    index: int
+
+
+# --------------------------------------------------------------------------- protocol
+
+
+@runtime_checkable
+class DataSource(Protocol):
+    """Everything the console reads or writes; implemented by `LiveSource` and the test fake."""
+
+    endpoint: str
+
+    async def services(self) -> list[ServiceInfo]: ...
+    async def workers(self) -> list[WorkerInfo]: ...
+    async def broker_info(self) -> BrokerInfo: ...
+    async def ping(self) -> float: ...
+    async def list_scopes(self) -> list[str]: ...
+    async def list_keys(self, scope: str) -> list[KeyEntry]: ...
+    async def set_key(
+        self, scope: str, key: str, value: Any, prev_revision: int | None = None
+    ) -> int: ...
+    async def delete_key(self, scope: str, key: str, prev_revision: int | None = None) -> None: ...
+    async def create_scope(self, scope: str) -> None: ...
+    async def delete_scope(self, scope: str) -> None: ...
+    def call(self, service: str, operation: str, body: bytes) -> AsyncIterator[ReplyPart]: ...
+    def state_changes(self) -> AsyncIterator[StateChange]: ...
+    def log_records(self) -> AsyncIterator[LogRecord]: ...
+    async def query_logs(self, limit: int = 500) -> list[LogRecord]: ...
+    async def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSettings:
+    """Endpoints and timeouts, read from `PLANTD_CLIENT_*` like the CLI does."""
+
+    endpoint: str = DEFAULT_ENDPOINT
+    timeout: float = 3.0
+    state_bus: str = DEFAULT_STATE_BUS
+    log_bus: str = DEFAULT_LOG_BUS
+
+    @classmethod
+    def from_env(
+        cls, endpoint: str | None = None, env: Mapping[str, str] | None = None
+    ) -> SourceSettings:
+        env = os.environ if env is None else env
+        try:
+            timeout = float(env.get("PLANTD_CLIENT_TIMEOUT", "3.0"))
+        except ValueError:
+            timeout = 3.0
+        return cls(
+            endpoint=endpoint or env.get("PLANTD_CLIENT_ENDPOINT") or DEFAULT_ENDPOINT,
+            timeout=timeout,
+            state_bus=env.get("PLANTD_CLIENT_STATE_BUS") or DEFAULT_STATE_BUS,
+            log_bus=env.get("PLANTD_CLIENT_LOG_BUS") or DEFAULT_LOG_BUS,
+        )
+
+
+# --------------------------------------------------------------------------- parsing helpers
+# The broker's MMI documents are parsed tolerantly: a field the broker renames or drops must
+# degrade one column, never crash the console.
+
+
+def _int(value: Any, default: int = 0) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _first(doc: Mapping[str, Any], *names: str) -> Any:
+    for name in names:
+        if name in doc and doc[name] is not None:
+            return doc[name]
+    return None
+
+
+def _items(doc: Any, *containers: str) -> list[tuple[str | None, Any]]:
+    """Turn `[...]`, `{name: {...}}` or `{"services": [...]}` into (name, entry) pairs."""
+    if isinstance(doc, Mapping):
+        if "data" in doc and isinstance(doc["data"], Mapping | list):
+            return _items(doc["data"], *containers)
+        for name in containers:
+            if name in doc and isinstance(doc[name], Mapping | list):
+                return _items(doc[name])
+        return [(str(k), v) for k, v in doc.items()]
+    if isinstance(doc, list):
+        return [(None, v) for v in doc]
+    return []
+
+
+def parse_services(doc: Any) -> list[ServiceInfo]:
+    """Normalise an `mmi.services` reply into `ServiceInfo`s sorted by name."""
+    out: list[ServiceInfo] = []
+    for name, entry in _items(doc, "services"):
+        if isinstance(entry, str):
+            out.append(ServiceInfo(name=entry))
+            continue
+        if not isinstance(entry, Mapping):
+            if name is not None:
+                out.append(ServiceInfo(name=name, workers=_int(entry)))
+            continue
+        svc_name = str(_first(entry, "name", "service") or name or "?")
+        workers = _first(entry, "workers", "worker_count", "n_workers")
+        if isinstance(workers, list):
+            workers = len(workers)
+        elif workers is None:
+            workers = _int(entry.get("idle")) + _int(entry.get("busy"))
+        requests = _first(entry, "requests", "requests_total", "handled", "served")
+        status = _first(entry, "status", "health")
+        out.append(
+            ServiceInfo(
+                name=svc_name,
+                workers=_int(workers),
+                queue=_int(_first(entry, "queue", "queue_depth", "queued", "pending")),
+                requests=None if requests is None else _int(requests),
+                rate=_float(_first(entry, "rate", "requests_per_second", "rps")),
+                status=None if status is None else str(status),
+            )
+        )
+    return sorted(out, key=lambda s: s.name)
+
+
+def parse_workers(doc: Any, now: float | None = None) -> list[WorkerInfo]:
+    """Normalise an `mmi.workers` reply; `now` (wall clock) turns last-seen stamps into ages."""
+    now = time.time() if now is None else now
+    out: list[WorkerInfo] = []
+    for name, entry in _items(doc, "workers"):
+        if not isinstance(entry, Mapping):
+            continue
+        age = _float(
+            _first(entry, "heartbeat_age", "last_heartbeat_s", "age", "last_heartbeat_age")
+        )
+        if age is None:
+            seen = _first(entry, "last_heartbeat", "last_seen", "heartbeat_at")
+            stamp = parse_ts(seen) if seen is not None else None
+            age = max(0.0, now - stamp) if stamp else None
+        out.append(
+            WorkerInfo(
+                identity=str(_first(entry, "identity", "id", "address", "name") or name or "?"),
+                service=str(_first(entry, "service") or ""),
+                heartbeat_age=age,
+                state=str(_first(entry, "state", "status") or ""),
+            )
+        )
+    return sorted(out, key=lambda w: (w.service, w.identity))
+
+
+def parse_broker(doc: Any) -> BrokerInfo:
+    """Normalise an `mmi.broker` reply (heartbeat settings decide late/expired)."""
+    if isinstance(doc, Mapping) and isinstance(doc.get("data"), Mapping):
+        doc = doc["data"]
+    if not isinstance(doc, Mapping):
+        return BrokerInfo()
+    settings = doc.get("settings") if isinstance(doc.get("settings"), Mapping) else doc
+    interval = _float(_first(settings, "heartbeat_interval", "heartbeat"))
+    liveness = _first(settings, "heartbeat_liveness", "liveness")
+    return BrokerInfo(
+        heartbeat_interval=interval if interval and interval > 0 else 2.5,
+        liveness=_int(liveness, 3) or 3,
+        version=str(_first(doc, "version") or ""),
+        uptime=_float(_first(doc, "uptime_s", "uptime", "uptime_seconds")),
+        raw=dict(doc),
+    )
+
+
+def parse_ts(value: Any) -> float | None:
+    """Epoch seconds from an epoch number or an ISO-8601 string (the bus uses either)."""
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and value:
+        with contextlib.suppress(ValueError):
+            return float(value)
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return None
+
+
+def parse_key_entry(doc: Mapping[str, Any]) -> KeyEntry:
+    """One `list-keys`/`state-get` entry."""
+    return KeyEntry(
+        key=str(doc.get("key", "")),
+        value=doc.get("value"),
+        mod_revision=_int(_first(doc, "mod_revision", "revision")),
+        create_revision=_int(doc.get("create_revision")),
+        version=_int(doc.get("version")),
+        updated=str(_first(doc, "updated", "updated_at") or ""),
+    )
+
+
+def parse_state_change(topic: str, doc: Mapping[str, Any]) -> StateChange:
+    """One state-bus message; the topic is the scope when the document lacks one."""
+    return StateChange(
+        scope=str(doc.get("scope") or topic),
+        key=str(doc.get("key", "")),
+        op=str(doc.get("op", "set")),
+        value=doc.get("value"),
+        revision=_int(doc.get("revision")),
+        ts=str(doc.get("ts") or ""),
+    )
+
+
+def parse_log_record(topic: str, doc: Mapping[str, Any]) -> LogRecord:
+    """One log-bus record; topic `<service>.<level>` fills fields the JSON lacks."""
+    service, _, level = topic.rpartition(".")
+    fields = doc.get("fields")
+    seq = doc.get("seq")
+    return LogRecord(
+        ts=parse_ts(doc.get("ts")) or time.time(),
+        level=str(doc.get("level") or level or "info").lower(),
+        service=str(doc.get("service") or service or "?"),
+        msg=str(doc.get("msg", "")),
+        host=str(doc.get("host") or ""),
+        pid=_int(doc.get("pid")),
+        logger=str(doc.get("logger") or ""),
+        fields=fields if isinstance(fields, Mapping) else {},
+        seq=None if seq is None else _int(seq),
+    )
+
+
+def state_reply(doc: Any) -> Any:
+    """Unwrap a state-service reply: `data` on success, `Conflict`/`ServiceError` otherwise."""
+    if not isinstance(doc, Mapping):
+        raise ServiceError(f"unexpected reply from {STATE_SERVICE}: {doc!r:.80}")
+    if doc.get("success", True) is False:
+        message = str(doc.get("error") or "request rejected")
+        code = str(doc.get("code") or "error")
+        if code == "conflict":
+            rev = doc.get("revision")
+            raise Conflict(message, None if rev is None else _int(rev))
+        raise ServiceError(message, code)
+    return doc.get("data", {})
+
+
+# --------------------------------------------------------------------------- live source
+
+
+class LiveSource:
+    """`DataSource` over `plantd.client` (one pooled async `Client`, one `Subscriber` per bus)."""
+
+    def __init__(self, settings: SourceSettings | None = None) -> None:
+        self.settings = settings or SourceSettings.from_env()
+        self.endpoint = self.settings.endpoint
+        self._client: Any = None
+
+    async def _get_client(self) -> Any:
+        if self._client is None:
+            from plantd.client import Client
+
+            self._client = Client(self.endpoint, timeout=self.settings.timeout, retries=0)
+        return self._client
+
+    async def _reset(self) -> None:
+        """Drop the client after a failure so the next request starts on fresh sockets."""
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.close()
+
+    async def _guard(self, coro_factory: Any, *, broker_only: bool = False) -> Any:
+        """Run one request, translating client exceptions into the console's error types.
+
+        `broker_only`: the request is answered by the broker itself (MMI), so silence means
+        the broker is gone; for a service request silence only means that service is slow.
+        """
+        from plantd.client import errors
+
+        try:
+            client = await self._get_client()
+            return await coro_factory(client)
+        except errors.BrokerUnreachable as exc:
+            await self._reset()
+            raise Disconnected(str(exc) or "broker unreachable") from exc
+        except errors.RequestTimeout as exc:
+            if broker_only:
+                await self._reset()
+                raise Disconnected(str(exc) or "broker did not answer") from exc
+            raise ServiceError(str(exc) or "request timed out", "timeout") from exc
+        except errors.RequestRejected as exc:
+            if exc.code == "conflict":
+                rev = exc.doc.get("revision")
+                raise Conflict(str(exc), None if rev is None else _int(rev)) from exc
+            raise ServiceError(str(exc), exc.code) from exc
+        except errors.UnknownService as exc:
+            raise ServiceError(str(exc) or "unknown service", "unknown-service") from exc
+        except errors.ServiceUnavailable as exc:
+            raise ServiceError(str(exc) or "service unavailable", "unavailable") from exc
+        except errors.PlantdError as exc:
+            raise ServiceError(str(exc) or type(exc).__name__) from exc
+        except OSError as exc:
+            await self._reset()
+            raise Disconnected(str(exc)) from exc
+
+    async def services(self) -> list[ServiceInfo]:
+        doc = await self._guard(lambda c: c.mmi("mmi.services"), broker_only=True)
+        return parse_services(doc)
+
+    async def workers(self) -> list[WorkerInfo]:
+        doc = await self._guard(lambda c: c.mmi("mmi.workers"), broker_only=True)
+        return parse_workers(doc)
+
+    async def broker_info(self) -> BrokerInfo:
+        doc = await self._guard(lambda c: c.mmi("mmi.broker"), broker_only=True)
+        return parse_broker(doc)
+
+    async def ping(self) -> float:
+        return float(await self._guard(lambda c: c.ping(), broker_only=True))
+
+    async def _state(self, operation: str, body: dict[str, Any]) -> Any:
+        doc = await self._guard(lambda c: c.call(STATE_SERVICE, operation, body))
+        return state_reply(doc)
+
+    async def list_scopes(self) -> list[str]:
+        data = await self._state("list-scopes", {})
+        scopes = data.get("scopes", []) if isinstance(data, Mapping) else data
+        return sorted(str(s) for s in scopes or [])
+
+    async def list_keys(self, scope: str) -> list[KeyEntry]:
+        data = await self._state("list-keys", {"service": scope})
+        keys = data.get("keys", []) if isinstance(data, Mapping) else data
+        return [parse_key_entry(k) for k in keys or [] if isinstance(k, Mapping)]
+
+    async def set_key(
+        self, scope: str, key: str, value: Any, prev_revision: int | None = None
+    ) -> int:
+        body: dict[str, Any] = {"service": scope, "key": key, "value": value}
+        if prev_revision is not None:
+            body["prev_revision"] = prev_revision
+        data = await self._state("state-set", body)
+        if isinstance(data, Mapping):
+            return _int(_first(data, "mod_revision", "revision"))
+        return 0
+
+    async def delete_key(self, scope: str, key: str, prev_revision: int | None = None) -> None:
+        body: dict[str, Any] = {"service": scope, "key": key}
+        if prev_revision is not None:
+            body["prev_revision"] = prev_revision
+        await self._state("delete", body)
+
+    async def create_scope(self, scope: str) -> None:
+        await self._state("create-scope", {"service": scope})
+
+    async def delete_scope(self, scope: str) -> None:
+        await self._state("delete-scope", {"service": scope})
+
+    async def call(self, service: str, operation: str, body: bytes) -> AsyncIterator[ReplyPart]:
+        from plantd.client import errors
+
+        client = await self._get_client()
+        try:
+            # parts are yielded as they arrive (a long PARTIAL stream shows progress); the
+            # caller knows the last one was the FINAL when the iterator ends
+            index = 0
+            async for frames in client.stream(service, operation.encode(), body):
+                index += 1
+                yield ReplyPart(tuple(frames), index)
+        except errors.BrokerUnreachable as exc:
+            await self._reset()
+            raise Disconnected(str(exc) or "broker unreachable") from exc
+        except errors.PlantdError as exc:
+            raise ServiceError(str(exc) or type(exc).__name__) from exc
+
+    async def _subscribe(self, endpoint: str) -> AsyncIterator[tuple[str, Any]]:
+        from plantd.client import Subscriber
+
+        sub = Subscriber(endpoint, topics=[""])
+        try:
+            while True:
+                topic, doc = await sub.recv()
+                yield topic, doc
+        finally:
+            sub.close()
+
+    async def state_changes(self) -> AsyncIterator[StateChange]:
+        async for topic, doc in self._subscribe(self.settings.state_bus):
+            if isinstance(doc, Mapping):
+                yield parse_state_change(topic, doc)
+
+    async def log_records(self) -> AsyncIterator[LogRecord]:
+        async for topic, doc in self._subscribe(self.settings.log_bus):
+            if isinstance(doc, Mapping):
+                yield parse_log_record(topic, doc)
+
+    async def query_logs(self, limit: int = 500) -> list[LogRecord]:
+        doc = await self._guard(lambda c: c.call(LOGGER_SERVICE, "query", {"limit": limit}))
+        data = state_reply(doc) if isinstance(doc, Mapping) else doc
+        records = data.get("records", []) if isinstance(data, Mapping) else data
+        out: list[LogRecord] = []
+        for rec in records or []:
+            if isinstance(rec, Mapping):
+                topic = f"{rec.get('service', '?')}.{rec.get('level', 'info')}"
+                out.append(parse_log_record(topic, rec))
+        return sorted(out, key=lambda r: r.ts)
+
+    async def close(self) -> None:
+        await self._reset()
+
+
+def decode_frames(frames: Sequence[bytes]) -> str:
+    """Readable text for reply frames: pretty JSON when a frame parses, else text or hex."""
+    lines: list[str] = []
+    for frame in frames:
+        try:
+            text = frame.decode()
+        except UnicodeDecodeError:
+            lines.append(frame.hex(" "))
+            continue
+        try:
+            lines.append(json.dumps(json.loads(text), indent=2, sort_keys=True))
+        except ValueError:
+            lines.append(text)
+    return "\n".join(lines)

@@ -1,0 +1,190 @@
+"""Unit tests of the Textual-free layer: parsing, CAS replies, rates, log buffer."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from plantd.tui.logstore import LogFilter, LogStore
+from plantd.tui.model import RateTracker, heartbeat_status, parse_value, sparkline
+from plantd.tui.source import (
+    Conflict,
+    LogRecord,
+    ServiceError,
+    SourceSettings,
+    parse_broker,
+    parse_log_record,
+    parse_services,
+    parse_workers,
+    state_reply,
+)
+
+
+def test_source_layer_does_not_import_textual() -> None:
+    code = (
+        "import sys, plantd.tui.source, plantd.tui.logstore, plantd.tui.model;"
+        "bad = [m for m in sys.modules if m.startswith(('textual', 'zmq'))];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        [{"name": "a", "workers": 2, "queue": 1, "requests": 10}],
+        {"services": [{"service": "a", "worker_count": 2, "queue_depth": 1, "requests": 10}]},
+        {"a": {"workers": ["w1", "w2"], "pending": 1, "requests_total": 10}},
+        {
+            "success": True,
+            "data": {"services": [{"name": "a", "idle": 1, "busy": 1, "queue": 1, "requests": 10}]},
+        },
+    ],
+)
+def test_parse_services_shapes(doc: object) -> None:
+    [svc] = parse_services(doc)
+    assert (svc.name, svc.workers, svc.queue, svc.requests) == ("a", 2, 1, 10)
+
+
+def test_parse_services_names_only_and_garbage() -> None:
+    assert [s.name for s in parse_services(["b", "a"])] == ["a", "b"]
+    assert parse_services(None) == []
+    assert parse_services("nonsense") == []
+
+
+def test_parse_workers_age_from_timestamp() -> None:
+    [w] = parse_workers([{"identity": "ab", "service": "s", "last_seen": 95.0}], now=100.0)
+    assert w.heartbeat_age == 5.0
+    [w] = parse_workers({"workers": [{"id": "x", "service": "s", "age": 1.5}]})
+    assert w.heartbeat_age == 1.5
+
+
+def test_parse_broker_defaults() -> None:
+    info = parse_broker({"settings": {"heartbeat_interval": 1.0, "heartbeat_liveness": 5}})
+    assert (info.heartbeat_interval, info.liveness) == (1.0, 5)
+    assert parse_broker("x").heartbeat_interval == 2.5
+
+
+def test_state_reply_conflict_and_errors() -> None:
+    assert state_reply({"success": True, "data": {"k": 1}}) == {"k": 1}
+    with pytest.raises(Conflict) as exc:
+        state_reply({"success": False, "code": "conflict", "error": "stale", "revision": 7})
+    assert exc.value.revision == 7
+    with pytest.raises(ServiceError):
+        state_reply({"success": False, "error": "nope"})
+
+
+def test_log_record_from_topic() -> None:
+    r = parse_log_record("org.plantd.State.warning", {"msg": "x", "ts": "2023-11-14T22:13:20Z"})
+    assert (r.service, r.level, r.ts) == ("org.plantd.State", "warning", 1_700_000_000.0)
+
+
+def test_settings_from_env() -> None:
+    s = SourceSettings.from_env(
+        env={"PLANTD_CLIENT_ENDPOINT": "tcp://127.0.0.1:1", "PLANTD_CLIENT_TIMEOUT": "bad"}
+    )
+    assert (s.endpoint, s.timeout) == ("tcp://127.0.0.1:1", 3.0)
+    assert SourceSettings.from_env("tcp://127.0.0.1:2", env={}).endpoint == "tcp://127.0.0.1:2"
+
+
+def test_rates_and_sparkline() -> None:
+    rates = RateTracker()
+    assert rates.update("a", 100, 10.0) == 0.0
+    assert rates.update("a", 150, 12.0) == 25.0
+    assert rates.update("a", 10, 13.0) == 0.0  # counter reset: no negative rate
+    assert rates.update("b", None, 13.0, rate=4.0) == 4.0
+    assert sparkline([0, 5, 10]) == "▁▅█"
+    assert sparkline([]) == ""
+
+
+def test_heartbeat_classification() -> None:
+    assert heartbeat_status(1.0, 2.5, 3) == "ok"
+    assert heartbeat_status(4.0, 2.5, 3) == "late"
+    assert heartbeat_status(7.5, 2.5, 3) == "expired"
+    assert heartbeat_status(None, 2.5, 3) == "?"
+
+
+def test_parse_value() -> None:
+    assert parse_value("13") == 13
+    assert parse_value('"13"') == "13"
+    assert parse_value("hello world") == "hello world"
+    assert parse_value('{"a": [1]}') == {"a": [1]}
+
+
+def rec(seq: int | None, service: str = "s", pid: int = 1, level: str = "info") -> LogRecord:
+    return LogRecord(0.0, level, service, "m", "h", pid, "", {}, seq)
+
+
+def test_logstore_gaps_per_producer_and_restart() -> None:
+    store = LogStore(100)
+    for seq in (1, 2, 5, 6):
+        store.push(rec(seq))
+    store.push(rec(1, pid=2))
+    store.push(rec(3, pid=2))
+    store.push(rec(1))  # producer restarted: not a gap
+    assert store.missed == 2 + 1
+
+
+def test_logstore_bounded_and_overflow_counted() -> None:
+    store = LogStore(10)
+    for i in range(25):
+        store.push(rec(i))
+    assert store.dropped == 15 and store.pending == 10
+    added, evicted = store.drain()
+    assert (added, evicted, len(store.records)) == (10, 0, 10)
+    for i in range(25, 30):
+        store.push(rec(i))
+    assert store.drain() == (5, 5)
+
+
+def test_logstore_filter() -> None:
+    store = LogStore(10)
+    store.push(rec(1, level="debug"))
+    store.push(rec(2, service="t", level="error"))
+    store.drain()
+    store.set_filter(LogFilter(min_level="warn"))
+    assert [r.seq for r in store.view] == [2]
+    store.set_filter(LogFilter(service="s"))
+    assert [r.seq for r in store.view] == [1]
+
+
+def test_parse_real_broker_mmi_shapes() -> None:
+    """The documents plantd.broker.core actually sends."""
+    services = {
+        "services": [
+            {
+                "name": "e",
+                "workers": 1,
+                "idle": 1,
+                "busy": 0,
+                "queue": 0,
+                "requests": 5,
+                "failed": 0,
+            }
+        ]
+    }
+    assert parse_services(services)[0].requests == 5
+    workers = {
+        "workers": [
+            {
+                "identity": "ab",
+                "service": "e",
+                "state": "idle",
+                "last_heartbeat_s": 0.2,
+                "connected_s": 3.0,
+            }
+        ]
+    }
+    assert parse_workers(workers)[0].heartbeat_age == 0.2
+    broker = {
+        "version": "0.1.0",
+        "uptime_s": 3.5,
+        "settings": {"heartbeat_interval": 0.25, "heartbeat_liveness": 3},
+    }
+    info = parse_broker(broker)
+    assert (info.heartbeat_interval, info.uptime) == (0.25, 3.5)

@@ -1,0 +1,86 @@
+"""Snapshot of every view and dialog at 80x24 (SSH default) and 120x40.
+
+Deterministic: FakeSource data, frozen clock, UTC, no animations, no cursor blink, one poll.
+SVGs live in <repo>/snapshots/test_snapshots/ (see conftest). Update with
+`pytest tests/tui --snapshot-update` and look at the changed SVGs before committing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+
+from plantd.tui.messages import OverviewData
+from plantd.tui.source import ServiceInfo
+from tests.tui.conftest import make_app
+from tests.tui.fakes import FakeSource
+
+SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
+TREND = (80.0, 95.0, 110.0, 140.0, 120.0, 100.0, 130.0, 150.0, 125.0, 120.0)
+
+
+async def _trend(pilot: Pilot[Any]) -> None:
+    """Feed ten polls with a varying rate so the sparklines have a shape."""
+    app = pilot.app
+    fake: FakeSource = app.source  # type: ignore[attr-defined]
+    for i, rate in enumerate(TREND):
+        services = [
+            ServiceInfo(s.name, s.workers, s.queue, rate=(s.rate or 0) * rate / 120.0)
+            for s in fake.service_list
+        ]
+        app.post_message(OverviewData(services, None, None, 1000.0 + i))
+    await pilot.pause()
+
+
+async def _call_reply(pilot: Pilot[Any]) -> None:
+    fake: FakeSource = pilot.app.source  # type: ignore[attr-defined]
+    fake.replies[("org.plantd.State", "list-scopes")] = [
+        [b'{"progress": 50}'],
+        [b'{"success": true, "data": {"scopes": ["org.plantd.line1", "site"]}}'],
+    ]
+    await pilot.press("4")
+    await pilot.click("#call-service")
+    await pilot.press(*"org.plantd.State", "tab", *"list-scopes", "f9")
+    await pilot.pause()
+
+
+async def _conflict(pilot: Pilot[Any]) -> None:
+    fake: FakeSource = pilot.app.source  # type: ignore[attr-defined]
+    fake.concurrent_write = ("org.plantd.line1", "enabled", False)
+    await pilot.press("2", "e", *"false", "enter", "y")
+    await pilot.pause()
+
+
+def _disconnected() -> FakeSource:
+    fake = FakeSource()
+    fake.connected = False
+    return fake
+
+
+Case = tuple[tuple[str, ...], Callable[[Pilot[Any]], Awaitable[None]] | None, dict[str, Any]]
+CASES: dict[str, Case] = {
+    "overview": ((), _trend, {}),
+    "state": (("2",), None, {}),
+    "logs": (("3",), None, {}),
+    "call": ((), _call_reply, {}),
+    "help": (("f1",), None, {}),
+    "edit_dialog": (("2", "e"), None, {}),
+    "confirm_dialog": (("2", "down", "d"), None, {}),
+    "conflict_dialog": ((), _conflict, {}),
+    "service_picker": (("3", "s"), None, {}),
+    "disconnected": ((), None, {"source": _disconnected}),
+    "read_only_state": (("2",), None, {"read_only": True}),
+}
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("case", list(CASES))
+def test_snapshot(snap_compare: Any, case: str, size: tuple[int, int]) -> None:
+    press, run_before, options = CASES[case]
+    options = dict(options)
+    source = options.pop("source", FakeSource)()
+    app = make_app(source, **options)
+    assert snap_compare(app, press=press, terminal_size=size, run_before=run_before)
