@@ -1,0 +1,1468 @@
+"""Durable scoped key-value store of the state service (SQLite through aiosqlite).
+
+Design (see ``docs/state.md``):
+
+* exactly one writer connection (SQLite 3.40 has the WAL-reset bug with two writers) owned by
+  a single committer task; callers enqueue operations and the committer applies everything
+  queued in ONE transaction (group commit), COMMITs with ``synchronous=FULL`` and only then
+  resolves the callers' futures, so an acknowledged write is durable;
+* operations validate (read) before they write, so a failing compare or a missing key never
+  touches the database and never fails the other operations of the batch; an SQLite error
+  rolls the whole batch back and every caller of that batch gets ``StorageError``;
+* reads go through a separate read-only connection (WAL readers never block the writer) and
+  see committed data only;
+* revisions follow etcd: one global revision, +1 per committed change; a txn is one change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import hashlib
+import inspect
+import json
+import logging
+import math
+import os
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from plantd.state.errors import (
+    Compacted,
+    Conflict,
+    CorruptDatabase,
+    InvalidArgument,
+    LimitExceeded,
+    NotFound,
+    StateError,
+    StorageError,
+    StoreLocked,
+)
+
+__all__ = ["Event", "Limits", "Listener", "StateStore"]
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+Event = dict[str, Any]
+"""A change ``{scope, key, op, value, revision, ts}``; op: set|delete|create-scope|delete-scope."""
+Listener = Callable[[Event], Awaitable[None] | None]
+
+_SCHEMA = """
+CREATE TABLE meta(name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE scopes(
+    name TEXT PRIMARY KEY,
+    create_revision INTEGER NOT NULL,
+    created REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE kv(
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    create_revision INTEGER NOT NULL,
+    mod_revision INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    updated REAL NOT NULL,
+    expires REAL,
+    PRIMARY KEY(scope, key)
+) WITHOUT ROWID;
+CREATE INDEX kv_expires ON kv(expires) WHERE expires IS NOT NULL;
+CREATE TABLE changes(
+    revision INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    op TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    key TEXT,
+    value TEXT,
+    ts REAL NOT NULL,
+    PRIMARY KEY(revision, idx)
+) WITHOUT ROWID;
+CREATE TABLE requests(
+    seq INTEGER PRIMARY KEY,
+    request_id TEXT NOT NULL UNIQUE,
+    fingerprint TEXT NOT NULL,
+    result TEXT NOT NULL,
+    ts REAL NOT NULL
+);
+"""
+_TABLES = {"meta", "scopes", "kv", "changes", "requests"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request limits; sizes are UTF-8 bytes so they bound what travels on the wire.
+
+    The default value limit keeps a get reply well inside the broker's 1 MiB message limit.
+    """
+
+    max_scope_length: int = 128
+    max_key_length: int = 512
+    max_value_bytes: int = 512 * 1024
+    max_txn_ops: int = 128
+    max_request_id_length: int = 128
+    max_ttl: float = 10 * 365 * 86400.0
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _encode_value(value: Any, limits: Limits, what: str) -> str:
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise InvalidArgument(f"{what}: value is not JSON-serializable: {e}") from None
+    size = len(text.encode("utf-8"))
+    if size > limits.max_value_bytes:
+        raise LimitExceeded("max_value_bytes", limits.max_value_bytes, size, what)
+    return text
+
+
+def _check_name(name: Any, kind: str, limit_name: str, maximum: int) -> str:
+    if not isinstance(name, str) or not name:
+        raise InvalidArgument(f"{kind} must be a non-empty string, got {name!r}")
+    if "\x00" in name:
+        raise InvalidArgument(f"{kind} {name!r} contains a NUL character")
+    size = len(name.encode("utf-8", errors="surrogatepass"))
+    if size > maximum:
+        raise LimitExceeded(limit_name, maximum, size, f"{kind} {name[:32]!r}...")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{kind} {name!r} is not valid UTF-8 text") from None
+    return name
+
+
+def _check_scope(scope: Any, limits: Limits) -> str:
+    return _check_name(scope, "scope", "max_scope_length", limits.max_scope_length)
+
+
+def _check_key(key: Any, limits: Limits) -> str:
+    return _check_name(key, "key", "max_key_length", limits.max_key_length)
+
+
+def _check_revision(rev: Any, name: str) -> int | None:
+    if rev is None:
+        return None
+    if isinstance(rev, bool) or not isinstance(rev, int) or rev < 0:
+        raise InvalidArgument(f"{name} must be an integer >= 0, got {rev!r}")
+    return rev
+
+
+def _check_ttl(ttl: Any, limits: Limits) -> float | None:
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not math.isfinite(ttl):
+        raise InvalidArgument(f"ttl must be a number of seconds, got {ttl!r}")
+    if ttl <= 0:
+        raise InvalidArgument(f"ttl must be > 0 seconds, got {ttl!r}")
+    if ttl > limits.max_ttl:
+        raise LimitExceeded("max_ttl", limits.max_ttl, ttl, "ttl")
+    return float(ttl)
+
+
+def _check_request_id(request_id: Any, limits: Limits) -> str | None:
+    if request_id is None:
+        return None
+    return _check_name(
+        request_id, "request_id", "max_request_id_length", limits.max_request_id_length
+    )
+
+
+def _fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, separators=(",", ":")).encode()).hexdigest()[:32]
+
+
+# --------------------------------------------------------------------------- batch context
+
+
+@dataclass
+class _KeyState:
+    scope_exists: bool
+    row: tuple[int, int, int] | None  # (create_revision, mod_revision, version) if live
+    expired: bool  # a row exists but its TTL passed (treated as absent)
+
+    @property
+    def mod_revision(self) -> int:
+        return self.row[1] if self.row else 0
+
+
+class _Batch:
+    """Working state of one group-commit transaction (discarded on rollback)."""
+
+    def __init__(self, db: aiosqlite.Connection, revision: int, now: float) -> None:
+        self.db = db
+        self.revision = revision
+        self.now = now
+        self.events: list[Event] = []
+        self.change_rows: list[tuple[Any, ...]] = []
+        self.request_rows: list[tuple[str, str, str, float]] = []
+        self.requests: dict[str, tuple[str, str]] = {}
+        self._idx = 0
+
+    def begin_change(self) -> int:
+        self.revision += 1
+        self._idx = 0
+        return self.revision
+
+    def emit(self, rev: int, op: str, scope: str, key: str | None, text: str | None, value: Any):
+        self.change_rows.append((rev, self._idx, op, scope, key, text, self.now))
+        self._idx += 1
+        self.events.append(
+            {"scope": scope, "key": key, "op": op, "value": value, "revision": rev, "ts": self.now}
+        )
+
+    async def lookup(self, scope: str, key: str) -> _KeyState:
+        rows = await self.db.execute_fetchall(
+            "SELECT EXISTS(SELECT 1 FROM scopes WHERE name=?1),"
+            " k.create_revision, k.mod_revision, k.version, k.expires"
+            " FROM (SELECT 1) LEFT JOIN kv k ON k.scope=?1 AND k.key=?2",
+            (scope, key),
+        )
+        exists, crev, mrev, ver, expires = next(iter(rows))
+        if crev is None:
+            return _KeyState(bool(exists), None, False)
+        if expires is not None and expires <= self.now:
+            return _KeyState(bool(exists), None, True)
+        return _KeyState(bool(exists), (crev, mrev, ver), False)
+
+    async def expire(self, scope: str, key: str) -> None:
+        """Delete a key whose TTL passed: a change with its own revision, like any delete."""
+        await self.db.execute("DELETE FROM kv WHERE scope=? AND key=?", (scope, key))
+        self.emit(self.begin_change(), "delete", scope, key, None, None)
+
+    async def create_scope(self, rev: int, scope: str) -> None:
+        await self.db.execute(
+            "INSERT INTO scopes(name, create_revision, created) VALUES(?,?,?)",
+            (scope, rev, self.now),
+        )
+        self.emit(rev, "create-scope", scope, None, None, None)
+
+    async def put(
+        self,
+        rev: int,
+        scope: str,
+        key: str,
+        text: str,
+        value: Any,
+        ttl: float | None,
+        st: _KeyState,
+    ) -> dict[str, Any]:
+        if st.row:
+            crev, version = st.row[0], st.row[2] + 1
+        else:
+            crev, version = rev, 1
+        expires = self.now + ttl if ttl is not None else None
+        await self.db.execute(
+            "INSERT INTO kv(scope, key, value, create_revision, mod_revision, version, updated,"
+            " expires) VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(scope, key) DO UPDATE SET"
+            " value=excluded.value, create_revision=excluded.create_revision,"
+            " mod_revision=excluded.mod_revision, version=excluded.version,"
+            " updated=excluded.updated, expires=excluded.expires",
+            (scope, key, text, crev, rev, version, self.now, expires),
+        )
+        self.emit(rev, "set", scope, key, text, value)
+        return {
+            "scope": scope,
+            "key": key,
+            "revision": rev,
+            "create_revision": crev,
+            "mod_revision": rev,
+            "version": version,
+        }
+
+    async def remove(self, rev: int, scope: str, key: str, st: _KeyState) -> dict[str, Any]:
+        await self.db.execute("DELETE FROM kv WHERE scope=? AND key=?", (scope, key))
+        self.emit(rev, "delete", scope, key, None, None)
+        return {"scope": scope, "key": key, "revision": rev, "prev_mod_revision": st.mod_revision}
+
+
+# --------------------------------------------------------------------------- operations
+
+
+class _Op:
+    """A write queued for the committer. ``apply`` must raise StateError only before writing."""
+
+    request_id: str | None = None
+
+    def fingerprint(self) -> str:
+        raise NotImplementedError
+
+    async def apply(self, b: _Batch) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+@dataclass
+class _KeyOp:
+    """One set/delete/check of a txn (or a standalone set/delete)."""
+
+    op: str  # set | delete | check
+    scope: str
+    key: str
+    text: str | None = None
+    value: Any = None
+    ttl: float | None = None
+    prev_revision: int | None = None  # 0 = must not exist
+
+    def compare(self, st: _KeyState, index: int | None) -> None:
+        where = f"{self.scope}/{self.key}" + (f" (txn op {index})" if index is not None else "")
+        extra: dict[str, Any] = {"scope": self.scope, "key": self.key}
+        if index is not None:
+            extra["index"] = index
+        cur = st.mod_revision
+        if self.prev_revision is not None and self.prev_revision != cur:
+            if self.prev_revision == 0:
+                msg = f"compare failed for {where}: key must not exist, it has mod_revision {cur}"
+            elif cur == 0:
+                msg = (
+                    f"compare failed for {where}: expected mod_revision {self.prev_revision},"
+                    " key does not exist"
+                )
+            else:
+                msg = (
+                    f"compare failed for {where}: expected mod_revision {self.prev_revision},"
+                    f" current is {cur}"
+                )
+            raise Conflict(msg, current_revision=cur, **extra)
+        if self.op == "delete" and st.row is None:
+            what = "key" if st.scope_exists else "scope"
+            name = f"{self.key!r} in scope {self.scope!r}" if st.scope_exists else repr(self.scope)
+            raise NotFound(f"cannot delete {where}: {what} {name} not found", **extra)
+
+    def describe(self) -> list[Any]:
+        return [self.op, self.scope, self.key, self.text, self.ttl, self.prev_revision]
+
+
+class _TxnOp(_Op):
+    """Standalone set/delete (``single``) or an atomic txn: all compares pass or nothing."""
+
+    def __init__(self, ops: list[_KeyOp], request_id: str | None, single: bool) -> None:
+        self.ops = ops
+        self.request_id = request_id
+        self.single = single
+
+    def fingerprint(self) -> str:
+        return _fingerprint("txn" if not self.single else "op", [o.describe() for o in self.ops])
+
+    async def apply(self, b: _Batch) -> dict[str, Any]:
+        states = [await b.lookup(o.scope, o.key) for o in self.ops]
+        for i, (o, st) in enumerate(zip(self.ops, states, strict=True)):
+            o.compare(st, None if self.single else i)
+        if all(o.op == "check" for o in self.ops):
+            # compare-only txn: nothing changes, no new revision
+            results = [
+                {"scope": o.scope, "key": o.key, "mod_revision": st.mod_revision}
+                for o, st in zip(self.ops, states, strict=True)
+            ]
+            return {"revision": b.revision, "results": results}
+        for o, st in zip(self.ops, states, strict=True):
+            if st.expired and o.op != "check":
+                await b.expire(o.scope, o.key)
+        rev = b.begin_change()
+        results: list[dict[str, Any]] = []
+        scopes_made: set[str] = set()
+        for o, st in zip(self.ops, states, strict=True):
+            if o.op == "set":
+                if not st.scope_exists and o.scope not in scopes_made:
+                    await b.create_scope(rev, o.scope)
+                    scopes_made.add(o.scope)
+                assert o.text is not None
+                results.append(await b.put(rev, o.scope, o.key, o.text, o.value, o.ttl, st))
+            elif o.op == "delete":
+                results.append(await b.remove(rev, o.scope, o.key, st))
+            else:
+                results.append({"scope": o.scope, "key": o.key, "mod_revision": st.mod_revision})
+        if self.single:
+            return results[0]
+        return {"revision": rev, "results": results}
+
+
+class _CreateScopeOp(_Op):
+    def __init__(self, scope: str, request_id: str | None) -> None:
+        self.scope = scope
+        self.request_id = request_id
+
+    def fingerprint(self) -> str:
+        return _fingerprint("create-scope", self.scope)
+
+    async def apply(self, b: _Batch) -> dict[str, Any]:
+        rows = await b.db.execute_fetchall(
+            "SELECT create_revision FROM scopes WHERE name=?", (self.scope,)
+        )
+        found = list(rows)
+        if found:
+            return {
+                "scope": self.scope,
+                "created": False,
+                "revision": b.revision,
+                "create_revision": found[0][0],
+            }
+        rev = b.begin_change()
+        await b.create_scope(rev, self.scope)
+        return {"scope": self.scope, "created": True, "revision": rev, "create_revision": rev}
+
+
+class _DeleteScopeOp(_Op):
+    def __init__(self, scope: str, request_id: str | None) -> None:
+        self.scope = scope
+        self.request_id = request_id
+
+    def fingerprint(self) -> str:
+        return _fingerprint("delete-scope", self.scope)
+
+    async def apply(self, b: _Batch) -> dict[str, Any]:
+        rows = list(
+            await b.db.execute_fetchall(
+                "SELECT EXISTS(SELECT 1 FROM scopes WHERE name=?1),"
+                " (SELECT count(*) FROM kv WHERE scope=?1 AND (expires IS NULL OR expires > ?2))",
+                (self.scope, b.now),
+            )
+        )
+        exists, live = rows[0]
+        if not exists:
+            raise NotFound(f"scope {self.scope!r} not found", scope=self.scope)
+        rev = b.begin_change()
+        await b.db.execute("DELETE FROM kv WHERE scope=?", (self.scope,))
+        await b.db.execute("DELETE FROM scopes WHERE name=?", (self.scope,))
+        b.emit(rev, "delete-scope", self.scope, None, None, None)
+        return {"scope": self.scope, "revision": rev, "deleted_keys": live}
+
+
+class _ReapOp(_Op):
+    """Delete up to ``limit`` expired keys, each its own revision (bounded work per pass)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    async def apply(self, b: _Batch) -> dict[str, Any]:
+        rows = list(
+            await b.db.execute_fetchall(
+                "SELECT scope, key FROM kv WHERE expires IS NOT NULL AND expires <= ?"
+                " ORDER BY expires LIMIT ?",
+                (b.now, self.limit),
+            )
+        )
+        if rows:
+            await b.db.executemany("DELETE FROM kv WHERE scope=? AND key=?", rows)
+        for scope, key in rows:
+            b.emit(b.begin_change(), "delete", scope, key, None, None)
+        return {"expired": len(rows)}
+
+
+class _ImportOp(_Op):
+    """Load an export document as ONE change (one revision, one event per scope/key)."""
+
+    def __init__(
+        self, scopes: dict[str, list[tuple[str, str, Any]]], replace: bool, request_id: str | None
+    ) -> None:
+        self.scopes = scopes
+        self.replace = replace
+        self.request_id = request_id
+
+    def fingerprint(self) -> str:
+        items = {s: [(k, t) for k, t, _ in kv] for s, kv in self.scopes.items()}
+        return _fingerprint("import", self.replace, items)
+
+    async def apply(self, b: _Batch) -> dict[str, Any]:
+        existing = {r[0] for r in await b.db.execute_fetchall("SELECT name FROM scopes")}
+        rev = b.begin_change()
+        if self.replace:
+            for scope in sorted(existing):
+                b.emit(rev, "delete-scope", scope, None, None, None)
+            await b.db.execute("DELETE FROM kv")
+            await b.db.execute("DELETE FROM scopes")
+            existing = set()
+        keys = 0
+        for scope, items in self.scopes.items():
+            if scope not in existing:
+                await b.create_scope(rev, scope)
+            rows = []
+            for key, text, value in items:
+                rows.append((scope, key, text, rev, rev, b.now, b.now))
+                b.emit(rev, "set", scope, key, text, value)
+            # an update keeps create_revision and bumps version; a missing/expired key restarts
+            await b.db.executemany(
+                "INSERT INTO kv(scope, key, value, create_revision, mod_revision, version, updated,"
+                " expires) VALUES(?1,?2,?3,?4,?5,1,?6,NULL) ON CONFLICT(scope, key) DO UPDATE SET"
+                " create_revision=CASE WHEN kv.expires IS NOT NULL AND kv.expires <= ?7"
+                "   THEN excluded.create_revision ELSE kv.create_revision END,"
+                " version=CASE WHEN kv.expires IS NOT NULL AND kv.expires <= ?7"
+                "   THEN 1 ELSE kv.version + 1 END,"
+                " value=excluded.value, mod_revision=excluded.mod_revision,"
+                " updated=excluded.updated, expires=NULL",
+                rows,
+            )
+            keys += len(rows)
+        return {"revision": rev, "scopes": len(self.scopes), "keys": keys}
+
+
+# --------------------------------------------------------------------------- file helpers
+
+
+class _FileLock:
+    """Exclusive non-blocking flock on ``<db>.lock``; the file records the holder's pid."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self, db_path: Path) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise StorageError(f"cannot open lock file {self.path}: {e.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = "unknown"
+            with contextlib.suppress(OSError, ValueError):
+                holder = os.pread(fd, 64, 0).decode().strip() or "unknown"
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise StoreLocked(
+                    f"state database {db_path} is already open by another store (pid {holder});"
+                    f" lock file {self.path}",
+                    pid=int(holder) if holder.isdigit() else None,
+                    path=str(db_path),
+                ) from None
+            raise StorageError(f"cannot lock {self.path}: {e.strerror}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            # keep the file: unlinking it would race with a concurrent opener
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, 0)
+            os.close(self.fd)
+            self.fd = None
+
+
+def _precheck_file(path: Path) -> bool:
+    """Cheap checks before SQLite touches the file; returns False if it is new/empty."""
+    if not path.exists():
+        return False
+    if not path.is_file():
+        raise StorageError(f"cannot open state database {path}: not a regular file")
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise StorageError(f"cannot open state database {path}: permission denied (need rw)")
+    size = path.stat().st_size
+    if size == 0:
+        return False
+    try:
+        with path.open("rb") as f:
+            header = f.read(100)
+    except OSError as e:
+        raise StorageError(f"cannot read state database {path}: {e.strerror}") from None
+    if len(header) < 100 or not header.startswith(SQLITE_MAGIC):
+        raise CorruptDatabase(
+            f"{path} is not an SQLite database (bad header, {size} bytes); refusing to open it,"
+            " the file was not modified",
+            path=str(path),
+        )
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    n_pages = int.from_bytes(header[28:32], "big")
+    counter, valid_for = header[24:28], header[92:96]
+    wal = path.with_name(path.name + "-wal")
+    wal_pending = wal.exists() and wal.stat().st_size > 0
+    # with WAL content a crash mid-checkpoint can legitimately leave the file short: SQLite
+    # sizes the database from the WAL then, and quick_check still reads every page
+    if n_pages and counter == valid_for and not wal_pending and size < n_pages * page_size:
+        raise CorruptDatabase(
+            f"{path} is truncated: header says {n_pages * page_size} bytes, file has {size};"
+            " refusing to open it, the file was not modified (restore a backup)",
+            path=str(path),
+        )
+    return True
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+async def _scalar(conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...] = ()) -> Any:
+    return next(iter(await conn.execute_fetchall(sql, params)))[0]
+
+
+def _storage_error(action: str, e: BaseException) -> StorageError:
+    name = getattr(e, "sqlite_errorname", None) or type(e).__name__
+    return StorageError(f"{action} failed: {e} ({name}); nothing was applied", cause=name)
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class StateStore:
+    """Async scoped key-value store; create with ``await StateStore.open(path)``."""
+
+    def __init__(self) -> None:  # use open()
+        self.path: Path
+        self.limits: Limits
+        self._writer: aiosqlite.Connection
+        self._reader: aiosqlite.Connection
+        self._lock: _FileLock
+        self._read_lock = asyncio.Lock()
+        self._queue: asyncio.Queue[tuple[_Op, asyncio.Future[Any]] | None] = asyncio.Queue()
+        self._listeners: list[Listener] = []
+        self._committer: asyncio.Task[None] | None = None
+        self._reaper: asyncio.Task[None] | None = None
+        self._closed = False
+        self.revision = 0
+        self.compact_revision = 0
+        self._history_count = 0
+        self._request_count = 0
+        self.commits = 0
+        """Number of COMMITted write transactions (group commit makes this << writes)."""
+        self.ops_applied = 0
+        self.last_error: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        limits: Limits | None = None,
+        history_size: int = 10_000,
+        request_history: int = 10_000,
+        batch_max: int = 256,
+        reap_interval: float = 1.0,
+        reap_batch: int = 256,
+        clock: Callable[[], float] = time.time,
+    ) -> StateStore:
+        """Open (or create) the database; refuse locked, corrupt or foreign files untouched."""
+        if history_size < 0 or request_history < 0 or batch_max < 1 or reap_batch < 1:
+            raise InvalidArgument("history sizes must be >= 0, batch sizes >= 1")
+        self = cls()
+        self.path = Path(path)
+        self.limits = limits or Limits()
+        self._history_size = history_size
+        self._request_history = request_history
+        self._batch_max = batch_max
+        self._reap_interval = reap_interval
+        self._reap_batch = reap_batch
+        self._clock = clock
+        if not self.path.parent.is_dir():
+            raise StorageError(f"cannot open state database {self.path}: no such directory")
+        self._lock = _FileLock(self.path.with_name(self.path.name + ".lock"))
+        self._lock.acquire(self.path)
+        try:
+            await self._open_connections()
+        except BaseException:
+            self._lock.release()
+            raise
+        self._committer = asyncio.create_task(self._commit_loop(), name="state-committer")
+        self._reaper = asyncio.create_task(self._reap_loop(), name="state-reaper")
+        return self
+
+    async def _open_connections(self) -> None:
+        existed = _precheck_file(self.path)
+        try:
+            self._writer = await aiosqlite.connect(self.path, isolation_level=None)
+        except sqlite3.Error as e:
+            raise StorageError(f"cannot open state database {self.path}: {e}") from None
+        try:
+            if existed:
+                await self._verify()
+            await self._configure_writer(existed)
+            self._reader = await aiosqlite.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None
+            )
+        except BaseException:
+            await self._writer.close()
+            raise
+        await self._load_meta()
+
+    async def _verify(self) -> None:
+        """quick_check before anything writes: a damaged file is refused, never repaired."""
+        try:
+            rows = [r[0] for r in await self._writer.execute_fetchall("PRAGMA quick_check(20)")]
+            tables = {
+                r[0]
+                for r in await self._writer.execute_fetchall(
+                    "SELECT name FROM sqlite_master WHERE type='table'"
+                )
+            }
+        except sqlite3.DatabaseError as e:
+            raise CorruptDatabase(
+                f"{self.path} is damaged: {e}; refusing to open it, the file was not modified"
+                " (restore a backup)",
+                path=str(self.path),
+            ) from None
+        if rows != ["ok"]:
+            raise CorruptDatabase(
+                f"{self.path} failed quick_check: {'; '.join(map(str, rows[:5]))}; refusing to"
+                " open it, the file was not modified (restore a backup)",
+                path=str(self.path),
+            )
+        if tables and not _TABLES <= tables:
+            raise CorruptDatabase(
+                f"{self.path} is an SQLite database but not a plantd state store"
+                f" (tables: {', '.join(sorted(tables))}); refusing to open it",
+                path=str(self.path),
+            )
+        if tables:
+            row = list(
+                await self._writer.execute_fetchall(
+                    "SELECT value FROM meta WHERE name='schema_version'"
+                )
+            )
+            if not row or row[0][0] != SCHEMA_VERSION:
+                got = row[0][0] if row else None
+                raise StorageError(
+                    f"{self.path} has schema version {got}, this plantd supports"
+                    f" {SCHEMA_VERSION}; refusing to open it"
+                )
+
+    async def _configure_writer(self, existed: bool) -> None:
+        w = self._writer
+        try:
+            mode = await _scalar(w, "PRAGMA journal_mode=WAL")
+            if str(mode).lower() != "wal":
+                raise StorageError(f"{self.path}: cannot enable WAL mode (journal_mode={mode})")
+            await w.execute("PRAGMA synchronous=FULL")
+            await w.execute("PRAGMA busy_timeout=5000")
+            tables = list(
+                await w.execute_fetchall("SELECT name FROM sqlite_master WHERE type='table'")
+            )
+            if not tables:
+                await w.execute("BEGIN IMMEDIATE")
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        await w.execute(stmt)
+                await w.executemany(
+                    "INSERT INTO meta(name, value) VALUES(?, ?)",
+                    [("schema_version", SCHEMA_VERSION), ("revision", 0), ("compact_revision", 0)],
+                )
+                await w.execute("COMMIT")
+        except sqlite3.Error as e:
+            with contextlib.suppress(sqlite3.Error):
+                await w.execute("ROLLBACK")
+            raise StorageError(f"cannot initialise state database {self.path}: {e}") from None
+
+    async def _load_meta(self) -> None:
+        meta = dict(list(await self._writer.execute_fetchall("SELECT name, value FROM meta")))
+        self.revision = int(meta["revision"])
+        self.compact_revision = int(meta["compact_revision"])
+        rows = await self._writer.execute_fetchall(
+            "SELECT (SELECT count(*) FROM changes), (SELECT count(*) FROM requests)"
+        )
+        self._history_count, self._request_count = next(iter(rows))
+
+    async def close(self) -> None:
+        """Finish queued writes, stop the reaper, checkpoint and release the lock."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._reaper:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        if self._committer:
+            self._queue.put_nowait(None)
+            await self._committer
+        try:
+            await self._reader.close()
+            with contextlib.suppress(sqlite3.Error):
+                await self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            await self._writer.close()
+        finally:
+            self._lock.release()
+
+    async def __aenter__(self) -> StateStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ change feed
+
+    def add_listener(self, callback: Listener) -> None:
+        """Call ``callback(event)`` after each commit, in commit order (awaited if async).
+
+        Callbacks run on the committer task: keep them fast (e.g. put on a queue).
+        """
+        self._listeners.append(callback)
+
+    def remove_listener(self, callback: Listener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(callback)
+
+    # ------------------------------------------------------------------ writes
+
+    async def create_scope(self, scope: str, *, request_id: str | None = None) -> dict[str, Any]:
+        """Create a scope; creating an existing scope is not an error (``created: false``)."""
+        op = _CreateScopeOp(_check_scope(scope, self.limits), self._rid(request_id))
+        return await self._submit(op)
+
+    async def delete_scope(self, scope: str, *, request_id: str | None = None) -> dict[str, Any]:
+        """Delete a scope and all its keys: ONE revision, ONE ``delete-scope`` event."""
+        op = _DeleteScopeOp(_check_scope(scope, self.limits), self._rid(request_id))
+        return await self._submit(op)
+
+    async def set(
+        self,
+        scope: str,
+        key: str,
+        value: Any,
+        *,
+        ttl: float | None = None,
+        prev_revision: int | None = None,
+        if_absent: bool = False,
+        request_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Set a JSON value (creating the scope if missing); optional CAS and TTL."""
+        kop = self._key_op(
+            {
+                "op": "set",
+                "scope": scope,
+                "key": key,
+                "value": value,
+                "ttl": ttl,
+                "prev_revision": prev_revision,
+                "if_absent": if_absent,
+            },
+            "set",
+        )
+        return await self._submit(_TxnOp([kop], self._rid(request_id), single=True))
+
+    async def delete(
+        self,
+        scope: str,
+        key: str,
+        *,
+        prev_revision: int | None = None,
+        request_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Delete a key; a missing key raises NotFound; optional CAS on mod_revision."""
+        kop = self._key_op(
+            {"op": "delete", "scope": scope, "key": key, "prev_revision": prev_revision}, "delete"
+        )
+        return await self._submit(_TxnOp([kop], self._rid(request_id), single=True))
+
+    async def txn(
+        self, ops: Iterable[dict[str, Any]], *, request_id: str | None = None
+    ) -> dict[str, Any]:
+        """Apply set/delete/check ops atomically as ONE revision: all or nothing.
+
+        Each op is ``{"op": "set"|"delete"|"check", "scope", "key", "value"?, "ttl"?,
+        "prev_revision"?, "if_absent"?}``; a key may appear once per txn.
+        """
+        if isinstance(ops, dict | str | bytes) or not isinstance(ops, Iterable):
+            raise InvalidArgument("txn ops must be a list of operation objects")
+        op_list = list(ops)
+        if not op_list:
+            raise InvalidArgument("txn needs at least one op")
+        if len(op_list) > self.limits.max_txn_ops:
+            raise LimitExceeded("max_txn_ops", self.limits.max_txn_ops, len(op_list), "txn")
+        kops = []
+        seen: set[tuple[str, str]] = set()
+        for i, raw in enumerate(op_list):
+            kop = self._key_op(raw, f"txn op {i}")
+            if (kop.scope, kop.key) in seen:
+                raise InvalidArgument(f"txn op {i}: duplicate key {kop.scope}/{kop.key}")
+            seen.add((kop.scope, kop.key))
+            kops.append(kop)
+        return await self._submit(_TxnOp(kops, self._rid(request_id), single=False))
+
+    async def import_json(
+        self, doc: dict[str, Any], *, replace: bool = False, request_id: str | None = None
+    ) -> dict[str, Any]:
+        """Load an ``export_json`` document as one revision; ``replace`` drops other scopes."""
+        if not isinstance(doc, dict) or not isinstance(doc.get("scopes"), dict):
+            raise InvalidArgument("import document must be an object with a 'scopes' object")
+        scopes: dict[str, list[tuple[str, str, Any]]] = {}
+        for scope, kv in doc["scopes"].items():
+            _check_scope(scope, self.limits)
+            if not isinstance(kv, dict):
+                raise InvalidArgument(f"import: scope {scope!r} must map keys to values")
+            scopes[scope] = [
+                (_check_key(k, self.limits), _encode_value(v, self.limits, f"{scope}/{k}"), v)
+                for k, v in kv.items()
+            ]
+        return await self._submit(_ImportOp(scopes, replace, self._rid(request_id)))
+
+    def _rid(self, request_id: Any) -> str | None:
+        return _check_request_id(request_id, self.limits)
+
+    def _key_op(self, raw: Any, what: str) -> _KeyOp:
+        if not isinstance(raw, dict):
+            raise InvalidArgument(f"{what}: op must be an object, got {type(raw).__name__}")
+        kind = raw.get("op")
+        if kind not in ("set", "delete", "check"):
+            raise InvalidArgument(f"{what}: op must be set, delete or check, got {kind!r}")
+        unknown = set(raw) - {"op", "scope", "key", "value", "ttl", "prev_revision", "if_absent"}
+        if unknown:
+            raise InvalidArgument(f"{what}: unknown fields {sorted(unknown)}")
+        scope = _check_scope(raw.get("scope"), self.limits)
+        key = _check_key(raw.get("key"), self.limits)
+        prev = _check_revision(raw.get("prev_revision"), "prev_revision")
+        if_absent = raw.get("if_absent", False)
+        if not isinstance(if_absent, bool):
+            raise InvalidArgument(f"{what}: if_absent must be a boolean")
+        if if_absent:
+            if prev not in (None, 0):
+                raise InvalidArgument(f"{what}: if_absent contradicts prev_revision={prev}")
+            prev = 0
+        kop = _KeyOp(kind, scope, key, prev_revision=prev)
+        if kind == "set":
+            if "value" not in raw:
+                raise InvalidArgument(f"{what}: set needs a value")
+            kop.value = raw["value"]
+            kop.text = _encode_value(raw["value"], self.limits, f"{what} {scope}/{key}")
+            kop.ttl = _check_ttl(raw.get("ttl"), self.limits)
+        else:
+            if raw.get("ttl") is not None or "value" in raw:
+                raise InvalidArgument(f"{what}: {kind} takes no value or ttl")
+            if kind == "delete" and prev == 0:
+                raise InvalidArgument(f"{what}: delete with prev_revision=0 can never succeed")
+            if kind == "check" and prev is None:
+                raise InvalidArgument(f"{what}: check needs prev_revision or if_absent")
+        return kop
+
+    async def _submit(self, op: _Op) -> dict[str, Any]:
+        if self._closed:
+            raise StorageError("state store is closed")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((op, fut))
+        return await fut
+
+    # ------------------------------------------------------------------ committer
+
+    async def _commit_loop(self) -> None:
+        while True:
+            item = await self._queue.get()
+            batch = []
+            stop = item is None
+            if item is not None:
+                batch.append(item)
+            while len(batch) < self._batch_max and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    stop = True
+                else:
+                    batch.append(nxt)
+            if batch:
+                await self._run_batch(batch)
+            if stop and self._queue.empty():
+                return
+            if stop:
+                self._queue.put_nowait(None)
+
+    async def _run_batch(self, batch: list[tuple[_Op, asyncio.Future[Any]]]) -> None:
+        # a caller cancelled before we started was never acknowledged: skip its write
+        batch = [(op, fut) for op, fut in batch if not fut.done()]
+        if not batch:
+            return
+        db = self._writer
+        b = _Batch(db, self.revision, self._clock())
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+            await db.execute("BEGIN IMMEDIATE")
+            for op, _fut in batch:
+                outcomes.append(await self._apply_one(b, op))
+            history = self._history_count + len(b.change_rows)
+            requests = self._request_count + len(b.request_rows)
+            compact = self.compact_revision
+            if b.change_rows:
+                await db.executemany(
+                    "INSERT INTO changes(revision, idx, op, scope, key, value, ts)"
+                    " VALUES(?,?,?,?,?,?,?)",
+                    b.change_rows,
+                )
+                history, compact = await self._prune_history(history, compact)
+            if b.request_rows:
+                await db.executemany(
+                    "INSERT INTO requests(request_id, fingerprint, result, ts) VALUES(?,?,?,?)",
+                    b.request_rows,
+                )
+                if requests > self._request_history:
+                    await db.execute(
+                        "DELETE FROM requests WHERE seq IN"
+                        " (SELECT seq FROM requests ORDER BY seq LIMIT ?)",
+                        (requests - self._request_history,),
+                    )
+                    requests = self._request_history
+            if b.revision != self.revision or compact != self.compact_revision:
+                await db.executemany(
+                    "UPDATE meta SET value=? WHERE name=?",
+                    [(b.revision, "revision"), (compact, "compact_revision")],
+                )
+            await db.execute("COMMIT")
+        except asyncio.CancelledError:
+            await self._rollback()
+            for _op, fut in batch:
+                if not fut.done():
+                    fut.set_exception(StorageError("state store stopped before commit"))
+            raise
+        except Exception as e:
+            await self._rollback()
+            if isinstance(e, sqlite3.Error):
+                err = _storage_error("write transaction", e)
+            elif isinstance(e, StorageError):
+                err = e
+            else:
+                log.exception("state store: unexpected error in a write batch")
+                err = StorageError(f"internal error in write batch: {e!r}; nothing was applied")
+            self.last_error = err.message
+            for _op, fut in batch:
+                if not fut.done():
+                    fut.set_exception(err)
+            return
+        self.revision = b.revision
+        self.compact_revision = compact
+        self._history_count = history
+        self._request_count = requests
+        self.commits += 1
+        self.ops_applied += len(batch)
+        self.last_error = None
+        for event in b.events:
+            await self._publish(event)
+        for (_op, fut), (ok, res) in zip(batch, outcomes, strict=True):
+            if fut.done():
+                continue
+            if ok:
+                fut.set_result(res)
+            else:
+                fut.set_exception(res)
+
+    async def _apply_one(self, b: _Batch, op: _Op) -> tuple[bool, Any]:
+        rid = op.request_id
+        fp = ""
+        if rid is not None:
+            fp = op.fingerprint()
+            hit = b.requests.get(rid)
+            if hit is None:
+                rows = list(
+                    await b.db.execute_fetchall(
+                        "SELECT fingerprint, result FROM requests WHERE request_id=?", (rid,)
+                    )
+                )
+                hit = (rows[0][0], rows[0][1]) if rows else None
+            if hit is not None:
+                if hit[0] != fp:
+                    return False, InvalidArgument(
+                        f"request_id {rid!r} was already used for a different request",
+                        request_id=rid,
+                    )
+                doc = json.loads(hit[1])
+                if "error" in doc:
+                    return False, StateError.from_dict(doc["error"])
+                return True, doc["result"]
+        try:
+            res: tuple[bool, Any] = (True, await op.apply(b))
+        except StorageError:
+            raise
+        except StateError as e:
+            res = (False, e)
+        if rid is not None:
+            ok, val = res
+            text = json.dumps({"result": val} if ok else {"error": val.to_dict()})
+            b.requests[rid] = (fp, text)
+            b.request_rows.append((rid, fp, text, b.now))
+        return res
+
+    async def _prune_history(self, count: int, compact: int) -> tuple[int, int]:
+        """Drop whole oldest revisions so at most ``history_size`` events remain."""
+        if count <= self._history_size:
+            return count, compact
+        db = self._writer
+        rows = list(
+            await db.execute_fetchall(
+                "SELECT revision FROM changes ORDER BY revision, idx LIMIT 1 OFFSET ?",
+                (count - self._history_size - 1,),
+            )
+        )
+        cut = rows[0][0]
+        await db.execute("DELETE FROM changes WHERE revision <= ?", (cut,))
+        left = await _scalar(db, "SELECT count(*) FROM changes")
+        return left, max(compact, cut)
+
+    async def _rollback(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._writer.in_transaction:
+                await self._writer.execute("ROLLBACK")
+
+    async def _publish(self, event: Event) -> None:
+        for cb in list(self._listeners):
+            try:
+                r = cb(dict(event))
+                if inspect.isawaitable(r):
+                    await r
+            except Exception:
+                log.exception("state store: change listener %r failed", cb)
+
+    async def _reap_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._reap_interval)
+            try:
+                await self.reap_expired()
+            except StateError as e:
+                log.warning("state store: TTL reaper failed: %s", e)
+
+    async def reap_expired(self) -> int:
+        """Commit deletes for expired keys now (the reaper calls this every ``reap_interval``)."""
+        total = 0
+        while True:
+            async with self._read_lock:
+                rows = list(
+                    await self._reader.execute_fetchall(
+                        "SELECT min(expires) FROM kv WHERE expires IS NOT NULL"
+                    )
+                )
+            first = rows[0][0]
+            if first is None or first > self._clock():
+                return total
+            n = (await self._submit(_ReapOp(self._reap_batch)))["expired"]
+            total += n
+            if n < self._reap_batch:
+                return total
+            await asyncio.sleep(0)  # bounded work per pass: let other writers in
+
+    # ------------------------------------------------------------------ reads
+
+    async def _read(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        try:
+            async with self._read_lock:
+                return list(await self._reader.execute_fetchall(sql, tuple(params)))
+        except sqlite3.Error as e:
+            raise _storage_error("read", e) from None
+
+    async def get(self, scope: str, key: str) -> dict[str, Any]:
+        """Return value and metadata of a live key; missing scope or key raises NotFound."""
+        _check_scope(scope, self.limits)
+        _check_key(key, self.limits)
+        rows = await self._read(
+            "SELECT EXISTS(SELECT 1 FROM scopes WHERE name=?1), k.value, k.create_revision,"
+            " k.mod_revision, k.version, k.updated, k.expires,"
+            " (SELECT value FROM meta WHERE name='revision')"
+            " FROM (SELECT 1) LEFT JOIN kv k ON k.scope=?1 AND k.key=?2"
+            " AND (k.expires IS NULL OR k.expires > ?3)",
+            (scope, key, self._clock()),
+        )
+        exists, text, crev, mrev, ver, updated, expires, header = rows[0]
+        if not exists:
+            raise NotFound(f"scope {scope!r} not found", scope=scope, key=key)
+        if text is None:
+            raise NotFound(f"key {key!r} not found in scope {scope!r}", scope=scope, key=key)
+        return {
+            "scope": scope,
+            "key": key,
+            "value": json.loads(text),
+            "create_revision": crev,
+            "mod_revision": mrev,
+            "version": ver,
+            "updated": updated,
+            "expires": expires,
+            "revision": header,
+        }
+
+    async def list_scopes(self) -> list[dict[str, Any]]:
+        """All scopes, sorted: ``[{scope, create_revision, keys}]`` (``[]`` when none)."""
+        rows = await self._read(
+            "SELECT s.name, s.create_revision, count(k.key) FROM scopes s"
+            " LEFT JOIN kv k ON k.scope=s.name AND (k.expires IS NULL OR k.expires > ?)"
+            " GROUP BY s.name ORDER BY s.name",
+            (self._clock(),),
+        )
+        return [{"scope": n, "create_revision": c, "keys": k} for n, c, k in rows]
+
+    async def list_keys(
+        self, scope: str, *, prefix: str = "", include_values: bool = False
+    ) -> list[dict[str, Any]]:
+        """Live keys of a scope sorted by key with metadata (``[]`` if empty; NotFound if no
+        such scope). Values only with ``include_values`` to keep listings small."""
+        _check_scope(scope, self.limits)
+        if not isinstance(prefix, str):
+            raise InvalidArgument("prefix must be a string")
+        rows = await self._read(
+            "SELECT k.key, k.value, k.create_revision, k.mod_revision, k.version, k.updated,"
+            " k.expires FROM (SELECT 1) LEFT JOIN kv k ON k.scope=?1 AND k.key >= ?2"
+            " AND substr(k.key, 1, length(?2)) = ?2 AND (k.expires IS NULL OR k.expires > ?3)"
+            " WHERE EXISTS(SELECT 1 FROM scopes WHERE name=?1) ORDER BY k.key",
+            (scope, prefix, self._clock()),
+        )
+        if not rows:
+            raise NotFound(f"scope {scope!r} not found", scope=scope)
+        out = []
+        for key, text, crev, mrev, ver, updated, expires in rows:
+            if key is None:
+                continue
+            item = {
+                "key": key,
+                "create_revision": crev,
+                "mod_revision": mrev,
+                "version": ver,
+                "updated": updated,
+                "expires": expires,
+            }
+            if include_values:
+                item["value"] = json.loads(text)
+            out.append(item)
+        return out
+
+    async def changes_since(self, revision: int, *, limit: int | None = None) -> list[Event]:
+        """Committed events with revision > ``revision`` in commit order.
+
+        Raises Compacted (with ``oldest_revision``) if events after ``revision`` were pruned.
+        With ``limit``, stops after the revision holding the limit-th event (never splits a
+        revision, so resuming from the last event's revision loses nothing).
+        """
+        if _check_revision(revision, "revision") is None:
+            raise InvalidArgument("revision is required")
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            raise InvalidArgument(f"limit must be an integer >= 1, got {limit!r}")
+        try:
+            async with self._read_lock:
+                r = self._reader
+                await r.execute("BEGIN")  # one snapshot: compaction cannot race the select
+                try:
+                    meta = list(
+                        await r.execute_fetchall(
+                            "SELECT value FROM meta WHERE name='compact_revision'"
+                        )
+                    )
+                    compact = meta[0][0]
+                    if revision < compact:
+                        raise Compacted(
+                            f"revision {revision} is compacted: history starts after"
+                            f" revision {compact}; resync with a full read",
+                            compact_revision=compact,
+                        )
+                    upper = None
+                    if limit is not None:
+                        last = list(
+                            await r.execute_fetchall(
+                                "SELECT revision FROM changes WHERE revision > ?"
+                                " ORDER BY revision, idx LIMIT 1 OFFSET ?",
+                                (revision, limit - 1),
+                            )
+                        )
+                        upper = last[0][0] if last else None
+                    rows = list(
+                        await r.execute_fetchall(
+                            "SELECT revision, op, scope, key, value, ts FROM changes"
+                            " WHERE revision > ?1 AND (?2 IS NULL OR revision <= ?2)"
+                            " ORDER BY revision, idx",
+                            (revision, upper),
+                        )
+                    )
+                finally:
+                    await r.execute("COMMIT")
+        except sqlite3.Error as e:
+            raise _storage_error("read", e) from None
+        return [
+            {
+                "scope": scope,
+                "key": key,
+                "op": op,
+                "value": json.loads(text) if text is not None else None,
+                "revision": rev,
+                "ts": ts,
+            }
+            for rev, op, scope, key, text, ts in rows
+        ]
+
+    async def export_json(self) -> dict[str, Any]:
+        """All scopes, keys and values at one revision (TTLs and history are not exported)."""
+        try:
+            async with self._read_lock:
+                r = self._reader
+                await r.execute("BEGIN")
+                try:
+                    rev = await _scalar(r, "SELECT value FROM meta WHERE name='revision'")
+                    scopes = [
+                        row[0]
+                        for row in await r.execute_fetchall("SELECT name FROM scopes ORDER BY name")
+                    ]
+                    rows = list(
+                        await r.execute_fetchall(
+                            "SELECT scope, key, value FROM kv"
+                            " WHERE expires IS NULL OR expires > ? ORDER BY scope, key",
+                            (self._clock(),),
+                        )
+                    )
+                finally:
+                    await r.execute("COMMIT")
+        except sqlite3.Error as e:
+            raise _storage_error("export", e) from None
+        out: dict[str, dict[str, Any]] = {s: {} for s in scopes}
+        for scope, key, text in rows:
+            out.setdefault(scope, {})[key] = json.loads(text)
+        return {"format": "plantd-state", "version": 1, "revision": rev, "scopes": out}
+
+    async def health(self) -> dict[str, Any]:
+        """Liveness and storage facts for the health operation and the metrics endpoint."""
+        status = "pass" if self.last_error is None else "warn"
+        try:
+            rows = await self._read(
+                "SELECT (SELECT count(*) FROM scopes), (SELECT count(*) FROM kv),"
+                " (SELECT value FROM meta WHERE name='revision')"
+            )
+            scopes, keys, revision = rows[0]
+        except StorageError as e:
+            status, scopes, keys, revision = "fail", None, None, self.revision
+            self.last_error = e.message
+        try:
+            size = self.path.stat().st_size
+            wal = self.path.with_name(self.path.name + "-wal")
+            wal_size = wal.stat().st_size if wal.exists() else 0
+        except OSError:
+            size = wal_size = None
+        return {
+            "status": status,
+            "sqlite_version": sqlite3.sqlite_version,
+            "path": str(self.path),
+            "journal_mode": "wal",
+            "synchronous": "full",
+            "revision": revision,
+            "compact_revision": self.compact_revision,
+            "oldest_revision": self.compact_revision + 1,
+            "scopes": scopes,
+            "keys": keys,
+            "history_events": self._history_count,
+            "commits": self.commits,
+            "ops_applied": self.ops_applied,
+            "queue_depth": self._queue.qsize(),
+            "db_bytes": size,
+            "wal_bytes": wal_size,
+            "limits": asdict(self.limits),
+            "last_error": self.last_error,
+        }
+
+    # ------------------------------------------------------------------ backup / restore
+
+    async def backup(self, dest: str | os.PathLike[str], *, overwrite: bool = False) -> dict:
+        """Online backup to ``dest`` while writes go on (consistent snapshot, one file).
+
+        Copies through a temporary read-only connection (no second writer on our database),
+        checks the copy and atomically renames it into place.
+        """
+        dest = Path(dest)
+        if dest.resolve() == self.path.resolve():
+            raise InvalidArgument("backup destination is the live database")
+        if dest.exists() and not overwrite:
+            raise InvalidArgument(f"backup destination {dest} exists (pass overwrite=True)")
+        tmp = dest.with_name(dest.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        src = dst = None
+        try:
+            src = await aiosqlite.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None
+            )
+            dst = await aiosqlite.connect(tmp, isolation_level=None, check_same_thread=False)
+            await src.backup(dst)  # whole DB in one step = one read snapshot
+            await dst.execute("PRAGMA journal_mode=DELETE")  # self-contained single file
+            check = [r[0] for r in await dst.execute_fetchall("PRAGMA integrity_check(5)")]
+            if check != ["ok"]:
+                raise StorageError(f"backup copy failed integrity_check: {check}")
+            rev = await _scalar(dst, "SELECT value FROM meta WHERE name='revision'")
+            await dst.close()
+            dst = None
+            _fsync_file(tmp)
+            os.replace(tmp, dest)
+            _fsync_dir(dest.parent)
+        except sqlite3.Error as e:
+            raise _storage_error(f"backup to {dest}", e) from None
+        except OSError as e:
+            raise StorageError(f"backup to {dest} failed: {e}") from None
+        finally:
+            for conn in (dst, src):
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+            tmp.unlink(missing_ok=True)
+        return {"path": str(dest), "revision": rev, "bytes": dest.stat().st_size}
+
+    @classmethod
+    def restore(cls, backup: str | os.PathLike[str], path: str | os.PathLike[str]) -> dict:
+        """Replace the database at ``path`` with a validated backup (OFFLINE: daemon stopped).
+
+        Refuses while a store holds the lock. The previous files are kept, renamed to
+        ``<db>.pre-restore-<timestamp>`` (+ ``-wal``/``-shm``), never deleted.
+        """
+        backup, path = Path(backup), Path(path)
+        lock = _FileLock(path.with_name(path.name + ".lock"))
+        lock.acquire(path)
+        try:
+            if not backup.is_file():
+                raise InvalidArgument(f"backup {backup} does not exist")
+            _precheck_file(backup)
+            tmp = path.with_name(path.name + ".restore-tmp")
+            tmp.unlink(missing_ok=True)
+            try:
+                src = sqlite3.connect(f"{backup.resolve().as_uri()}?mode=ro", uri=True)
+                try:
+                    check = [r[0] for r in src.execute("PRAGMA integrity_check(5)")]
+                    if check != ["ok"]:
+                        raise CorruptDatabase(f"backup {backup} failed integrity_check: {check}")
+                    tables = {
+                        r[0]
+                        for r in src.execute("SELECT name FROM sqlite_master WHERE type='table'")
+                    }
+                    if not _TABLES <= tables:
+                        raise CorruptDatabase(f"{backup} is not a plantd state backup")
+                    meta = dict(src.execute("SELECT name, value FROM meta").fetchall())
+                    if meta.get("schema_version") != SCHEMA_VERSION:
+                        raise StorageError(
+                            f"backup schema version {meta.get('schema_version')} unsupported"
+                        )
+                    dst = sqlite3.connect(tmp)
+                    try:
+                        src.backup(dst)
+                    finally:
+                        dst.close()
+                finally:
+                    src.close()
+            except sqlite3.Error as e:
+                tmp.unlink(missing_ok=True)
+                raise CorruptDatabase(f"backup {backup} is unreadable: {e}") from None
+            _fsync_file(tmp)
+            previous = None
+            if path.exists():
+                stamp = time.strftime("%Y%m%dT%H%M%S")
+                previous = path.with_name(f"{path.name}.pre-restore-{stamp}")
+                for suffix in ("-wal", "-shm", ""):
+                    old = path.with_name(path.name + suffix)
+                    if old.exists():
+                        os.replace(old, previous.with_name(previous.name + suffix))
+            else:
+                for suffix in ("-wal", "-shm"):  # stale side files would corrupt the new DB
+                    path.with_name(path.name + suffix).unlink(missing_ok=True)
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        finally:
+            lock.release()
+        return {
+            "path": str(path),
+            "revision": int(meta["revision"]),
+            "previous": str(previous) if previous else None,
+        }
