@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 
 BUSES = ("state", "event", "metric", "log")
+#: daemons `plant up` starts besides the broker (their PLANTD_<NAME>_* settings get test ports)
+WORKER_DAEMONS = ("ECHO", "STATE", "LOGGER", "METRIC")
 START_TIMEOUT = 20.0
 
 
@@ -70,17 +72,22 @@ def stack_env(env: dict[str, str]) -> dict[str, str]:
     """Settings for the whole ``plant up`` stack: broker plus every worker daemon."""
     env = broker_env(env)
     endpoint = env["PLANTD_BROKER_ENDPOINT"]
-    for name in ("ECHO", "STATE", "LOGGER"):
+    for name in WORKER_DAEMONS:
         env[f"PLANTD_{name}_ENDPOINT"] = endpoint
         env[f"PLANTD_{name}_HEALTH_PORT"] = "0"
         env[f"PLANTD_{name}_HEARTBEAT_INTERVAL"] = "0.25"
-    for name in ("ECHO", "STATE", "LOGGER"):
         env[f"PLANTD_{name}_LOG_BUS"] = env["PLANTD_BROKER_LOG_FRONTEND"]
     for bus in BUSES:
-        for side in ("FRONTEND", "BACKEND"):
-            value = env[f"PLANTD_BROKER_{bus.upper()}_{side}"]
-            for name in ("STATE", "LOGGER"):
-                env[f"PLANTD_{name}_{bus.upper()}_{side}"] = value
+        front = env[f"PLANTD_BROKER_{bus.upper()}_FRONTEND"]
+        back = env[f"PLANTD_BROKER_{bus.upper()}_BACKEND"]
+        for name in WORKER_DAEMONS:
+            # daemon settings name the bus endpoints <bus>_frontend/_backend, modules
+            # (plantd.module.ModuleSettings) <bus>_bus/_bus_sub: set both spellings
+            env[f"PLANTD_{name}_{bus.upper()}_FRONTEND"] = front
+            env[f"PLANTD_{name}_{bus.upper()}_BACKEND"] = back
+            env[f"PLANTD_{name}_{bus.upper()}_BUS_SUB"] = back
+            if bus != "log":
+                env[f"PLANTD_{name}_{bus.upper()}_BUS"] = front
     return env
 
 

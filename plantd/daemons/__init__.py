@@ -24,6 +24,7 @@ REGISTRY: dict[str, tuple[str, ...]] = {
     "state": ("plantd.daemons.state", "plantd.state.daemon"),
     "logger": ("plantd.daemons.logger", "plantd.logger.daemon"),
     "echo": ("plantd.daemons.echo",),
+    "metric": ("plantd.daemons.metric",),
 }
 
 _ROOT = Path(__file__).resolve().parent.parent  # the plantd package directory

@@ -1,0 +1,12 @@
+"""The logger service ``org.plantd.Logger``: stores the ``log`` and ``event`` buses in SQLite,
+answers ``query``/``stats``/``health`` over MDP and optionally forwards to Grafana Loki.
+
+See ``docs/logging.md``. Submodules: :mod:`.ingest` (SQLite threads, batching, bus reading),
+:mod:`.store` (the log store), :mod:`.service` (MDP operations), :mod:`.loki` (forwarding).
+"""
+
+from __future__ import annotations
+
+SERVICE = "org.plantd.Logger"
+
+__all__ = ["SERVICE"]

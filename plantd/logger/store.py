@@ -1,0 +1,516 @@
+"""The logger's record store: ``log`` and ``event`` bus records in one SQLite file.
+
+Records arrive at bus speed, are parsed and gap-checked on the event loop (cheap), and are
+written in batches by the :class:`~plantd.logger.ingest.Batcher` on the writer thread, so
+10,000 records/s cost one transaction every ~100 ms. Retention trims by age and by row count
+in bounded chunks between batches. Each producer ``(host, pid, service)`` has its last ``seq``
+tracked: a jump from 41 to 45 counts 3 records missed, which is how bus loss becomes visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from plantd.logbus import LEVEL_NAMES, level_name, level_number
+from plantd.logger.ingest import Batcher, Database, parse_ts, read_bus
+
+__all__ = ["LogStore", "QueryError", "StoreSettings"]
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records(
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    received REAL NOT NULL,
+    level INTEGER NOT NULL,
+    service TEXT NOT NULL,
+    host TEXT NOT NULL DEFAULT '',
+    pid INTEGER NOT NULL DEFAULT 0,
+    logger TEXT NOT NULL DEFAULT '',
+    msg TEXT NOT NULL DEFAULT '',
+    fields TEXT,
+    seq INTEGER,
+    source TEXT NOT NULL DEFAULT 'log',
+    topic TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS records_ts ON records(ts);
+CREATE INDEX IF NOT EXISTS records_service_ts ON records(service, ts);
+CREATE TABLE IF NOT EXISTS producers(
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    service TEXT NOT NULL,
+    first_seq INTEGER,
+    last_seq INTEGER,
+    received INTEGER NOT NULL DEFAULT 0,
+    missed INTEGER NOT NULL DEFAULT 0,
+    resets INTEGER NOT NULL DEFAULT 0,
+    last_seen REAL NOT NULL,
+    PRIMARY KEY(host, pid, service)
+) WITHOUT ROWID;
+"""
+
+_INSERT = (
+    "INSERT INTO records(ts, received, level, service, host, pid, logger, msg, fields, seq,"
+    " source, topic) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_UPSERT_PRODUCER = (
+    "INSERT INTO producers(host, pid, service, first_seq, last_seq, received, missed, resets,"
+    " last_seen) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(host, pid, service) DO UPDATE SET"
+    " first_seq=excluded.first_seq, last_seq=excluded.last_seq, received=excluded.received,"
+    " missed=excluded.missed, resets=excluded.resets, last_seen=excluded.last_seen"
+)
+_COLUMNS = (
+    "id", "ts", "received", "level", "service", "host", "pid", "logger", "msg", "fields", "seq",
+    "source", "topic",
+)
+_KNOWN_EVENT_KEYS = frozenset(
+    ("ts", "timestamp", "level", "service", "source", "host", "pid", "logger", "msg", "message",
+     "fields", "seq")
+)
+MAX_LIMIT = 10_000
+RETENTION_CHUNK = 20_000
+MAX_PRODUCERS = 10_000
+
+Row = tuple[Any, ...]  # the _INSERT parameters
+
+
+class QueryError(ValueError):
+    """A query argument is invalid (reported as ``invalid_argument``)."""
+
+
+@dataclass
+class StoreSettings:
+    """Tunables of the store (the logger daemon maps ``PLANTD_LOGGER_*`` onto these)."""
+
+    path: Path
+    log_backend: str | None = "tcp://127.0.0.1:14001"
+    event_backend: str | None = "tcp://127.0.0.1:12001"
+    #: seconds; records older than this are deleted (0 = keep forever)
+    max_age: float = 7 * 24 * 3600.0
+    #: rows; the oldest beyond this are deleted (0 = unlimited)
+    max_rows: int = 1_000_000
+    flush_records: int = 2000
+    flush_interval: float = 0.05
+    max_pending: int = 200_000
+    retention_interval: float = 5.0
+    hwm: int = 100_000
+
+
+@dataclass
+class Producer:
+    """Sequence accounting of one ``(host, pid, service)``."""
+
+    first_seq: int
+    last_seq: int
+    received: int = 1
+    missed: int = 0
+    resets: int = 0
+    last_seen: float = 0.0
+
+    def as_row(self, key: tuple[str, int, str]) -> tuple[Any, ...]:
+        return (*key, self.first_seq, self.last_seq, self.received, self.missed, self.resets,
+                self.last_seen)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ("" if value is None else str(value))
+
+
+def _int(value: Any, default: int = 0) -> int:
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, int):
+        return value
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+class LogStore:
+    """Subscribe, batch, store, trim, query. ``start()``/``stop()`` or ``async with``."""
+
+    def __init__(self, settings: StoreSettings) -> None:
+        self.settings = settings
+        self.db = Database(settings.path, _SCHEMA)
+        self.batcher: Batcher[Row] = Batcher(
+            self._flush,
+            size=settings.flush_records,
+            interval=settings.flush_interval,
+            max_pending=settings.max_pending,
+        )
+        self.producers: dict[tuple[str, int, str], Producer] = {}
+        self._dirty: set[tuple[str, int, str]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        #: called with each batch of record dicts as it is written (Loki forwarding); must
+        #: not block
+        self.listeners: list[Callable[[list[dict[str, Any]]], None]] = []
+        self.received = 0
+        self.invalid = 0
+        self.trimmed = 0
+        self.subscribed = asyncio.Event()
+        self.started = time.time()
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        await self.db.open()
+        await self.db.write(self._load_producers)
+        self._tasks.append(asyncio.create_task(self.batcher.run(), name="logger.flush"))
+        self._tasks.append(asyncio.create_task(self._retention_loop(), name="logger.retention"))
+        waits = []
+        for source, endpoint in (("log", s.log_backend), ("event", s.event_backend)):
+            if not endpoint:
+                continue
+            ready = asyncio.Event()
+            waits.append(ready.wait())
+            self._tasks.append(
+                asyncio.create_task(
+                    read_bus(
+                        endpoint,
+                        [""],
+                        self._log_message if source == "log" else self._event_message,
+                        hwm=s.hwm,
+                        connected=ready,
+                    ),
+                    name=f"logger.{source}",
+                )
+            )
+        await asyncio.gather(*waits)
+        self.subscribed.set()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.batcher.flush_now()
+        await self.db.close()
+
+    async def __aenter__(self) -> LogStore:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # --- ingestion (hot path) ---------------------------------------------------------
+
+    def _log_message(self, frames: list[bytes], received: float) -> None:
+        self._ingest(frames, received, "log")
+
+    def _event_message(self, frames: list[bytes], received: float) -> None:
+        self._ingest(frames, received, "event")
+
+    def _ingest(self, frames: list[bytes], received: float, source: str) -> None:
+        self.received += 1
+        try:
+            topic = frames[0].decode("utf-8", "replace")
+            doc = json.loads(frames[1]) if len(frames) > 1 else {}
+        except (ValueError, IndexError):
+            self.invalid += 1
+            return
+        self.add(topic, doc, source=source, received=received)
+
+    def add(
+        self, topic: str, doc: Any, *, source: str = "log", received: float | None = None
+    ) -> bool:
+        """Accept one record as it came off a bus; False if it was dropped (queue full)."""
+        received = time.time() if received is None else received
+        if not isinstance(doc, dict):
+            doc = {"msg": _text(doc)}
+        topic_service, _, topic_level = topic.rpartition(".")
+        if source == "log":
+            service = _text(doc.get("service")) or topic_service or topic
+            level = level_number(doc.get("level") or topic_level)
+            fields = doc.get("fields")
+            msg = _text(doc.get("msg"))
+        else:
+            service = _text(doc.get("service") or doc.get("source")) or topic
+            level = level_number(doc.get("level"))
+            fields = {k: v for k, v in doc.items() if k not in _KNOWN_EVENT_KEYS}
+            if isinstance(doc.get("fields"), dict):
+                fields.update(doc["fields"])
+            msg = _text(doc.get("msg") or doc.get("message") or doc.get("event")) or topic
+        ts = parse_ts(doc.get("ts", doc.get("timestamp"))) or received
+        host = _text(doc.get("host"))
+        pid = _int(doc.get("pid"))
+        seq = doc.get("seq")
+        if isinstance(seq, bool) or not isinstance(seq, int):
+            seq = None
+        else:
+            self._track(host, pid, service, seq, received)
+        fields_json = (
+            json.dumps(fields, separators=(",", ":"), default=str) if fields else None
+        )
+        return self.batcher.add(
+            (ts, received, level, service, host, pid, _text(doc.get("logger")), msg,
+             fields_json, seq, source, topic)
+        )
+
+    def _track(self, host: str, pid: int, service: str, seq: int, now: float) -> None:
+        key = (host, pid, service)
+        p = self.producers.get(key)
+        if p is None:
+            if len(self.producers) >= MAX_PRODUCERS:
+                oldest = min(self.producers, key=lambda k: self.producers[k].last_seen)
+                del self.producers[oldest]
+                self._dirty.discard(oldest)
+            self.producers[key] = Producer(seq, seq, last_seen=now)
+        else:
+            if seq > p.last_seq + 1:
+                p.missed += seq - p.last_seq - 1
+            elif seq <= p.last_seq:
+                p.resets += 1  # restarted producer reusing the pid, or a duplicate
+            p.last_seq = seq
+            p.received += 1
+            p.last_seen = now
+        self._dirty.add(key)
+
+    async def _flush(self, rows: list[Row]) -> None:
+        dirty = [self.producers[k].as_row(k) for k in self._dirty if k in self.producers]
+        self._dirty.clear()
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN")
+            try:
+                conn.executemany(_INSERT, rows)
+                if dirty:
+                    conn.executemany(_UPSERT_PRODUCER, dirty)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self.db.write(write)
+        if self.listeners:
+            docs = [_row_doc((None, *row)) for row in rows]
+            for listener in self.listeners:
+                try:
+                    listener(docs)
+                except Exception:
+                    log.exception("log store listener failed")
+
+    async def flush(self) -> None:
+        """Write everything received so far (tests and shutdown)."""
+        await self.batcher.flush_now()
+
+    def _load_producers(self, conn: sqlite3.Connection) -> None:
+        for row in conn.execute(
+            "SELECT host, pid, service, first_seq, last_seq, received, missed, resets, last_seen"
+            " FROM producers ORDER BY last_seen DESC LIMIT ?",
+            (MAX_PRODUCERS,),
+        ):
+            self.producers[(row[0], row[1], row[2])] = Producer(*row[3:])
+
+    # --- retention --------------------------------------------------------------------
+
+    async def _retention_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.retention_interval)
+            try:
+                await self.apply_retention()
+            except sqlite3.Error:
+                log.exception("retention failed")
+
+    async def apply_retention(self, now: float | None = None) -> int:
+        """Delete records beyond ``max_age`` and ``max_rows``; returns how many went.
+
+        Chunked so a large backlog never holds the writer for long: batches interleave.
+        """
+        s = self.settings
+        now = time.time() if now is None else now
+        deleted = 0
+        if s.max_age > 0:
+            cutoff = now - s.max_age
+            while True:
+                n = await self.db.write(
+                    lambda c: c.execute(
+                        "DELETE FROM records WHERE id IN (SELECT id FROM records WHERE ts < ?"
+                        " LIMIT ?)",
+                        (cutoff, RETENTION_CHUNK),
+                    ).rowcount
+                )
+                deleted += n
+                if n < RETENTION_CHUNK:
+                    break
+        if s.max_rows > 0:
+            while True:
+
+                def trim(c: sqlite3.Connection) -> int:
+                    (max_id,) = c.execute("SELECT max(id) FROM records").fetchone()
+                    (count,) = c.execute("SELECT count(*) FROM records").fetchone()
+                    excess = count - s.max_rows
+                    if max_id is None or excess <= 0:
+                        return 0
+                    # ids grow with arrival: the oldest arrivals are the smallest ids
+                    return c.execute(
+                        "DELETE FROM records WHERE id IN (SELECT id FROM records ORDER BY id"
+                        " LIMIT ?)",
+                        (min(excess, RETENTION_CHUNK),),
+                    ).rowcount
+
+                n = await self.db.write(trim)
+                deleted += n
+                if n < RETENTION_CHUNK:
+                    break
+        self.trimmed += deleted
+        return deleted
+
+    # --- queries ----------------------------------------------------------------------
+
+    async def query(self, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Records matching ``{since, until, level, service, text, limit, order, ...}``."""
+        sql, args = build_query(params or {})
+
+        def run(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            return conn.execute(sql, args).fetchall()
+
+        return [_row_doc(row) for row in await self.db.read(run)]
+
+    async def stats(self) -> dict[str, Any]:
+        """Records per level and service, missed per producer, ingestion counters."""
+
+        def run(conn: sqlite3.Connection) -> dict[str, Any]:
+            levels: dict[str, int] = {}
+            services: dict[str, int] = {}
+            total = 0
+            for service, level, n in conn.execute(
+                "SELECT service, level, count(*) FROM records GROUP BY service, level"
+            ):
+                name = level_name(level)
+                levels[name] = levels.get(name, 0) + n
+                services[service] = services.get(service, 0) + n
+                total += n
+            oldest, newest = conn.execute("SELECT min(ts), max(ts) FROM records").fetchone()
+            return {"total": total, "levels": levels, "services": services,
+                    "oldest": oldest, "newest": newest}
+
+        doc = await self.db.read(run)
+        producers = [
+            {"host": k[0], "pid": k[1], "service": k[2], "first_seq": p.first_seq,
+             "last_seq": p.last_seq, "received": p.received, "missed": p.missed,
+             "resets": p.resets, "last_seen": p.last_seen}
+            for k, p in sorted(self.producers.items(), key=lambda kv: -kv[1].last_seen)
+        ]
+        doc["producers"] = producers
+        doc["missed"] = sum(p["missed"] for p in producers)
+        doc["ingest"] = self.counters()
+        doc["database"] = {"path": str(self.settings.path), "bytes": self.db.size_bytes()}
+        return doc
+
+    def counters(self) -> dict[str, Any]:
+        b = self.batcher
+        return {
+            "received": self.received,
+            "invalid": self.invalid,
+            "stored": b.flushed,
+            "pending": b.pending,
+            "dropped": b.dropped,
+            "failed": b.failed,
+            "flushes": b.flushes,
+            "last_flush_ms": round(b.last_flush_s * 1000, 3),
+            "trimmed": self.trimmed,
+            "uptime_s": round(time.time() - self.started, 3),
+        }
+
+
+def _row_doc(row: Iterable[Any]) -> dict[str, Any]:
+    doc = dict(zip(_COLUMNS, row, strict=True))
+    if doc["id"] is None:
+        del doc["id"]
+    doc["level"] = level_name(doc["level"])
+    fields = doc.get("fields")
+    doc["fields"] = json.loads(fields) if fields else {}
+    return doc
+
+
+def _time_arg(params: dict[str, Any], name: str) -> float | None:
+    value = params.get(name)
+    if value is None or value == "":
+        return None
+    ts = parse_ts(value)
+    if ts is None:
+        raise QueryError(f"{name}: expected epoch seconds or an ISO-8601 time, got {value!r}")
+    return ts
+
+
+def _like(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def build_query(params: dict[str, Any]) -> tuple[str, list[Any]]:
+    """SQL and arguments for a ``query`` document; raises :class:`QueryError`."""
+    if not isinstance(params, dict):
+        raise QueryError("query expects a JSON object")
+    where: list[str] = []
+    args: list[Any] = []
+    since = _time_arg(params, "since")
+    until = _time_arg(params, "until")
+    if since is not None:
+        where.append("ts >= ?")
+        args.append(since)
+    if until is not None:
+        where.append("ts <= ?")
+        args.append(until)
+    level = params.get("level")
+    if level not in (None, ""):
+        number = level_number(level, default=-1)
+        if number < 0:
+            names = ", ".join(LEVEL_NAMES.values())
+            raise QueryError(f"level: unknown level {level!r} (use {names})")
+        where.append("level >= ?")
+        args.append(number)
+    for column in ("service", "host", "source", "logger"):
+        value = params.get(column)
+        if value in (None, ""):
+            continue
+        if not isinstance(value, str):
+            raise QueryError(f"{column}: expected a string")
+        if any(ch in value for ch in "*?["):
+            where.append(f"{column} GLOB ?")
+        else:
+            where.append(f"{column} = ?")
+        args.append(value)
+    if params.get("pid") not in (None, ""):
+        where.append("pid = ?")
+        args.append(_int(params["pid"], -1))
+    text = params.get("text")
+    if text not in (None, ""):
+        pattern = _like(str(text))
+        where.append("(msg LIKE ? ESCAPE '\\' OR fields LIKE ? ESCAPE '\\')")
+        args.extend([pattern, pattern])
+    after_id = params.get("after_id")
+    if after_id not in (None, ""):
+        where.append("id > ?")
+        args.append(_int(after_id, 0))
+    order = str(params.get("order") or "desc").lower()
+    if order not in ("asc", "desc"):
+        raise QueryError(f"order: expected 'asc' or 'desc', got {order!r}")
+    limit = params.get("limit", 100)
+    if isinstance(limit, bool) or not isinstance(limit, int | str):
+        raise QueryError("limit: expected an integer")
+    limit = _int(limit, -1)
+    if limit < 0:
+        raise QueryError("limit: expected a non-negative integer")
+    limit = min(limit, MAX_LIMIT)
+    sql = f"SELECT {', '.join(_COLUMNS)} FROM records"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += f" ORDER BY ts {order}, id {order} LIMIT ?"
+    args.append(limit)
+    return sql, args

@@ -1,0 +1,21 @@
+"""The metric module ``org.plantd.module.Metric``: samples on the ``metric`` bus.
+
+* producer (:mod:`.sources`, :mod:`.producer`): host metrics via psutil and a signal
+  generator publish ``{timestamp, device, channel, value, units, tags}`` on topic
+  ``org.plantd.Metric.<device>``;
+* consumer (:mod:`.store`): keeps the latest sample per channel in memory and recent samples
+  in SQLite with retention;
+* service (:mod:`.service`): ``list``, ``latest``, ``range``, ``health`` over MDP.
+"""
+
+from __future__ import annotations
+
+SERVICE = "org.plantd.module.Metric"
+TOPIC_PREFIX = "org.plantd.Metric."
+
+__all__ = ["SERVICE", "TOPIC_PREFIX", "topic_for"]
+
+
+def topic_for(device: str) -> str:
+    """The bus topic of a device's samples (subscribers filter on the prefix)."""
+    return f"{TOPIC_PREFIX}{device}"

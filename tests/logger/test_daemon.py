@@ -1,0 +1,109 @@
+"""The logger daemon on the shared lifecycle and ``plant log``, as real processes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from plantd.logbus import LogBusHandler
+from tests.conftest import BrokerProcess, free_port, http_get, wait_for
+from tests.logger.daemons import Daemon, daemon_env, plant, plant_popen
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def logger_daemon(broker: BrokerProcess, plantd_home: Path) -> Iterator[Daemon]:
+    env = daemon_env(
+        broker, "logger",
+        log_backend=broker.bus("log")[1], event_backend=broker.bus("event")[1],
+        flush_interval="0.02",
+    )
+    d = Daemon("logger", env, plantd_home)
+    try:
+        yield d
+    finally:
+        assert d.stop() == 0, d.text()[-2000:]
+
+
+def records(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_logger_daemon_stores_bus_and_plant_log_reads_it(
+    broker: BrokerProcess, logger_daemon: Daemon, plantd_home: Path
+) -> None:
+    env = broker.env
+    handler = LogBusHandler("org.plantd.cli-test", broker.bus("log")[0])
+    logger = logging.getLogger("plantd.test.daemon")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    try:
+        # PUB/SUB joins asynchronously: log until the stored record shows up (bounded)
+        def joined() -> bool:
+            logger.info("hello %d", handler.seq + 1)
+            out = plant(env, "log", "query", "-s", "org.plantd.cli-test", "-o", "json")
+            return out.returncode == 0 and bool(records(out.stdout))
+
+        assert wait_for(joined, 20, interval=0.2)
+        for i in range(5):
+            logger.warning("warn %d", i, extra={"fields": {"i": i}})
+        time.sleep(0.3)
+
+        out = plant(env, "log", "tail", "-s", "org.plantd.cli-test", "-l", "warning", "-n", "3",
+                    "-o", "json")
+        assert out.returncode == 0, out.stderr
+        assert [r["msg"] for r in records(out.stdout)] == ["warn 2", "warn 3", "warn 4"]
+
+        out = plant(env, "log", "tail", "-s", "org.plantd.cli-test", "-l", "warning", "-n", "2",
+                    "-o", "table")
+        lines = out.stdout.splitlines()
+        assert len(lines) == 2 and "WARNING" in lines[0] and lines[1].endswith("warn 4 i=4")
+
+        out = plant(env, "log", "query", "--text", "warn 1", "--since", "5m", "-o", "json")
+        (rec,) = records(out.stdout)
+        assert rec["fields"] == {"i": 1} and rec["service"] == "org.plantd.cli-test"
+
+        stats = plant(env, "log", "stats", "-o", "json")
+        assert stats.returncode == 0, stats.stderr
+        doc = json.loads(stats.stdout)
+        assert doc["services"]["org.plantd.cli-test"] >= 6 and doc["levels"]["warning"] >= 5
+        (producer,) = [p for p in doc["producers"] if p["service"] == "org.plantd.cli-test"]
+        assert producer["missed"] == 0
+
+        # follow: the last stored record first, then live ones, no repeats
+        follower = plant_popen(env, "log", "tail", "-f", "-s", "org.plantd.cli-test", "-n", "1",
+                               "--count", "2", "--idle", "10", "-o", "json")
+        try:
+            time.sleep(1.5)  # let the subscription reach the proxy
+            logger.error("live one")
+            logger.error("live two")
+            out, err = follower.communicate(timeout=20)
+        finally:
+            if follower.poll() is None:
+                follower.kill()
+                follower.wait(5)
+        assert follower.returncode == 0, err
+        assert [r["msg"] for r in records(out)] == ["warn 4", "live one", "live two"]
+
+        status, _, body = http_get(f"http://127.0.0.1:{logger_daemon.health_port}/metrics")
+        assert status == 200 and b"plantd_logger_records_stored" in body
+    finally:
+        handler.close()
+
+
+def test_plant_log_unreachable_and_usage_errors(plantd_env: dict[str, str]) -> None:
+    env = dict(plantd_env, PLANTD_CLIENT_ENDPOINT=f"tcp://127.0.0.1:{free_port()}")
+    out = plant(env, "log", "tail")
+    assert out.returncode == 3, out.stderr
+    assert out.stderr.startswith("plant: error:") and len(out.stderr.splitlines()) == 1
+    out = plant(env, "log", "query", "--level", "loud")
+    assert out.returncode == 2
+    out = plant(env, "log", "query", "--since", "last tuesday")
+    assert out.returncode == 2
