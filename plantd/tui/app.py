@@ -11,13 +11,14 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable
 from datetime import tzinfo
-from functools import partial
+from functools import partial, wraps
 from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
@@ -69,6 +70,23 @@ def _app_bindings() -> list[BindingType]:
         show = spec.action in ("help", "quit")
         out.append(Binding(spec.keys, spec.action, spec.footer, show=show))
     return out
+
+
+def while_mounted(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """For handlers of worker messages: one can still be delivered while the app removes
+    its widgets on exit, and then there is nothing left to update. Only then is a missing
+    widget ignored; at any other time it is a bug and raises."""
+
+    @wraps(handler)
+    def guarded(self: PlantApp, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return handler(self, *args, **kwargs)
+        except NoMatches:
+            if self._exit or not self.is_running:
+                return None
+            raise
+
+    return guarded
 
 
 class PlantApp(App[None]):
@@ -212,6 +230,7 @@ class PlantApp(App[None]):
             await asyncio.sleep(self.poll_interval)
 
     @on(ConnectionChanged)
+    @while_mounted
     def _connection_changed(self, event: ConnectionChanged) -> None:
         bar = self.query_one(ConnectionBar)
         banner = self.query_one(Banner)
@@ -234,6 +253,7 @@ class PlantApp(App[None]):
             banner.show_disconnected(self.source.endpoint, event.error, event.attempt, delay)
 
     @on(OverviewData)
+    @while_mounted
     def _overview_data(self, event: OverviewData) -> None:
         self.query_one(OverviewView).show(event, event.polled_at)
         if event.services is not None:
@@ -293,6 +313,7 @@ class PlantApp(App[None]):
             await asyncio.sleep(2.0)
 
     @on(ScopesLoaded)
+    @while_mounted
     def _scopes_loaded(self, event: ScopesLoaded) -> None:
         self.query_one(StateView).show_scopes(event.scopes)
 
@@ -301,10 +322,12 @@ class PlantApp(App[None]):
         self.load_keys(event.scope)
 
     @on(KeysLoaded)
+    @while_mounted
     def _keys_loaded(self, event: KeysLoaded) -> None:
         self.query_one(StateView).show_keys(event.scope, event.keys)
 
     @on(StateChanged)
+    @while_mounted
     def _state_changed(self, event: StateChanged) -> None:
         self.query_one(StateView).apply_change(event.change)
 
@@ -344,6 +367,7 @@ class PlantApp(App[None]):
             self.post_message(WriteFinished(op, error=str(exc)))
 
     @on(WriteFinished)
+    @while_mounted
     def _write_finished(self, event: WriteFinished) -> None:
         op = event.op
         if op.kind in ("create-scope", "delete-scope"):
@@ -402,6 +426,7 @@ class PlantApp(App[None]):
         self.post_message(LogHistoryLoaded(records, quiet=quiet))
 
     @on(LogHistoryLoaded)
+    @while_mounted
     def _history_loaded(self, event: LogHistoryLoaded) -> None:
         if event.error:
             if not event.quiet:
@@ -434,11 +459,13 @@ class PlantApp(App[None]):
         self.post_message(CallFinished(call_id, parts, clock() - start, error))
 
     @on(ReplyReceived)
+    @while_mounted
     def _reply(self, event: ReplyReceived) -> None:
         if event.call_id == self._call_id:
             self.query_one(CallView).reply_part(event.part)
 
     @on(CallFinished)
+    @while_mounted
     def _call_finished(self, event: CallFinished) -> None:
         if event.call_id == self._call_id:
             self.query_one(CallView).call_finished(event.parts, event.elapsed, event.error)
