@@ -66,19 +66,23 @@ def run_broker(endpoint: str, front: str, back: str) -> None:
 
 
 def run_logger(endpoint: str, back: str, path: str, flush_interval: float) -> None:
-    from plantd.logger.service import make_worker, serve_until
-    from plantd.logger.store import LogStore, StoreSettings
+    """The logger module in the foreground, minus the daemon lifecycle (pid file, health port)."""
+    from plantd.config import Home
+    from plantd.daemons.health import HealthRegistry
+    from plantd.daemons.lifecycle import DaemonContext
+    from plantd.daemons.logger import LoggerModule, LoggerSettings
 
     async def main() -> None:
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(15, stop.set)
-        store = LogStore(StoreSettings(path=Path(path), log_backend=back, event_backend=None,
-                                       flush_interval=flush_interval, max_rows=0, max_age=0))
-        await store.start()
-        try:
-            await serve_until(make_worker(store, endpoint), stop)
-        finally:
-            await store.stop()
+        settings = LoggerSettings(endpoint=endpoint, log_bus_sub=back, event_bus_sub="",
+                                  database=Path(path), flush_interval=flush_interval,
+                                  max_rows=0, max_age=0)
+        home = Path(path).parent
+        ctx = DaemonContext(name="logger", settings=settings, home=Home(home),
+                            log=logging.getLogger("plantd.logger"), stop=stop,
+                            health=HealthRegistry(), metrics=None, pid_file=home / "logger.pid")
+        await LoggerModule(settings).run(ctx)
 
     asyncio.run(main())
 

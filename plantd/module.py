@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -126,6 +126,18 @@ class Module(Daemon):
         """Extra fields for the ``health`` operation."""
         return {}
 
+    def serves(self) -> bool:
+        """Whether to register the MDP service. False makes a publish-only instance (no
+        worker, ready at once), e.g. a metric producer on each host beside one consumer that
+        answers the queries: a producer registered under the same service would get requests
+        it cannot answer."""
+        return True
+
+    def collect(self) -> Iterable[Any]:
+        """Prometheus metric families for ``/metrics``, built on every scrape from counters the
+        module keeps anyway, so the hot path updates no metric objects. Called after setup()."""
+        return ()
+
     # --- helpers for subclasses -------------------------------------------------------
 
     @property
@@ -179,19 +191,27 @@ class Module(Daemon):
                 return "pass", {"observedValue": worker.served, "observedUnit": "requests"}
             return "warn", {"output": f"not registered with broker {s.endpoint}"}
 
-        ctx.add_check(f"{self.name}:worker", registered)
+        serving = self.serves()
+        if serving:
+            ctx.add_check(f"{self.name}:worker", registered)
         await self.setup()
-        tasks = [asyncio.create_task(worker.run(), name=f"{self.name}.worker")]
+        if ctx.metrics is not None and type(self).collect is not Module.collect:
+            ctx.metrics.register(_Collector(self.collect))
+        tasks = [asyncio.create_task(worker.run(), name=f"{self.name}.worker")] if serving else []
         for (bus, topic), handler in self._handlers("__plantd_subscribe__"):
             tasks.append(asyncio.create_task(self._subscription(bus, topic, handler)))
         for seconds, handler in self._handlers("__plantd_every__"):
             tasks.append(asyncio.create_task(self._periodic(seconds, handler)))
         # `plant module start && plant call` must not race the READY; without a broker we
         # still come up (health "warn") and keep reconnecting
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(worker.connected.wait(), self.connect_grace)
+        if serving:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(worker.connected.wait(), self.connect_grace)
         ctx.set_ready()
-        ctx.log.info("%s serving %s via %s", self.name, service, s.endpoint)
+        if serving:
+            ctx.log.info("%s serving %s via %s", self.name, service, s.endpoint)
+        else:
+            ctx.log.info("%s running without an MDP service", self.name)
         stop = asyncio.create_task(ctx.stop.wait())
         try:
             done, _ = await asyncio.wait({*tasks, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -246,6 +266,16 @@ class Module(Daemon):
                     await result
             except Exception:
                 self.log.exception("%s: periodic %s failed", self.name, handler.__name__)
+
+
+class _Collector:
+    """prometheus_client's collector protocol over :meth:`Module.collect`."""
+
+    def __init__(self, collect: Callable[[], Iterable[Any]]) -> None:
+        self.collect = collect
+
+    def describe(self) -> list[Any]:
+        return []  # names are only known at scrape time: skip the registry's duplicate check
 
 
 def installed() -> dict[str, str]:

@@ -1,8 +1,10 @@
 """The logger daemon ``org.plantd.Logger``: stores the log and event buses, serves queries.
 
-Runs on the shared lifecycle: the store (:mod:`plantd.logger.store`), its MDP worker
-(:mod:`plantd.logger.service`) and, when ``PLANTD_LOGGER_LOKI_URL`` is set, the Loki forwarder
-(:mod:`plantd.logger.loki`). Ingestion counters are exported on ``/metrics``.
+A module on the SDK: the store (:mod:`plantd.logger.store`) ingests the ``log_bus_sub`` and
+``event_bus_sub`` backends from ``setup()`` until ``teardown()``, the ``query``/``stats``/
+``health`` operations answer from it and, when ``PLANTD_LOGGER_LOKI_URL`` is set, the Loki
+forwarder (:mod:`plantd.logger.loki`) gets every stored batch. Ingestion counters are exported
+on ``/metrics``.
 """
 
 from __future__ import annotations
@@ -12,25 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plantd.config import DaemonSettings
-from plantd.daemons.lifecycle import Daemon, DaemonContext
+from plantd.client.worker import error_document
 from plantd.logger import SERVICE
+from plantd.logger.loki import LokiForwarder
+from plantd.logger.store import LogStore, QueryError, StoreSettings
+from plantd.module import Module, ModuleSettings, operation
 
 
 @dataclass
-class LoggerSettings(DaemonSettings):
-    """``PLANTD_LOGGER_*``."""
+class LoggerSettings(ModuleSettings):
+    """``PLANTD_LOGGER_*``; stores ``log_bus_sub`` and ``event_bus_sub`` ("" disables one)."""
 
     health_port: int = 8083
-    endpoint: str = "tcp://127.0.0.1:9797"
-    service: str = SERVICE
-    heartbeat_interval: float = 2.5
-    liveness: int = 3
-    #: bus backends to store ("" disables one)
-    log_backend: str = "tcp://127.0.0.1:14001"
-    event_backend: str = "tcp://127.0.0.1:12001"
-    #: alias of ``log_bus`` (where this daemon publishes its own records), if set
-    log_frontend: str = ""
     #: SQLite file (default ``$PLANTD_HOME/data/logger.sqlite``)
     database: Path | None = None
     #: retention: seconds (0 = forever) and rows (0 = unlimited)
@@ -50,15 +45,95 @@ class LoggerSettings(DaemonSettings):
     loki_timeout: float = 5.0
 
 
-class _LoggerCollector:
-    """Prometheus collector reading the store's counters on scrape."""
+def _ok(data: Any) -> dict[str, Any]:
+    return {"success": True, "data": data}
 
-    def __init__(self, store: Any, forwarder: Any) -> None:
-        self.store = store
-        self.forwarder = forwarder
 
-    def describe(self) -> list[Any]:
-        return []
+class LoggerModule(Module):
+    name = "logger"
+    service = SERVICE
+    settings_class = LoggerSettings
+    description = "plantd logger: stores the log and event buses"
+
+    # set by setup(), which runs before any operation is served
+    store: LogStore
+    forwarder: LokiForwarder | None = None
+
+    async def setup(self) -> None:
+        assert self.ctx is not None
+        s: LoggerSettings = self.settings  # type: ignore[assignment]
+        path = Path(s.database or self.ctx.home.data / "logger.sqlite")
+        self.store = LogStore(
+            StoreSettings(
+                path=path,
+                log_backend=s.log_bus_sub or None,
+                event_backend=s.event_bus_sub or None,
+                max_age=s.max_age,
+                max_rows=s.max_rows,
+                flush_records=s.flush_records,
+                flush_interval=s.flush_interval,
+                max_pending=s.max_pending,
+                retention_interval=s.retention_interval,
+            )
+        )
+        await self.store.start()
+        if s.loki_url.strip():
+            self.forwarder = LokiForwarder(
+                s.loki_url,
+                batch_size=s.loki_batch_size,
+                batch_wait=s.loki_batch_wait,
+                max_queue=s.loki_max_queue,
+                timeout=s.loki_timeout,
+                tenant=s.loki_tenant or None,
+            )
+            try:
+                await self.forwarder.start()
+            except BaseException:
+                await self.store.stop()  # run() calls teardown() only once setup() succeeded
+                raise
+            self.store.listeners.append(self.forwarder.offer)
+            self.log.info("forwarding to Loki at %s", self.forwarder.url)
+            self.ctx.add_check("logger:loki", self._loki_check)
+        self.ctx.add_check("logger:ingest", self._ingest_check)
+        buses = ", ".join(b for b in (s.log_bus_sub, s.event_bus_sub) if b) or "nothing"
+        self.log.info("logger storing %s in %s", buses, path)
+
+    async def teardown(self) -> None:
+        await self.store.stop()  # flushes the last batch, which also goes to the forwarder
+        if self.forwarder is not None:
+            await self.forwarder.stop()
+
+    @operation("query")
+    async def query(self, doc: Any) -> dict[str, Any]:
+        try:
+            records = await self.store.query(doc if isinstance(doc, dict) else {})
+        except QueryError as exc:
+            return error_document("invalid_argument", str(exc))
+        return _ok({"records": records})
+
+    @operation("stats")
+    async def stats(self, _doc: Any) -> dict[str, Any]:
+        return _ok(await self.store.stats())
+
+    def health(self) -> dict[str, Any]:
+        counters = self.store.counters()
+        doc: dict[str, Any] = {
+            "status": "warn" if counters["dropped"] or counters["failed"] else "pass",
+            "ingest": counters,
+        }
+        if self.forwarder is not None:
+            doc["loki"] = self.forwarder.counters()
+        return doc
+
+    def _ingest_check(self) -> tuple[str, dict[str, Any]]:
+        c = self.store.counters()
+        status = "warn" if c["dropped"] or c["failed"] else "pass"
+        return status, {"observedValue": c["stored"], "observedUnit": "records", **c}
+
+    def _loki_check(self) -> tuple[str, dict[str, Any]]:
+        assert self.forwarder is not None
+        f = self.forwarder
+        return ("warn" if f.failed or f.dropped else "pass"), f.counters()
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -87,99 +162,4 @@ class _LoggerCollector:
             yield queued
 
 
-class LoggerDaemon(Daemon):
-    name = "logger"
-    service = SERVICE
-    settings_class = LoggerSettings
-    description = "plantd logger: stores the log and event buses"
-
-    def log_bus_endpoint(self) -> str | None:
-        s: LoggerSettings = self.settings  # type: ignore[assignment]
-        default = super().log_bus_endpoint()
-        if default is None:  # log_bus explicitly off
-            return None
-        return s.log_frontend.strip() or default
-
-    async def run(self, ctx: DaemonContext) -> None:
-        from plantd.logger.loki import LokiForwarder
-        from plantd.logger.service import make_worker, serve_until
-        from plantd.logger.store import LogStore, StoreSettings
-
-        s: LoggerSettings = self.settings  # type: ignore[assignment]
-        path = s.database or ctx.home.data / "logger.sqlite"
-        store = LogStore(
-            StoreSettings(
-                path=Path(path),
-                log_backend=s.log_backend or None,
-                event_backend=s.event_backend or None,
-                max_age=s.max_age,
-                max_rows=s.max_rows,
-                flush_records=s.flush_records,
-                flush_interval=s.flush_interval,
-                max_pending=s.max_pending,
-                retention_interval=s.retention_interval,
-            )
-        )
-        forwarder: LokiForwarder | None = None
-        if s.loki_url.strip():
-            forwarder = LokiForwarder(
-                s.loki_url,
-                batch_size=s.loki_batch_size,
-                batch_wait=s.loki_batch_wait,
-                max_queue=s.loki_max_queue,
-                timeout=s.loki_timeout,
-                tenant=s.loki_tenant or None,
-            )
-        await store.start()
-        try:
-            if forwarder is not None:
-                await forwarder.start()
-                store.listeners.append(forwarder.offer)
-                ctx.log.info("forwarding to Loki at %s", forwarder.url)
-            worker = make_worker(
-                store,
-                s.endpoint,
-                service=s.service,
-                heartbeat_interval=s.heartbeat_interval,
-                liveness=s.liveness,
-                extra_health=(lambda: {"loki": forwarder.counters()}) if forwarder else None,
-            )
-            ctx.metrics.register(_LoggerCollector(store, forwarder))
-
-            def registered() -> tuple[str, dict[str, Any]]:
-                if worker.connected.is_set():
-                    return "pass", {"observedValue": worker.served, "observedUnit": "requests"}
-                return "warn", {"output": f"not registered with broker {s.endpoint}"}
-
-            def ingest() -> tuple[str, dict[str, Any]]:
-                c = store.counters()
-                status = "warn" if c["dropped"] or c["failed"] else "pass"
-                return status, {"observedValue": c["stored"], "observedUnit": "records", **c}
-
-            ctx.add_check("logger:worker", registered)
-            ctx.add_check("logger:ingest", ingest)
-            if forwarder is not None:
-                ctx.add_check(
-                    "logger:loki",
-                    lambda: ("warn" if forwarder.failed or forwarder.dropped else "pass",
-                             forwarder.counters()),
-                )
-
-            def ready() -> None:
-                ctx.set_ready()
-                ctx.log.info(
-                    "logger storing %s in %s, serving %s via %s",
-                    ", ".join(b for b in (s.log_backend, s.event_backend) if b),
-                    path,
-                    s.service,
-                    s.endpoint,
-                )
-
-            await serve_until(worker, ctx.stop, on_registered=ready)
-        finally:
-            await store.stop()  # flushes the last batch, which also goes to the forwarder
-            if forwarder is not None:
-                await forwarder.stop()
-
-
-DAEMON = LoggerDaemon
+DAEMON = LoggerModule

@@ -1,8 +1,9 @@
-"""The metric module daemon ``org.plantd.module.Metric``: produce and consume metric samples.
+"""The metric module ``org.plantd.module.Metric``: produce and consume metric samples.
 
 Producer: host metrics (psutil) and configured signal generators published on the
 ``metric`` bus. Consumer: keeps the latest and recent samples (SQLite) and answers
-``list``/``latest``/``range`` over MDP. Either half can be switched off.
+``list``/``latest``/``range`` over MDP. Either half can be switched off; without the consumer
+no MDP service is registered. Written with the module SDK, like ``echo``.
 """
 
 from __future__ import annotations
@@ -12,22 +13,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from plantd.config import ConfigError, DaemonSettings
-from plantd.daemons.lifecycle import Daemon, DaemonContext
+from plantd.client.worker import error_document
+from plantd.config import ConfigError
 from plantd.metric import SERVICE
+from plantd.metric.producer import MetricProducer
+from plantd.metric.sources import HostSource, Source, parse_signal
+from plantd.metric.store import MetricStore, MetricStoreSettings, QueryError
+from plantd.module import Module, ModuleSettings, operation
 
 
 @dataclass
-class MetricSettings(DaemonSettings):
-    """``PLANTD_METRIC_*``."""
+class MetricSettings(ModuleSettings):
+    """``PLANTD_METRIC_*``; publishes on ``metric_bus``, consumes ``metric_bus_sub``."""
 
     health_port: int = 8085
-    endpoint: str = "tcp://127.0.0.1:9797"
-    service: str = SERVICE
-    heartbeat_interval: float = 2.5
-    liveness: int = 3
-    metric_frontend: str = "tcp://127.0.0.1:13000"
-    metric_backend: str = "tcp://127.0.0.1:13001"
     #: producer: host metrics every ``host_interval`` seconds (0 = off)
     host_interval: float = 5.0
     #: device name of the host metrics (default: the hostname)
@@ -44,13 +43,100 @@ class MetricSettings(DaemonSettings):
     retention_interval: float = 10.0
 
 
-class _MetricCollector:
-    def __init__(self, store: Any, producer: Any) -> None:
-        self.store = store
-        self.producer = producer
+def _ok(data: Any) -> dict[str, Any]:
+    return {"success": True, "data": data}
 
-    def describe(self) -> list[Any]:
-        return []
+
+def _filter(doc: Any, name: str) -> str | None:
+    value = doc.get(name) if isinstance(doc, dict) else None
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise QueryError(f"{name}: expected a string")
+    return value
+
+
+class MetricModule(Module):
+    name = "metric"
+    service = SERVICE
+    settings_class = MetricSettings
+    description = "plantd metric module: host metrics, signal generators, sample store"
+
+    producer: MetricProducer | None = None
+    store: MetricStore | None = None
+
+    @property
+    def _settings(self) -> MetricSettings:
+        return self.settings  # type: ignore[return-value]
+
+    def serves(self) -> bool:
+        return self._settings.consume
+
+    async def setup(self) -> None:
+        s = self._settings
+        sources: list[Source] = []
+        for spec in s.signals:
+            try:
+                sources.append(parse_signal(spec))
+            except ValueError as exc:
+                raise ConfigError(f"PLANTD_METRIC_SIGNALS: {exc}") from None
+        if s.host_interval > 0:
+            sources.append(HostSource(s.device, rate=1.0 / s.host_interval, disks=s.disks))
+        if s.consume:
+            assert self.ctx is not None
+            self.store = MetricStore(
+                MetricStoreSettings(
+                    path=Path(s.database or self.ctx.home.data / "metric.sqlite"),
+                    backend=s.metric_bus_sub,
+                    max_age=s.max_age,
+                    max_rows=s.max_rows,
+                    flush_interval=s.flush_interval,
+                    retention_interval=s.retention_interval,
+                )
+            )
+            await self.store.start()
+        if sources:
+            self.producer = MetricProducer(s.metric_bus, sources)
+            self.producer.start()
+            self.log.info("publishing %d source(s) on %s", len(sources), s.metric_bus)
+
+    async def teardown(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+        if self.store is not None:
+            await self.store.stop()
+
+    # operations are only registered when consuming, so ``self.store`` is set in each
+
+    @operation("list")
+    async def list_channels(self, _doc: Any) -> dict[str, Any]:
+        assert self.store is not None
+        return _ok({"channels": self.store.channels()})
+
+    @operation("latest")
+    async def latest(self, doc: Any) -> dict[str, Any]:
+        assert self.store is not None
+        try:
+            device, channel = _filter(doc, "device"), _filter(doc, "channel")
+        except QueryError as exc:
+            return error_document("invalid_argument", str(exc))
+        return _ok({"samples": self.store.latest_samples(device, channel)})
+
+    @operation("range")
+    async def sample_range(self, doc: Any) -> dict[str, Any]:
+        assert self.store is not None
+        try:
+            samples = await self.store.range(doc if isinstance(doc, dict) else {})
+        except QueryError as exc:
+            return error_document("invalid_argument", str(exc))
+        return _ok({"samples": samples})
+
+    def health(self) -> dict[str, Any]:
+        if self.store is None:
+            return {}
+        counters = self.store.counters()
+        warn = counters["dropped"] or counters["failed"]
+        return {"status": "warn" if warn else "pass", "ingest": counters}
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -71,74 +157,4 @@ class _MetricCollector:
             yield channels
 
 
-class MetricDaemon(Daemon):
-    name = "metric"
-    service = SERVICE
-    settings_class = MetricSettings
-    description = "plantd metric module: host metrics, signal generators, sample store"
-
-    async def run(self, ctx: DaemonContext) -> None:
-        from plantd.logger.service import serve_until
-        from plantd.metric.producer import MetricProducer
-        from plantd.metric.service import make_worker
-        from plantd.metric.sources import HostSource, Source, parse_signal
-        from plantd.metric.store import MetricStore, MetricStoreSettings
-
-        s: MetricSettings = self.settings  # type: ignore[assignment]
-        sources: list[Source] = []
-        for spec in s.signals:
-            try:
-                sources.append(parse_signal(spec))
-            except ValueError as exc:
-                raise ConfigError(f"PLANTD_METRIC_SIGNALS: {exc}") from None
-        if s.host_interval > 0:
-            sources.append(HostSource(s.device, rate=1.0 / s.host_interval, disks=s.disks))
-
-        producer = MetricProducer(s.metric_frontend, sources) if sources else None
-        store = None
-        if s.consume:
-            store = MetricStore(
-                MetricStoreSettings(
-                    path=Path(s.database or ctx.home.data / "metric.sqlite"),
-                    backend=s.metric_backend,
-                    max_age=s.max_age,
-                    max_rows=s.max_rows,
-                    flush_interval=s.flush_interval,
-                    retention_interval=s.retention_interval,
-                )
-            )
-            await store.start()
-        ctx.metrics.register(_MetricCollector(store, producer))
-        try:
-            if producer is not None:
-                producer.start()
-                ctx.log.info(
-                    "publishing %d source(s) on %s", len(sources), s.metric_frontend
-                )
-            if store is None:
-                ctx.set_ready()
-                await ctx.stop.wait()
-                return
-            worker = make_worker(
-                store,
-                s.endpoint,
-                service=s.service,
-                heartbeat_interval=s.heartbeat_interval,
-                liveness=s.liveness,
-            )
-
-            def registered() -> tuple[str, dict[str, Any]]:
-                if worker.connected.is_set():
-                    return "pass", {"observedValue": worker.served, "observedUnit": "requests"}
-                return "warn", {"output": f"not registered with broker {s.endpoint}"}
-
-            ctx.add_check("metric:worker", registered)
-            await serve_until(worker, ctx.stop, on_registered=ctx.set_ready)
-        finally:
-            if producer is not None:
-                await producer.stop()
-            if store is not None:
-                await store.stop()
-
-
-DAEMON = MetricDaemon
+DAEMON = MetricModule

@@ -2,7 +2,8 @@
 answers ``query``/``stats``/``health`` over MDP and optionally forwards to Grafana Loki.
 
 See ``docs/logging.md``. Submodules: :mod:`.ingest` (SQLite threads, batching, bus reading),
-:mod:`.store` (the log store), :mod:`.service` (MDP operations), :mod:`.loki` (forwarding).
+:mod:`.store` (the log store), :mod:`.loki` (forwarding); the daemon and its MDP operations
+are the module :mod:`plantd.daemons.logger`.
 """
 
 from __future__ import annotations

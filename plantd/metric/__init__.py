@@ -5,7 +5,8 @@
   ``org.plantd.Metric.<device>``;
 * consumer (:mod:`.store`): keeps the latest sample per channel in memory and recent samples
   in SQLite with retention;
-* service (:mod:`.service`): ``list``, ``latest``, ``range``, ``health`` over MDP.
+* the module :mod:`plantd.daemons.metric`: runs both and serves ``list``, ``latest``,
+  ``range``, ``health`` over MDP.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Fixtures for the logger and metric tests: a real in-process broker and real bus proxies.
+"""Fixtures for the logger and metric tests: a real in-process broker, real bus proxies and
+modules run in the test's event loop.
 
 Everything binds 127.0.0.1 on ports chosen by the OS (``:0``) so parallel runs never collide,
 and every fixture stops what it started.
@@ -10,10 +11,15 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from plantd.broker.bus import BusProxy
+from plantd.module import Module
+
+M = TypeVar("M", bound=Module)
 
 
 @dataclass
@@ -89,3 +95,39 @@ async def eventually(predicate, timeout: float = 5.0, interval: float = 0.02):  
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def running_module(module: M, home: Path) -> AsyncIterator[M]:
+    """Run ``module`` (Module.run: setup, worker, teardown) in this event loop, without the
+    daemon lifecycle; yields it once ready and registered with the broker."""
+    import logging
+
+    from plantd.config import Home
+    from plantd.daemons.health import HealthRegistry
+    from plantd.daemons.lifecycle import DaemonContext
+
+    ctx = DaemonContext(
+        name=module.name,
+        settings=module.settings,
+        home=Home(home),
+        log=logging.getLogger(f"plantd.test.{module.name}"),
+        stop=asyncio.Event(),
+        health=HealthRegistry(),
+        metrics=None,
+        pid_file=home / f"{module.name}.pid",
+    )
+    task = asyncio.create_task(module.run(ctx))
+
+    async def registered() -> bool:
+        if task.done():
+            task.result()  # setup failed: raise it here
+        status, _ = await ctx.health.evaluate()
+        return ctx.ready and status == "pass"
+
+    try:
+        await eventually(registered, 10)
+        yield module
+    finally:
+        ctx.stop.set()
+        await asyncio.wait_for(task, 10)

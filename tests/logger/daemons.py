@@ -1,5 +1,5 @@
-"""Helpers for the daemon and CLI tests: run ``plant`` (with the log and metric command groups)
-and the logger/metric daemons as real processes against the conftest broker daemon."""
+"""Helpers for the daemon and CLI tests: run ``plant`` and the logger/metric daemons as real
+processes against the conftest broker daemon."""
 
 from __future__ import annotations
 
@@ -9,42 +9,22 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import BrokerProcess, http_get, kill_pid, read_pid_file
+from tests.conftest import PLANT, BrokerProcess, http_get, kill_pid, read_pid_file
 
-# `plant` with `log` and `metric` attached even before the CLI registers them itself
-PLANT_CODE = """
-import sys
-from plantd.cli import main
-names = {g.name for g in main.app.registered_groups}
-if "log" not in names:
-    from plantd.cli.log import app as log_app
-    main.app.add_typer(log_app, name="log")
-if "metric" not in names:
-    from plantd.cli.metric import app as metric_app
-    main.app.add_typer(metric_app, name="metric")
-sys.exit(main.run(sys.argv[1:]))
-"""
-
-# a daemon on the shared lifecycle, registering `metric` if the registry does not have it yet
-DAEMON_CODE = """
-import sys
-from plantd import daemons
-daemons.REGISTRY.setdefault("metric", ("plantd.daemons.metric",))
-from plantd.daemons.lifecycle import run_daemon
-sys.exit(run_daemon(sys.argv[1]))
-"""
+# the daemon as `plant daemon start` launches it, without loading Typer
+DAEMON_CMD = [sys.executable, "-m", "plantd.daemons.run"]
 
 
 def plant(env: dict[str, str], *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", PLANT_CODE, *args], env=env, capture_output=True, text=True,
+        [*PLANT, *args], env=env, capture_output=True, text=True,
         timeout=timeout, stdin=subprocess.DEVNULL,
     )
 
 
 def plant_popen(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", PLANT_CODE, *args], env=env, stdout=subprocess.PIPE,
+        [*PLANT, *args], env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
     )
 
@@ -64,7 +44,7 @@ def daemon_env(broker: BrokerProcess, name: str, **extra: str) -> dict[str, str]
 
 
 class Daemon:
-    """A daemon process started with :data:`DAEMON_CODE`, healthy before it is returned."""
+    """A daemon process started with :data:`DAEMON_CMD`, healthy before it is returned."""
 
     def __init__(self, name: str, env: dict[str, str], home: Path) -> None:
         self.name = name
@@ -72,7 +52,7 @@ class Daemon:
         self.out = home / f"{name}.out"
         with self.out.open("wb") as fh:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", DAEMON_CODE, name], env=env, stdout=fh,
+                [*DAEMON_CMD, name], env=env, stdout=fh,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
         deadline = time.monotonic() + 20

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(90)
 def logger_daemon(broker: BrokerProcess, plantd_home: Path) -> Iterator[Daemon]:
     env = daemon_env(
         broker, "logger",
-        log_backend=broker.bus("log")[1], event_backend=broker.bus("event")[1],
+        log_bus_sub=broker.bus("log")[1], event_bus_sub=broker.bus("event")[1],
         flush_interval="0.02",
     )
     d = Daemon("logger", env, plantd_home)

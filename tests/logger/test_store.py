@@ -14,11 +14,11 @@ import pytest
 
 from plantd.client import Client, Publisher
 from plantd.client.errors import RequestRejected
+from plantd.daemons.logger import LoggerModule, LoggerSettings
 from plantd.logbus import LogBusHandler, install_log_bus
 from plantd.logger import SERVICE
-from plantd.logger.service import make_worker, stop_worker
 from plantd.logger.store import LogStore, QueryError, StoreSettings, build_query
-from tests.logger.conftest import Bus, eventually
+from tests.logger.conftest import Bus, eventually, running_module
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -27,23 +27,18 @@ pytestmark = pytest.mark.timeout(30)
 async def running_logger(
     tmp_path: Path, loop_broker: str, log_bus: Bus | None, event_bus: Bus | None, **kw: Any
 ) -> AsyncIterator[LogStore]:
-    settings = StoreSettings(
-        path=tmp_path / "logger.sqlite",
-        log_backend=log_bus.backend if log_bus else None,
-        event_backend=event_bus.backend if event_bus else None,
+    """The logger module (store + MDP operations) in this event loop; yields its store."""
+    settings = LoggerSettings(
+        endpoint=loop_broker,
+        heartbeat_interval=0.2,
+        database=tmp_path / "logger.sqlite",
+        log_bus_sub=log_bus.backend if log_bus else "",
+        event_bus_sub=event_bus.backend if event_bus else "",
         flush_interval=0.02,
         **kw,
     )
-    store = LogStore(settings)
-    await store.start()
-    worker = make_worker(store, loop_broker, heartbeat_interval=0.2)
-    task = asyncio.create_task(worker.run())
-    try:
-        await asyncio.wait_for(worker.connected.wait(), 5)
-        yield store
-    finally:
-        await stop_worker(worker, task)
-        await store.stop()
+    async with running_module(LoggerModule(settings), tmp_path) as module:
+        yield module.store
 
 
 def bus_logger(name: str, handler: logging.Handler) -> logging.Logger:

@@ -18,7 +18,7 @@ def test_metric_daemon_publishes_stores_and_plant_metric_reads(
 ) -> None:
     front, back = broker.bus("metric")
     env = daemon_env(
-        broker, "metric", metric_frontend=front, metric_backend=back, host_interval="0.5",
+        broker, "metric", metric_bus=front, metric_bus_sub=back, host_interval="0.5",
         device="box", flush_interval="0.05",
         signals="sine period=2 rate=20 amplitude=5 offset=10 channel=temp units=C device=sim",
     )

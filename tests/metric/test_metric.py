@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from pathlib import Path
 
 import pytest
 
-from plantd.client import Client
+from plantd.client import Client, Subscriber
 from plantd.client.errors import RequestRejected
-from plantd.logger.service import stop_worker
+from plantd.daemons.metric import MetricModule, MetricSettings
 from plantd.metric import SERVICE
-from plantd.metric.producer import MetricProducer
-from plantd.metric.service import make_worker
 from plantd.metric.sources import HostSource, SignalSource, parse_signal
 from plantd.metric.store import MetricStore, MetricStoreSettings
-from tests.logger.conftest import eventually
+from tests.logger.conftest import eventually, running_module
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -26,17 +23,17 @@ async def test_samples_flow_producer_bus_consumer_latest(
     tmp_path: Path, loop_broker: str, make_bus  # type: ignore[no-untyped-def]
 ) -> None:
     bus = make_bus("metric")
-    settings = MetricStoreSettings(path=tmp_path / "m.sqlite", backend=bus.backend,
-                                   flush_interval=0.02)
-    store = MetricStore(settings)
-    await store.start()
-    worker = make_worker(store, loop_broker, heartbeat_interval=0.2)
-    task = asyncio.create_task(worker.run())
+    settings = MetricSettings(
+        endpoint=loop_broker, heartbeat_interval=0.2, database=tmp_path / "m.sqlite",
+        metric_bus=bus.frontend, metric_bus_sub=bus.backend, flush_interval=0.02,
+        host_interval=0.2, device="box",
+        signals=["sine period=2 rate=50 amplitude=10 offset=20 channel=temp units=C device=sim"],
+    )
     sine = SignalSource("sine", device="sim", channel="temp", period=2.0, rate=50.0,
                         amplitude=10.0, offset=20.0, units="C")
-    producer = MetricProducer(bus.frontend, [sine, HostSource("box", rate=5.0)])
-    producer.start()
-    try:
+    async with running_module(MetricModule(settings), tmp_path) as module:
+        assert module.store is not None and module.producer is not None
+        store, producer = module.store, module.producer
         async with Client(loop_broker, timeout=5.0) as c:
             async def both_devices() -> bool:
                 doc = await c.call(SERVICE, "list", {})
@@ -70,12 +67,31 @@ async def test_samples_flow_producer_bus_consumer_latest(
             with pytest.raises(RequestRejected) as rejected:
                 await c.call(SERVICE, "range", {"device": "sim"})
             assert rejected.value.code == "invalid_argument"
-            assert (await c.call(SERVICE, "health", {}))["status"] == "pass"
-    finally:
-        await producer.stop()
-        await stop_worker(worker, task)
-        await store.stop()
+            health = await c.call(SERVICE, "health", {})
+            assert health["status"] == "pass" and health["ingest"]["stored"] >= 20
     assert producer.errors == 0
+
+
+async def test_producer_only_instance_publishes_without_registering(
+    tmp_path: Path, loop_broker: str, make_bus  # type: ignore[no-untyped-def]
+) -> None:
+    """consume=false: samples go out on the bus, but no worker takes requests it can't answer."""
+    bus = make_bus("metric")
+    settings = MetricSettings(
+        endpoint=loop_broker, heartbeat_interval=0.2, metric_bus=bus.frontend,
+        metric_bus_sub=bus.backend, consume=False, host_interval=0,
+        signals=["ramp period=1 rate=50 channel=level device=edge"],
+    )
+    sub = Subscriber(bus.backend, ["org.plantd.Metric.edge"])
+    try:
+        async with running_module(MetricModule(settings), tmp_path) as module:
+            assert module.store is None and not (tmp_path / "data").exists()
+            topic, sample = await sub.recv(timeout=5)
+            assert topic == "org.plantd.Metric.edge" and sample["channel"] == "level"
+            async with Client(loop_broker, timeout=5.0) as c:
+                assert await c.mmi_service(SERVICE) == "404"
+    finally:
+        sub.close()
 
 
 async def test_store_keeps_latest_across_restart_and_trims(tmp_path: Path) -> None:
