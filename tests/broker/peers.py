@@ -57,6 +57,21 @@ async def plantd_broker(endpoint: str) -> None:
     await BrokerServer(settings).run(stop)
 
 
+def probe(endpoint: str, service: str) -> None:
+    """Print `<workers> <echo reply or error>` for service: run inside a network namespace."""
+    from plantd.client import SyncClient
+    from plantd.client.errors import PlantdError
+
+    with SyncClient(endpoint, timeout=1.0) as c:
+        try:
+            services = {s["name"]: s for s in c.mmi("mmi.services")["services"]}
+            count = int(services.get(service, {}).get("workers", 0))
+            reply = c.request(service, b"echo", b"ping")[-1].decode() if count else "-"
+        except PlantdError as exc:
+            count, reply = -1, type(exc).__name__
+    print(count, reply)
+
+
 if __name__ == "__main__":
     role, endpoint = sys.argv[1], sys.argv[2]
     service = sys.argv[3] if len(sys.argv) > 3 else ""
@@ -66,5 +81,7 @@ if __name__ == "__main__":
         majortomo_worker(endpoint, service)
     elif role == "plantd-broker":
         asyncio.run(plantd_broker(endpoint))
+    elif role == "probe":
+        probe(endpoint, service)
     else:
         raise SystemExit(f"unknown role {role}")

@@ -54,12 +54,14 @@ def test_blackhole_expires_worker_then_it_comes_back(linked: tuple[str, Relay]) 
     relay.set_mode(Mode.BLACKHOLE)
     # broker: liveness 3 x 0.2 s; the worker stops hearing heartbeats and reconnects in a loop
     gone = wait_until(lambda: registered(endpoint) == 0, timeout=5)
+    print(f"FIGURE blackhole_worker_expired_s={gone:.2f}")
     assert gone < 3
     with SyncClient(endpoint, timeout=3.0) as c, pytest.raises(PlantdError):
         c.request("svc", b"echo", b"lost")  # 503 after request_timeout, never silence
     connections = relay.connections
     relay.set_mode(Mode.PASS)
     back = wait_until(lambda: registered(endpoint) == 1, timeout=10)
+    print(f"FIGURE blackhole_healed_worker_back_s={back:.2f}")
     assert back < 8
     assert relay.connections > connections  # it reconnected (a new TCP connection)
     with SyncClient(endpoint, timeout=3.0) as c:

@@ -41,7 +41,9 @@ def test_frozen_worker_is_dropped_and_its_stale_reply_never_delivered(
             start = time.monotonic()
             with pytest.raises(ServiceUnavailable, match="expired"):
                 await slow
-            assert time.monotonic() - start < 2.0
+            took = time.monotonic() - start
+            print(f"FIGURE sigstop_worker_client_error_s={took:.2f}")
+            assert took < 2.0
             os.kill(frozen.pid, signal.SIGCONT)  # it wakes up and sends its stale reply
             # the worker notices (DISCONNECT from the broker) and registers again
             await asyncio.to_thread(
