@@ -209,6 +209,8 @@ def test_watch_key_filter_and_compacted_start(tmp_path: Path) -> None:
 
 
 def test_watch_follows_a_broker_restart(stack: Stack) -> None:
+    with stack.client() as c:  # the scope exists before: no create-scope event below
+        data(c, "state-set", {"service": "org.plantd.Client", "key": "k", "value": 0})
     proc = watch_proc(stack, "--count", "4")
     lines = Lines(proc)
     time.sleep(1.0)
@@ -302,3 +304,21 @@ def test_no_state_daemon_and_no_broker(tmp_path: Path) -> None:
     out = run("state", "get", "k")
     assert out.returncode == 3
     one_error(out, "unreachable")
+
+
+def test_get_and_set_never_import_asyncio_or_the_store(stack: Stack) -> None:
+    """``plant state get`` runs in shell loops: the blocking client only, no event loop."""
+    import sys
+
+    code = (
+        "import sys, contextlib, io\n"
+        "from plantd.cli.main import run\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert run(['state', 'set', 'k', 'v']) == 0\n"
+        "    assert run(['state', 'get', 'k', '-o', 'raw']) == 0\n"
+        "print(','.join(m for m in ('asyncio', 'aiosqlite', 'sqlite3', 'plantd.state', 'textual')"
+        " if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=stack.env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ""

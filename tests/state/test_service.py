@@ -163,8 +163,17 @@ class Stack:
 
 def make_stack(home: Path, start_state: bool = True, **settings: Any) -> Stack:
     home.mkdir(parents=True, exist_ok=True)
-    env = state_settings(stack_env(clean_env(home)), **settings)
-    broker = start_broker(env, home)
+    for attempt in range(3):
+        # free_port() can hand out the same port twice: retry on a collision
+        env = state_settings(stack_env(clean_env(home)), **settings)
+        if len({v for k, v in env.items() if k.startswith("PLANTD_BROKER_") and "tcp://" in v}) < 9:
+            continue
+        try:
+            broker = start_broker(env, home)
+            break
+        except RuntimeError as exc:
+            if "Address already in use" not in str(exc) or attempt == 2:
+                raise
     stack = Stack(home, env, broker, [])
     if start_state:
         try:

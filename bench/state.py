@@ -1,0 +1,378 @@
+"""State service throughput and latency through one running broker, next to its ceilings.
+
+Run: ``python bench/state.py [--seconds 3] [--inflight 32] [--dir DIR]``. Starts a broker, a
+state daemon and an echo daemon as processes (temporary PLANTD_HOME on ``--dir``, random
+ports) and measures, through that same broker:
+
+* durable ``state-set``/s and ``state-get``/s with 1 request and with N requests in flight
+  (N DEALER sockets, one request each, plain blocking pyzmq: the client stays cheap);
+* key-writes/s with ``txn`` batches of 100 keys;
+* watch delivery latency p50/p99: ``state-set`` sent -> its event received on the state bus;
+* echo round trips/s with the same concurrency: through the echo daemon (one worker) and
+  through an echo pool with as many workers in one process as the state daemon has (the
+  transport ceiling for the state daemon's topology);
+* single-row durable commits/s of plain sqlite3 with the store's pragmas on the same disk;
+* wall time of ``plant state get`` as a whole process (median of 20).
+
+Prints a table and the ratios sets@N / echo@N and gets@N / echo@N. No assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import zmq
+
+from plantd.protocol import mdp
+
+STATE = b"org.plantd.State"
+ECHO = b"org.plantd.module.Echo"
+ECHO_POOL = b"org.plantd.bench.EchoPool"
+BUSES = ("state", "event", "metric", "log")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tcp(port: int) -> str:
+    return f"tcp://127.0.0.1:{port}"
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def stack_env(home: Path, workers: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLANTD_")}
+    endpoint = tcp(free_port())
+    env.update(
+        PLANTD_HOME=str(home),
+        XDG_CONFIG_HOME=str(home / "xdg"),
+        PLANTD_BROKER_ENDPOINT=endpoint,
+        PLANTD_BROKER_HEALTH_PORT="0",
+        PLANTD_CLIENT_ENDPOINT=endpoint,
+        PLANTD_STATE_WORKERS=str(workers),
+        PLANTD_STATE_LOG_LEVEL="warning",
+        PLANTD_ECHO_LOG_LEVEL="warning",
+        PLANTD_BROKER_LOG_LEVEL="warning",
+    )
+    for bus in BUSES:
+        front, back = tcp(free_port()), tcp(free_port())
+        env[f"PLANTD_BROKER_{bus.upper()}_FRONTEND"] = front
+        env[f"PLANTD_BROKER_{bus.upper()}_BACKEND"] = back
+        env[f"PLANTD_STATE_{bus.upper()}_FRONTEND"] = front
+    env["PLANTD_CLIENT_STATE_BUS"] = env["PLANTD_BROKER_STATE_BACKEND"]
+    for name in ("STATE", "ECHO"):
+        env[f"PLANTD_{name}_ENDPOINT"] = endpoint
+        env[f"PLANTD_{name}_HEALTH_PORT"] = "0"
+        env[f"PLANTD_{name}_LOG_BUS"] = env["PLANTD_BROKER_LOG_FRONTEND"]
+    return env
+
+
+def start(name: str, env: dict[str, str], home: Path) -> subprocess.Popen[bytes]:
+    """Run daemon ``name`` and wait until its /healthz passes."""
+    out = (home / f"{name}.out").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "plantd.daemons.run", name],
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    pid_file = home / "run" / f"{name}.pid"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited: {(home / f'{name}.out').read_text()[-2000:]}")
+        try:
+            info = json.loads(pid_file.read_text())
+            url = f"http://127.0.0.1:{info['health_port']}/healthz"
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if json.loads(resp.read())["status"] == "pass" and info["pid"] == proc.pid:
+                    return proc
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"{name} not healthy in 30s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def run_echo_pool(endpoint: str, workers: int) -> None:
+    """``workers`` echo Workers in one asyncio process: the state daemon's topology with a
+    handler that does nothing, i.e. the transport ceiling for the same concurrency."""
+    from plantd.client import Worker
+
+    async def echo(body: list[bytes]) -> list[bytes]:
+        return body
+
+    async def main() -> None:
+        pool = []
+        for _ in range(workers):
+            w = Worker(endpoint, ECHO_POOL.decode())
+            w.add_operation("echo", echo, raw=True)
+            pool.append(w)
+        await asyncio.gather(*(w.run() for w in pool))
+
+    asyncio.run(main())
+
+
+def start_echo_pool(endpoint: str, workers: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "--role-echo-pool", endpoint, str(workers)],
+        stdin=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)  # READY of every worker
+    return proc
+
+
+# --------------------------------------------------------------------------- load
+
+
+def load(
+    endpoint: str,
+    service: bytes,
+    body: Callable[[int], list[bytes]],
+    inflight: int,
+    seconds: float,
+) -> tuple[float, int]:
+    """``inflight`` DEALERs with one request each for ``seconds``: (requests/s, failures)."""
+    ctx = zmq.Context.instance()
+    socks = []
+    poller = zmq.Poller()
+    for _ in range(inflight):
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(endpoint)
+        poller.register(s, zmq.POLLIN)
+        socks.append(s)
+    n = failed = 0
+    seq = 0
+
+    def send(s: zmq.Socket) -> None:
+        nonlocal seq
+        seq += 1
+        s.send_multipart(mdp.encode_request(service, body(seq)))
+
+    def done(s: zmq.Socket) -> None:
+        nonlocal n, failed
+        reply = mdp.decode_client_reply(s.recv_multipart())
+        if reply.body[-1][:1] == b"{" and b'"success":false' in reply.body[-1][:40]:
+            failed += 1
+        n += 1
+
+    try:
+        for s in socks:  # warm-up round trip per socket
+            send(s)
+        for s in socks:
+            if not s.poll(10_000):
+                raise RuntimeError(f"no reply from {service.decode()} during warm-up")
+            done(s)
+        n = failed = 0
+        start_t = time.perf_counter()
+        end = start_t + seconds
+        for s in socks:
+            send(s)
+        while time.perf_counter() < end:
+            for s, _ in poller.poll(1000):
+                done(s)
+                send(s)
+        elapsed = time.perf_counter() - start_t
+        for s in socks:  # drain
+            if s.poll(5000):
+                s.recv_multipart()
+        return n / elapsed, failed
+    finally:
+        for s in socks:
+            s.close(0)
+
+
+def set_body(seq: int) -> list[bytes]:
+    doc = {"service": "bench", "key": f"k{seq % 1000}", "value": {"seq": seq}}
+    return [b"state-set", json.dumps(doc).encode()]
+
+
+def get_body(seq: int) -> list[bytes]:
+    return [b"state-get", json.dumps({"service": "bench", "key": f"k{seq % 1000}"}).encode()]
+
+
+def txn_body(seq: int) -> list[bytes]:
+    ops = [{"op": "set", "key": f"t{seq % 50}.{i}", "value": seq} for i in range(100)]
+    return [b"txn", json.dumps({"service": "bench-txn", "ops": ops}).encode()]
+
+
+def echo_body(seq: int) -> list[bytes]:
+    return [b"echo", b'{"n":1}']
+
+
+async def watch_latency(endpoint: str, bus: str, count: int) -> list[float]:
+    """Sequential sets; for each, time from sending it to its event on the state bus."""
+    from plantd.client import Client, Subscriber
+
+    sub = Subscriber(bus, topics=["bench-watch"])
+    arrived: dict[int, float] = {}
+    waiters: dict[int, asyncio.Future[float]] = {}
+
+    async def receive() -> None:
+        while True:
+            _topic, ev = await sub.recv()
+            if isinstance(ev, dict) and ev.get("op") == "set":
+                seq = ev["value"]
+                arrived[seq] = time.perf_counter()
+                fut = waiters.get(seq)
+                if fut is not None and not fut.done():
+                    fut.set_result(arrived[seq])
+
+    rx = asyncio.create_task(receive())
+    lat: list[float] = []
+    try:
+        async with Client(endpoint, timeout=5.0) as c:
+            await asyncio.sleep(0.5)  # subscription reaches the proxy
+            for seq in range(-20, count):  # 20 warm-up sets
+                fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+                waiters[seq] = fut
+                t0 = time.perf_counter()
+                await c.call("org.plantd.State", "state-set", {"service": "bench-watch", "key": "w", "value": seq})
+                t1 = await asyncio.wait_for(fut, 5.0)
+                if seq >= 0:
+                    lat.append(t1 - t0)
+    finally:
+        rx.cancel()
+        sub.close()
+    return lat
+
+
+def plain_sqlite(directory: Path, seconds: float) -> float:
+    """One INSERT + COMMIT per row, WAL + synchronous=FULL: the per-write fsync floor."""
+    path = directory / "plain.db"
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=FULL")
+    con.execute("CREATE TABLE kv(k TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID")
+    n, start_t = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start_t) < seconds:
+        con.execute("BEGIN IMMEDIATE")
+        con.execute("INSERT OR REPLACE INTO kv VALUES(?, ?)", (f"k{n % 1000}", '{"v":1}'))
+        con.execute("COMMIT")
+        n += 1
+    con.close()
+    return n / elapsed
+
+
+def plant_get_wall(env: dict[str, str], runs: int = 20) -> tuple[float, float]:
+    """Median and min wall time of ``plant state get`` as a whole process (seconds)."""
+    plant = shutil.which("plant", path=os.path.dirname(sys.executable)) or "plant"
+    cmd = [plant, "state", "get", "k1", "-s", "bench", "-o", "raw"]
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        out = subprocess.run(cmd, env=env, capture_output=True)
+        times.append(time.perf_counter() - t0)
+        if out.returncode != 0:
+            raise RuntimeError(f"plant state get failed: {out.stderr.decode()}")
+    return statistics.median(times), min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--inflight", type=int, default=32)
+    ap.add_argument("--workers", type=int, default=32, help="state daemon MDP workers")
+    ap.add_argument("--watch-count", type=int, default=500)
+    ap.add_argument("--dir", type=Path, default=None, help="directory on the disk to measure")
+    ap.add_argument("--role-echo-pool", nargs=2, metavar=("ENDPOINT", "WORKERS"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.role_echo_pool:
+        run_echo_pool(args.role_echo_pool[0], int(args.role_echo_pool[1]))
+        return
+    n = args.inflight
+    tmp = Path(tempfile.mkdtemp(prefix="plantd-bench-state-", dir=args.dir))
+    env = stack_env(tmp, args.workers)
+    endpoint = env["PLANTD_BROKER_ENDPOINT"]
+    procs = []
+    rows: list[tuple[str, str]] = []
+    results: dict[str, float] = {}
+    try:
+        procs.append(start("broker", env, tmp))
+        procs.append(start("state", env, tmp))
+        procs.append(start("echo", env, tmp))
+        procs.append(start_echo_pool(endpoint, args.workers))
+
+        def measure(label: str, service: bytes, body: Callable[[int], list[bytes]], inflight: int, per: int = 1) -> None:
+            rate, failed = load(endpoint, service, body, inflight, args.seconds)
+            results[label] = rate * per
+            note = f"  ({failed} failed)" if failed else ""
+            rows.append((label, f"{rate * per:12,.0f}/s{note}"))
+
+        measure("echo round trips, 1 in flight", ECHO, echo_body, 1)
+        measure(f"echo round trips, {n} in flight", ECHO, echo_body, n)
+        measure(f"echo pool ({args.workers} workers, 1 process), {n} in flight", ECHO_POOL, echo_body, n)
+        measure("state-set (durable), 1 client", STATE, set_body, 1)
+        measure(f"state-set (durable), {n} in flight", STATE, set_body, n)
+        measure("state-get, 1 client", STATE, get_body, 1)
+        measure(f"state-get, {n} in flight", STATE, get_body, n)
+        measure("key-writes via txn of 100, 1 client", STATE, txn_body, 1, per=100)
+        measure(f"key-writes via txn of 100, {n} in flight", STATE, txn_body, n, per=100)
+        lat = sorted(asyncio.run(watch_latency(endpoint, env["PLANTD_BROKER_STATE_BACKEND"], args.watch_count)))
+        p50 = lat[len(lat) // 2] * 1e3
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3
+        rows.append(("watch delivery set -> bus event, p50", f"{p50:12.2f} ms"))
+        rows.append(("watch delivery set -> bus event, p99", f"{p99:12.2f} ms"))
+        plain = plain_sqlite(tmp, args.seconds)
+        rows.append(("plain sqlite3 durable commits, 1 row each", f"{plain:12,.0f}/s"))
+        med, best = plant_get_wall(env)
+        rows.append(("`plant state get` whole process, median of 20", f"{med * 1e3:12.1f} ms"))
+        rows.append(("`plant state get` whole process, min of 20", f"{best * 1e3:12.1f} ms"))
+        if env.get("PYTHONDONTWRITEBYTECODE"):
+            # this environment compiles every plantd module on each run; an installed
+            # plantd has its bytecode cached: measure that too (cache kept in the temp dir)
+            cached = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+            cached["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
+            med, best = plant_get_wall(cached)
+            rows.append(("`plant state get`, bytecode cached, median of 20", f"{med * 1e3:12.1f} ms"))
+    finally:
+        for p in reversed(procs):
+            stop(p)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print(f"sqlite {sqlite3.sqlite_version}; state daemon with {args.workers} MDP workers; echo daemon"
+          f" (1 worker) and an echo pool ({args.workers} workers in one process);"
+          f" {args.seconds:g}s per measurement; dir {args.dir or tempfile.gettempdir()}")
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"{label:<{width}}  {value}")
+    sets, gets = results[f"state-set (durable), {n} in flight"], results[f"state-get, {n} in flight"]
+    for name, label in (("echo daemon", f"echo round trips, {n} in flight"),
+                        ("echo pool", f"echo pool ({args.workers} workers, 1 process), {n} in flight")):
+        echo_n = results[label]
+        print(f"ratio sets@{n} / {name}@{n}: {sets / echo_n:.2f}    gets@{n} / {name}@{n}: {gets / echo_n:.2f}")
+    print(f"ratio sets@{n} / plain sqlite3 commits: {results[f'state-set (durable), {n} in flight'] / plain:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,564 @@
+"""MDP operations of ``org.plantd.State``: the wire layer around :class:`StateStore`.
+
+Requests are ``[operation, JSON object]`` with the Go plantd field names (``service`` is the
+scope; ``scope`` is accepted too) so its clients keep working. Replies are
+``{"success": true, "data": {...}}`` or ``{"success": false, "error", "code", ...extra}``.
+Every malformed request gets a precise error naming the field; nothing a client sends can
+stop the daemon from serving.
+
+The service also publishes every committed change on the state bus (topic = scope) from a
+store listener, i.e. in commit order and before the writer is acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from plantd.state.errors import Conflict, StateError
+from plantd.state.store import StateStore
+
+__all__ = ["OPERATIONS", "SERVICE", "StateService", "error_doc"]
+
+SERVICE = "org.plantd.State"
+
+#: failpoint name for the fault suite: exit hard after a write committed, before the reply
+CRASH_AFTER_COMMIT = "crash-after-commit"
+
+#: replies stay below the broker's default 1 MiB message limit
+DEFAULT_REPLY_BUDGET = 768 * 1024
+
+log = logging.getLogger("plantd.state.service")
+
+_JSON_TYPES = {
+    dict: "object",
+    list: "array",
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
+
+
+def _type_name(value: Any) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def ok(data: Any) -> dict[str, Any]:
+    return {"success": True, "data": data}
+
+
+def error_doc(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    """The refusal document every plantd service sends."""
+    return {"success": False, "error": message, "code": code, **extra}
+
+
+class Reject(Exception):
+    """A request refused before it reaches the store (bad JSON, wrong type, missing field)."""
+
+    def __init__(self, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.doc = error_doc(code, message, **extra)
+
+
+def _dumps(doc: Any) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+class Request:
+    """One decoded request document with typed, precisely-reported field access."""
+
+    def __init__(self, op: str, doc: dict[str, Any], allowed: frozenset[str]) -> None:
+        self.op = op
+        self.doc = doc
+        unknown = sorted(set(doc) - allowed)
+        if unknown:
+            raise Reject(
+                "invalid_argument",
+                f"{op}: unknown field(s) {', '.join(map(repr, unknown))}"
+                f" (allowed: {', '.join(sorted(allowed)) or 'none'})",
+                field=unknown[0],
+            )
+
+    def _bad(self, name: str, expected: str, value: Any) -> Reject:
+        return Reject(
+            "invalid_argument",
+            f"{self.op}: field '{name}' must be {expected}, got {_type_name(value)}"
+            f" {json.dumps(value, default=str)[:60]}",
+            field=name,
+        )
+
+    def missing(self, name: str) -> Reject:
+        return Reject("invalid_argument", f"{self.op}: missing field '{name}'", field=name)
+
+    def scope(self) -> str:
+        """The scope: required."""
+        value = self.opt_scope()
+        if value is None:
+            raise Reject(
+                "invalid_argument",
+                f"{self.op}: missing field 'service' (the scope; 'scope' is accepted too)",
+                field="service",
+            )
+        return value
+
+    def opt_scope(self) -> str | None:
+        """``service`` (Go plantd) or ``scope``; both given must agree."""
+        svc, scope = self.doc.get("service"), self.doc.get("scope")
+        if svc is not None and scope is not None and svc != scope:
+            raise Reject(
+                "invalid_argument",
+                f"{self.op}: 'service' ({svc!r}) and 'scope' ({scope!r}) disagree; send one",
+                field="service",
+            )
+        name = "service" if svc is not None else "scope"
+        value = svc if svc is not None else scope
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise self._bad(name, "a string", value)
+        if not value:
+            raise Reject("invalid_argument", f"{self.op}: field '{name}' is empty", field=name)
+        return value
+
+    def string(self, name: str) -> str:
+        """A required non-empty string field."""
+        value = self.opt_string(name)
+        if value is None:
+            raise self.missing(name)
+        if not value:
+            raise Reject("invalid_argument", f"{self.op}: field '{name}' is empty", field=name)
+        return value
+
+    def opt_string(self, name: str) -> str | None:
+        value = self.doc.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise self._bad(name, "a string", value)
+        return value
+
+    def integer(self, name: str, *, minimum: int = 0) -> int | None:
+        value = self.doc.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._bad(name, f"an integer >= {minimum}", value)
+        if value < minimum:
+            raise Reject(
+                "invalid_argument",
+                f"{self.op}: field '{name}' must be >= {minimum}, got {value}",
+                field=name,
+            )
+        return value
+
+    def number(self, name: str) -> float | None:
+        value = self.doc.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self._bad(name, "a number", value)
+        if not math.isfinite(value) or value <= 0:
+            raise Reject(
+                "invalid_argument",
+                f"{self.op}: field '{name}' must be a number > 0, got {value}",
+                field=name,
+            )
+        return float(value)
+
+    def boolean(self, name: str, default: bool = False) -> bool:
+        value = self.doc.get(name)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self._bad(name, "true or false", value)
+        return value
+
+
+def _fields(*names: str) -> frozenset[str]:
+    return frozenset(names)
+
+
+_SCOPE = ("service", "scope")
+_WRITE = ("request_id",)
+
+#: wire operation -> (method name, allowed request fields)
+OPERATIONS: dict[str, tuple[str, frozenset[str]]] = {
+    "create-scope": ("create_scope", _fields(*_SCOPE, *_WRITE)),
+    "delete-scope": ("delete_scope", _fields(*_SCOPE, *_WRITE)),
+    "list-scopes": ("list_scopes", _fields("prefix")),
+    "list-keys": ("list_keys", _fields(*_SCOPE, "prefix", "values")),
+    "state-get": ("get", _fields(*_SCOPE, "key")),
+    "get": ("get", _fields(*_SCOPE, "key")),
+    "state-set": (
+        "set",
+        _fields(
+            *_SCOPE, *_WRITE, "key", "value", "prev_revision", "if_absent", "ttl", "return_prev"
+        ),
+    ),
+    "set": (
+        "set",
+        _fields(
+            *_SCOPE, *_WRITE, "key", "value", "prev_revision", "if_absent", "ttl", "return_prev"
+        ),
+    ),
+    "delete": ("delete", _fields(*_SCOPE, *_WRITE, "key", "prev_revision")),
+    "txn": ("txn", _fields(*_SCOPE, *_WRITE, "ops")),
+    "watch": ("watch", _fields(*_SCOPE, "revision", "limit")),
+    "backup": ("backup", _fields("path", "overwrite")),
+    "export": ("export", _fields()),
+    "import": ("import_", _fields(*_WRITE, "doc", "replace")),
+    "health": ("health", _fields(*_SCOPE)),
+}
+
+WRITE_OPERATIONS = frozenset(
+    {"create-scope", "delete-scope", "state-set", "set", "delete", "txn", "import"}
+)
+
+
+class StateService:
+    """Dispatches wire operations onto a store; publishes the store's change feed.
+
+    ``publish(topic, doc) -> bool`` is called for every committed change (a non-blocking
+    bus publisher); ``failpoint`` is for the fault suite only.
+    """
+
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        publish: Callable[[str, dict[str, Any]], bool] | None = None,
+        failpoint: str = "",
+        watch_limit: int = 1000,
+        reply_budget: int = DEFAULT_REPLY_BUDGET,
+        service: str = SERVICE,
+    ) -> None:
+        failpoint = failpoint.strip()
+        if failpoint and failpoint != CRASH_AFTER_COMMIT:
+            raise ValueError(f"unknown failpoint {failpoint!r} (known: {CRASH_AFTER_COMMIT})")
+        self.store = store
+        self.service = service
+        self.failpoint = failpoint
+        self.watch_limit = watch_limit
+        self.reply_budget = reply_budget
+        self.started = time.monotonic()
+        self.requests = 0
+        self.rejected = 0
+        self.published = 0
+        self.publish_dropped = 0
+        self._publish = publish
+        if publish is not None:
+            store.add_listener(self._on_change)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _on_change(self, event: dict[str, Any]) -> None:
+        """Store listener: runs on the committer in commit order; must never block."""
+        assert self._publish is not None
+        try:
+            sent = self._publish(event["scope"], event)
+        except Exception:
+            log.exception("state bus publish failed")
+            sent = False
+        if sent:
+            self.published += 1
+        else:
+            self.publish_dropped += 1
+
+    def handlers(self) -> dict[str, Callable[[list[bytes]], Awaitable[list[bytes]]]]:
+        """Raw MDP handlers (``body -> reply frames``) for every operation."""
+        return {op: self._raw_handler(op) for op in OPERATIONS}
+
+    def attach(self, worker: Any) -> None:
+        """Register every operation on a :class:`plantd.client.Worker`."""
+        for op, handler in self.handlers().items():
+            worker.add_operation(op, handler, raw=True)
+
+    def _raw_handler(self, op: str) -> Callable[[list[bytes]], Awaitable[list[bytes]]]:
+        async def handle(body: list[bytes]) -> list[bytes]:
+            doc = await self.dispatch(op, body[1:])
+            try:
+                return [_dumps(doc)]
+            except ValueError as exc:  # NaN sneaking out of a value: never crash the reply
+                return [_dumps(error_doc("internal", f"{op}: reply not encodable: {exc}"))]
+
+        return handle
+
+    @staticmethod
+    def _decode(op: str, frames: list[bytes]) -> dict[str, Any]:
+        if len(frames) > 1:
+            raise Reject(
+                "bad_request",
+                f"{op}: expected [operation, JSON], got {len(frames) + 1} frames",
+            )
+        if not frames or not frames[0].strip():
+            return {}
+        try:
+            doc = json.loads(frames[0])
+        except UnicodeDecodeError as exc:
+            raise Reject("invalid_json", f"{op}: request is not UTF-8: {exc}") from None
+        except ValueError as exc:
+            raise Reject("invalid_json", f"{op}: request is not valid JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise Reject(
+                "invalid_argument",
+                f"{op}: request must be a JSON object, got {_type_name(doc)}",
+            )
+        return doc
+
+    async def dispatch(self, op: str, frames: list[bytes]) -> dict[str, Any]:
+        """Serve one request (``frames`` = body after the operation frame); never raises."""
+        self.requests += 1
+        try:
+            method, allowed = OPERATIONS[op]
+        except KeyError:
+            self.rejected += 1
+            known = ", ".join(sorted(OPERATIONS))
+            return error_doc("unknown_operation", f"unknown operation {op!r} (known: {known})")
+        try:
+            req = Request(op, self._decode(op, frames), allowed)
+            result = await getattr(self, "op_" + method)(req)
+        except Reject as exc:
+            self.rejected += 1
+            return exc.doc
+        except StateError as exc:
+            self.rejected += 1
+            return self._error(exc)
+        except Exception as exc:
+            self.rejected += 1
+            log.exception("%s: handler failed", op)
+            return error_doc("internal", f"{op}: {type(exc).__name__}: {exc}")
+        if op in WRITE_OPERATIONS and self.failpoint == CRASH_AFTER_COMMIT:
+            log.warning("failpoint %s: exiting after a committed %s", self.failpoint, op)
+            os._exit(137)
+        return result
+
+    @staticmethod
+    def _error(exc: StateError) -> dict[str, Any]:
+        doc = exc.to_dict()
+        if isinstance(exc, Conflict):
+            # the TUI and Go-style clients read the key's current revision as "revision"
+            doc.setdefault("revision", exc.extra.get("current_revision", 0))
+        return doc
+
+    # ------------------------------------------------------------------ operations
+
+    async def op_create_scope(self, req: Request) -> dict[str, Any]:
+        scope = req.scope()
+        res = await self.store.create_scope(scope, request_id=req.opt_string("request_id"))
+        return ok({**res, "status": "created" if res.get("created") else "exists"})
+
+    async def op_delete_scope(self, req: Request) -> dict[str, Any]:
+        scope = req.scope()
+        rid = req.opt_string("request_id")
+        res = await self.store.delete_scope(scope, request_id=rid)
+        return ok({**res, "status": "deleted"})
+
+    async def op_list_scopes(self, req: Request) -> dict[str, Any]:
+        prefix = req.opt_string("prefix") or ""
+        details = [s for s in await self.store.list_scopes() if s["scope"].startswith(prefix)]
+        return ok(
+            {
+                "scopes": [s["scope"] for s in details],
+                "count": len(details),
+                "details": details,
+            }
+        )
+
+    async def op_list_keys(self, req: Request) -> dict[str, Any]:
+        scope = req.scope()
+        prefix = req.opt_string("prefix") or ""
+        values = req.boolean("values", default=True)
+        keys = await self.store.list_keys(scope, prefix=prefix, include_values=values)
+        return ok({"scope": scope, "keys": keys, "count": len(keys)})
+
+    async def op_get(self, req: Request) -> dict[str, Any]:
+        scope = req.scope()
+        key = req.string("key")
+        return ok(await self.store.get(scope, key))
+
+    async def op_set(self, req: Request) -> dict[str, Any]:
+        scope = req.scope()
+        key = req.string("key")
+        if "value" not in req.doc:
+            raise req.missing("value")
+        value = req.doc["value"]
+        prev = req.integer("prev_revision")
+        if_absent = req.boolean("if_absent")
+        ttl = req.number("ttl")
+        rid = req.opt_string("request_id")
+        previous: dict[str, Any] | None = None
+        if req.boolean("return_prev"):
+            # read just before the write (like caput): exact when the write is a CAS
+            try:
+                got = await self.store.get(scope, key)
+                previous = {"value": got["value"], "mod_revision": got["mod_revision"]}
+            except StateError as exc:
+                if exc.code != "not_found":
+                    raise
+        res = await self.store.set(
+            scope,
+            key,
+            value,
+            ttl=ttl,
+            prev_revision=prev,
+            if_absent=if_absent,
+            request_id=rid,
+        )
+        data = {**res, "value": value, "status": "set"}
+        if req.boolean("return_prev"):
+            data["prev"] = previous
+        return ok(data)
+
+    async def op_delete(self, req: Request) -> dict[str, Any]:
+        scope = req.scope()
+        key = req.string("key")
+        res = await self.store.delete(
+            scope,
+            key,
+            prev_revision=req.integer("prev_revision"),
+            request_id=req.opt_string("request_id"),
+        )
+        return ok({**res, "status": "deleted"})
+
+    async def op_txn(self, req: Request) -> dict[str, Any]:
+        default_scope = req.opt_scope()
+        ops = req.doc.get("ops")
+        if ops is None:
+            raise req.missing("ops")
+        if not isinstance(ops, list):
+            raise req._bad("ops", "an array of operation objects", ops)
+        normalised = []
+        for i, raw in enumerate(ops):
+            if not isinstance(raw, dict):
+                raise Reject(
+                    "invalid_argument",
+                    f"txn: ops[{i}] must be an object, got {_type_name(raw)}",
+                    field="ops",
+                    index=i,
+                )
+            item = dict(raw)
+            svc = item.pop("service", None)
+            if svc is not None and item.get("scope", svc) != svc:
+                raise Reject(
+                    "invalid_argument",
+                    f"txn: ops[{i}]: 'service' and 'scope' disagree",
+                    field="ops",
+                    index=i,
+                )
+            item.setdefault("scope", svc if svc is not None else default_scope)
+            normalised.append(item)
+        res = await self.store.txn(normalised, request_id=req.opt_string("request_id"))
+        return ok(res)
+
+    async def op_watch(self, req: Request) -> dict[str, Any]:
+        """History after ``revision`` (whole revisions, bounded), optionally for one scope.
+
+        ``revision`` in the reply is how far the history was scanned: the caller resumes
+        from it (``more`` says another page is ready) and drops bus events at or below it.
+        """
+        scope = req.opt_scope()
+        since = req.integer("revision")
+        limit = req.integer("limit", minimum=1) or self.watch_limit
+        limit = min(limit, self.watch_limit)
+        head = self.store.revision  # everything up to here is committed and in the snapshot
+        if since is None:
+            return ok(
+                {
+                    "events": [],
+                    "revision": head,
+                    "more": False,
+                    "compact_revision": self.store.compact_revision,
+                }
+            )
+        events = await self.store.changes_since(since, limit=limit)
+        more = False
+        if events:
+            # a page ends at a revision boundary: changes_since(limit) guarantees that, and
+            # the size cut below keeps it true
+            if len(events) >= limit:
+                more = True
+            out: list[dict[str, Any]] = []
+            size = 0
+            cut_at: int | None = None
+            for i, ev in enumerate(events):
+                size += len(_dumps(ev)) + 1
+                if size > self.reply_budget and i > 0:
+                    cut_at = i
+                    break
+            if cut_at is not None:
+                # drop the partial revision at the cut
+                last_rev = events[cut_at]["revision"]
+                while cut_at > 0 and events[cut_at - 1]["revision"] == last_rev:
+                    cut_at -= 1
+                if cut_at == 0:  # one revision larger than the budget: send it whole
+                    cut_at = next(
+                        (j for j, e in enumerate(events) if e["revision"] != last_rev),
+                        len(events),
+                    )
+                events = events[:cut_at]
+                more = True
+            scanned = events[-1]["revision"] if more else max(head, events[-1]["revision"])
+            out = events if scope is None else [e for e in events if e["scope"] == scope]
+        else:
+            out, scanned = [], max(head, since)
+        return ok(
+            {
+                "events": out,
+                "revision": scanned,
+                "more": more,
+                "compact_revision": self.store.compact_revision,
+            }
+        )
+
+    async def op_backup(self, req: Request) -> dict[str, Any]:
+        path = req.string("path")
+        if not Path(path).is_absolute():
+            raise Reject(
+                "invalid_argument",
+                f"backup: path must be absolute (the daemon's working directory is not"
+                f" yours), got {path!r}",
+                field="path",
+            )
+        return ok(await self.store.backup(path, overwrite=req.boolean("overwrite")))
+
+    async def op_export(self, req: Request) -> dict[str, Any]:
+        return ok(await self.store.export_json())
+
+    async def op_import_(self, req: Request) -> dict[str, Any]:
+        doc = req.doc.get("doc")
+        if doc is None:
+            raise req.missing("doc")
+        if not isinstance(doc, dict):
+            raise req._bad("doc", "an export object", doc)
+        res = await self.store.import_json(
+            doc,
+            replace=req.boolean("replace"),
+            request_id=req.opt_string("request_id"),
+        )
+        return ok(res)
+
+    async def op_health(self, req: Request) -> dict[str, Any]:
+        scope = req.opt_scope()
+        store = await self.store.health()
+        doc = {
+            **store,
+            "service": self.service,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "requests": self.requests,
+            "rejected": self.rejected,
+            "bus": {"published": self.published, "dropped": self.publish_dropped},
+        }
+        if scope is not None:
+            names = {s["scope"] for s in await self.store.list_scopes()}
+            doc["scope"] = scope
+            doc["scope_exists"] = scope in names
+        # the status at the top too, for `plant call org.plantd.State health`
+        return {"success": True, "data": doc, "status": doc["status"]}
