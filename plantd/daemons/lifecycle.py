@@ -41,7 +41,14 @@ from plantd.config import ConfigError, DaemonSettings, Home, load_settings, plan
 from plantd.daemons import process
 from plantd.daemons.health import Check, HealthRegistry, HealthServer
 
-__all__ = ["Daemon", "DaemonContext", "DaemonSettings", "run_daemon", "setup_logging"]
+__all__ = [
+    "Daemon",
+    "DaemonContext",
+    "DaemonSettings",
+    "StartupRefused",
+    "run_daemon",
+    "setup_logging",
+]
 
 # How long a daemon gets to return from run() after stop is set before it is cancelled.
 STOP_GRACE_SECONDS = 10.0
@@ -54,6 +61,15 @@ _LEVELS = {
     "error": logging.ERROR,
     "critical": logging.CRITICAL,
 }
+
+
+class StartupRefused(Exception):
+    """A daemon declines to start for a reason the operator must fix (file locked by another
+    instance, corrupt database...): logged as one line, no traceback, with its exit code."""
+
+    def __init__(self, message: str, exit_code: int = ExitCode.REJECTED) -> None:
+        super().__init__(message)
+        self.exit_code = int(exit_code)
 
 
 class Daemon(ABC):
@@ -331,7 +347,10 @@ async def _serve(
                 main_task.cancel()
                 await asyncio.wait({main_task}, timeout=5.0)
         exc = main_task.exception() if main_task.done() and not main_task.cancelled() else None
-        if exc is not None:
+        if isinstance(exc, StartupRefused):
+            log.error("%s refusing to start: %s", name, exc)
+            rc = exc.exit_code
+        elif exc is not None:
             log.error("%s failed: %s: %s", name, type(exc).__name__, exc, exc_info=exc)
             rc = int(ExitCode.REJECTED)
         elif not stop.is_set():

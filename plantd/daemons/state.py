@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from plantd.cli.exitcodes import ExitCode
 from plantd.config import DaemonSettings
-from plantd.daemons.lifecycle import Daemon, DaemonContext
+from plantd.daemons.lifecycle import Daemon, DaemonContext, StartupRefused
 
 SERVICE = "org.plantd.State"
 
@@ -113,11 +114,9 @@ class StateDaemon(Daemon):
                 reap_interval=s.reap_interval,
             )
         except StoreLocked as exc:
-            ctx.log.error("refusing to start: %s", exc.message)
-            raise
+            raise StartupRefused(exc.message, ExitCode.CONFLICT) from None
         except CorruptDatabase as exc:
-            ctx.log.error("refusing to start: %s", exc.message)
-            raise
+            raise StartupRefused(exc.message) from None
         publisher = Publisher(s.state_frontend) if s.state_frontend.strip() else None
         try:
             service = StateService(
