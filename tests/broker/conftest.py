@@ -11,13 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
+
+__all__ = ["free_port"]
+
 PEERS = str(Path(__file__).with_name("peers.py"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_listening(port: int, timeout: float = 10.0) -> None:

@@ -133,6 +133,10 @@ class FakeSource:
             raise ServiceError(f"no scope {scope}", "not_found")
         return list(self.state[scope].values())
 
+    async def get_key(self, scope: str, key: str) -> KeyEntry | None:
+        self._check()
+        return self.state.get(scope, {}).get(key)
+
     def _bump(self, scope: str, key: str, value: Any) -> int:
         self.revision += 1
         old = self.state[scope].get(key)

@@ -8,6 +8,7 @@ from textual.widgets import DataTable
 
 from plantd.tui.app import PlantApp
 from plantd.tui.widgets.confirm import ConfirmDialog
+from plantd.tui.widgets.conflict import ConflictDialog
 from plantd.tui.widgets.edit import EditDialog
 from plantd.tui.widgets.message import MessageDialog
 from tests.tui.conftest import make_app
@@ -63,17 +64,42 @@ async def test_conflict_is_shown_not_overwritten(fake: FakeSource) -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await open_state(pilot)
         fake.concurrent_write = ("org.plantd.line1", "enabled", False)  # someone else wins
-        await pilot.press("e", *"true", "enter", "y")
+        await pilot.press("e", *"null", "enter", "y")
         await pilot.pause()
-        assert isinstance(app.screen, MessageDialog)
-        assert "Conflict" in app.screen.title_text
-        assert fake.writes == [("set", "org.plantd.line1", "enabled", True, 17)]
+        assert isinstance(app.screen, ConflictDialog)
+        assert fake.writes == [("set", "org.plantd.line1", "enabled", None, 17)]
         assert fake.state["org.plantd.line1"]["enabled"].value is False  # theirs kept
-        await pilot.press("enter")
-        await pilot.pause()
-        # the table was reloaded with the winning value and revision
+        # the value that won (with its revision) is shown next to the one not written
+        assert app.screen.current is not None
+        assert (app.screen.current.value, app.screen.current.mod_revision) == (False, 101)
+        body = str(app.screen.query_one("#dialog-body").render())
+        assert "Now (won)" in body and "false" in body and "rev 101" in body
+        assert "Yours" in body and "null" in body and "not written" in body
         table = app.query_one("#keys", DataTable)
+        assert table.get_cell("enabled", "value") == "true"  # nothing reloaded behind the dialog
+        await pilot.press("enter")  # Reload has the focus
+        await pilot.pause()
+        await pilot.pause()
+        assert not isinstance(app.screen, ConflictDialog)
         assert table.get_cell("enabled", "value") == "false"
+        assert table.get_cell("enabled", "rev").plain == "101"
+
+
+async def test_conflict_close_keeps_table_and_reports_deleted_key(fake: FakeSource) -> None:
+    app = make_app(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_state(pilot)
+        await pilot.press("e", *"false", "enter")
+        del fake.state["org.plantd.line1"]["enabled"]  # someone deleted it meanwhile
+        await pilot.press("y")
+        await pilot.pause()
+        assert isinstance(app.screen, ConflictDialog)
+        assert app.screen.current is None and app.screen.current_known
+        assert "(key deleted)" in str(app.screen.query_one("#dialog-body").render())
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConflictDialog)
+        assert fake.writes == [("set", "org.plantd.line1", "enabled", False, 17)]
 
 
 async def test_delete_key_and_scope_lifecycle(fake: FakeSource) -> None:

@@ -1,0 +1,277 @@
+"""Fast paths of StateStore: one database hand-off per write batch, batched txn lookups,
+grouped gets, and the private aiosqlite API they rely on."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import pytest
+
+from plantd.state import Conflict, NotFound, StateStore, StorageError
+from plantd.state import store as store_mod
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "state.db"
+
+
+# --------------------------------------------------------------------------- private API guard
+
+
+async def test_aiosqlite_private_api_used_by_the_store_exists(tmp_path: Path) -> None:
+    """The store runs whole batches through aiosqlite's private ``_execute``/``_conn``.
+
+    If an aiosqlite upgrade removes or changes them, this test fails first.
+    """
+    assert callable(getattr(aiosqlite.Connection, "_execute", None))
+    assert isinstance(getattr(aiosqlite.Connection, "_conn", None), property)
+    conn = await aiosqlite.connect(tmp_path / "x.db", isolation_level=None)
+    try:
+        store_mod._check_db_thread_api(conn)
+        await conn.execute("CREATE TABLE t(x)")
+        seen: list[Any] = []
+
+        def fn(db: sqlite3.Connection) -> int:
+            seen.append((type(db), threading.get_ident()))
+            db.execute("INSERT INTO t VALUES(1)")
+            return db.execute("SELECT count(*) FROM t").fetchone()[0]
+
+        # FIFO with the connection's ordinary calls, on its own thread
+        first = asyncio.ensure_future(conn.execute("INSERT INTO t VALUES(0)"))
+        await asyncio.sleep(0)  # queued first
+        assert await store_mod._on_db_thread(conn, fn) == 2
+        await first
+        assert seen == [(sqlite3.Connection, seen[0][1])]
+        assert seen[0][1] != threading.get_ident()
+    finally:
+        await conn.close()
+
+
+def test_missing_private_api_is_reported_at_open() -> None:
+    with pytest.raises(StorageError, match="_execute"):
+        store_mod._check_db_thread_api(object())  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- one hand-off
+
+
+async def test_a_write_batch_is_one_hand_off(db_path: Path, monkeypatch) -> None:
+    async with await StateStore.open(db_path, reap_interval=3600) as s:
+        calls = {"writer": 0, "reader": 0}
+        real = store_mod._on_db_thread
+
+        def counting(conn: aiosqlite.Connection, fn: Any) -> Any:
+            calls["writer" if conn is s._writer else "reader"] += 1
+            return real(conn, fn)
+
+        monkeypatch.setattr(store_mod, "_on_db_thread", counting)
+        real_fetchall = s._writer.execute_fetchall
+        other = 0
+
+        async def no_other_calls(*a: Any, **k: Any) -> Any:
+            nonlocal other
+            other += 1
+            return await real_fetchall(*a, **k)
+
+        monkeypatch.setattr(s._writer, "execute_fetchall", no_other_calls)
+        commits = s.commits
+        results = await asyncio.gather(
+            *(s.set("s", f"k{i}", i, request_id=f"r{i}") for i in range(64)),
+            s.txn([{"op": "set", "scope": "t", "key": f"k{i}", "value": i} for i in range(50)]),
+        )
+        assert len({r["revision"] for r in results}) == 65
+        assert calls["writer"] == s.commits - commits and other == 0
+        assert s.commits - commits < 10  # group commit still groups
+
+
+# --------------------------------------------------------------------------- batched lookups
+
+TRICKY_KEYS = [
+    "plain",
+    "ünïcödé",
+    "emoji-\U0001f600",
+    'quote"d',
+    "back\\slash",
+    "ctl\x01\n\t",
+    "1",
+    "[1]",
+    " spaced ",
+    "\u2028sep",
+    "\x7f",
+]
+
+
+async def _txn_run(path: Path, json_each: bool) -> tuple[list[Any], list[dict], list[Any]]:
+    clock = FakeClock()
+    async with await StateStore.open(path, clock=clock, reap_interval=3600) as s:
+        s._json_each = json_each
+        events: list[dict] = []
+        s.add_listener(events.append)
+        out: list[Any] = []
+        ops = [{"op": "set", "scope": "a", "key": k, "value": k} for k in TRICKY_KEYS]
+        ops += [{"op": "set", "scope": "b", "key": k, "value": 1, "ttl": 5} for k in TRICKY_KEYS]
+        out.append(await s.txn(ops))
+        out.append(await s.txn(ops[: len(TRICKY_KEYS)]))  # updates: version 2, same create
+        clock.now += 6  # scope b keys expired: each expiry is its own revision first
+        mixed = [
+            {"op": "set", "scope": "b", "key": TRICKY_KEYS[0], "value": 2, "prev_revision": 0},
+            {"op": "delete", "scope": "a", "key": TRICKY_KEYS[1], "prev_revision": 2},
+            {"op": "check", "scope": "a", "key": TRICKY_KEYS[2], "prev_revision": 2},
+            {"op": "set", "scope": "new", "key": TRICKY_KEYS[3], "value": 3},
+        ]
+        out.append(await s.txn(mixed))
+        for bad in (
+            [{"op": "delete", "scope": "a", "key": TRICKY_KEYS[1]}],
+            [
+                {"op": "delete", "scope": "zz", "key": "k"},
+                {"op": "check", "scope": "a", "key": "x", "prev_revision": 0},
+            ],
+            [
+                {"op": "check", "scope": "a", "key": TRICKY_KEYS[4], "prev_revision": 0},
+                {"op": "set", "scope": "a", "key": "y", "value": 1},
+            ],
+        ):
+            try:
+                await s.txn(bad)
+            except (Conflict, NotFound) as e:
+                out.append(e.to_dict())
+        listing = [await s.list_keys(scope, include_values=True) for scope in ("a", "b", "new")]
+        out.append(listing)
+        out.append(await s.changes_since(0))
+        return out, events, await s.list_scopes()
+
+
+async def test_batched_txn_lookups_match_per_key_lookups(tmp_path: Path) -> None:
+    fast = await _txn_run(tmp_path / "fast.db", json_each=True)
+    slow = await _txn_run(tmp_path / "slow.db", json_each=False)
+    assert fast == slow
+    results, events, _ = fast
+    first, second, mixed = results[0], results[1], results[2]
+    assert {r["version"] for r in first["results"]} == {1}
+    assert [(r["create_revision"], r["version"]) for r in second["results"]] == [(1, 2)] * len(
+        TRICKY_KEYS
+    )
+    # expiry deletes of the touched expired keys come first, each with its own revision
+    assert mixed["revision"] == 4 and [e["op"] for e in events if e["revision"] == 3] == ["delete"]
+    assert mixed["results"][0]["version"] == 1 and mixed["results"][0]["create_revision"] == 4
+    assert [e["code"] for e in results[3:6]] == ["not_found", "not_found", "conflict"]
+
+
+async def test_store_opened_without_json1_falls_back(db_path: Path, monkeypatch) -> None:
+    real = aiosqlite.Connection.execute_fetchall
+
+    async def no_json1(self: aiosqlite.Connection, sql: str, *a: Any) -> Any:
+        if "json_each" in sql:
+            raise sqlite3.OperationalError("no such table: json_each")
+        return await real(self, sql, *a)
+
+    monkeypatch.setattr(aiosqlite.Connection, "execute_fetchall", no_json1)
+    async with await StateStore.open(db_path) as s:
+        assert s._json_each is False
+        r = await s.txn([{"op": "set", "scope": "s", "key": f"k{i}", "value": i} for i in range(3)])
+        assert r["revision"] == 1 and (await s.get("s", "k2"))["value"] == 2
+
+
+# --------------------------------------------------------------------------- grouped gets
+
+
+async def test_concurrent_gets_are_grouped_and_read_committed_data(
+    db_path: Path, monkeypatch
+) -> None:
+    async with await StateStore.open(db_path, reap_interval=3600) as s:
+        await s.txn([{"op": "set", "scope": "s", "key": f"k{i}", "value": i} for i in range(50)])
+        handoffs = 0
+        real = store_mod._on_db_thread
+
+        def counting(conn: aiosqlite.Connection, fn: Any) -> Any:
+            nonlocal handoffs
+            handoffs += conn is s._reader
+            return real(conn, fn)
+
+        monkeypatch.setattr(store_mod, "_on_db_thread", counting)
+        got = await asyncio.gather(
+            *(s.get("s", f"k{i}") for i in range(50)),
+            s.get("s", "missing"),
+            s.get("nope", "k"),
+            return_exceptions=True,
+        )
+        assert [g["value"] for g in got[:50]] == list(range(50))
+        assert {g["revision"] for g in got[:50]} == {1}
+        assert isinstance(got[50], NotFound) and "key 'missing'" in str(got[50])
+        assert isinstance(got[51], NotFound) and "scope 'nope'" in str(got[51])
+        assert handoffs <= 2
+        # read-your-writes: a get issued after the ack sees the write, even while gets and
+        # writes interleave
+        for i in range(20):
+            w = await s.set("s", "k0", {"n": i})
+            r, _ = await asyncio.gather(s.get("s", "k0"), s.set("s", "k1", i))
+            assert r["value"] == {"n": i} and r["mod_revision"] == w["revision"]
+        # a cancelled get does not disturb the others
+        t = asyncio.ensure_future(s.get("s", "k2"))
+        others = asyncio.gather(*(s.get("s", f"k{i}") for i in range(2, 6)))
+        t.cancel()
+        assert [g["value"] for g in await others] == [2, 3, 4, 5]
+
+
+async def test_get_expiry_uses_the_time_of_the_call(db_path: Path) -> None:
+    clock = FakeClock()
+    async with await StateStore.open(db_path, clock=clock, reap_interval=3600) as s:
+        await s.set("s", "k", 1, ttl=10)
+        before = asyncio.ensure_future(s.get("s", "k"))
+        await asyncio.sleep(0)  # issued (and timestamped) now ...
+        clock.now += 11  # ... answered after the key expired
+        assert (await before)["value"] == 1
+        with pytest.raises(NotFound):
+            await s.get("s", "k")
+
+
+async def test_close_answers_gets_already_issued(db_path: Path) -> None:
+    s = await StateStore.open(db_path)
+    await s.set("s", "k", 1)
+    pending = [asyncio.ensure_future(s.get("s", "k")) for _ in range(10)]
+    await asyncio.sleep(0)
+    await s.close()
+    assert [(await p)["value"] for p in pending] == [1] * 10
+
+
+# --------------------------------------------------------------------------- cancellation
+
+
+async def test_committer_cancelled_mid_commit_reports_the_real_outcome(db_path: Path) -> None:
+    s = await StateStore.open(db_path, reap_interval=3600)
+    real = s._write_batch
+    started = threading.Event()
+
+    def slow(*a: Any) -> Any:
+        started.set()
+        time.sleep(0.2)
+        return real(*a)
+
+    s._write_batch = slow  # type: ignore[method-assign]
+    task = asyncio.ensure_future(s.set("s", "k", 1))
+    assert await asyncio.to_thread(started.wait, 5)
+    assert s._committer is not None
+    s._committer.cancel()
+    res = await task  # committed on the database thread: acknowledged, not failed
+    assert res["revision"] == 1 and s.revision == 1
+    with pytest.raises(asyncio.CancelledError):
+        await s._committer
+    s._committer = None
+    await s.close()
+    async with await StateStore.open(db_path) as s2:
+        assert (await s2.get("s", "k"))["value"] == 1
