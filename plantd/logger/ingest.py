@@ -8,6 +8,8 @@
   one flush in flight, so ingestion keeps receiving while a batch is written and a slow disk
   turns into bigger batches instead of a stall. Bounded: beyond ``max_pending`` items are
   dropped and counted.
+* :class:`BusStore`: the lifecycle both stores share (database, batcher, bus readers,
+  periodic retention, orderly stop), so neither writes it again.
 * :func:`read_bus`: drains a SUB socket in bursts through the Cython receive path; one
   ``await`` per burst instead of per message is what makes 10,000 records/s cheap.
 """
@@ -30,7 +32,7 @@ import zmq.asyncio
 
 from plantd.transport import NOBLOCK, readable, recv_frames
 
-__all__ = ["Batcher", "Database", "parse_ts", "read_bus"]
+__all__ = ["Batcher", "BusStore", "Database", "parse_ts", "read_bus"]
 
 log = logging.getLogger(__name__)
 
@@ -262,3 +264,77 @@ async def read_bus(
                 await asyncio.sleep(0)  # let the flusher and the MDP worker run
     finally:
         sock.close(linger=0)
+
+
+class BusStore:
+    """A store fed from buses: a :class:`Database`, a :class:`Batcher` flushing into it, bus
+    readers feeding the batcher and a periodic retention pass.
+
+    ``start()`` opens the database, runs ``_load()``, starts the flusher, the retention loop
+    and one reader per ``_subscriptions()`` entry, and returns once every reader is
+    subscribed. ``stop()`` cancels them, writes the last batch and closes the database.
+    """
+
+    #: prefix of task names and of log messages
+    name = "store"
+
+    def __init__(self, db: Database, batcher: Batcher[Any], retention_interval: float) -> None:
+        self.db = db
+        self.batcher = batcher
+        self.retention_interval = retention_interval
+        self.subscribed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _load(self) -> None:
+        """Read what must be in memory before ingestion starts."""
+
+    def _subscriptions(
+        self,
+    ) -> Iterable[tuple[str, list[str], Callable[[list[bytes], float], None], int]]:
+        """(backend endpoint, topics, handler, high-water mark) per bus to read."""
+        return ()
+
+    async def apply_retention(self) -> int:
+        """Trim what is beyond the retention limits; returns how many rows went."""
+        return 0
+
+    async def start(self) -> None:
+        await self.db.open()
+        await self._load()
+        self._spawn(self.batcher.run(), "flush")
+        self._spawn(self._retention_loop(), "retention")
+        waits = []
+        for endpoint, topics, handler, hwm in self._subscriptions():
+            ready = asyncio.Event()
+            waits.append(ready.wait())
+            self._spawn(read_bus(endpoint, topics, handler, hwm=hwm, connected=ready), "bus")
+        await asyncio.gather(*waits)
+        self.subscribed.set()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.batcher.flush_now()
+        await self.db.close()
+
+    async def __aenter__(self) -> Any:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _spawn(self, coro: Awaitable[None], what: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=f"{self.name}.{what}"))  # type: ignore[arg-type]
+
+    async def _retention_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.retention_interval)
+            try:
+                await self.apply_retention()
+            except sqlite3.Error:
+                log.exception("%s retention failed", self.name)

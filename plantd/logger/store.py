@@ -9,8 +9,6 @@ tracked: a jump from 41 to 45 counts 3 records missed, which is how bus loss bec
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import sqlite3
@@ -21,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from plantd.logbus import LEVEL_NAMES, level_name, level_number
-from plantd.logger.ingest import Batcher, Database, parse_ts, read_bus
+from plantd.logger.ingest import Batcher, BusStore, Database, parse_ts
 
 __all__ = ["LogStore", "QueryError", "StoreSettings"]
 
@@ -137,75 +135,49 @@ def _int(value: Any, default: int = 0) -> int:
         return default
 
 
-class LogStore:
+class LogStore(BusStore):
     """Subscribe, batch, store, trim, query. ``start()``/``stop()`` or ``async with``."""
 
     def __init__(self, settings: StoreSettings) -> None:
         self.settings = settings
-        self.db = Database(settings.path, _SCHEMA)
-        self.batcher: Batcher[Row] = Batcher(
-            self._flush,
-            size=settings.flush_records,
-            interval=settings.flush_interval,
-            max_pending=settings.max_pending,
+        self.batcher: Batcher[Row]
+        super().__init__(
+            Database(settings.path, _SCHEMA),
+            Batcher(
+                self._flush,
+                size=settings.flush_records,
+                interval=settings.flush_interval,
+                max_pending=settings.max_pending,
+            ),
+            settings.retention_interval,
         )
         self.producers: dict[tuple[str, int, str], Producer] = {}
         self._dirty: set[tuple[str, int, str]] = set()
-        self._tasks: list[asyncio.Task[None]] = []
         #: called with each batch of record dicts as it is written (Loki forwarding); must
         #: not block
         self.listeners: list[Callable[[list[dict[str, Any]]], None]] = []
         self.received = 0
         self.invalid = 0
         self.trimmed = 0
-        self.subscribed = asyncio.Event()
         self.started = time.time()
 
     # --- lifecycle --------------------------------------------------------------------
 
-    async def start(self) -> None:
-        s = self.settings
-        await self.db.open()
+    name = "logger"
+
+    async def _load(self) -> None:
         await self.db.write(self._load_producers)
-        self._tasks.append(asyncio.create_task(self.batcher.run(), name="logger.flush"))
-        self._tasks.append(asyncio.create_task(self._retention_loop(), name="logger.retention"))
-        waits = []
-        for source, endpoint in (("log", s.log_backend), ("event", s.event_backend)):
-            if not endpoint:
-                continue
-            ready = asyncio.Event()
-            waits.append(ready.wait())
-            self._tasks.append(
-                asyncio.create_task(
-                    read_bus(
-                        endpoint,
-                        [""],
-                        self._log_message if source == "log" else self._event_message,
-                        hwm=s.hwm,
-                        connected=ready,
-                    ),
-                    name=f"logger.{source}",
-                )
-            )
-        await asyncio.gather(*waits)
-        self.subscribed.set()
 
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
-        await self.batcher.flush_now()
-        await self.db.close()
-
-    async def __aenter__(self) -> LogStore:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+    def _subscriptions(
+        self,
+    ) -> list[tuple[str, list[str], Callable[[list[bytes], float], None], int]]:
+        s = self.settings
+        subs: list[tuple[str, list[str], Callable[[list[bytes], float], None], int]] = []
+        if s.log_backend:
+            subs.append((s.log_backend, [""], self._log_message, s.hwm))
+        if s.event_backend:
+            subs.append((s.event_backend, [""], self._event_message, s.hwm))
+        return subs
 
     # --- ingestion (hot path) ---------------------------------------------------------
 
@@ -317,14 +289,6 @@ class LogStore:
             self.producers[(row[0], row[1], row[2])] = Producer(*row[3:])
 
     # --- retention --------------------------------------------------------------------
-
-    async def _retention_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.retention_interval)
-            try:
-                await self.apply_retention()
-            except sqlite3.Error:
-                log.exception("retention failed")
 
     async def apply_retention(self, now: float | None = None) -> int:
         """Delete records beyond ``max_age`` and ``max_rows``; returns how many went.

@@ -7,19 +7,18 @@ chunked retention by age and row count.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import fnmatch
 import json
 import logging
 import math
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plantd.logger.ingest import Batcher, Database, parse_ts, read_bus
+from plantd.logger.ingest import Batcher, BusStore, Database, parse_ts
 from plantd.metric import TOPIC_PREFIX
 
 __all__ = ["MetricStore", "MetricStoreSettings", "QueryError"]
@@ -73,54 +72,36 @@ def _doc(
             "units": units, "tags": tags or {}}
 
 
-class MetricStore:
+class MetricStore(BusStore):
     """Subscribe to the metric bus and keep samples queryable."""
 
     def __init__(self, settings: MetricStoreSettings) -> None:
         self.settings = settings
-        self.db = Database(settings.path, _SCHEMA)
-        self.batcher: Batcher[Row] = Batcher(
-            self._flush, size=settings.flush_records, interval=settings.flush_interval
+        self.batcher: Batcher[Row]
+        super().__init__(
+            Database(settings.path, _SCHEMA),
+            Batcher(self._flush, size=settings.flush_records, interval=settings.flush_interval),
+            settings.retention_interval,
         )
         self.latest: dict[tuple[str, str], dict[str, Any]] = {}
         self.counts: dict[tuple[str, str], int] = {}
         self.received = 0
         self.invalid = 0
         self.trimmed = 0
-        self._tasks: list[asyncio.Task[None]] = []
 
-    async def start(self) -> None:
-        await self.db.open()
+    name = "metric"
+
+    async def _load(self) -> None:
         for row in await self.db.read(_load_latest):
             doc = _doc(*row)
             self.latest[(doc["device"], doc["channel"])] = doc
-        self._tasks.append(asyncio.create_task(self.batcher.run(), name="metric.flush"))
-        self._tasks.append(asyncio.create_task(self._retention_loop(), name="metric.retention"))
-        if self.settings.backend:
-            ready = asyncio.Event()
-            self._tasks.append(asyncio.create_task(
-                read_bus(self.settings.backend, self.settings.topics, self._message,
-                         connected=ready),
-                name="metric.bus",
-            ))
-            await ready.wait()
 
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
-        await self.batcher.flush_now()
-        await self.db.close()
-
-    async def __aenter__(self) -> MetricStore:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+    def _subscriptions(
+        self,
+    ) -> list[tuple[str, list[str], Callable[[list[bytes], float], None], int]]:
+        if not self.settings.backend:
+            return []
+        return [(self.settings.backend, list(self.settings.topics), self._message, 100_000)]
 
     # --- ingestion --------------------------------------------------------------------
 
@@ -177,14 +158,6 @@ class MetricStore:
         await self.batcher.flush_now()
 
     # --- retention --------------------------------------------------------------------
-
-    async def _retention_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.retention_interval)
-            try:
-                await self.apply_retention()
-            except sqlite3.Error:
-                log.exception("metric retention failed")
 
     async def apply_retention(self, now: float | None = None) -> int:
         s = self.settings
