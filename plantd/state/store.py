@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import inspect
 import json
@@ -31,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -96,6 +97,7 @@ CREATE TABLE requests(
 );
 """
 _TABLES = {"meta", "scopes", "kv", "changes", "requests"}
+_OP_FIELDS = frozenset({"op", "scope", "key", "value", "ttl", "prev_revision", "if_absent"})
 
 
 @dataclass(frozen=True)
@@ -116,12 +118,16 @@ class Limits:
 # --------------------------------------------------------------------------- validation
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+"""Compact JSON text as stored; built once (``json.dumps`` with options builds one per call)."""
+
+
 def _encode_value(value: Any, limits: Limits, what: str) -> str:
     try:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text = _JSON.encode(value)
     except (TypeError, ValueError) as e:
         raise InvalidArgument(f"{what}: value is not JSON-serializable: {e}") from None
-    size = len(text.encode("utf-8"))
+    size = len(text) if text.isascii() else len(text.encode("utf-8"))
     if size > limits.max_value_bytes:
         raise LimitExceeded("max_value_bytes", limits.max_value_bytes, size, what)
     return text
@@ -132,6 +138,10 @@ def _check_name(name: Any, kind: str, limit_name: str, maximum: int) -> str:
         raise InvalidArgument(f"{kind} must be a non-empty string, got {name!r}")
     if "\x00" in name:
         raise InvalidArgument(f"{kind} {name!r} contains a NUL character")
+    if name.isascii():  # O(1) in CPython: 1 byte per character, valid UTF-8
+        if len(name) > maximum:
+            raise LimitExceeded(limit_name, maximum, len(name), f"{kind} {name[:32]!r}...")
+        return name
     size = len(name.encode("utf-8", errors="surrogatepass"))
     if size > maximum:
         raise LimitExceeded(limit_name, maximum, size, f"{kind} {name[:32]!r}...")
@@ -182,7 +192,77 @@ def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, separators=(",", ":")).encode()).hexdigest()[:32]
 
 
+# --------------------------------------------------------------------------- db thread
+
+_T = TypeVar("_T")
+
+
+def _on_db_thread(
+    conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], _T]
+) -> Awaitable[_T]:
+    """Run ``fn(raw sqlite3 connection)`` on ``conn``'s worker thread as ONE hand-off.
+
+    Every aiosqlite call is a round trip to that thread, and those round trips (not fsync)
+    dominated the cost of a write batch; a whole batch now runs as one synchronous function.
+    FIFO order with the connection's other calls is kept (same queue, same thread).
+    aiosqlite has no public API for this: ``_execute`` and ``_conn`` are private (0.17-0.22);
+    tests/state/test_store_perf_paths.py fails if they disappear.
+    """
+    return conn._execute(lambda: fn(conn._conn))
+
+
+def _check_db_thread_api(conn: aiosqlite.Connection) -> None:
+    """Fail at open, not on the first write, if aiosqlite dropped the private API we use."""
+    if not callable(getattr(conn, "_execute", None)) or not hasattr(type(conn), "_conn"):
+        raise StorageError(
+            f"aiosqlite {getattr(aiosqlite, '__version__', '?')} lacks Connection._execute/_conn"
+            " (used to run a write batch in one call on the database thread)"
+        )
+
+
 # --------------------------------------------------------------------------- batch context
+
+_LOOKUP_SQL = (
+    "SELECT EXISTS(SELECT 1 FROM scopes WHERE name=?1),"
+    " k.create_revision, k.mod_revision, k.version, k.expires"
+    " FROM (SELECT 1) LEFT JOIN kv k ON k.scope=?1 AND k.key=?2"
+)
+_UPSERT_SQL = (
+    "INSERT INTO kv(scope, key, value, create_revision, mod_revision, version, updated,"
+    " expires) VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(scope, key) DO UPDATE SET"
+    " value=excluded.value, create_revision=excluded.create_revision,"
+    " mod_revision=excluded.mod_revision, version=excluded.version,"
+    " updated=excluded.updated, expires=excluded.expires"
+)
+_DELETE_KEY_SQL = "DELETE FROM kv WHERE scope=? AND key=?"
+_SCOPE_EXISTS_SQL = "SELECT EXISTS(SELECT 1 FROM scopes WHERE name=?)"
+_LOOKUP_MANY_SQL = (
+    "SELECT j.key, k.create_revision, k.mod_revision, k.version, k.expires"
+    " FROM json_each(?2) j LEFT JOIN kv k ON k.scope=?1 AND k.key=j.value"
+)
+_JSON_KEYS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+"""Key lists for json_each: raw UTF-8 (no surrogate-pair escapes for SQLite to decode)."""
+_INSERT_CHANGES_SQL = (
+    "INSERT INTO changes(revision, idx, op, scope, key, value, ts) VALUES(?,?,?,?,?,?,?)"
+)
+_GET_SQL = (
+    "SELECT EXISTS(SELECT 1 FROM scopes WHERE name=?1), k.value, k.create_revision,"
+    " k.mod_revision, k.version, k.updated, k.expires,"
+    " (SELECT value FROM meta WHERE name='revision')"
+    " FROM (SELECT 1) LEFT JOIN kv k ON k.scope=?1 AND k.key=?2"
+    " AND (k.expires IS NULL OR k.expires > ?3)"
+)
+
+
+def _get_rows(reqs: list[tuple[str, str, float]], db: sqlite3.Connection) -> list[Any]:
+    """Rows for a round of gets (reader thread); a failing statement fails only its get."""
+    out: list[Any] = []
+    for scope, key, now in reqs:
+        try:
+            out.append(db.execute(_GET_SQL, (scope, key, now)).fetchone())
+        except sqlite3.Error as e:
+            out.append(e)
+    return out
 
 
 @dataclass
@@ -196,11 +276,20 @@ class _KeyState:
         return self.row[1] if self.row else 0
 
 
-class _Batch:
-    """Working state of one group-commit transaction (discarded on rollback)."""
+_ABSENT = _KeyState(False, None, False)
 
-    def __init__(self, db: aiosqlite.Connection, revision: int, now: float) -> None:
+
+class _Batch:
+    """Working state of one group-commit transaction (discarded on rollback).
+
+    Runs entirely on the writer's thread (synchronous sqlite3 calls, no hand-offs).
+    """
+
+    def __init__(
+        self, db: sqlite3.Connection, revision: int, now: float, json_each: bool = True
+    ) -> None:
         self.db = db
+        self.json_each = json_each  # SQLite has JSON1 (always since 3.38)
         self.revision = revision
         self.now = now
         self.events: list[Event] = []
@@ -214,90 +303,82 @@ class _Batch:
         self._idx = 0
         return self.revision
 
-    def emit(self, rev: int, op: str, scope: str, key: str | None, text: str | None, value: Any):
-        self.change_rows.append((rev, self._idx, op, scope, key, text, self.now))
+    def emit(
+        self, rev: int, op: str, scope: str, key: str | None, text: str | None, value: Any
+    ) -> None:
+        now = self.now
+        self.change_rows.append((rev, self._idx, op, scope, key, text, now))
         self._idx += 1
         self.events.append(
-            {"scope": scope, "key": key, "op": op, "value": value, "revision": rev, "ts": self.now}
+            {"scope": scope, "key": key, "op": op, "value": value, "revision": rev, "ts": now}
         )
 
-    async def lookup(self, scope: str, key: str) -> _KeyState:
-        rows = await self.db.execute_fetchall(
-            "SELECT EXISTS(SELECT 1 FROM scopes WHERE name=?1),"
-            " k.create_revision, k.mod_revision, k.version, k.expires"
-            " FROM (SELECT 1) LEFT JOIN kv k ON k.scope=?1 AND k.key=?2",
-            (scope, key),
-        )
-        exists, crev, mrev, ver, expires = next(iter(rows))
+    def lookup(self, scope: str, key: str) -> _KeyState:
+        exists, crev, mrev, ver, expires = self.db.execute(_LOOKUP_SQL, (scope, key)).fetchone()
+        return self._state(bool(exists), crev, mrev, ver, expires)
+
+    def lookup_many(self, ops: list[_KeyOp]) -> list[_KeyState]:
+        """States of a txn's keys: one fixed statement per scope instead of one per key."""
+        if len(ops) == 1 or not self.json_each:
+            return [self.lookup(o.scope, o.key) for o in ops]
+        by_scope: dict[str, list[int]] = {}
+        for i, o in enumerate(ops):
+            by_scope.setdefault(o.scope, []).append(i)
+        states: list[_KeyState] = [_ABSENT] * len(ops)
+        for scope, idxs in by_scope.items():
+            exists = bool(self.db.execute(_SCOPE_EXISTS_SQL, (scope,)).fetchone()[0])
+            keys = _JSON_KEYS.encode([ops[i].key for i in idxs])
+            for j, crev, mrev, ver, expires in self.db.execute(_LOOKUP_MANY_SQL, (scope, keys)):
+                states[idxs[j]] = self._state(exists, crev, mrev, ver, expires)
+        return states
+
+    def _state(self, exists: bool, crev: Any, mrev: Any, ver: Any, expires: Any) -> _KeyState:
         if crev is None:
-            return _KeyState(bool(exists), None, False)
+            return _KeyState(exists, None, False)
         if expires is not None and expires <= self.now:
-            return _KeyState(bool(exists), None, True)
-        return _KeyState(bool(exists), (crev, mrev, ver), False)
+            return _KeyState(exists, None, True)
+        return _KeyState(exists, (crev, mrev, ver), False)
 
-    async def expire(self, scope: str, key: str) -> None:
+    def expire(self, scope: str, key: str) -> None:
         """Delete a key whose TTL passed: a change with its own revision, like any delete."""
-        await self.db.execute("DELETE FROM kv WHERE scope=? AND key=?", (scope, key))
+        self.db.execute(_DELETE_KEY_SQL, (scope, key))
         self.emit(self.begin_change(), "delete", scope, key, None, None)
 
-    async def create_scope(self, rev: int, scope: str) -> None:
-        await self.db.execute(
+    def create_scope(self, rev: int, scope: str) -> None:
+        self.db.execute(
             "INSERT INTO scopes(name, create_revision, created) VALUES(?,?,?)",
             (scope, rev, self.now),
         )
         self.emit(rev, "create-scope", scope, None, None, None)
 
-    async def put(
-        self,
-        rev: int,
-        scope: str,
-        key: str,
-        text: str,
-        value: Any,
-        ttl: float | None,
-        st: _KeyState,
-    ) -> dict[str, Any]:
-        if st.row:
-            crev, version = st.row[0], st.row[2] + 1
-        else:
-            crev, version = rev, 1
-        expires = self.now + ttl if ttl is not None else None
-        await self.db.execute(
-            "INSERT INTO kv(scope, key, value, create_revision, mod_revision, version, updated,"
-            " expires) VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(scope, key) DO UPDATE SET"
-            " value=excluded.value, create_revision=excluded.create_revision,"
-            " mod_revision=excluded.mod_revision, version=excluded.version,"
-            " updated=excluded.updated, expires=excluded.expires",
-            (scope, key, text, crev, rev, version, self.now, expires),
-        )
-        self.emit(rev, "set", scope, key, text, value)
-        return {
-            "scope": scope,
-            "key": key,
-            "revision": rev,
-            "create_revision": crev,
-            "mod_revision": rev,
-            "version": version,
-        }
 
-    async def remove(self, rev: int, scope: str, key: str, st: _KeyState) -> dict[str, Any]:
-        await self.db.execute("DELETE FROM kv WHERE scope=? AND key=?", (scope, key))
-        self.emit(rev, "delete", scope, key, None, None)
-        return {"scope": scope, "key": key, "revision": rev, "prev_mod_revision": st.mod_revision}
+@dataclass
+class _Committed:
+    """What a committed batch hands back to the event loop."""
+
+    outcomes: list[tuple[bool, Any]]
+    events: list[Event]
+    revision: int
+    compact: int
+    history: int
+    requests: int
 
 
 # --------------------------------------------------------------------------- operations
 
 
 class _Op:
-    """A write queued for the committer. ``apply`` must raise StateError only before writing."""
+    """A write queued for the committer. ``apply`` must raise StateError only before writing.
+
+    ``apply`` runs on the writer's thread inside the batch transaction.
+    """
 
     request_id: str | None = None
 
     def fingerprint(self) -> str:
         raise NotImplementedError
 
-    async def apply(self, b: _Batch) -> dict[str, Any]:
+    def apply(self, b: _Batch) -> dict[str, Any]:
         raise NotImplementedError
 
 
@@ -314,29 +395,27 @@ class _KeyOp:
     prev_revision: int | None = None  # 0 = must not exist
 
     def compare(self, st: _KeyState, index: int | None) -> None:
+        cur = st.mod_revision
+        prev = self.prev_revision
+        if (prev is None or prev == cur) and (self.op != "delete" or st.row is not None):
+            return  # the common case: no error message to build
         where = f"{self.scope}/{self.key}" + (f" (txn op {index})" if index is not None else "")
         extra: dict[str, Any] = {"scope": self.scope, "key": self.key}
         if index is not None:
             extra["index"] = index
-        cur = st.mod_revision
-        if self.prev_revision is not None and self.prev_revision != cur:
-            if self.prev_revision == 0:
+        if prev is not None and prev != cur:
+            if prev == 0:
                 msg = f"compare failed for {where}: key must not exist, it has mod_revision {cur}"
             elif cur == 0:
                 msg = (
-                    f"compare failed for {where}: expected mod_revision {self.prev_revision},"
-                    " key does not exist"
+                    f"compare failed for {where}: expected mod_revision {prev}, key does not exist"
                 )
             else:
-                msg = (
-                    f"compare failed for {where}: expected mod_revision {self.prev_revision},"
-                    f" current is {cur}"
-                )
+                msg = f"compare failed for {where}: expected mod_revision {prev}, current is {cur}"
             raise Conflict(msg, current_revision=cur, **extra)
-        if self.op == "delete" and st.row is None:
-            what = "key" if st.scope_exists else "scope"
-            name = f"{self.key!r} in scope {self.scope!r}" if st.scope_exists else repr(self.scope)
-            raise NotFound(f"cannot delete {where}: {what} {name} not found", **extra)
+        what = "key" if st.scope_exists else "scope"
+        name = f"{self.key!r} in scope {self.scope!r}" if st.scope_exists else repr(self.scope)
+        raise NotFound(f"cannot delete {where}: {what} {name} not found", **extra)
 
     def describe(self) -> list[Any]:
         return [self.op, self.scope, self.key, self.text, self.ttl, self.prev_revision]
@@ -353,34 +432,67 @@ class _TxnOp(_Op):
     def fingerprint(self) -> str:
         return _fingerprint("txn" if not self.single else "op", [o.describe() for o in self.ops])
 
-    async def apply(self, b: _Batch) -> dict[str, Any]:
-        states = [await b.lookup(o.scope, o.key) for o in self.ops]
-        for i, (o, st) in enumerate(zip(self.ops, states, strict=True)):
+    def apply(self, b: _Batch) -> dict[str, Any]:
+        ops = self.ops
+        states = b.lookup_many(ops)
+        for i, (o, st) in enumerate(zip(ops, states, strict=True)):
             o.compare(st, None if self.single else i)
-        if all(o.op == "check" for o in self.ops):
+        if all(o.op == "check" for o in ops):
             # compare-only txn: nothing changes, no new revision
             results = [
                 {"scope": o.scope, "key": o.key, "mod_revision": st.mod_revision}
-                for o, st in zip(self.ops, states, strict=True)
+                for o, st in zip(ops, states, strict=True)
             ]
             return {"revision": b.revision, "results": results}
-        for o, st in zip(self.ops, states, strict=True):
+        for o, st in zip(ops, states, strict=True):
             if st.expired and o.op != "check":
-                await b.expire(o.scope, o.key)
+                b.expire(o.scope, o.key)
         rev = b.begin_change()
+        now = b.now
         results: list[dict[str, Any]] = []
         scopes_made: set[str] = set()
-        for o, st in zip(self.ops, states, strict=True):
+        puts: list[tuple[Any, ...]] = []
+        dels: list[tuple[str, str]] = []
+        # a key appears once per txn, so its rows can be written together after the loop
+        for o, st in zip(ops, states, strict=True):
+            scope, key = o.scope, o.key
             if o.op == "set":
-                if not st.scope_exists and o.scope not in scopes_made:
-                    await b.create_scope(rev, o.scope)
-                    scopes_made.add(o.scope)
-                assert o.text is not None
-                results.append(await b.put(rev, o.scope, o.key, o.text, o.value, o.ttl, st))
+                if not st.scope_exists and scope not in scopes_made:
+                    b.create_scope(rev, scope)
+                    scopes_made.add(scope)
+                crev, version = (st.row[0], st.row[2] + 1) if st.row else (rev, 1)
+                expires = now + o.ttl if o.ttl is not None else None
+                puts.append((scope, key, o.text, crev, rev, version, now, expires))
+                b.emit(rev, "set", scope, key, o.text, o.value)
+                results.append(
+                    {
+                        "scope": scope,
+                        "key": key,
+                        "revision": rev,
+                        "create_revision": crev,
+                        "mod_revision": rev,
+                        "version": version,
+                    }
+                )
             elif o.op == "delete":
-                results.append(await b.remove(rev, o.scope, o.key, st))
+                dels.append((scope, key))
+                b.emit(rev, "delete", scope, key, None, None)
+                results.append(
+                    {
+                        "scope": scope,
+                        "key": key,
+                        "revision": rev,
+                        "prev_mod_revision": st.mod_revision,
+                    }
+                )
             else:
-                results.append({"scope": o.scope, "key": o.key, "mod_revision": st.mod_revision})
+                results.append({"scope": scope, "key": key, "mod_revision": st.mod_revision})
+        if len(puts) == 1:
+            b.db.execute(_UPSERT_SQL, puts[0])
+        elif puts:
+            b.db.executemany(_UPSERT_SQL, puts)
+        if dels:
+            b.db.executemany(_DELETE_KEY_SQL, dels)
         if self.single:
             return results[0]
         return {"revision": rev, "results": results}
@@ -394,20 +506,19 @@ class _CreateScopeOp(_Op):
     def fingerprint(self) -> str:
         return _fingerprint("create-scope", self.scope)
 
-    async def apply(self, b: _Batch) -> dict[str, Any]:
-        rows = await b.db.execute_fetchall(
+    def apply(self, b: _Batch) -> dict[str, Any]:
+        found = b.db.execute(
             "SELECT create_revision FROM scopes WHERE name=?", (self.scope,)
-        )
-        found = list(rows)
+        ).fetchone()
         if found:
             return {
                 "scope": self.scope,
                 "created": False,
                 "revision": b.revision,
-                "create_revision": found[0][0],
+                "create_revision": found[0],
             }
         rev = b.begin_change()
-        await b.create_scope(rev, self.scope)
+        b.create_scope(rev, self.scope)
         return {"scope": self.scope, "created": True, "revision": rev, "create_revision": rev}
 
 
@@ -419,20 +530,17 @@ class _DeleteScopeOp(_Op):
     def fingerprint(self) -> str:
         return _fingerprint("delete-scope", self.scope)
 
-    async def apply(self, b: _Batch) -> dict[str, Any]:
-        rows = list(
-            await b.db.execute_fetchall(
-                "SELECT EXISTS(SELECT 1 FROM scopes WHERE name=?1),"
-                " (SELECT count(*) FROM kv WHERE scope=?1 AND (expires IS NULL OR expires > ?2))",
-                (self.scope, b.now),
-            )
-        )
-        exists, live = rows[0]
+    def apply(self, b: _Batch) -> dict[str, Any]:
+        exists, live = b.db.execute(
+            "SELECT EXISTS(SELECT 1 FROM scopes WHERE name=?1),"
+            " (SELECT count(*) FROM kv WHERE scope=?1 AND (expires IS NULL OR expires > ?2))",
+            (self.scope, b.now),
+        ).fetchone()
         if not exists:
             raise NotFound(f"scope {self.scope!r} not found", scope=self.scope)
         rev = b.begin_change()
-        await b.db.execute("DELETE FROM kv WHERE scope=?", (self.scope,))
-        await b.db.execute("DELETE FROM scopes WHERE name=?", (self.scope,))
+        b.db.execute("DELETE FROM kv WHERE scope=?", (self.scope,))
+        b.db.execute("DELETE FROM scopes WHERE name=?", (self.scope,))
         b.emit(rev, "delete-scope", self.scope, None, None, None)
         return {"scope": self.scope, "revision": rev, "deleted_keys": live}
 
@@ -443,16 +551,14 @@ class _ReapOp(_Op):
     def __init__(self, limit: int) -> None:
         self.limit = limit
 
-    async def apply(self, b: _Batch) -> dict[str, Any]:
-        rows = list(
-            await b.db.execute_fetchall(
-                "SELECT scope, key FROM kv WHERE expires IS NOT NULL AND expires <= ?"
-                " ORDER BY expires LIMIT ?",
-                (b.now, self.limit),
-            )
-        )
+    def apply(self, b: _Batch) -> dict[str, Any]:
+        rows = b.db.execute(
+            "SELECT scope, key FROM kv WHERE expires IS NOT NULL AND expires <= ?"
+            " ORDER BY expires LIMIT ?",
+            (b.now, self.limit),
+        ).fetchall()
         if rows:
-            await b.db.executemany("DELETE FROM kv WHERE scope=? AND key=?", rows)
+            b.db.executemany(_DELETE_KEY_SQL, rows)
         for scope, key in rows:
             b.emit(b.begin_change(), "delete", scope, key, None, None)
         return {"expired": len(rows)}
@@ -472,25 +578,25 @@ class _ImportOp(_Op):
         items = {s: [(k, t) for k, t, _ in kv] for s, kv in self.scopes.items()}
         return _fingerprint("import", self.replace, items)
 
-    async def apply(self, b: _Batch) -> dict[str, Any]:
-        existing = {r[0] for r in await b.db.execute_fetchall("SELECT name FROM scopes")}
+    def apply(self, b: _Batch) -> dict[str, Any]:
+        existing = {r[0] for r in b.db.execute("SELECT name FROM scopes")}
         rev = b.begin_change()
         if self.replace:
             for scope in sorted(existing):
                 b.emit(rev, "delete-scope", scope, None, None, None)
-            await b.db.execute("DELETE FROM kv")
-            await b.db.execute("DELETE FROM scopes")
+            b.db.execute("DELETE FROM kv")
+            b.db.execute("DELETE FROM scopes")
             existing = set()
         keys = 0
         for scope, items in self.scopes.items():
             if scope not in existing:
-                await b.create_scope(rev, scope)
+                b.create_scope(rev, scope)
             rows = []
             for key, text, value in items:
                 rows.append((scope, key, text, rev, rev, b.now, b.now))
                 b.emit(rev, "set", scope, key, text, value)
             # an update keeps create_revision and bumps version; a missing/expired key restarts
-            await b.db.executemany(
+            b.db.executemany(
                 "INSERT INTO kv(scope, key, value, create_revision, mod_revision, version, updated,"
                 " expires) VALUES(?1,?2,?3,?4,?5,1,?6,NULL) ON CONFLICT(scope, key) DO UPDATE SET"
                 " create_revision=CASE WHEN kv.expires IS NOT NULL AND kv.expires <= ?7"
@@ -624,7 +730,8 @@ class StateStore:
         self._writer: aiosqlite.Connection
         self._reader: aiosqlite.Connection
         self._lock: _FileLock
-        self._read_lock = asyncio.Lock()
+        self._gets: list[tuple[str, str, float, asyncio.Future[tuple[Any, ...]]]] = []
+        self._get_task: asyncio.Task[None] | None = None
         self._queue: asyncio.Queue[tuple[_Op, asyncio.Future[Any]] | None] = asyncio.Queue()
         self._listeners: list[Listener] = []
         self._committer: asyncio.Task[None] | None = None
@@ -638,6 +745,7 @@ class StateStore:
         """Number of COMMITted write transactions (group commit makes this << writes)."""
         self.ops_applied = 0
         self.last_error: str | None = None
+        self._json_each = True
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -686,6 +794,7 @@ class StateStore:
         except sqlite3.Error as e:
             raise StorageError(f"cannot open state database {self.path}: {e}") from None
         try:
+            _check_db_thread_api(self._writer)
             if existed:
                 await self._verify()
             await self._configure_writer(existed)
@@ -772,6 +881,10 @@ class StateStore:
             "SELECT (SELECT count(*) FROM changes), (SELECT count(*) FROM requests)"
         )
         self._history_count, self._request_count = next(iter(rows))
+        try:  # batched txn lookups need JSON1 (built in since SQLite 3.38)
+            await self._writer.execute_fetchall("SELECT count(*) FROM json_each('[1]')")
+        except sqlite3.OperationalError:
+            self._json_each = False
 
     async def close(self) -> None:
         """Finish queued writes, stop the reaper, checkpoint and release the lock."""
@@ -785,6 +898,8 @@ class StateStore:
         if self._committer:
             self._queue.put_nowait(None)
             await self._committer
+        if self._get_task is not None:
+            await asyncio.wait([self._get_task])  # answer gets already issued
         try:
             await self._reader.close()
             with contextlib.suppress(sqlite3.Error):
@@ -836,18 +951,7 @@ class StateStore:
         request_id: str | None = None,
     ) -> dict[str, Any]:
         """Set a JSON value (creating the scope if missing); optional CAS and TTL."""
-        kop = self._key_op(
-            {
-                "op": "set",
-                "scope": scope,
-                "key": key,
-                "value": value,
-                "ttl": ttl,
-                "prev_revision": prev_revision,
-                "if_absent": if_absent,
-            },
-            "set",
-        )
+        kop = self._new_key_op("set", scope, key, prev_revision, if_absent, True, value, ttl, "set")
         return await self._submit(_TxnOp([kop], self._rid(request_id), single=True))
 
     async def delete(
@@ -859,8 +963,8 @@ class StateStore:
         request_id: str | None = None,
     ) -> dict[str, Any]:
         """Delete a key; a missing key raises NotFound; optional CAS on mod_revision."""
-        kop = self._key_op(
-            {"op": "delete", "scope": scope, "key": key, "prev_revision": prev_revision}, "delete"
+        kop = self._new_key_op(
+            "delete", scope, key, prev_revision, False, False, None, None, "delete"
         )
         return await self._submit(_TxnOp([kop], self._rid(request_id), single=True))
 
@@ -915,34 +1019,55 @@ class StateStore:
         kind = raw.get("op")
         if kind not in ("set", "delete", "check"):
             raise InvalidArgument(f"{what}: op must be set, delete or check, got {kind!r}")
-        unknown = set(raw) - {"op", "scope", "key", "value", "ttl", "prev_revision", "if_absent"}
-        if unknown:
-            raise InvalidArgument(f"{what}: unknown fields {sorted(unknown)}")
-        scope = _check_scope(raw.get("scope"), self.limits)
-        key = _check_key(raw.get("key"), self.limits)
-        prev = _check_revision(raw.get("prev_revision"), "prev_revision")
-        if_absent = raw.get("if_absent", False)
+        if not _OP_FIELDS.issuperset(raw):
+            raise InvalidArgument(f"{what}: unknown fields {sorted(set(raw) - _OP_FIELDS)}")
+        return self._new_key_op(
+            kind,
+            raw.get("scope"),
+            raw.get("key"),
+            raw.get("prev_revision"),
+            raw.get("if_absent", False),
+            "value" in raw,
+            raw.get("value"),
+            raw.get("ttl"),
+            what,
+        )
+
+    def _new_key_op(
+        self,
+        kind: str,
+        scope: Any,
+        key: Any,
+        prev_revision: Any,
+        if_absent: Any,
+        has_value: bool,
+        value: Any,
+        ttl: Any,
+        what: str,
+    ) -> _KeyOp:
+        """Validate one set/delete/check (shared by txn ops and the direct set/delete path)."""
+        limits = self.limits
+        scope = _check_scope(scope, limits)
+        key = _check_key(key, limits)
+        prev = _check_revision(prev_revision, "prev_revision")
         if not isinstance(if_absent, bool):
             raise InvalidArgument(f"{what}: if_absent must be a boolean")
         if if_absent:
             if prev not in (None, 0):
                 raise InvalidArgument(f"{what}: if_absent contradicts prev_revision={prev}")
             prev = 0
-        kop = _KeyOp(kind, scope, key, prev_revision=prev)
         if kind == "set":
-            if "value" not in raw:
+            if not has_value:
                 raise InvalidArgument(f"{what}: set needs a value")
-            kop.value = raw["value"]
-            kop.text = _encode_value(raw["value"], self.limits, f"{what} {scope}/{key}")
-            kop.ttl = _check_ttl(raw.get("ttl"), self.limits)
-        else:
-            if raw.get("ttl") is not None or "value" in raw:
-                raise InvalidArgument(f"{what}: {kind} takes no value or ttl")
-            if kind == "delete" and prev == 0:
-                raise InvalidArgument(f"{what}: delete with prev_revision=0 can never succeed")
-            if kind == "check" and prev is None:
-                raise InvalidArgument(f"{what}: check needs prev_revision or if_absent")
-        return kop
+            text = _encode_value(value, limits, f"{what} {scope}/{key}")
+            return _KeyOp(kind, scope, key, text, value, _check_ttl(ttl, limits), prev)
+        if ttl is not None or has_value:
+            raise InvalidArgument(f"{what}: {kind} takes no value or ttl")
+        if kind == "delete" and prev == 0:
+            raise InvalidArgument(f"{what}: delete with prev_revision=0 can never succeed")
+        if kind == "check" and prev is None:
+            raise InvalidArgument(f"{what}: check needs prev_revision or if_absent")
+        return _KeyOp(kind, scope, key, prev_revision=prev)
 
     async def _submit(self, op: _Op) -> dict[str, Any]:
         if self._closed:
@@ -978,73 +1103,61 @@ class StateStore:
         batch = [(op, fut) for op, fut in batch if not fut.done()]
         if not batch:
             return
-        db = self._writer
-        b = _Batch(db, self.revision, self._clock())
-        outcomes: list[tuple[bool, Any]] = []
+        start = (self.revision, self.compact_revision, self._history_count, self._request_count)
+        write = functools.partial(self._write_batch, [op for op, _ in batch], self._clock(), start)
+        job = asyncio.ensure_future(_on_db_thread(self._writer, write))
         try:
-            if db.in_transaction:
-                await db.execute("ROLLBACK")
-            await db.execute("BEGIN IMMEDIATE")
-            for op, _fut in batch:
-                outcomes.append(await self._apply_one(b, op))
-            history = self._history_count + len(b.change_rows)
-            requests = self._request_count + len(b.request_rows)
-            compact = self.compact_revision
-            if b.change_rows:
-                await db.executemany(
-                    "INSERT INTO changes(revision, idx, op, scope, key, value, ts)"
-                    " VALUES(?,?,?,?,?,?,?)",
-                    b.change_rows,
-                )
-                history, compact = await self._prune_history(history, compact)
-            if b.request_rows:
-                await db.executemany(
-                    "INSERT INTO requests(request_id, fingerprint, result, ts) VALUES(?,?,?,?)",
-                    b.request_rows,
-                )
-                if requests > self._request_history:
-                    await db.execute(
-                        "DELETE FROM requests WHERE seq IN"
-                        " (SELECT seq FROM requests ORDER BY seq LIMIT ?)",
-                        (requests - self._request_history,),
-                    )
-                    requests = self._request_history
-            if b.revision != self.revision or compact != self.compact_revision:
-                await db.executemany(
-                    "UPDATE meta SET value=? WHERE name=?",
-                    [(b.revision, "revision"), (compact, "compact_revision")],
-                )
-            await db.execute("COMMIT")
+            await asyncio.shield(job)
         except asyncio.CancelledError:
-            await self._rollback()
+            # the thread finishes the transaction regardless: report its real outcome, so
+            # nobody is told "not applied" about a committed write
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([job])
+            if job.done() and not job.cancelled():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._finish_batch(batch, job)
+            unknown = StorageError(
+                "state store stopped during a commit; outcome unknown"
+                " (retry with the same request_id)"
+            )
             for _op, fut in batch:
                 if not fut.done():
-                    fut.set_exception(StorageError("state store stopped before commit"))
+                    fut.set_exception(unknown)
             raise
-        except Exception as e:
-            await self._rollback()
+        except Exception:
+            pass  # reported by _finish_batch
+        await self._finish_batch(batch, job)
+
+    async def _finish_batch(
+        self, batch: list[tuple[_Op, asyncio.Future[Any]]], job: asyncio.Future[_Committed]
+    ) -> None:
+        """Adopt a committed batch (publish, then acknowledge) or fail all its callers."""
+        e = job.exception()
+        if e is not None:
             if isinstance(e, sqlite3.Error):
                 err = _storage_error("write transaction", e)
             elif isinstance(e, StorageError):
                 err = e
             else:
-                log.exception("state store: unexpected error in a write batch")
+                log.error("state store: unexpected error in a write batch", exc_info=e)
                 err = StorageError(f"internal error in write batch: {e!r}; nothing was applied")
             self.last_error = err.message
             for _op, fut in batch:
                 if not fut.done():
                     fut.set_exception(err)
             return
-        self.revision = b.revision
-        self.compact_revision = compact
-        self._history_count = history
-        self._request_count = requests
+        done = job.result()
+        self.revision = done.revision
+        self.compact_revision = done.compact
+        self._history_count = done.history
+        self._request_count = done.requests
         self.commits += 1
         self.ops_applied += len(batch)
         self.last_error = None
-        for event in b.events:
-            await self._publish(event)
-        for (_op, fut), (ok, res) in zip(batch, outcomes, strict=True):
+        if self._listeners:
+            for event in done.events:
+                await self._publish(event)
+        for (_op, fut), (ok, res) in zip(batch, done.outcomes, strict=True):
             if fut.done():
                 continue
             if ok:
@@ -1052,19 +1165,60 @@ class StateStore:
             else:
                 fut.set_exception(res)
 
-    async def _apply_one(self, b: _Batch, op: _Op) -> tuple[bool, Any]:
+    def _write_batch(
+        self, ops: list[_Op], now: float, start: tuple[int, int, int, int], db: sqlite3.Connection
+    ) -> _Committed:
+        """Apply ``ops`` in ONE transaction and COMMIT, all on the writer's thread.
+
+        Rolls back and re-raises on any error: the caller then fails the whole batch.
+        """
+        revision, compact, history, requests = start
+        b = _Batch(db, revision, now, self._json_each)
+        try:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            db.execute("BEGIN IMMEDIATE")
+            outcomes = [self._apply_one(b, op) for op in ops]
+            if b.change_rows:
+                db.executemany(_INSERT_CHANGES_SQL, b.change_rows)
+                history, compact = self._prune_history(db, history + len(b.change_rows), compact)
+            if b.request_rows:
+                db.executemany(
+                    "INSERT INTO requests(request_id, fingerprint, result, ts) VALUES(?,?,?,?)",
+                    b.request_rows,
+                )
+                requests += len(b.request_rows)
+                if requests > self._request_history:
+                    db.execute(
+                        "DELETE FROM requests WHERE seq IN"
+                        " (SELECT seq FROM requests ORDER BY seq LIMIT ?)",
+                        (requests - self._request_history,),
+                    )
+                    requests = self._request_history
+            if b.revision != revision or compact != start[1]:
+                db.executemany(
+                    "UPDATE meta SET value=? WHERE name=?",
+                    [(b.revision, "revision"), (compact, "compact_revision")],
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+            raise
+        return _Committed(outcomes, b.events, b.revision, compact, history, requests)
+
+    def _apply_one(self, b: _Batch, op: _Op) -> tuple[bool, Any]:
         rid = op.request_id
         fp = ""
         if rid is not None:
             fp = op.fingerprint()
             hit = b.requests.get(rid)
             if hit is None:
-                rows = list(
-                    await b.db.execute_fetchall(
-                        "SELECT fingerprint, result FROM requests WHERE request_id=?", (rid,)
-                    )
-                )
-                hit = (rows[0][0], rows[0][1]) if rows else None
+                row = b.db.execute(
+                    "SELECT fingerprint, result FROM requests WHERE request_id=?", (rid,)
+                ).fetchone()
+                hit = (row[0], row[1]) if row else None
             if hit is not None:
                 if hit[0] != fp:
                     return False, InvalidArgument(
@@ -1076,7 +1230,7 @@ class StateStore:
                     return False, StateError.from_dict(doc["error"])
                 return True, doc["result"]
         try:
-            res: tuple[bool, Any] = (True, await op.apply(b))
+            res: tuple[bool, Any] = (True, op.apply(b))
         except StorageError:
             raise
         except StateError as e:
@@ -1088,26 +1242,16 @@ class StateStore:
             b.request_rows.append((rid, fp, text, b.now))
         return res
 
-    async def _prune_history(self, count: int, compact: int) -> tuple[int, int]:
+    def _prune_history(self, db: sqlite3.Connection, count: int, compact: int) -> tuple[int, int]:
         """Drop whole oldest revisions so at most ``history_size`` events remain."""
         if count <= self._history_size:
             return count, compact
-        db = self._writer
-        rows = list(
-            await db.execute_fetchall(
-                "SELECT revision FROM changes ORDER BY revision, idx LIMIT 1 OFFSET ?",
-                (count - self._history_size - 1,),
-            )
-        )
-        cut = rows[0][0]
-        await db.execute("DELETE FROM changes WHERE revision <= ?", (cut,))
-        left = await _scalar(db, "SELECT count(*) FROM changes")
-        return left, max(compact, cut)
-
-    async def _rollback(self) -> None:
-        with contextlib.suppress(Exception):
-            if self._writer.in_transaction:
-                await self._writer.execute("ROLLBACK")
+        cut = db.execute(
+            "SELECT revision FROM changes ORDER BY revision, idx LIMIT 1 OFFSET ?",
+            (count - self._history_size - 1,),
+        ).fetchone()[0]
+        deleted = db.execute("DELETE FROM changes WHERE revision <= ?", (cut,)).rowcount
+        return count - deleted, max(compact, cut)
 
     async def _publish(self, event: Event) -> None:
         for cb in list(self._listeners):
@@ -1130,12 +1274,7 @@ class StateStore:
         """Commit deletes for expired keys now (the reaper calls this every ``reap_interval``)."""
         total = 0
         while True:
-            async with self._read_lock:
-                rows = list(
-                    await self._reader.execute_fetchall(
-                        "SELECT min(expires) FROM kv WHERE expires IS NOT NULL"
-                    )
-                )
+            rows = await self._read("SELECT min(expires) FROM kv WHERE expires IS NOT NULL")
             first = rows[0][0]
             if first is None or first > self._clock():
                 return total
@@ -1148,25 +1287,37 @@ class StateStore:
     # ------------------------------------------------------------------ reads
 
     async def _read(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        # single-statement reads need no lock: the reader's calls run in FIFO order on its
+        # thread, and multi-statement reads are ONE hand-off each (see _read_txn)
         try:
-            async with self._read_lock:
-                return list(await self._reader.execute_fetchall(sql, tuple(params)))
+            return list(await self._reader.execute_fetchall(sql, tuple(params)))
         except sqlite3.Error as e:
             raise _storage_error("read", e) from None
+
+    async def _read_txn(self, action: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``fn`` in one read transaction (= one snapshot) as ONE hand-off."""
+
+        def run(db: sqlite3.Connection) -> _T:
+            db.execute("BEGIN")
+            try:
+                return fn(db)
+            finally:
+                db.execute("COMMIT")
+
+        try:
+            return await _on_db_thread(self._reader, run)
+        except sqlite3.Error as e:
+            raise _storage_error(action, e) from None
 
     async def get(self, scope: str, key: str) -> dict[str, Any]:
         """Return value and metadata of a live key; missing scope or key raises NotFound."""
         _check_scope(scope, self.limits)
         _check_key(key, self.limits)
-        rows = await self._read(
-            "SELECT EXISTS(SELECT 1 FROM scopes WHERE name=?1), k.value, k.create_revision,"
-            " k.mod_revision, k.version, k.updated, k.expires,"
-            " (SELECT value FROM meta WHERE name='revision')"
-            " FROM (SELECT 1) LEFT JOIN kv k ON k.scope=?1 AND k.key=?2"
-            " AND (k.expires IS NULL OR k.expires > ?3)",
-            (scope, key, self._clock()),
-        )
-        exists, text, crev, mrev, ver, updated, expires, header = rows[0]
+        fut: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
+        self._gets.append((scope, key, self._clock(), fut))
+        if self._get_task is None:
+            self._get_task = asyncio.create_task(self._serve_gets(), name="state-reads")
+        exists, text, crev, mrev, ver, updated, expires, header = await fut
         if not exists:
             raise NotFound(f"scope {scope!r} not found", scope=scope, key=key)
         if text is None:
@@ -1182,6 +1333,41 @@ class StateStore:
             "expires": expires,
             "revision": header,
         }
+
+    async def _serve_gets(self) -> None:
+        """Answer all pending gets in ONE hand-off per round (group read, like group commit).
+
+        Each get was issued after the writes it must see were acknowledged (= committed),
+        and its row is read after that, so read-your-writes holds; expiry uses each get's
+        own call time.
+        """
+        try:
+            while self._gets:
+                batch, self._gets = self._gets, []
+                batch = [g for g in batch if not g[3].done()]
+                if not batch:
+                    continue
+                args = [(scope, key, now) for scope, key, now, _ in batch]
+                try:
+                    rows = await _on_db_thread(self._reader, functools.partial(_get_rows, args))
+                except Exception as e:  # e.g. ValueError from a closed connection
+                    for *_, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(e)
+                    continue
+                for (*_, fut), row in zip(batch, rows, strict=True):
+                    if fut.done():
+                        continue
+                    if isinstance(row, sqlite3.Error):
+                        fut.set_exception(_storage_error("read", row))
+                    else:
+                        fut.set_result(row)
+        finally:
+            self._get_task = None
+            pending, self._gets = self._gets, []
+            for *_, fut in pending:
+                if not fut.done():
+                    fut.set_exception(StorageError("state store stopped before the read"))
 
     async def list_scopes(self) -> list[dict[str, Any]]:
         """All scopes, sorted: ``[{scope, create_revision, keys}]`` (``[]`` when none)."""
@@ -1240,45 +1426,36 @@ class StateStore:
             isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
         ):
             raise InvalidArgument(f"limit must be an integer >= 1, got {limit!r}")
-        try:
-            async with self._read_lock:
-                r = self._reader
-                await r.execute("BEGIN")  # one snapshot: compaction cannot race the select
-                try:
-                    meta = list(
-                        await r.execute_fetchall(
-                            "SELECT value FROM meta WHERE name='compact_revision'"
-                        )
-                    )
-                    compact = meta[0][0]
-                    if revision < compact:
-                        raise Compacted(
-                            f"revision {revision} is compacted: history starts after"
-                            f" revision {compact}; resync with a full read",
-                            compact_revision=compact,
-                        )
-                    upper = None
-                    if limit is not None:
-                        last = list(
-                            await r.execute_fetchall(
-                                "SELECT revision FROM changes WHERE revision > ?"
-                                " ORDER BY revision, idx LIMIT 1 OFFSET ?",
-                                (revision, limit - 1),
-                            )
-                        )
-                        upper = last[0][0] if last else None
-                    rows = list(
-                        await r.execute_fetchall(
-                            "SELECT revision, op, scope, key, value, ts FROM changes"
-                            " WHERE revision > ?1 AND (?2 IS NULL OR revision <= ?2)"
-                            " ORDER BY revision, idx",
-                            (revision, upper),
-                        )
-                    )
-                finally:
-                    await r.execute("COMMIT")
-        except sqlite3.Error as e:
-            raise _storage_error("read", e) from None
+
+        def read(db: sqlite3.Connection) -> tuple[int, list[Any] | None]:
+            compact = db.execute("SELECT value FROM meta WHERE name='compact_revision'")
+            compact = compact.fetchone()[0]
+            if revision < compact:
+                return compact, None
+            upper = None
+            if limit is not None:
+                last = db.execute(
+                    "SELECT revision FROM changes WHERE revision > ?"
+                    " ORDER BY revision, idx LIMIT 1 OFFSET ?",
+                    (revision, limit - 1),
+                ).fetchone()
+                upper = last[0] if last else None
+            rows = db.execute(
+                "SELECT revision, op, scope, key, value, ts FROM changes"
+                " WHERE revision > ?1 AND (?2 IS NULL OR revision <= ?2)"
+                " ORDER BY revision, idx",
+                (revision, upper),
+            ).fetchall()
+            return compact, rows
+
+        # one snapshot: compaction cannot race the select
+        compact, rows = await self._read_txn("read", read)
+        if rows is None:
+            raise Compacted(
+                f"revision {revision} is compacted: history starts after"
+                f" revision {compact}; resync with a full read",
+                compact_revision=compact,
+            )
         return [
             {
                 "scope": scope,
@@ -1293,27 +1470,19 @@ class StateStore:
 
     async def export_json(self) -> dict[str, Any]:
         """All scopes, keys and values at one revision (TTLs and history are not exported)."""
-        try:
-            async with self._read_lock:
-                r = self._reader
-                await r.execute("BEGIN")
-                try:
-                    rev = await _scalar(r, "SELECT value FROM meta WHERE name='revision'")
-                    scopes = [
-                        row[0]
-                        for row in await r.execute_fetchall("SELECT name FROM scopes ORDER BY name")
-                    ]
-                    rows = list(
-                        await r.execute_fetchall(
-                            "SELECT scope, key, value FROM kv"
-                            " WHERE expires IS NULL OR expires > ? ORDER BY scope, key",
-                            (self._clock(),),
-                        )
-                    )
-                finally:
-                    await r.execute("COMMIT")
-        except sqlite3.Error as e:
-            raise _storage_error("export", e) from None
+        now = self._clock()
+
+        def read(db: sqlite3.Connection) -> tuple[int, list[str], list[Any]]:
+            rev = db.execute("SELECT value FROM meta WHERE name='revision'").fetchone()[0]
+            scopes = [row[0] for row in db.execute("SELECT name FROM scopes ORDER BY name")]
+            rows = db.execute(
+                "SELECT scope, key, value FROM kv"
+                " WHERE expires IS NULL OR expires > ? ORDER BY scope, key",
+                (now,),
+            ).fetchall()
+            return rev, scopes, rows
+
+        rev, scopes, rows = await self._read_txn("export", read)
         out: dict[str, dict[str, Any]] = {s: {} for s in scopes}
         for scope, key, text in rows:
             out.setdefault(scope, {})[key] = json.loads(text)
