@@ -50,6 +50,7 @@ from plantd.tui.screens.overview import OverviewView
 from plantd.tui.screens.state import StateView
 from plantd.tui.source import Conflict, DataSource, Disconnected, SourceError
 from plantd.tui.widgets.confirm import ConfirmDialog, describe
+from plantd.tui.widgets.conflict import ConflictDialog
 from plantd.tui.widgets.connection import Banner, ConnectionBar
 from plantd.tui.widgets.help import HelpScreen
 from plantd.tui.widgets.message import MessageDialog
@@ -133,7 +134,7 @@ class PlantApp(App[None]):
             with TabPane(f"{TABS[0][1]} {TABS[0][2]}", id="overview"):
                 yield OverviewView(id="overview-view")
             with TabPane(f"{TABS[1][1]} {TABS[1][2]}", id="state"):
-                yield StateView(id="state-view")
+                yield StateView(self.tz, id="state-view")
             with TabPane(f"{TABS[2][1]} {TABS[2][2]}", id="logs"):
                 yield LogsView(self.log_store, self.tz, id="logs-view")
             with TabPane(f"{TABS[3][1]} {TABS[3][2]}", id="call"):
@@ -360,8 +361,21 @@ class PlantApp(App[None]):
                 await self.source.delete_scope(op.scope)
             self.post_message(WriteFinished(op, revision=revision))
         except Conflict as exc:
+            current, known = None, False
+            if op.key:
+                try:  # what won, for the dialog; the write itself stays refused
+                    current, known = await self.source.get_key(op.scope, op.key), True
+                except SourceError:
+                    pass
             self.post_message(
-                WriteFinished(op, error=str(exc), conflict=True, current_revision=exc.revision)
+                WriteFinished(
+                    op,
+                    error=str(exc),
+                    conflict=True,
+                    current_revision=exc.revision,
+                    current=current,
+                    current_known=known,
+                )
             )
         except SourceError as exc:
             self.post_message(WriteFinished(op, error=str(exc)))
@@ -370,20 +384,29 @@ class PlantApp(App[None]):
     @while_mounted
     def _write_finished(self, event: WriteFinished) -> None:
         op = event.op
+        if event.conflict:
+            # no automatic reload: the dialog shows what won and the operator decides
+            scope = op.scope
+
+            def reload(ok: bool | None) -> None:
+                if ok:
+                    self.load_keys(scope)
+
+            self.push_screen(
+                ConflictDialog(
+                    op,
+                    event.current,
+                    current_known=event.current_known,
+                    conflict_revision=event.current_revision,
+                ),
+                reload,
+            )
+            return
         if op.kind in ("create-scope", "delete-scope"):
             self.load_scopes()
         else:
             self.load_keys(op.scope)
-        if event.conflict:
-            now = "?" if event.current_revision is None else event.current_revision
-            body = Text.assemble(
-                (f"{op.target} was changed by someone else", "bold"),
-                f" (now revision {now}, you edited revision {op.prev_revision}).\n",
-                ("Your value was NOT written. ", "bold red"),
-                "The table was reloaded: review the current value and edit again.\n",
-            )
-            self.push_screen(MessageDialog("Conflict — not written", _stack(body, op)))
-        elif event.error:
+        if event.error:
             self.push_screen(MessageDialog("Write failed", _stack(Text(event.error + "\n"), op)))
         else:
             what = {

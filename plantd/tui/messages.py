@@ -99,6 +99,9 @@ class WriteRequested(Message):
 
 
 class WriteFinished(Message):
+    """Outcome of a write; a conflict carries the key as it is now (`current`, read after the
+    conflict; `current_known` False when that read failed) so the operator sees what won."""
+
     def __init__(
         self,
         op: WriteOp,
@@ -106,6 +109,8 @@ class WriteFinished(Message):
         error: str = "",
         conflict: bool = False,
         current_revision: int | None = None,
+        current: KeyEntry | None = None,
+        current_known: bool = False,
     ) -> None:
         super().__init__()
         self.op = op
@@ -113,6 +118,8 @@ class WriteFinished(Message):
         self.error = error
         self.conflict = conflict
         self.current_revision = current_revision
+        self.current = current
+        self.current_known = current_known
 
 
 class ScopeSelected(Message):

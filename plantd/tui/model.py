@@ -91,11 +91,17 @@ def format_clock(epoch: float, tz: tzinfo | None = None) -> str:
     return moment.strftime("%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
 
 
-def format_updated(value: str) -> str:
-    """Trim an ISO stamp to 'YYYY-MM-DD HH:MM:SS' for the key table."""
-    if not value:
+def format_updated(value: str | float, tz: tzinfo | None = None) -> str:
+    """'YYYY-MM-DD HH:MM:SS' in the console's zone from epoch seconds (the state service) or
+    an ISO stamp; anything else is shown trimmed rather than hidden."""
+    from plantd.tui.source import parse_ts
+
+    if value in ("", None):
         return ""
-    return value.replace("T", " ")[:19]
+    ts = parse_ts(value)
+    if ts is None:
+        return str(value).replace("T", " ")[:19]
+    return datetime.fromtimestamp(ts, tz=tz).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def format_rate(rate: float) -> str:

@@ -95,7 +95,7 @@ class KeyEntry:
     mod_revision: int = 0
     create_revision: int = 0
     version: int = 0
-    updated: str = ""
+    updated: str = ""  # ISO-8601 or epoch seconds as text (the real service sends epoch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +148,7 @@ class DataSource(Protocol):
     async def ping(self) -> float: ...
     async def list_scopes(self) -> list[str]: ...
     async def list_keys(self, scope: str) -> list[KeyEntry]: ...
+    async def get_key(self, scope: str, key: str) -> KeyEntry | None: ...
     async def set_key(
         self, scope: str, key: str, value: Any, prev_revision: int | None = None
     ) -> int: ...
@@ -177,17 +178,38 @@ class SourceSettings:
     def from_env(
         cls, endpoint: str | None = None, env: Mapping[str, str] | None = None
     ) -> SourceSettings:
+        """Like `plant state watch`/`plant log tail`: `PLANTD_CLIENT_*_BUS`, else the broker's
+        own bus settings (file/env), else the defaults; the console must find the buses of
+        the stack `plant up` started without extra configuration."""
         env = os.environ if env is None else env
         try:
             timeout = float(env.get("PLANTD_CLIENT_TIMEOUT", "3.0"))
         except ValueError:
             timeout = 3.0
+        state_bus = env.get("PLANTD_CLIENT_STATE_BUS", "").strip()
+        log_bus = env.get("PLANTD_CLIENT_LOG_BUS", "").strip()
+        if not (state_bus and log_bus):
+            broker_state, broker_log = _broker_buses(env)
+            state_bus = state_bus or broker_state
+            log_bus = log_bus or broker_log
         return cls(
             endpoint=endpoint or env.get("PLANTD_CLIENT_ENDPOINT") or DEFAULT_ENDPOINT,
             timeout=timeout,
-            state_bus=env.get("PLANTD_CLIENT_STATE_BUS") or DEFAULT_STATE_BUS,
-            log_bus=env.get("PLANTD_CLIENT_LOG_BUS") or DEFAULT_LOG_BUS,
+            state_bus=state_bus,
+            log_bus=log_bus,
         )
+
+
+def _broker_buses(env: Mapping[str, str]) -> tuple[str, str]:
+    """Backends (subscriber side) of the state and log buses from the broker's settings."""
+    try:
+        from plantd.config import load_settings
+        from plantd.daemons.broker import BrokerDaemonSettings
+
+        broker = load_settings(BrokerDaemonSettings, "broker", env=env)
+        return broker.bus_endpoints("state")[1], broker.bus_endpoints("log")[1]
+    except Exception:  # a broken broker config must not keep the console from starting
+        return DEFAULT_STATE_BUS, DEFAULT_LOG_BUS
 
 
 # --------------------------------------------------------------------------- parsing helpers
@@ -330,10 +352,12 @@ def parse_key_entry(doc: Mapping[str, Any]) -> KeyEntry:
 
 
 def parse_state_change(topic: str, doc: Mapping[str, Any]) -> StateChange:
-    """One state-bus message; the topic is the scope when the document lacks one."""
+    """One state-bus message; the topic is the scope when the document lacks one.
+
+    Scope events carry `"key": null` (not a key named "None"); `ts` is epoch seconds."""
     return StateChange(
         scope=str(doc.get("scope") or topic),
-        key=str(doc.get("key", "")),
+        key=str(doc.get("key") or ""),
         op=str(doc.get("op", "set")),
         value=doc.get("value"),
         revision=_int(doc.get("revision")),
@@ -460,6 +484,16 @@ class LiveSource:
         data = await self._state("list-keys", {"service": scope})
         keys = data.get("keys", []) if isinstance(data, Mapping) else data
         return [parse_key_entry(k) for k in keys or [] if isinstance(k, Mapping)]
+
+    async def get_key(self, scope: str, key: str) -> KeyEntry | None:
+        """The key now (None: it or its scope does not exist); the conflict dialog's "theirs"."""
+        try:
+            data = await self._state("state-get", {"service": scope, "key": key})
+        except ServiceError as exc:
+            if exc.code == "not_found":
+                return None
+            raise
+        return parse_key_entry(data) if isinstance(data, Mapping) else None
 
     async def set_key(
         self, scope: str, key: str, value: Any, prev_revision: int | None = None

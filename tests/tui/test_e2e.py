@@ -1,29 +1,45 @@
-"""End to end: the console against a real `plant daemon run broker` process (127.0.0.1 only).
+"""End to end: the console against real daemons (127.0.0.1 only, random ports).
 
-Covers what fakes cannot: the real MMI documents, a real PARTIAL stream, broker loss shown as a
-banner (no traceback) and automatic reconnection when the broker comes back on the same port.
+Covers what fakes cannot: the real MMI documents, a real PARTIAL stream, the real state service
+(list-scopes/list-keys/state-get/state-set with compare-and-set) and state bus, log records on
+the real log bus and from the logger's `query`, broker loss shown as a banner (no traceback) and
+automatic reconnection when the broker comes back on the same port.
+
+Every wait is bounded; subprocesses (`plant state ...`) run in a thread so the console keeps
+processing bus events meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.widgets import DataTable, Tree
+from textual.widgets.data_table import CellDoesNotExist
 
 from plantd.tui.app import PlantApp
-from plantd.tui.source import LiveSource, SourceSettings
+from plantd.tui.source import KeyEntry, LiveSource, SourceSettings
+from plantd.tui.widgets.confirm import ConfirmDialog
+from plantd.tui.widgets.conflict import ConflictDialog
 from plantd.tui.widgets.connection import Banner, ConnectionBar
+from plantd.tui.widgets.edit import EditDialog
+from plantd.tui.widgets.logview import LogView
 from tests.conftest import BrokerProcess, kill_pid, start_broker
+from tests.tui.conftest import Stack
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
-async def wait_until(pilot: Any, predicate: Any, timeout: float = 10.0) -> bool:
-    for _ in range(int(timeout / 0.1)):
+async def wait_until(pilot: Any, predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         if predicate():
             return True
         await pilot.pause(0.1)
@@ -88,3 +104,201 @@ async def test_console_against_real_broker(
             await worker_task
         if restarted is not None:
             kill_pid(restarted.pid)
+
+
+# --------------------------------------------------------------------------- whole stack
+
+
+class CountingSource(LiveSource):
+    """LiveSource that counts key listings: a change shown without one came from the bus."""
+
+    def __init__(self, settings: SourceSettings) -> None:
+        super().__init__(settings)
+        self.list_keys_calls = 0
+
+    async def list_keys(self, scope: str) -> list[KeyEntry]:
+        self.list_keys_calls += 1
+        return await super().list_keys(scope)
+
+
+def stack_app(stack: Stack) -> tuple[PlantApp, CountingSource]:
+    source = CountingSource(stack.source_settings())
+    return PlantApp(source, poll_interval=0.2, animations=False), source
+
+
+async def state_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    """`plant state ...` without blocking the console's event loop."""
+    res = await asyncio.to_thread(stack.state, *args)
+    assert res.returncode == 0, res.stderr
+    return res
+
+
+def rows(app: PlantApp) -> list[str]:
+    return [str(k.value) for k in app.query_one("#keys", DataTable).rows]
+
+
+def cell(app: PlantApp, key: str, column: str = "value") -> str:
+    table = app.query_one("#keys", DataTable)
+    try:
+        return str(table.get_cell(key, column))
+    except CellDoesNotExist:  # row not there (yet)
+        return ""
+
+
+async def open_scope(pilot: Any, scope: str) -> None:
+    """State tab, then move the tree cursor onto `scope` (as the arrow keys would)."""
+    app = pilot.app
+    await pilot.press("2")
+    tree: Tree[str] = app.query_one("#scopes", Tree)
+
+    def node() -> Any:
+        stack = [tree.root]
+        while stack:
+            current = stack.pop()
+            if current.data == scope:
+                return current
+            stack.extend(current.children)
+        return None
+
+    assert await wait_until(pilot, lambda: node() is not None), f"scope {scope} not in the tree"
+    tree.move_cursor(node())
+    view = app.query_one("StateView")
+    assert await wait_until(pilot, lambda: view.scope == scope and bool(view.keys)), (  # type: ignore[attr-defined]
+        f"keys of {scope} never loaded"
+    )
+
+
+async def test_state_and_logs_live_from_real_stack(stack: Stack) -> None:
+    """State-bus changes and log-bus records show up without any reload."""
+    scope = "tui.e2e.live"
+    await state_cli(stack, "set", "-s", scope, "mode", "auto")
+    app, source = stack_app(stack)
+    settings = source.settings
+    assert (settings.state_bus, settings.log_bus) == (stack.bus("state")[1], stack.bus("log")[1])
+    handler: logging.Handler | None = None
+    log = logging.getLogger("tests.tui.e2e.bus")
+    async with app.run_test(size=(80, 24)) as pilot:
+        assert await wait_until(pilot, lambda: app.connected is True), "never connected"
+        await open_scope(pilot, scope)
+        assert cell(app, "mode") == '"auto"'
+        assert cell(app, "mode", "updated")[:2] == "20", "updated must be a date, not epoch seconds"
+        await pilot.pause(0.3)  # the state-bus subscription reaches the proxy
+        listed = source.list_keys_calls
+
+        await state_cli(stack, "set", "-s", scope, "mode", "manual")
+        await state_cli(stack, "set", "-s", scope, "speed", "--json", "42")
+        assert await wait_until(
+            pilot, lambda: cell(app, "mode") == '"manual"' and cell(app, "speed") == "42"
+        ), f"state-bus changes not shown: {rows(app)} {cell(app, 'mode')}"
+        assert source.list_keys_calls == listed, "the view reloaded instead of using the bus"
+        assert rows(app) == ["mode", "speed"]
+        await state_cli(stack, "delete", "-s", scope, "speed")
+        assert await wait_until(pilot, lambda: rows(app) == ["mode"]), rows(app)
+
+        # history from the real logger's `query`: the daemons' startup records
+        store = app.log_store
+        assert await wait_until(
+            pilot, lambda: any(r.service == "org.plantd.module.Echo" for r in store.records)
+        ), "no log history from org.plantd.Logger"
+
+        # a record published on the stack's log bus, as every daemon does
+        from plantd.logbus import LogBusHandler
+
+        handler = LogBusHandler("org.plantd.test.TuiE2E", stack.bus("log")[0])
+        log.addHandler(handler)
+        log.propagate = False
+        log.setLevel(logging.INFO)
+        await pilot.press("3")
+        marker = "tui e2e marker"
+
+        def seen() -> bool:
+            return any(r.msg == marker for r in store.view)
+
+        for _ in range(40):  # re-publish: a fresh publisher's first records may be dropped
+            log.warning(marker, extra={"fields": {"n": 1}})
+            if await wait_until(pilot, seen, timeout=0.25):
+                break
+        assert seen(), "log-bus record never reached the Logs view"
+        logview = app.query_one(LogView)
+        await pilot.pause(0.2)  # the view flushes on its timer
+        screen = "\n".join(logview.render_line(y).text for y in range(logview.size.height))
+        assert marker in screen and "org.plantd.test.TuiE2E" in screen
+        rec = next(r for r in store.view if r.msg == marker)
+        assert (rec.level, rec.fields, rec.logger) == ("warning", {"n": 1}, log.name)
+    if handler is not None:
+        log.removeHandler(handler)
+        handler.close()
+
+
+async def test_edit_and_conflict_against_real_state_service(stack: Stack) -> None:
+    """A confirmed edit is written with compare-and-set; a stale one is refused and shown."""
+    scope = "tui.e2e.edit"
+    await state_cli(stack, "set", "-s", scope, "mode", "auto")
+    app, _ = stack_app(stack)
+    async with app.run_test(size=(80, 24)) as pilot:
+        assert await wait_until(pilot, lambda: app.connected is True), "never connected"
+        await open_scope(pilot, scope)
+
+        # edit through the dialogs: written, and the CLI reads it back
+        await pilot.press("e")
+        assert isinstance(app.screen, EditDialog)
+        await pilot.press(*"manual", "enter")
+        assert isinstance(app.screen, ConfirmDialog)
+        await pilot.press("y")
+        assert await wait_until(pilot, lambda: cell(app, "mode") == '"manual"')
+        assert await asyncio.to_thread(stack.state_value, scope, "mode") == "manual"
+        loaded_rev = int(cell(app, "mode", "rev"))
+
+        # someone else writes while the operator is editing: refused, theirs kept and shown
+        await pilot.press("e")
+        assert isinstance(app.screen, EditDialog)
+        await state_cli(stack, "set", "-s", scope, "mode", "local")
+        await pilot.press(*"remote", "enter")
+        assert isinstance(app.screen, ConfirmDialog)
+        assert app.screen.op.prev_revision == loaded_rev
+        await pilot.press("y")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ConflictDialog)), (
+            "no conflict dialog"
+        )
+        dialog = app.screen
+        assert isinstance(dialog, ConflictDialog)
+        assert dialog.current is not None and dialog.current.value == "local"
+        assert dialog.current.mod_revision > loaded_rev
+        assert dialog.op.new == "remote"
+        assert await asyncio.to_thread(stack.state_value, scope, "mode") == "local"
+        await pilot.press("r")  # reload
+        assert await wait_until(pilot, lambda: not isinstance(app.screen, ConflictDialog))
+        assert await wait_until(pilot, lambda: cell(app, "mode") == '"local"')
+        assert int(cell(app, "mode", "rev")) == dialog.current.mod_revision
+
+
+async def test_banner_on_broker_loss_then_recovery(stack: Stack) -> None:
+    """Killing the broker of the stack shows the banner; restarting it clears the banner and
+    the views work again (workers re-register, the state bus resubscribes)."""
+    scope = "tui.e2e.restart"
+    await state_cli(stack, "set", "-s", scope, "k", "--json", "1")
+    app, _ = stack_app(stack)
+    async with app.run_test(size=(80, 24)) as pilot:
+        services = app.query_one("#services", DataTable)
+
+        def has_state() -> bool:
+            return "org.plantd.State" in [str(k.value) for k in services.rows]
+
+        assert await wait_until(pilot, has_state), "state service not in the overview"
+        banner = app.query_one(Banner)
+        assert not banner.display
+
+        await asyncio.to_thread(stack.kill_broker)
+        assert await wait_until(pilot, lambda: banner.display, timeout=10.0), "no banner"
+        assert app.query_one(ConnectionBar).connected is False
+        assert "BROKER UNREACHABLE" in str(banner.render())
+        assert app.is_running
+
+        await asyncio.to_thread(stack.start_broker)
+        assert await wait_until(pilot, lambda: not banner.display, timeout=15.0)
+        assert await wait_until(pilot, has_state, timeout=15.0), "workers did not come back"
+
+        await open_scope(pilot, scope)
+        await pilot.pause(0.3)
+        await state_cli(stack, "set", "-s", scope, "k", "--json", "2")
+        assert await wait_until(pilot, lambda: cell(app, "k") == "2"), "state bus not back"

@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC
+from pathlib import Path
 
 import pytest
 
 from plantd.tui.logstore import LogFilter, LogStore
-from plantd.tui.model import RateTracker, heartbeat_status, parse_value, sparkline
+from plantd.tui.model import (
+    RateTracker,
+    format_updated,
+    heartbeat_status,
+    parse_value,
+    sparkline,
+)
 from plantd.tui.source import (
     Conflict,
     LogRecord,
     ServiceError,
     SourceSettings,
     parse_broker,
+    parse_key_entry,
     parse_log_record,
     parse_services,
+    parse_state_change,
     parse_workers,
     state_reply,
 )
@@ -90,6 +100,52 @@ def test_settings_from_env() -> None:
     )
     assert (s.endpoint, s.timeout) == ("tcp://127.0.0.1:1", 3.0)
     assert SourceSettings.from_env("tcp://127.0.0.1:2", env={}).endpoint == "tcp://127.0.0.1:2"
+
+
+def test_settings_buses_fall_back_to_broker_settings(tmp_path: Path) -> None:
+    """Like `plant state watch`: no PLANTD_CLIENT_*_BUS means the broker's bus backends."""
+    env = {
+        "XDG_CONFIG_HOME": str(tmp_path),
+        "PLANTD_HOME": str(tmp_path),
+        "PLANTD_BROKER_STATE_BACKEND": "tcp://127.0.0.1:5001",
+        "PLANTD_BROKER_LOG_BACKEND": "tcp://127.0.0.1:5002",
+    }
+    s = SourceSettings.from_env(env=env)
+    assert (s.state_bus, s.log_bus) == ("tcp://127.0.0.1:5001", "tcp://127.0.0.1:5002")
+    s = SourceSettings.from_env(env={**env, "PLANTD_CLIENT_LOG_BUS": "tcp://127.0.0.1:6"})
+    assert (s.state_bus, s.log_bus) == ("tcp://127.0.0.1:5001", "tcp://127.0.0.1:6")
+    broken = {**env, "PLANTD_BROKER_CONFIG": str(tmp_path / "missing.yaml")}
+    assert SourceSettings.from_env(env=broken).log_bus == "tcp://127.0.0.1:14001"
+
+
+def test_real_state_service_wire_format() -> None:
+    """What org.plantd.State really sends: null keys on scope events, epoch timestamps."""
+    change = parse_state_change(
+        "s",
+        {
+            "scope": "s",
+            "key": None,
+            "op": "create-scope",
+            "value": None,
+            "revision": 3,
+            "ts": 1_700_000_000.5,
+        },
+    )
+    assert (change.key, change.op, change.revision) == ("", "create-scope", 3)
+    entry = parse_key_entry(
+        {
+            "key": "k",
+            "value": 1,
+            "create_revision": 1,
+            "mod_revision": 4,
+            "version": 2,
+            "updated": 1_700_000_000.25,
+            "expires": None,
+        }
+    )
+    assert format_updated(entry.updated, UTC) == "2023-11-14 22:13:20"
+    assert format_updated("2023-11-14T22:10:00Z", UTC) == "2023-11-14 22:10:00"
+    assert format_updated("", UTC) == "" and format_updated("yesterday") == "yesterday"
 
 
 def test_rates_and_sparkline() -> None:

@@ -49,8 +49,8 @@ async def _call_reply(pilot: Pilot[Any]) -> None:
 
 async def _conflict(pilot: Pilot[Any]) -> None:
     fake: FakeSource = pilot.app.source  # type: ignore[attr-defined]
-    fake.concurrent_write = ("org.plantd.line1", "enabled", False)
-    await pilot.press("2", "e", *"false", "enter", "y")
+    fake.concurrent_write = ("org.plantd.line1", "mode", "local")  # someone else wins
+    await pilot.press("2", "down", "down", "e", *"manual", "enter", "y")
     await pilot.pause()
 
 

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
-from textual.widgets import DataTable
+from rich.console import Console
+from textual.widgets import DataTable, Static
 
 from plantd.tui.app import PlantApp
 from plantd.tui.widgets.confirm import ConfirmDialog
 from plantd.tui.widgets.conflict import ConflictDialog
 from plantd.tui.widgets.edit import EditDialog
-from plantd.tui.widgets.message import MessageDialog
 from tests.tui.conftest import make_app
 from tests.tui.fakes import FakeSource
+
+
+def body_text(screen: Any) -> str:
+    """Plain text of a dialog body as the operator reads it (rich renderables included)."""
+    console = Console(width=70, file=io.StringIO(), color_system=None)
+    with console.capture() as capture:
+        console.print(screen.query_one("#dialog-body", Static).content)
+    return capture.get()
 
 
 def messages(app: PlantApp) -> list[str]:
@@ -72,7 +81,7 @@ async def test_conflict_is_shown_not_overwritten(fake: FakeSource) -> None:
         # the value that won (with its revision) is shown next to the one not written
         assert app.screen.current is not None
         assert (app.screen.current.value, app.screen.current.mod_revision) == (False, 101)
-        body = str(app.screen.query_one("#dialog-body").render())
+        body = body_text(app.screen)
         assert "Now (won)" in body and "false" in body and "rev 101" in body
         assert "Yours" in body and "null" in body and "not written" in body
         table = app.query_one("#keys", DataTable)
@@ -95,7 +104,7 @@ async def test_conflict_close_keeps_table_and_reports_deleted_key(fake: FakeSour
         await pilot.pause()
         assert isinstance(app.screen, ConflictDialog)
         assert app.screen.current is None and app.screen.current_known
-        assert "(key deleted)" in str(app.screen.query_one("#dialog-body").render())
+        assert "(key deleted)" in body_text(app.screen)
         await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, ConflictDialog)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import tzinfo
 from typing import Any
 
 from rich.text import Text
@@ -25,8 +26,9 @@ DELETE_OPS = {"delete", "del", "remove"}
 class StateView(View):
     BINDINGS = bindings_for("state")
 
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, tz: tzinfo | None = None, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.tz = tz
         self.scopes: list[str] = []
         self.scope: str | None = None
         self.keys: dict[str, KeyEntry] = {}
@@ -138,7 +140,7 @@ class StateView(View):
                 key,
                 value,
                 Text(str(entry.mod_revision), justify="right"),
-                format_updated(entry.updated),
+                format_updated(entry.updated, self.tz),
             )
         shown = f"{len(rows)}/{len(self.keys)}" if needle else str(len(self.keys))
         suffix = f"  filter: {self.filter_text!r}" if needle else ""

@@ -1,0 +1,121 @@
+"""A compare-and-set conflict: the value that won next to the operator's, and a reload offer.
+
+The operator must see what they would have overwritten before deciding anything, so the dialog
+shows the key as it is now (fetched after the conflict) right above the value they meant to
+write. It never writes: Reload asks the app to fetch the keys again, Close leaves things as is.
+"""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Label, Static
+
+from plantd.tui.messages import WriteOp
+from plantd.tui.model import format_value
+from plantd.tui.source import KeyEntry
+
+
+def _rev(text: Text, revision: int | None) -> Text:
+    if revision is not None:
+        text.append(f"  rev {revision}", style="dim")
+    return text
+
+
+def describe_conflict(
+    op: WriteOp,
+    current: KeyEntry | None,
+    current_known: bool,
+    conflict_revision: int | None,
+    limit: int = 200,
+) -> Group:
+    """Explanation plus a table: what you loaded, what won, what you wanted (not written)."""
+    head = Text.assemble(
+        (f"{op.target}", "bold"),
+        " was changed by someone else after you loaded it.\n",
+        ("Your value was NOT written.", "bold red"),
+    )
+    table = Table.grid(padding=(0, 1))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    table.add_row("Scope", op.scope)
+    if op.key:
+        table.add_row("Key", op.key)
+    if op.has_old:
+        table.add_row("You loaded", _rev(Text(format_value(op.old, limit)), op.prev_revision))
+    else:
+        table.add_row("You loaded", Text("(no such key)", style="italic dim"))
+    if current is not None:
+        won = _rev(
+            Text(format_value(current.value, limit), style="bold yellow"), current.mod_revision
+        )
+    elif current_known:
+        won = _rev(Text("(key deleted)", style="bold yellow"), conflict_revision)
+    else:
+        won = _rev(Text("(could not read the current value)", style="italic"), conflict_revision)
+    table.add_row(Text("Now (won)", style="bold yellow"), won)
+    mine = (
+        Text(format_value(op.new, limit), style="bold")
+        if op.kind == "set"
+        else Text("(delete the key)", style="bold")
+    )
+    table.add_row("Yours", mine.append("  not written", style="red"))
+    hint = Text(
+        "Reload fetches the keys again; edit once more to apply yours on top.",
+        style="dim",
+    )
+    return Group(head, Text(), table, Text(), hint)
+
+
+class ConflictDialog(ModalScreen[bool]):
+    """Returns True when the operator asks to reload the scope's keys."""
+
+    BINDINGS = [
+        Binding("r", "reload", "Reload"),
+        Binding("escape,c", "close", "Close"),
+    ]
+
+    def __init__(
+        self,
+        op: WriteOp,
+        current: KeyEntry | None,
+        *,
+        current_known: bool,
+        conflict_revision: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.op = op
+        self.current = current
+        self.current_known = current_known
+        self.conflict_revision = conflict_revision
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="danger"):
+            yield Label("Conflict — not written", id="dialog-title")
+            yield Static(
+                describe_conflict(
+                    self.op, self.current, self.current_known, self.conflict_revision
+                ),
+                id="dialog-body",
+            )
+            with Horizontal(id="dialog-buttons"):
+                yield Button("Reload (r)", id="reload", variant="primary", compact=True)
+                yield Button("Close (Esc)", id="close", variant="default", compact=True)
+
+    def on_mount(self) -> None:
+        # reloading only reads: the safe default for a stray Enter
+        self.query_one("#reload", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "reload")
+
+    def action_reload(self) -> None:
+        self.dismiss(True)
+
+    def action_close(self) -> None:
+        self.dismiss(False)
