@@ -22,7 +22,7 @@ import zmq.asyncio
 from plantd.client.reply import DEFAULT_ENDPOINT
 from plantd.protocol import mdp
 from plantd.protocol.mdp import Kind
-from plantd.transport import NOBLOCK, recv_frames, send_frames
+from plantd.transport import NOBLOCK, readable, recv_frames, send_frames
 
 log = logging.getLogger("plantd.worker")
 
@@ -69,9 +69,15 @@ class Worker:
         self.liveness = liveness
         self.reconnect_min = reconnect_min
         self.reconnect_max = reconnect_max
-        self._ctx = context or zmq.asyncio.Context.instance()
+        # plain (not zmq.asyncio) sockets: readiness comes from the event loop watching the fd
+        self._ctx = zmq.Context.shadow(context.underlying) if context else zmq.Context.instance()
         self._ops: dict[bytes, Operation] = {}
-        self._sock: zmq.asyncio.Socket | None = None
+        self._sock: zmq.Socket | None = None
+        self._fd: int | None = None
+        self._beat_handle: asyncio.TimerHandle | None = None
+        self._lost = asyncio.Event()
+        self._last_heard = 0.0
+        self._loop: Any = None  # the running loop, set by each session
         self._stopping = False
         self._handler_task: asyncio.Task[None] | None = None
         self._last_sent = 0.0
@@ -123,71 +129,105 @@ class Worker:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.reconnect_max)
         finally:
-            await self._close(send_disconnect=True)
+            self._close(send_disconnect=True)
 
     async def stop(self) -> None:
         """Leave the broker cleanly (DISCONNECT) and make :meth:`run` return."""
         self._stopping = True
-        await self._close(send_disconnect=True)
+        self._close(send_disconnect=True)
 
-    async def _close(self, *, send_disconnect: bool) -> None:
+    def _close(self, *, send_disconnect: bool) -> None:
         sock, self._sock = self._sock, None
         self.connected.clear()
+        self._lost.set()
         if self._handler_task is not None and not self._handler_task.done():
             self._handler_task.cancel()
         if sock is None:
             return
+        if self._fd is not None:
+            asyncio.get_running_loop().remove_reader(self._fd)
+            self._fd = None
+        if self._beat_handle is not None:
+            self._beat_handle.cancel()
+            self._beat_handle = None
         if send_disconnect:
             try:
-                await sock.send_multipart(mdp.DISCONNECT, zmq.NOBLOCK)
+                send_frames(sock, mdp.DISCONNECT, NOBLOCK)
             except zmq.ZMQError:
                 pass
         sock.close(linger=100 if send_disconnect else 0)
 
-    async def _send(self, sock: zmq.asyncio.Socket, frames: list[bytes]) -> None:
+    def _send(self, sock: zmq.Socket, frames: list[bytes]) -> None:
+        """Send without blocking. A full queue means the broker stopped reading: the message
+        is dropped (the broker expires us and answers the client) rather than stalling."""
         self._last_sent = time.monotonic()
         try:
-            send_frames(sock, frames, NOBLOCK)  # the common case, without pyzmq's overhead
+            send_frames(sock, frames, NOBLOCK)
         except zmq.Again:
-            await sock.send_multipart(frames)
+            log.warning("%s: send queue to broker full, message dropped", self.service)
+        # the socket's fd is edge-triggered: a send can consume the readable edge
+        if readable(sock):
+            self._loop.call_soon(self._drain, sock)
 
     async def _session(self) -> None:
-        """One connection to the broker: READY, then serve until it goes silent or says bye."""
+        """One connection to the broker: READY, then serve until it goes silent or says bye.
+
+        A plain socket whose fd the event loop watches, drained with the Cython receive
+        path, and one timer for heartbeats: no zmq.asyncio future per message, which is most
+        of a worker's CPU at thousands of requests per second.
+        """
+        self._loop = loop = asyncio.get_running_loop()
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(self.endpoint)
         self._sock = sock
+        self._lost = lost = asyncio.Event()
         self._busy_heartbeat_sent = False
-        await self._send(sock, mdp.encode_ready(self.service.encode()))
+        self._last_heard = time.monotonic()
+        self._send(sock, mdp.encode_ready(self.service.encode()))
         self.connections += 1
         self.connected.set()
-        last_heard = time.monotonic()
+        self._fd = sock.getsockopt(zmq.FD)
+        loop.add_reader(self._fd, self._drain, sock)
+        self._beat(sock)
+        self._drain(sock)
+        try:
+            await lost.wait()
+        finally:
+            if self._sock is sock:
+                self._close(send_disconnect=False)
+
+    def _beat(self, sock: zmq.Socket) -> None:
+        """Heartbeat when due; end the session when the broker has been silent too long."""
+        if self._sock is not sock:
+            return
+        now = time.monotonic()
         interval = self.heartbeat_interval
         silence_limit = interval * self.liveness
+        if now - self._last_heard > silence_limit:
+            silent = now - self._last_heard
+            log.warning("%s: no heartbeat from broker for %.1fs", self.service, silent)
+            self._close(send_disconnect=False)
+            return
+        if now - self._last_sent >= interval:
+            self._send(sock, mdp.HEARTBEAT)
+        due = min(self._last_sent + interval, self._last_heard + silence_limit + 0.001)
+        delay = max(0.005, due - time.monotonic())
+        self._beat_handle = self._loop.call_later(delay, self._beat, sock)
+
+    def _drain(self, sock: zmq.Socket) -> None:
         try:
-            while not self._stopping and self._sock is sock:
-                now = time.monotonic()
-                wait = max(0.0, min(self._last_sent + interval, last_heard + silence_limit) - now)
-                if await sock.poll(wait * 1000, zmq.POLLIN):
-                    frames = recv_frames(sock, NOBLOCK)
-                    last_heard = time.monotonic()
-                    await self._on_message(sock, frames)
-                now = time.monotonic()
-                if now - last_heard > silence_limit:
-                    log.warning(
-                        "%s: no heartbeat from broker for %.1fs", self.service, now - last_heard
-                    )
-                    return
-                if now - self._last_sent >= interval:
-                    await self._send(sock, mdp.HEARTBEAT)
+            while self._sock is sock and readable(sock):
+                frames = recv_frames(sock, NOBLOCK)
+                self._last_heard = time.monotonic()
+                self._on_message(sock, frames)
         except zmq.ZMQError as exc:
             if not self._stopping:
                 log.warning("%s: socket error %s", self.service, exc)
-        finally:
             if self._sock is sock:
-                await self._close(send_disconnect=False)
+                self._close(send_disconnect=False)
 
-    async def _on_message(self, sock: zmq.asyncio.Socket, frames: list[bytes]) -> None:
+    def _on_message(self, sock: zmq.Socket, frames: list[bytes]) -> None:
         try:
             cmd = mdp.decode_worker_command(frames)
         except mdp.MalformedMessage as exc:
@@ -200,18 +240,18 @@ class Worker:
                 # tells the broker we heartbeat while busy, so it can hold us to the
                 # heartbeat deadline instead of the long busy timeout (docs/protocol.md)
                 self._busy_heartbeat_sent = True
-                await self._send(sock, mdp.HEARTBEAT)
+                self._send(sock, mdp.HEARTBEAT)
             self._handler_task = asyncio.create_task(self._serve(sock, cmd.client, cmd.body))
         elif cmd.kind is Kind.DISCONNECT:
             log.warning("%s: broker asked us to disconnect; registering again", self.service)
-            self._sock = None  # ends the session loop; run() reconnects
+            self._close(send_disconnect=False)  # ends the session; run() reconnects
 
-    async def _serve(self, sock: zmq.asyncio.Socket, client: bytes, body: list[bytes]) -> None:
+    async def _serve(self, sock: zmq.Socket, client: bytes, body: list[bytes]) -> None:
         try:
             async for part, final in self._dispatch(body):
                 if self._sock is not sock:
                     return  # the connection this request came on is gone: the reply is stale
-                await self._send(sock, mdp.encode_worker_reply(client, part, final))
+                self._send(sock, mdp.encode_worker_reply(client, part, final))
             self.served += 1
         except asyncio.CancelledError:
             raise
