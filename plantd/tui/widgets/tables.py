@@ -23,7 +23,8 @@ def sync_rows(table: DataTable[Any], rows: Mapping[str, Sequence[Any]]) -> None:
             for col, value in zip(columns, values, strict=False):
                 try:
                     if table.get_cell(key, col) != value:
-                        table.update_cell(key, col, value)
+                        # a longer value (a live change) widens its column instead of being cut
+                        table.update_cell(key, col, value, update_width=True)
                 except CellDoesNotExist:
                     pass
         return
