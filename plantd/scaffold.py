@@ -89,6 +89,7 @@ import sys
 import time
 
 from plantd.client import SyncClient
+from plantd.client.errors import PlantdError
 
 
 def free_port() -> int:
@@ -106,12 +107,17 @@ def test_greet(tmp_path) -> None:
     procs = [subprocess.Popen([*run, "broker"], env=env)]
     try:
         procs.append(subprocess.Popen([*run, "{name}"], env=env))
-        deadline = time.monotonic() + 15
-        with SyncClient(endpoint, timeout=2.0, check_reachable=False) as client:
-            while client.mmi_service("{service}") != "200":
-                assert time.monotonic() < deadline, "module did not register"
-                time.sleep(0.1)
-            reply = client.call("{service}", "greet", {{"name": "plant"}})
+        deadline = time.monotonic() + 30  # both processes start (and import) first
+        while True:
+            try:
+                with SyncClient(endpoint, timeout=2.0) as client:
+                    if client.mmi_service("{service}") == "200":
+                        reply = client.call("{service}", "greet", {{"name": "plant"}})
+                        break
+            except PlantdError:
+                pass
+            assert time.monotonic() < deadline, "module did not register"
+            time.sleep(0.2)
         assert reply["data"]["message"] == "hello plant"
     finally:
         for proc in reversed(procs):
