@@ -68,6 +68,10 @@ def broker_env(env: dict[str, str], health_port: int = 0) -> dict[str, str]:
         PLANTD_BROKER_HEALTH_PORT=str(health_port),
         PLANTD_BROKER_HEARTBEAT_INTERVAL="0.25",
         PLANTD_BROKER_REQUEST_TIMEOUT="1.0",
+        # a request that lands on a just-killed worker before it is expired is answered 504
+        # after this (a worker never seen heartbeating while busy may be a foreign one stuck
+        # in a long handler, so production waits 30 s)
+        PLANTD_BROKER_BUSY_TIMEOUT="2.0",
         PLANTD_BROKER_LOG_LEVEL="debug",
         PLANTD_CLIENT_ENDPOINT=tcp(port),
         PLANTD_CLIENT_TIMEOUT="5",

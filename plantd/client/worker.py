@@ -247,59 +247,72 @@ class Worker:
             self._close(send_disconnect=False)  # ends the session; run() reconnects
 
     async def _serve(self, sock: zmq.Socket, client: bytes, body: list[bytes]) -> None:
+        """Run the handler for ``body`` and send its reply (parts, for a streaming handler).
+
+        Plain handlers take a direct path: an async generator around every request cost
+        more than the JSON work of a typical operation.
+        """
         try:
-            async for part, final in self._dispatch(body):
-                if self._sock is not sock:
-                    return  # the connection this request came on is gone: the reply is stale
-                self._send(sock, mdp.encode_worker_reply(client, part, final))
+            op, arg = self._parse(sock, client, body)
+            if op is None:
+                return
+            encode = _raw if op.raw else _json_frame
+            try:
+                result = op.handler(arg)
+                if inspect.isasyncgen(result):
+                    pending: Any = _NOTHING
+                    async for item in result:
+                        if pending is not _NOTHING:
+                            self._reply(sock, client, encode(pending), False)
+                        pending = item
+                    last = None if pending is _NOTHING else pending
+                    self._reply(sock, client, encode(last), True)
+                else:
+                    self._reply(sock, client, encode(await result), True)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("%s: handler for %r failed", self.service, body[0])
+                doc = error_document("internal", f"{type(exc).__name__}: {exc}")
+                self._reply(sock, client, _json_frame(doc), True)
             self.served += 1
-        except asyncio.CancelledError:
-            raise
         except zmq.ZMQError as exc:
             log.warning("%s: could not send reply: %s", self.service, exc)
 
-    async def _dispatch(self, body: list[bytes]) -> AsyncIterator[tuple[list[bytes], bool]]:
-        """Run the handler for ``body``; yield (reply frames, final) pairs."""
+    def _parse(
+        self, sock: zmq.Socket, client: bytes, body: list[bytes]
+    ) -> tuple[Operation | None, Any]:
+        """The operation and its argument; answers the request itself when it is invalid."""
         if not body:
-            yield _json_frame(error_document("bad_request", "empty request body")), True
-            return
+            doc = error_document("bad_request", "empty request body")
+            self._reply(sock, client, _json_frame(doc), True)
+            return None, None
         op = self._ops.get(body[0])
         if op is None:
             name = body[0][:64].decode("utf-8", "replace")
             known = ", ".join(self.operations)
-            yield _json_frame(
-                error_document(
-                    "unknown_operation",
-                    f"unknown operation '{name}' for {self.service} (known: {known})",
-                )
-            ), True
-            return
+            doc = error_document(
+                "unknown_operation",
+                f"unknown operation '{name}' for {self.service} (known: {known})",
+            )
+            self._reply(sock, client, _json_frame(doc), True)
+            return None, None
         if op.raw:
-            arg: Any = body
-        else:
-            try:
-                arg = json.loads(body[1]) if len(body) > 1 and body[1] else {}
-            except ValueError as exc:
-                doc = error_document("invalid_json", f"request is not JSON: {exc}")
-                yield _json_frame(doc), True
-                return
-        encode = (lambda x: x) if op.raw else _json_frame
+            return op, body
         try:
-            result = op.handler(arg)
-            if inspect.isasyncgen(result):
-                pending: Any = _NOTHING
-                async for item in result:
-                    if pending is not _NOTHING:
-                        yield encode(pending), False
-                    pending = item
-                yield encode(None if pending is _NOTHING else pending), True
-            else:
-                yield encode(await result), True
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("%s: handler for %r failed", self.service, body[0])
-            yield _json_frame(error_document("internal", f"{type(exc).__name__}: {exc}")), True
+            return op, (json.loads(body[1]) if len(body) > 1 and body[1] else {})
+        except ValueError as exc:
+            doc = error_document("invalid_json", f"request is not JSON: {exc}")
+            self._reply(sock, client, _json_frame(doc), True)
+            return None, None
+
+    def _reply(self, sock: zmq.Socket, client: bytes, frames: list[bytes], final: bool) -> None:
+        if self._sock is sock:  # else the connection it came on is gone: the reply is stale
+            self._send(sock, mdp.encode_worker_reply(client, frames, final))
+
+
+def _raw(frames: list[bytes]) -> list[bytes]:
+    return frames
 
 
 _NOTHING = object()
