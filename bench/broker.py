@@ -25,6 +25,7 @@ import time
 
 import psutil
 import zmq
+from _common import free_port, stop
 
 HERE = os.path.abspath(__file__)
 SERVICE = b"echo"
@@ -47,12 +48,6 @@ DIALECTS = {
         "client": [b"MDPC02", b"\x01", SERVICE],
     },
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- processes --------------------------------------------------------------------------
@@ -168,16 +163,6 @@ def spawn(*args: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         text=True,
     )
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(3)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(3)
 
 
 def wait_port(port: int) -> None:

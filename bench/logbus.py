@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,18 +31,12 @@ import time
 import uuid
 from pathlib import Path
 
+from _common import free_port, stop
+
 HERE = os.path.abspath(__file__)
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, ROOT)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-# --- roles (child processes) ------------------------------------------------------------
 
 
 def run_broker(endpoint: str, front: str, back: str) -> None:
@@ -131,16 +124,6 @@ def run_producer(front: str, name: str, rate: float, seconds: float) -> None:
 def spawn(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, HERE, *args], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def probe_logger(front: str) -> tuple[logging.Logger, logging.Handler]:

@@ -15,23 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import plain_sqlite
+
 from plantd.state import StateStore
-
-
-def plain_sqlite(path: Path, seconds: float) -> float:
-    """One INSERT + COMMIT per row: what every write costs without batching."""
-    con = sqlite3.connect(path, isolation_level=None)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.execute("PRAGMA synchronous=FULL")
-    con.execute("CREATE TABLE kv(k TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID")
-    n, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
-        con.execute("BEGIN IMMEDIATE")
-        con.execute("INSERT OR REPLACE INTO kv VALUES(?, ?)", (f"k{n % 1000}", '{"v":1}'))
-        con.execute("COMMIT")
-        n += 1
-    con.close()
-    return n / elapsed
 
 
 async def store_sets(path: Path, seconds: float, writers: int) -> tuple[float, float, int]:

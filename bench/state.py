@@ -24,7 +24,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -36,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import zmq
+from _common import free_port, plain_sqlite, stop
 
 from plantd.protocol import mdp
 
@@ -44,11 +44,6 @@ ECHO = b"org.plantd.module.Echo"
 ECHO_POOL = b"org.plantd.bench.EchoPool"
 BUSES = ("state", "event", "metric", "log")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tcp(port: int) -> str:
@@ -111,16 +106,6 @@ def start(name: str, env: dict[str, str], home: Path) -> subprocess.Popen[bytes]
         time.sleep(0.05)
     proc.kill()
     raise RuntimeError(f"{name} not healthy in 30s")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def run_echo_pool(endpoint: str, workers: int) -> None:
@@ -267,23 +252,6 @@ async def watch_latency(endpoint: str, bus: str, count: int) -> list[float]:
     return lat
 
 
-def plain_sqlite(directory: Path, seconds: float) -> float:
-    """One INSERT + COMMIT per row, WAL + synchronous=FULL: the per-write fsync floor."""
-    path = directory / "plain.db"
-    con = sqlite3.connect(path, isolation_level=None)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.execute("PRAGMA synchronous=FULL")
-    con.execute("CREATE TABLE kv(k TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID")
-    n, start_t = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start_t) < seconds:
-        con.execute("BEGIN IMMEDIATE")
-        con.execute("INSERT OR REPLACE INTO kv VALUES(?, ?)", (f"k{n % 1000}", '{"v":1}'))
-        con.execute("COMMIT")
-        n += 1
-    con.close()
-    return n / elapsed
-
-
 def plant_get_wall(env: dict[str, str], runs: int = 20) -> tuple[float, float]:
     """Median and min wall time of ``plant state get`` as a whole process (seconds)."""
     plant = shutil.which("plant", path=os.path.dirname(sys.executable)) or "plant"
@@ -343,7 +311,7 @@ def main() -> None:
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3
         rows.append(("watch delivery set -> bus event, p50", f"{p50:12.2f} ms"))
         rows.append(("watch delivery set -> bus event, p99", f"{p99:12.2f} ms"))
-        plain = plain_sqlite(tmp, args.seconds)
+        plain = plain_sqlite(Path(tmp) / "plain.db", args.seconds)
         rows.append(("plain sqlite3 durable commits, 1 row each", f"{plain:12,.0f}/s"))
         med, best = plant_get_wall(env)
         rows.append(("`plant state get` whole process, median of 20", f"{med * 1e3:12.1f} ms"))
