@@ -27,6 +27,9 @@ WORKER_STYLES = {
     "?": ("?", "dim"),
 }
 
+#: sort order of worker statuses in the table (lower first)
+SEVERITY = {"expired": 0, "late": 1, "?": 2, "ok": 3}
+
 
 def service_health(svc: ServiceInfo) -> str:
     """Broker-reported status if any; otherwise no worker = DOWN, backlog = DEGRADED."""
@@ -96,10 +99,19 @@ class OverviewView(View):
         if data.workers is not None:
             wrows: dict[str, tuple[object, ...]] = {}
             late = 0
-            for w in data.workers:
-                status = heartbeat_status(
+            statuses = {
+                w.identity: heartbeat_status(
                     w.heartbeat_age, self.broker.heartbeat_interval, self.broker.liveness
                 )
+                for w in data.workers
+            }
+            # problems first: at 80x24 a late worker must not hide below 30 healthy ones
+            ordered = sorted(
+                data.workers,
+                key=lambda w: (SEVERITY.get(statuses[w.identity], 2), w.service, w.identity),
+            )
+            for w in ordered:
+                status = statuses[w.identity]
                 late += status in ("late", "expired")
                 label, style = WORKER_STYLES[status]
                 wrows[f"{w.service}/{w.identity}"] = (
