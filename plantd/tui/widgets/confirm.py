@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from rich.table import Table
 from rich.text import Text
-from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
-from textual.widgets import Button, Label, Static
 
 from plantd.tui.messages import WriteOp
 from plantd.tui.model import format_value
+from plantd.tui.widgets.choice import ChoiceDialog
 
 TITLES = {
     "set": "Set value",
@@ -54,36 +51,28 @@ def describe(op: WriteOp, limit: int = 200) -> Table:
     return table
 
 
-class ConfirmDialog(ModalScreen[bool]):
+class ConfirmDialog(ChoiceDialog):
     """Returns True only on an explicit confirm (y or the Confirm button)."""
 
     BINDINGS = [
-        Binding("y", "confirm", "Confirm"),
-        Binding("n,escape", "cancel", "Cancel"),
+        Binding("y", "yes", "Confirm"),
+        Binding("n,escape", "no", "Cancel"),
     ]
+    YES_LABEL = "Confirm (y)"
+    NO_LABEL = "Cancel (n)"
 
     def __init__(self, op: WriteOp) -> None:
         super().__init__()
         self.op = op
 
-    def compose(self) -> ComposeResult:
-        danger = self.op.kind in ("delete", "delete-scope")
-        with Vertical(id="dialog", classes="danger" if danger else ""):
-            yield Label(f"{TITLES.get(self.op.kind, self.op.kind)}?", id="dialog-title")
-            yield Static(describe(self.op), id="dialog-body")
-            with Horizontal(id="dialog-buttons"):
-                variant = "error" if danger else "warning"
-                yield Button("Confirm (y)", id="confirm", variant=variant, compact=True)
-                yield Button("Cancel (n)", id="cancel", variant="default", compact=True)
+    def danger(self) -> bool:
+        return self.op.kind in ("delete", "delete-scope")
 
-    def on_mount(self) -> None:
-        self.query_one("#cancel", Button).focus()
+    def yes_variant(self) -> str:
+        return "error" if self.danger() else "warning"
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "confirm")
+    def dialog_title(self) -> str:
+        return f"{TITLES.get(self.op.kind, self.op.kind)}?"
 
-    def action_confirm(self) -> None:
-        self.dismiss(True)
-
-    def action_cancel(self) -> None:
-        self.dismiss(False)
+    def dialog_body(self) -> Table:
+        return describe(self.op)

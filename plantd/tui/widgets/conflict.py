@@ -10,15 +10,12 @@ from __future__ import annotations
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
-from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
-from textual.widgets import Button, Label, Static
 
 from plantd.tui.messages import WriteOp
 from plantd.tui.model import format_value
 from plantd.tui.source import KeyEntry
+from plantd.tui.widgets.choice import ChoiceDialog
 
 
 def _rev(text: Text, revision: int | None) -> Text:
@@ -72,13 +69,16 @@ def describe_conflict(
     return Group(head, Text(), table, Text(), hint)
 
 
-class ConflictDialog(ModalScreen[bool]):
+class ConflictDialog(ChoiceDialog):
     """Returns True when the operator asks to reload the scope's keys."""
 
     BINDINGS = [
-        Binding("r", "reload", "Reload"),
-        Binding("escape,c", "close", "Close"),
+        Binding("r", "yes", "Reload"),
+        Binding("escape,c", "no", "Close"),
     ]
+    YES_LABEL = "Reload (r)"
+    NO_LABEL = "Close (Esc)"
+    SAFE = "yes"  # reloading only reads: the safe default for a stray Enter
 
     def __init__(
         self,
@@ -94,28 +94,13 @@ class ConflictDialog(ModalScreen[bool]):
         self.current_known = current_known
         self.conflict_revision = conflict_revision
 
-    def compose(self) -> ComposeResult:
-        with Vertical(id="dialog", classes="danger"):
-            yield Label("Conflict — not written", id="dialog-title")
-            yield Static(
-                describe_conflict(
-                    self.op, self.current, self.current_known, self.conflict_revision
-                ),
-                id="dialog-body",
-            )
-            with Horizontal(id="dialog-buttons"):
-                yield Button("Reload (r)", id="reload", variant="primary", compact=True)
-                yield Button("Close (Esc)", id="close", variant="default", compact=True)
+    def danger(self) -> bool:
+        return True
 
-    def on_mount(self) -> None:
-        # reloading only reads: the safe default for a stray Enter
-        self.query_one("#reload", Button).focus()
+    def dialog_title(self) -> str:
+        return "Conflict — not written"
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "reload")
-
-    def action_reload(self) -> None:
-        self.dismiss(True)
-
-    def action_close(self) -> None:
-        self.dismiss(False)
+    def dialog_body(self) -> Group:
+        return describe_conflict(
+            self.op, self.current, self.current_known, self.conflict_revision
+        )
