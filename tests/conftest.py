@@ -95,12 +95,9 @@ def stack_env(env: dict[str, str]) -> dict[str, str]:
         front = env[f"PLANTD_BROKER_{bus.upper()}_FRONTEND"]
         back = env[f"PLANTD_BROKER_{bus.upper()}_BACKEND"]
         for name in WORKER_DAEMONS:
-            # daemon settings name the bus endpoints <bus>_frontend/_backend, modules
-            # (plantd.module.ModuleSettings) <bus>_bus/_bus_sub: set both spellings
-            env[f"PLANTD_{name}_{bus.upper()}_FRONTEND"] = front
-            env[f"PLANTD_{name}_{bus.upper()}_BACKEND"] = back
+            # <bus>_bus: where a daemon publishes; <bus>_bus_sub: where it subscribes
             env[f"PLANTD_{name}_{bus.upper()}_BUS_SUB"] = back
-            if bus != "log":
+            if bus != "log":  # <log>_bus is set above, with the other per-daemon settings
                 env[f"PLANTD_{name}_{bus.upper()}_BUS"] = front
     return env
 

@@ -33,8 +33,9 @@ class StateSettings(DaemonSettings):
     liveness: int = 3
     #: SQLite file (default ``$PLANTD_HOME/data/state.db``)
     db: Path | None = None
-    #: state bus frontend: every committed change is published here (topic = scope)
-    state_frontend: str = "tcp://127.0.0.1:11000"
+    #: state bus frontend: every committed change is published here (topic = scope);
+    #: named as in ModuleSettings
+    state_bus: str = "tcp://127.0.0.1:11000"
     #: MDP workers in this process = requests served concurrently (group commit width)
     workers: int = 32
     history_size: int = 10_000
@@ -117,7 +118,7 @@ class StateDaemon(Daemon):
             raise StartupRefused(exc.message, ExitCode.CONFLICT) from None
         except CorruptDatabase as exc:
             raise StartupRefused(exc.message) from None
-        publisher = Publisher(s.state_frontend) if s.state_frontend.strip() else None
+        publisher = Publisher(s.state_bus) if s.state_bus.strip() else None
         try:
             service = StateService(
                 store,

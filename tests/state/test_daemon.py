@@ -87,7 +87,7 @@ def test_second_daemon_on_the_same_file_is_refused(stack: Stack, tmp_path: Path)
         PLANTD_STATE_DB=str(stack.db),
         PLANTD_STATE_ENDPOINT=stack.endpoint,
         PLANTD_STATE_LOG_BUS="",
-        PLANTD_STATE_STATE_FRONTEND=stack.bus()[0],
+        PLANTD_STATE_STATE_BUS=stack.bus()[0],
     )
     before = digest(stack.db)
     second = StateProcess(env, home2, tag="second")
