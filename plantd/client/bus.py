@@ -9,6 +9,8 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from plantd.transport import NOBLOCK, send_frames
+
 
 def encode_event(topic: str, doc: Any) -> list[bytes]:
     return [topic.encode(), json.dumps(doc, separators=(",", ":"), default=str).encode()]
@@ -32,7 +34,7 @@ class Publisher:
     def publish_nowait(self, topic: str, doc: Any) -> bool:
         """Publish from sync code (logging handlers); False if the message was dropped."""
         try:
-            self._sock.send_multipart(encode_event(topic, doc), zmq.NOBLOCK)
+            send_frames(self._sock, encode_event(topic, doc), NOBLOCK)
         except zmq.Again:
             self.dropped += 1
             return False
