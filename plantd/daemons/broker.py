@@ -64,15 +64,15 @@ class _BrokerCollector:
 
         core = self.server.core
         for name, value in dataclasses.asdict(core.counters).items():
-            fam = CounterMetricFamily(f"plantd_broker_{name}", f"Broker counter {name}")
-            fam.add_metric([], value)
-            yield fam
-        services = GaugeMetricFamily("plantd_broker_services", "Known services")
-        services.add_metric([], len(core.services))
-        yield services
-        workers = GaugeMetricFamily("plantd_broker_workers", "Connected workers")
-        workers.add_metric([], len(core.workers))
-        yield workers
+            yield CounterMetricFamily(
+                f"plantd_broker_{name}", f"Broker counter {name}", value=value
+            )
+        yield GaugeMetricFamily(
+            "plantd_broker_services", "Known services", value=len(core.services)
+        )
+        yield GaugeMetricFamily(
+            "plantd_broker_workers", "Connected workers", value=len(core.workers)
+        )
         queued = GaugeMetricFamily(
             "plantd_broker_queued_requests", "Requests waiting for a worker", labels=["service"]
         )

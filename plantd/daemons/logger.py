@@ -140,26 +140,26 @@ class LoggerModule(Module):
 
         c = self.store.counters()
         for key in ("received", "invalid", "stored", "dropped", "failed", "trimmed"):
-            fam = CounterMetricFamily(f"plantd_logger_records_{key}", f"Log records {key}")
-            fam.add_metric([], c[key])
-            yield fam
-        missed = CounterMetricFamily(
-            "plantd_logger_records_missed", "Records lost before reaching the logger (seq gaps)"
+            yield CounterMetricFamily(
+                f"plantd_logger_records_{key}", f"Log records {key}", value=c[key]
+            )
+        yield CounterMetricFamily(
+            "plantd_logger_records_missed",
+            "Records lost before reaching the logger (seq gaps)",
+            value=sum(p.missed for p in self.store.producers.values()),
         )
-        missed.add_metric([], sum(p.missed for p in self.store.producers.values()))
-        yield missed
-        pending = GaugeMetricFamily("plantd_logger_pending", "Records waiting to be written")
-        pending.add_metric([], c["pending"])
-        yield pending
+        yield GaugeMetricFamily(
+            "plantd_logger_pending", "Records waiting to be written", value=c["pending"]
+        )
         if self.forwarder is not None:
             f = self.forwarder.counters()
             for key in ("sent", "dropped", "failed", "retries"):
-                fam = CounterMetricFamily(f"plantd_logger_loki_{key}", f"Loki records {key}")
-                fam.add_metric([], f[key])
-                yield fam
-            queued = GaugeMetricFamily("plantd_logger_loki_queued", "Records queued for Loki")
-            queued.add_metric([], f["queued"])
-            yield queued
+                yield CounterMetricFamily(
+                    f"plantd_logger_loki_{key}", f"Loki records {key}", value=f[key]
+                )
+            yield GaugeMetricFamily(
+                "plantd_logger_loki_queued", "Records queued for Loki", value=f["queued"]
+            )
 
 
 DAEMON = LoggerModule

@@ -143,18 +143,18 @@ class MetricModule(Module):
 
         if self.producer is not None:
             for key in ("published", "dropped", "errors"):
-                fam = CounterMetricFamily(f"plantd_metric_samples_{key}", f"Samples {key}")
-                fam.add_metric([], getattr(self.producer, key))
-                yield fam
+                yield CounterMetricFamily(
+                    f"plantd_metric_samples_{key}",
+                    f"Samples {key}",
+                    value=getattr(self.producer, key),
+                )
         if self.store is not None:
             c = self.store.counters()
             for key in ("received", "invalid", "stored"):
-                fam = CounterMetricFamily(f"plantd_metric_store_{key}", f"Samples {key}")
-                fam.add_metric([], c[key])
-                yield fam
-            channels = GaugeMetricFamily("plantd_metric_channels", "Known channels")
-            channels.add_metric([], c["channels"])
-            yield channels
+                yield CounterMetricFamily(
+                    f"plantd_metric_store_{key}", f"Samples {key}", value=c[key]
+                )
+            yield GaugeMetricFamily("plantd_metric_channels", "Known channels", value=c["channels"])
 
 
 DAEMON = MetricModule

@@ -69,9 +69,7 @@ class _StateCollector:
             "queue_depth": ("Writes waiting for the committer", store._queue.qsize()),
         }
         for name, (doc, value) in gauges.items():
-            fam = GaugeMetricFamily(f"plantd_state_{name}", doc)
-            fam.add_metric([], value)
-            yield fam
+            yield GaugeMetricFamily(f"plantd_state_{name}", doc, value=value)
         counters = {
             "commits": ("Durable write transactions", store.commits),
             "ops_applied": ("Write operations applied", store.ops_applied),
@@ -81,9 +79,7 @@ class _StateCollector:
             "events_dropped": ("Changes the bus publisher dropped", svc.publish_dropped),
         }
         for name, (doc, value) in counters.items():
-            fam = CounterMetricFamily(f"plantd_state_{name}", doc)
-            fam.add_metric([], value)
-            yield fam
+            yield CounterMetricFamily(f"plantd_state_{name}", doc, value=value)
 
 
 class StateDaemon(Daemon):
