@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import zmq
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -42,3 +44,16 @@ def plain_sqlite(path: Path, seconds: float) -> float:
         n += 1
     con.close()
     return n / elapsed
+
+
+def dealers(endpoint: str, n: int) -> tuple[list[zmq.Socket], zmq.Poller]:
+    """``n`` DEALER sockets connected to ``endpoint`` (one request in flight each), polled."""
+    ctx = zmq.Context.instance()
+    socks, poller = [], zmq.Poller()
+    for _ in range(n):
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(endpoint)
+        poller.register(s, zmq.POLLIN)
+        socks.append(s)
+    return socks, poller

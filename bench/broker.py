@@ -25,7 +25,7 @@ import time
 
 import psutil
 import zmq
-from _common import free_port, stop
+from _common import dealers, free_port, stop
 
 HERE = os.path.abspath(__file__)
 SERVICE = b"echo"
@@ -109,16 +109,8 @@ def run_ours(endpoint: str) -> None:
 
 def run_load(endpoint: str, dialect: str, inflight: int, seconds: float, raw: bool) -> None:
     """N DEALERs, one request in flight each, for ``seconds``; prints JSON latencies."""
-    ctx = zmq.Context.instance()
     request = [b"", *PAYLOAD] if raw else [*DIALECTS[dialect]["client"], *PAYLOAD]
-    socks = []
-    poller = zmq.Poller()
-    for _ in range(inflight):
-        s = ctx.socket(zmq.DEALER)
-        s.setsockopt(zmq.LINGER, 0)
-        s.connect(endpoint)
-        poller.register(s, zmq.POLLIN)
-        socks.append(s)
+    socks, poller = dealers(endpoint, inflight)
     # warm-up: one round trip per socket
     for s in socks:
         s.send_multipart(request)

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import zmq
-from _common import free_port, plain_sqlite, stop
+from _common import dealers, free_port, plain_sqlite, stop
 
 from plantd.protocol import mdp
 
@@ -71,7 +71,8 @@ def stack_env(home: Path, workers: int) -> dict[str, str]:
         front, back = tcp(free_port()), tcp(free_port())
         env[f"PLANTD_BROKER_{bus.upper()}_FRONTEND"] = front
         env[f"PLANTD_BROKER_{bus.upper()}_BACKEND"] = back
-        env[f"PLANTD_STATE_{bus.upper()}_FRONTEND"] = front
+        if bus != "log":  # the state daemon publishes on <bus>_bus (as modules do)
+            env[f"PLANTD_STATE_{bus.upper()}_BUS"] = front
     env["PLANTD_CLIENT_STATE_BUS"] = env["PLANTD_BROKER_STATE_BACKEND"]
     for name in ("STATE", "ECHO"):
         env[f"PLANTD_{name}_ENDPOINT"] = endpoint
@@ -147,15 +148,7 @@ def load(
     seconds: float,
 ) -> tuple[float, int]:
     """``inflight`` DEALERs with one request each for ``seconds``: (requests/s, failures)."""
-    ctx = zmq.Context.instance()
-    socks = []
-    poller = zmq.Poller()
-    for _ in range(inflight):
-        s = ctx.socket(zmq.DEALER)
-        s.setsockopt(zmq.LINGER, 0)
-        s.connect(endpoint)
-        poller.register(s, zmq.POLLIN)
-        socks.append(s)
+    socks, poller = dealers(endpoint, inflight)
     n = failed = 0
     seq = 0
 
