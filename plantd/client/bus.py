@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
 import zmq
 import zmq.asyncio
 
+from plantd.protocol import jsoncodec
 from plantd.transport import NOBLOCK, send_frames
 
 
 def encode_event(topic: str, doc: Any) -> list[bytes]:
-    return [topic.encode(), json.dumps(doc, separators=(",", ":"), default=str).encode()]
+    return [topic.encode(), jsoncodec.dumps(doc, default=str)]
 
 
 class Publisher:
@@ -74,7 +74,7 @@ class Subscriber:
         frames = await self._sock.recv_multipart()
         topic = frames[0].decode("utf-8", "replace")
         try:
-            doc = json.loads(frames[1]) if len(frames) > 1 else None
+            doc = jsoncodec.loads(frames[1]) if len(frames) > 1 else None
         except ValueError:
             doc = frames[1].decode("utf-8", "replace")
         return topic, doc

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,7 +19,7 @@ import zmq
 import zmq.asyncio
 
 from plantd.client.reply import DEFAULT_ENDPOINT
-from plantd.protocol import mdp
+from plantd.protocol import jsoncodec, mdp
 from plantd.protocol.mdp import Kind
 from plantd.transport import NOBLOCK, readable, recv_frames, send_frames
 
@@ -44,7 +43,7 @@ def error_document(code: str, message: str) -> dict[str, Any]:
 
 
 def _json_frame(doc: Any) -> list[bytes]:
-    return [json.dumps(doc, separators=(",", ":"), default=str).encode()]
+    return [jsoncodec.dumps(doc, default=str)]
 
 
 class Worker:
@@ -300,7 +299,7 @@ class Worker:
         if op.raw:
             return op, body
         try:
-            return op, (json.loads(body[1]) if len(body) > 1 and body[1] else {})
+            return op, (jsoncodec.loads(body[1]) if len(body) > 1 and body[1] else {})
         except ValueError as exc:
             doc = error_document("invalid_json", f"request is not JSON: {exc}")
             self._reply(sock, client, _json_frame(doc), True)

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from plantd.protocol import jsoncodec
 from plantd.state.errors import Conflict, StateError
 from plantd.state.store import StateStore
 
@@ -68,8 +69,7 @@ class Reject(Exception):
         self.doc = error_doc(code, message, **extra)
 
 
-def _dumps(doc: Any) -> bytes:
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+_dumps = jsoncodec.dumps
 
 
 class Request:
@@ -286,7 +286,7 @@ class StateService:
             doc = await self.dispatch(op, body[1:])
             try:
                 return [_dumps(doc)]
-            except ValueError as exc:  # NaN sneaking out of a value: never crash the reply
+            except (TypeError, ValueError) as exc:  # never crash the reply
                 return [_dumps(error_doc("internal", f"{op}: reply not encodable: {exc}"))]
 
         return handle
@@ -301,7 +301,7 @@ class StateService:
         if not frames or not frames[0].strip():
             return {}
         try:
-            doc = json.loads(frames[0])
+            doc = jsoncodec.loads(frames[0])
         except UnicodeDecodeError as exc:
             raise Reject("invalid_json", f"{op}: request is not UTF-8: {exc}") from None
         except ValueError as exc:

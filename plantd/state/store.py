@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from plantd.protocol import jsoncodec
 from plantd.state.errors import (
     Compacted,
     Conflict,
@@ -118,19 +119,20 @@ class Limits:
 # --------------------------------------------------------------------------- validation
 
 
-_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-"""Compact JSON text as stored; built once (``json.dumps`` with options builds one per call)."""
+_CANONICAL = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+"""Value text inside request fingerprints: the stdlib's, as in every stored fingerprint so far
+(stored value text comes from orjson, which writes some floats differently, e.g. 1e-7)."""
 
 
 def _encode_value(value: Any, limits: Limits, what: str) -> str:
+    """Compact JSON text of a value as stored; NaN, Infinity and non-JSON types refused."""
     try:
-        text = _JSON.encode(value)
+        data = jsoncodec.dumps_strict(value)
     except (TypeError, ValueError) as e:
         raise InvalidArgument(f"{what}: value is not JSON-serializable: {e}") from None
-    size = len(text) if text.isascii() else len(text.encode("utf-8"))
-    if size > limits.max_value_bytes:
-        raise LimitExceeded("max_value_bytes", limits.max_value_bytes, size, what)
-    return text
+    if len(data) > limits.max_value_bytes:
+        raise LimitExceeded("max_value_bytes", limits.max_value_bytes, len(data), what)
+    return data.decode()
 
 
 def _check_name(name: Any, kind: str, limit_name: str, maximum: int) -> str:
@@ -418,7 +420,8 @@ class _KeyOp:
         raise NotFound(f"cannot delete {where}: {what} {name} not found", **extra)
 
     def describe(self) -> list[Any]:
-        return [self.op, self.scope, self.key, self.text, self.ttl, self.prev_revision]
+        text = _CANONICAL.encode(self.value) if self.op == "set" else None
+        return [self.op, self.scope, self.key, text, self.ttl, self.prev_revision]
 
 
 class _TxnOp(_Op):
@@ -575,7 +578,7 @@ class _ImportOp(_Op):
         self.request_id = request_id
 
     def fingerprint(self) -> str:
-        items = {s: [(k, t) for k, t, _ in kv] for s, kv in self.scopes.items()}
+        items = {s: [(k, _CANONICAL.encode(v)) for k, _, v in kv] for s, kv in self.scopes.items()}
         return _fingerprint("import", self.replace, items)
 
     def apply(self, b: _Batch) -> dict[str, Any]:
@@ -1225,7 +1228,7 @@ class StateStore:
                         f"request_id {rid!r} was already used for a different request",
                         request_id=rid,
                     )
-                doc = json.loads(hit[1])
+                doc = jsoncodec.loads(hit[1])
                 if "error" in doc:
                     return False, StateError.from_dict(doc["error"])
                 return True, doc["result"]
@@ -1325,7 +1328,7 @@ class StateStore:
         return {
             "scope": scope,
             "key": key,
-            "value": json.loads(text),
+            "value": jsoncodec.loads(text),
             "create_revision": crev,
             "mod_revision": mrev,
             "version": ver,
@@ -1409,7 +1412,7 @@ class StateStore:
                 "expires": expires,
             }
             if include_values:
-                item["value"] = json.loads(text)
+                item["value"] = jsoncodec.loads(text)
             out.append(item)
         return out
 
@@ -1461,7 +1464,7 @@ class StateStore:
                 "scope": scope,
                 "key": key,
                 "op": op,
-                "value": json.loads(text) if text is not None else None,
+                "value": jsoncodec.loads(text) if text is not None else None,
                 "revision": rev,
                 "ts": ts,
             }
@@ -1485,7 +1488,7 @@ class StateStore:
         rev, scopes, rows = await self._read_txn("export", read)
         out: dict[str, dict[str, Any]] = {s: {} for s in scopes}
         for scope, key, text in rows:
-            out.setdefault(scope, {})[key] = json.loads(text)
+            out.setdefault(scope, {})[key] = jsoncodec.loads(text)
         return {"format": "plantd-state", "version": 1, "revision": rev, "scopes": out}
 
     async def health(self) -> dict[str, Any]:
