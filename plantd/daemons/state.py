@@ -66,7 +66,7 @@ class _StateCollector:
         gauges = {
             "revision": ("Current global revision", store.revision),
             "compact_revision": ("Newest revision dropped from history", store.compact_revision),
-            "queue_depth": ("Writes waiting for the committer", store._queue.qsize()),
+            "queue_depth": ("Writes waiting for the committer", store.queue_depth),
         }
         for name, (doc, value) in gauges.items():
             yield GaugeMetricFamily(f"plantd_state_{name}", doc, value=value)

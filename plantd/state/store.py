@@ -17,6 +17,7 @@ Design (see ``docs/state.md``):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import errno
 import fcntl
@@ -364,6 +365,19 @@ class _Committed:
     compact: int
     history: int
     requests: int
+
+
+@dataclass
+class _Drained:
+    """One drain of the write queue: its writes and the commit (or the error) they got."""
+
+    batch: list[tuple[_Op, asyncio.Future[Any]]]
+    committed: _Committed | None
+    error: BaseException | None
+
+
+_DRAINS_AHEAD = 2
+"""Drain jobs queued on the writer's thread: one committing, one ready to take the next batch."""
 
 
 # --------------------------------------------------------------------------- operations
@@ -735,7 +749,14 @@ class StateStore:
         self._lock: _FileLock
         self._gets: list[tuple[str, str, float, asyncio.Future[tuple[Any, ...]]]] = []
         self._get_task: asyncio.Task[None] | None = None
-        self._queue: asyncio.Queue[tuple[_Op, asyncio.Future[Any]] | None] = asyncio.Queue()
+        # writes waiting for a drain: appended on the event loop, taken on the writer's thread
+        self._pending: collections.deque[tuple[_Op, asyncio.Future[Any]]] = collections.deque()
+        self._drains: asyncio.Queue[asyncio.Future[_Drained | None] | None] = asyncio.Queue()
+        self._outstanding = 0  # drains started and not yet adopted by the committer
+        self._stopping = False
+        # (revision, compact_revision, history events, request ids) as of the last commit:
+        # owned by the writer's thread once the committer runs
+        self._wstate = (0, 0, 0, 0)
         self._listeners: list[Listener] = []
         self._committer: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -884,6 +905,12 @@ class StateStore:
             "SELECT (SELECT count(*) FROM changes), (SELECT count(*) FROM requests)"
         )
         self._history_count, self._request_count = next(iter(rows))
+        self._wstate = (
+            self.revision,
+            self.compact_revision,
+            self._history_count,
+            self._request_count,
+        )
         try:  # batched txn lookups need JSON1 (built in since SQLite 3.38)
             await self._writer.execute_fetchall("SELECT count(*) FROM json_each('[1]')")
         except sqlite3.OperationalError:
@@ -899,7 +926,7 @@ class StateStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
         if self._committer:
-            self._queue.put_nowait(None)
+            self._drains.put_nowait(None)
             await self._committer
         if self._get_task is not None:
             await asyncio.wait([self._get_task])  # answer gets already issued
@@ -916,6 +943,11 @@ class StateStore:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    @property
+    def queue_depth(self) -> int:
+        """Writes waiting for a drain (not yet in a transaction)."""
+        return len(self._pending)
 
     # ------------------------------------------------------------------ change feed
 
@@ -1073,69 +1105,94 @@ class StateStore:
         return _KeyOp(kind, scope, key, prev_revision=prev)
 
     async def _submit(self, op: _Op) -> dict[str, Any]:
-        if self._closed:
+        if self._closed or self._stopping:
             raise StorageError("state store is closed")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((op, fut))
+        self._pending.append((op, fut))
+        if self._outstanding < _DRAINS_AHEAD:
+            self._start_drain()
         return await fut
 
     # ------------------------------------------------------------------ committer
+    #
+    # Group commit, pull style: a drain job on the writer's thread takes EVERY write waiting
+    # at the moment it starts, applies them in one transaction and commits. Two drains are
+    # kept queued on that thread, so when one commit ends the next batch starts at once
+    # with whatever arrived meanwhile, without a round trip through the event loop. The
+    # committer task adopts finished drains in order: publish the changes, then acknowledge.
+
+    def _start_drain(self) -> None:
+        self._outstanding += 1
+        self._drains.put_nowait(asyncio.ensure_future(_on_db_thread(self._writer, self._drain)))
+
+    def _drain(self, db: sqlite3.Connection) -> _Drained | None:
+        """Writer's thread: commit everything queued now as ONE transaction."""
+        if self._stopping:
+            return None  # the committer is gone: nobody would acknowledge these writes
+        batch: list[tuple[_Op, asyncio.Future[Any]]] = []
+        pending = self._pending
+        while pending and len(batch) < self._batch_max:
+            op, fut = pending.popleft()
+            if not fut.done():  # a caller cancelled before this point was never acknowledged
+                batch.append((op, fut))
+        if not batch:
+            return None
+        try:
+            done = self._write_batch([op for op, _ in batch], self._clock(), self._wstate, db)
+        except BaseException as e:  # rolled back: every caller of the batch gets the error
+            return _Drained(batch, None, e)
+        self._wstate = (done.revision, done.compact, done.history, done.requests)
+        return _Drained(batch, done, None)
 
     async def _commit_loop(self) -> None:
+        """Adopt drains in commit order; on close, run until nothing is waiting."""
         while True:
-            item = await self._queue.get()
-            batch = []
-            stop = item is None
-            if item is not None:
-                batch.append(item)
-            while len(batch) < self._batch_max and not self._queue.empty():
-                nxt = self._queue.get_nowait()
-                if nxt is None:
-                    stop = True
-                else:
-                    batch.append(nxt)
-            if batch:
-                await self._run_batch(batch)
-            if stop and self._queue.empty():
-                return
-            if stop:
-                self._queue.put_nowait(None)
+            job = await self._drains.get()
+            if job is None:  # close(): stop once everything queued before it is durable
+                if not self._pending:
+                    return
+                self._start_drain()
+                self._drains.put_nowait(None)
+                continue
+            try:
+                drained = await asyncio.shield(job)
+            except asyncio.CancelledError:
+                await self._settle_after_cancel(job)
+                raise
+            self._outstanding -= 1
+            if drained is not None:
+                await self._finish_batch(drained)
+            if self._pending and self._outstanding < _DRAINS_AHEAD:
+                self._start_drain()
 
-    async def _run_batch(self, batch: list[tuple[_Op, asyncio.Future[Any]]]) -> None:
-        # a caller cancelled before we started was never acknowledged: skip its write
-        batch = [(op, fut) for op, fut in batch if not fut.done()]
-        if not batch:
-            return
-        start = (self.revision, self.compact_revision, self._history_count, self._request_count)
-        write = functools.partial(self._write_batch, [op for op, _ in batch], self._clock(), start)
-        job = asyncio.ensure_future(_on_db_thread(self._writer, write))
-        try:
-            await asyncio.shield(job)
-        except asyncio.CancelledError:
-            # the thread finishes the transaction regardless: report its real outcome, so
-            # nobody is told "not applied" about a committed write
+    async def _settle_after_cancel(self, job: asyncio.Future[_Drained | None]) -> None:
+        """The committer is being cancelled: report the real outcome of every write already
+        on the writer's thread (nobody is told "not applied" about a committed write) and
+        refuse the writes no drain has taken."""
+        self._stopping = True
+        jobs = [job]
+        while not self._drains.empty():
+            nxt = self._drains.get_nowait()
+            if nxt is not None:
+                jobs.append(nxt)
+        for j in jobs:
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait([job])
-            if job.done() and not job.cancelled():
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._finish_batch(batch, job)
-            unknown = StorageError(
-                "state store stopped during a commit; outcome unknown"
-                " (retry with the same request_id)"
-            )
-            for _op, fut in batch:
-                if not fut.done():
-                    fut.set_exception(unknown)
-            raise
-        except Exception:
-            pass  # reported by _finish_batch
-        await self._finish_batch(batch, job)
+                await asyncio.wait([j])
+            if j.done() and not j.cancelled() and j.exception() is None:
+                drained = j.result()
+                if drained is not None:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await self._finish_batch(drained)
+        self._outstanding = 0
+        refused = StorageError("state store stopped before the write; nothing was applied")
+        while self._pending:
+            _op, fut = self._pending.popleft()
+            if not fut.done():
+                fut.set_exception(refused)
 
-    async def _finish_batch(
-        self, batch: list[tuple[_Op, asyncio.Future[Any]]], job: asyncio.Future[_Committed]
-    ) -> None:
+    async def _finish_batch(self, drained: _Drained) -> None:
         """Adopt a committed batch (publish, then acknowledge) or fail all its callers."""
-        e = job.exception()
+        batch, e = drained.batch, drained.error
         if e is not None:
             if isinstance(e, sqlite3.Error):
                 err = _storage_error("write transaction", e)
@@ -1149,7 +1206,8 @@ class StateStore:
                 if not fut.done():
                     fut.set_exception(err)
             return
-        done = job.result()
+        done = drained.committed
+        assert done is not None
         self.revision = done.revision
         self.compact_revision = done.compact
         self._history_count = done.history
@@ -1158,8 +1216,7 @@ class StateStore:
         self.ops_applied += len(batch)
         self.last_error = None
         if self._listeners:
-            for event in done.events:
-                await self._publish(event)
+            await self._publish(done.events)
         for (_op, fut), (ok, res) in zip(batch, done.outcomes, strict=True):
             if fut.done():
                 continue
@@ -1256,14 +1313,16 @@ class StateStore:
         deleted = db.execute("DELETE FROM changes WHERE revision <= ?", (cut,)).rowcount
         return count - deleted, max(compact, cut)
 
-    async def _publish(self, event: Event) -> None:
-        for cb in list(self._listeners):
-            try:
-                r = cb(dict(event))
-                if inspect.isawaitable(r):
-                    await r
-            except Exception:
-                log.exception("state store: change listener %r failed", cb)
+    async def _publish(self, events: list[Event]) -> None:
+        listeners = list(self._listeners)
+        for event in events:
+            for cb in listeners:
+                try:
+                    r = cb(dict(event))
+                    if r is not None and inspect.isawaitable(r):
+                        await r
+                except Exception:
+                    log.exception("state store: change listener %r failed", cb)
 
     async def _reap_loop(self) -> None:
         while True:
@@ -1523,7 +1582,7 @@ class StateStore:
             "history_events": self._history_count,
             "commits": self.commits,
             "ops_applied": self.ops_applied,
-            "queue_depth": self._queue.qsize(),
+            "queue_depth": self.queue_depth,
             "db_bytes": size,
             "wal_bytes": wal_size,
             "limits": asdict(self.limits),
