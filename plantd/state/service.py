@@ -444,18 +444,22 @@ class StateService:
                     field="ops",
                     index=i,
                 )
-            item = dict(raw)
-            svc = item.pop("service", None)
-            if svc is not None and item.get("scope", svc) != svc:
-                raise Reject(
-                    "invalid_argument",
-                    f"txn: ops[{i}]: 'service' and 'scope' disagree",
-                    field="ops",
-                    index=i,
-                )
-            item.setdefault("scope", svc if svc is not None else default_scope)
-            normalised.append(item)
-        res = await self.store.txn(normalised, request_id=req.opt_string("request_id"))
+            if "service" in raw:  # the Go wire name of "scope"
+                item = dict(raw)
+                svc = item.pop("service")
+                if item.get("scope", svc) != svc:
+                    raise Reject(
+                        "invalid_argument",
+                        f"txn: ops[{i}]: 'service' and 'scope' disagree",
+                        field="ops",
+                        index=i,
+                    )
+                item["scope"] = svc
+                raw = item
+            normalised.append(raw)
+        res = await self.store.txn(
+            normalised, request_id=req.opt_string("request_id"), default_scope=default_scope
+        )
         return ok(res)
 
     async def op_watch(self, req: Request) -> dict[str, Any]:

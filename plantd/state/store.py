@@ -237,17 +237,58 @@ _UPSERT_SQL = (
     " mod_revision=excluded.mod_revision, version=excluded.version,"
     " updated=excluded.updated, expires=excluded.expires"
 )
+_UPSERT_JSON_SQL = (
+    "INSERT INTO kv(scope, key, value, create_revision, mod_revision, version, updated,"
+    " expires) SELECT json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'),"
+    " json_extract(j.value, '$[2]'), json_extract(j.value, '$[3]'),"
+    " json_extract(j.value, '$[4]'), json_extract(j.value, '$[5]'), ?2, NULL"
+    " FROM json_each(?1) j WHERE true ON CONFLICT(scope, key) DO UPDATE SET"
+    " value=excluded.value, create_revision=excluded.create_revision,"
+    " mod_revision=excluded.mod_revision, version=excluded.version,"
+    " updated=excluded.updated, expires=excluded.expires"
+)
+"""_UPSERT_SQL for many rows without TTL as ONE statement; ``updated`` is bound, not sent
+through JSON, so every float is stored bit for bit."""
 _DELETE_KEY_SQL = "DELETE FROM kv WHERE scope=? AND key=?"
 _SCOPE_EXISTS_SQL = "SELECT EXISTS(SELECT 1 FROM scopes WHERE name=?)"
 _LOOKUP_MANY_SQL = (
     "SELECT j.key, k.create_revision, k.mod_revision, k.version, k.expires"
     " FROM json_each(?2) j LEFT JOIN kv k ON k.scope=?1 AND k.key=j.value"
 )
-_JSON_KEYS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-"""Key lists for json_each: raw UTF-8 (no surrogate-pair escapes for SQLite to decode)."""
 _INSERT_CHANGES_SQL = (
     "INSERT INTO changes(revision, idx, op, scope, key, value, ts) VALUES(?,?,?,?,?,?,?)"
 )
+_INSERT_CHANGES_JSON_SQL = (
+    "INSERT INTO changes(revision, idx, op, scope, key, value, ts)"
+    " SELECT json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'),"
+    " json_extract(j.value, '$[2]'), json_extract(j.value, '$[3]'),"
+    " json_extract(j.value, '$[4]'), json_extract(j.value, '$[5]'), ?2 FROM json_each(?1) j"
+)
+_ROWS_VIA_JSON_MAX = 256 * 1024
+"""Rows carrying up to this much value text in total are written by ONE statement from ONE
+JSON parameter: SQLite expands them with the GIL released, where ``executemany`` binds and
+steps row by row holding it between rows (the writer's thread then competes with the event
+loop for every row). Bigger batches go row by row: each json_extract re-reads its row."""
+
+
+def _write_rows(
+    db: sqlite3.Connection,
+    json_each: bool,
+    rows: list[tuple[Any, ...]],
+    text_at: int,
+    now: float,
+    many_sql: str,
+    json_sql: str,
+) -> None:
+    """Insert ``rows`` (each ending in fields the JSON statement binds as ``now``/NULL)."""
+    if len(rows) == 1:
+        db.execute(many_sql, rows[0])
+    elif json_each and sum(len(r[text_at] or "") for r in rows) <= _ROWS_VIA_JSON_MAX:
+        db.execute(json_sql, (jsoncodec.dumps(rows).decode(), now))
+    else:
+        db.executemany(many_sql, rows)
+
+
 _GET_SQL = (
     "SELECT EXISTS(SELECT 1 FROM scopes WHERE name=?1), k.value, k.create_revision,"
     " k.mod_revision, k.version, k.updated, k.expires,"
@@ -330,7 +371,8 @@ class _Batch:
         states: list[_KeyState] = [_ABSENT] * len(ops)
         for scope, idxs in by_scope.items():
             exists = bool(self.db.execute(_SCOPE_EXISTS_SQL, (scope,)).fetchone()[0])
-            keys = _JSON_KEYS.encode([ops[i].key for i in idxs])
+            # raw UTF-8 (orjson never writes surrogate-pair escapes for SQLite to decode)
+            keys = jsoncodec.dumps([ops[i].key for i in idxs]).decode()
             for j, crev, mrev, ver, expires in self.db.execute(_LOOKUP_MANY_SQL, (scope, keys)):
                 states[idxs[j]] = self._state(exists, crev, mrev, ver, expires)
         return states
@@ -469,6 +511,7 @@ class _TxnOp(_Op):
         results: list[dict[str, Any]] = []
         scopes_made: set[str] = set()
         puts: list[tuple[Any, ...]] = []
+        any_ttl = False
         dels: list[tuple[str, str]] = []
         # a key appears once per txn, so its rows can be written together after the loop
         for o, st in zip(ops, states, strict=True):
@@ -478,7 +521,11 @@ class _TxnOp(_Op):
                     b.create_scope(rev, scope)
                     scopes_made.add(scope)
                 crev, version = (st.row[0], st.row[2] + 1) if st.row else (rev, 1)
-                expires = now + o.ttl if o.ttl is not None else None
+                if o.ttl is None:
+                    expires = None
+                else:
+                    expires = now + o.ttl
+                    any_ttl = True
                 puts.append((scope, key, o.text, crev, rev, version, now, expires))
                 b.emit(rev, "set", scope, key, o.text, o.value)
                 results.append(
@@ -504,10 +551,17 @@ class _TxnOp(_Op):
                 )
             else:
                 results.append({"scope": scope, "key": key, "mod_revision": st.mod_revision})
-        if len(puts) == 1:
-            b.db.execute(_UPSERT_SQL, puts[0])
-        elif puts:
-            b.db.executemany(_UPSERT_SQL, puts)
+        if puts:
+            # the JSON statement stores updated=now, expires=NULL: TTL rows go row by row
+            _write_rows(
+                b.db,
+                b.json_each and not any_ttl,
+                puts,
+                2,
+                now,
+                _UPSERT_SQL,
+                _UPSERT_JSON_SQL,
+            )
         if dels:
             b.db.executemany(_DELETE_KEY_SQL, dels)
         if self.single:
@@ -1004,12 +1058,17 @@ class StateStore:
         return await self._submit(_TxnOp([kop], self._rid(request_id), single=True))
 
     async def txn(
-        self, ops: Iterable[dict[str, Any]], *, request_id: str | None = None
+        self,
+        ops: Iterable[dict[str, Any]],
+        *,
+        request_id: str | None = None,
+        default_scope: str | None = None,
     ) -> dict[str, Any]:
         """Apply set/delete/check ops atomically as ONE revision: all or nothing.
 
         Each op is ``{"op": "set"|"delete"|"check", "scope", "key", "value"?, "ttl"?,
-        "prev_revision"?, "if_absent"?}``; a key may appear once per txn.
+        "prev_revision"?, "if_absent"?}``; a key may appear once per txn. An op without
+        ``scope`` uses ``default_scope``.
         """
         if isinstance(ops, dict | str | bytes) or not isinstance(ops, Iterable):
             raise InvalidArgument("txn ops must be a list of operation objects")
@@ -1021,7 +1080,7 @@ class StateStore:
         kops = []
         seen: set[tuple[str, str]] = set()
         for i, raw in enumerate(op_list):
-            kop = self._key_op(raw, f"txn op {i}")
+            kop = self._key_op(raw, f"txn op {i}", default_scope)
             if (kop.scope, kop.key) in seen:
                 raise InvalidArgument(f"txn op {i}: duplicate key {kop.scope}/{kop.key}")
             seen.add((kop.scope, kop.key))
@@ -1048,7 +1107,7 @@ class StateStore:
     def _rid(self, request_id: Any) -> str | None:
         return _check_request_id(request_id, self.limits)
 
-    def _key_op(self, raw: Any, what: str) -> _KeyOp:
+    def _key_op(self, raw: Any, what: str, default_scope: str | None = None) -> _KeyOp:
         if not isinstance(raw, dict):
             raise InvalidArgument(f"{what}: op must be an object, got {type(raw).__name__}")
         kind = raw.get("op")
@@ -1058,7 +1117,7 @@ class StateStore:
             raise InvalidArgument(f"{what}: unknown fields {sorted(set(raw) - _OP_FIELDS)}")
         return self._new_key_op(
             kind,
-            raw.get("scope"),
+            raw.get("scope", default_scope),
             raw.get("key"),
             raw.get("prev_revision"),
             raw.get("if_absent", False),
@@ -1240,7 +1299,15 @@ class StateStore:
             db.execute("BEGIN IMMEDIATE")
             outcomes = [self._apply_one(b, op) for op in ops]
             if b.change_rows:
-                db.executemany(_INSERT_CHANGES_SQL, b.change_rows)
+                _write_rows(
+                    db,
+                    b.json_each,
+                    b.change_rows,
+                    5,
+                    now,
+                    _INSERT_CHANGES_SQL,
+                    _INSERT_CHANGES_JSON_SQL,
+                )
                 history, compact = self._prune_history(db, history + len(b.change_rows), compact)
             if b.request_rows:
                 db.executemany(

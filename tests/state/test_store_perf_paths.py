@@ -4,6 +4,7 @@ grouped gets, and the private aiosqlite API they rely on."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
 import time
@@ -319,3 +320,51 @@ async def _exists(store: StateStore, key: str) -> bool:
     except NotFound:
         return False
     return True
+
+
+TRICKY_VALUES: list[Any] = [
+    'quote"d \\ back',
+    "ünïcödé \U0001f600 \u2028",
+    "ctl\x01\n\t\x7f",
+    0.1,
+    1e-7,
+    -0.0,
+    2**63 - 1,
+    2**70,  # beyond 64 bits: encoded by the stdlib, still one JSON row
+    {"nested": [1, None, True, {"k": "v"}]},
+    None,
+    "x" * 1000,
+]
+
+
+async def _raw_rows(path: Path, json_each: bool) -> tuple[list[Any], list[Any]]:
+    clock = FakeClock()
+    async with await StateStore.open(path, clock=clock, reap_interval=3600) as s:
+        s._json_each = json_each
+        ops = [
+            {"op": "set", "scope": "v", "key": f"k{i}", "value": v}
+            for i, v in enumerate(TRICKY_VALUES)
+        ]
+        await s.txn(ops)
+        await s.txn(ops[:3])  # updates through ON CONFLICT
+        await s.txn([{"op": "delete", "scope": "v", "key": "k4"}, *ops[5:7]])
+    con = sqlite3.connect(path)
+    try:
+        kv = con.execute("SELECT * FROM kv ORDER BY scope, key").fetchall()
+        changes = con.execute("SELECT * FROM changes ORDER BY revision, idx").fetchall()
+    finally:
+        con.close()
+    return kv, changes
+
+
+async def test_rows_written_from_one_json_parameter_are_bit_identical(tmp_path: Path) -> None:
+    """Many-row txn writes go through one json_each statement; the stored rows (value text,
+    revisions, float timestamps) must equal the row-by-row executemany path exactly."""
+    fast = await _raw_rows(tmp_path / "fast.db", json_each=True)
+    slow = await _raw_rows(tmp_path / "slow.db", json_each=False)
+    assert fast == slow
+    kv, changes = fast
+    # create-scope + one set per value, then 3 updates, then 1 delete + 2 sets
+    assert len(kv) == len(TRICKY_VALUES) - 1 and len(changes) == 1 + len(TRICKY_VALUES) + 3 + 3
+    stored = {r[1]: json.loads(r[2]) for r in kv}
+    assert stored == {f"k{i}": v for i, v in enumerate(TRICKY_VALUES) if i != 4}
