@@ -250,11 +250,16 @@ _UPSERT_JSON_SQL = (
 """_UPSERT_SQL for many rows without TTL as ONE statement; ``updated`` is bound, not sent
 through JSON, so every float is stored bit for bit."""
 _DELETE_KEY_SQL = "DELETE FROM kv WHERE scope=? AND key=?"
-_SCOPE_EXISTS_SQL = "SELECT EXISTS(SELECT 1 FROM scopes WHERE name=?)"
 _LOOKUP_MANY_SQL = (
-    "SELECT j.key, k.create_revision, k.mod_revision, k.version, k.expires"
-    " FROM json_each(?2) j LEFT JOIN kv k ON k.scope=?1 AND k.key=j.value"
+    "SELECT EXISTS(SELECT 1 FROM scopes WHERE name=?1),"
+    " (SELECT json_group_array(json_array(j.key, k.create_revision, k.mod_revision,"
+    " k.version, k.expires IS NOT NULL AND k.expires <= ?3))"
+    " FROM json_each(?2) j LEFT JOIN kv k ON k.scope=?1 AND k.key=j.value)"
 )
+"""States of many keys of one scope as ONE row: every row a cursor yields is one more
+sqlite3_step, i.e. one more release and re-take of the GIL (a 100-key txn took 101). Items are
+``[index, create, mod, version, expired]``; expiry is decided in SQL against the bound
+``now``, so no float goes through JSON."""
 _INSERT_CHANGES_SQL = (
     "INSERT INTO changes(revision, idx, op, scope, key, value, ts) VALUES(?,?,?,?,?,?,?)"
 )
@@ -289,6 +294,10 @@ def _write_rows(
         db.executemany(many_sql, rows)
 
 
+_UPDATE_META_SQL = (
+    "UPDATE meta SET value = CASE name WHEN 'revision' THEN ?1 ELSE ?2 END"
+    " WHERE name IN ('revision', 'compact_revision')"
+)
 _GET_SQL = (
     "SELECT EXISTS(SELECT 1 FROM scopes WHERE name=?1), k.value, k.create_revision,"
     " k.mod_revision, k.version, k.updated, k.expires,"
@@ -370,11 +379,16 @@ class _Batch:
             by_scope.setdefault(o.scope, []).append(i)
         states: list[_KeyState] = [_ABSENT] * len(ops)
         for scope, idxs in by_scope.items():
-            exists = bool(self.db.execute(_SCOPE_EXISTS_SQL, (scope,)).fetchone()[0])
             # raw UTF-8 (orjson never writes surrogate-pair escapes for SQLite to decode)
             keys = jsoncodec.dumps([ops[i].key for i in idxs]).decode()
-            for j, crev, mrev, ver, expires in self.db.execute(_LOOKUP_MANY_SQL, (scope, keys)):
-                states[idxs[j]] = self._state(exists, crev, mrev, ver, expires)
+            found, rows = self.db.execute(_LOOKUP_MANY_SQL, (scope, keys, self.now)).fetchone()
+            exists = bool(found)
+            for j, crev, mrev, ver, expired in jsoncodec.loads(rows):
+                if crev is None:
+                    states[idxs[j]] = _KeyState(exists, None, False)
+                else:
+                    live = None if expired else (crev, mrev, ver)
+                    states[idxs[j]] = _KeyState(exists, live, bool(expired))
         return states
 
     def _state(self, exists: bool, crev: Any, mrev: Any, ver: Any, expires: Any) -> _KeyState:
@@ -1323,10 +1337,7 @@ class StateStore:
                     )
                     requests = self._request_history
             if b.revision != revision or compact != start[1]:
-                db.executemany(
-                    "UPDATE meta SET value=? WHERE name=?",
-                    [(b.revision, "revision"), (compact, "compact_revision")],
-                )
+                db.execute(_UPDATE_META_SQL, (b.revision, compact))
             db.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(Exception):

@@ -368,3 +368,66 @@ async def test_rows_written_from_one_json_parameter_are_bit_identical(tmp_path: 
     assert len(kv) == len(TRICKY_VALUES) - 1 and len(changes) == 1 + len(TRICKY_VALUES) + 3 + 3
     stored = {r[1]: json.loads(r[2]) for r in kv}
     assert stored == {f"k{i}": v for i, v in enumerate(TRICKY_VALUES) if i != 4}
+
+
+async def _mixed_batch(path: Path, json_each: bool) -> tuple[list[Any], list[dict], list[Any]]:
+    """One group-commit batch of standalone writes that depend on each other: each must see
+    the writes before it in the same transaction (run with and without JSON1 paths)."""
+    clock = FakeClock()
+    async with await StateStore.open(path, clock=clock, reap_interval=3600) as s:
+        s._json_each = json_each
+        await s.set("p", "cas", 0)
+        await s.set("p", "ttl", 0, ttl=5)
+        await s.set("gone", "k", 0)
+        clock.now += 6  # p/ttl has expired (not reaped: the batch's set must expire it)
+        events: list[dict] = []
+        s.add_listener(events.append)
+        commits = s.commits
+        gate = threading.Event()  # holds the writer's thread until every call is queued
+        blocker = asyncio.ensure_future(
+            store_mod._on_db_thread(s._writer, lambda _db: gate.wait(5))
+        )
+        calls = [
+            s.set("p", "a", 1),
+            s.set("p", "a", 2),  # same key again: sees the first write (version 2)
+            s.set("p", "cas", 1, prev_revision=1),  # CAS on the prefetched state: ok
+            s.set("p", "cas", 2, prev_revision=1),  # stale now: conflict
+            s.delete("p", "a"),
+            s.delete("p", "a"),  # already deleted in this batch: not found
+            s.set("p", "ttl", 1),  # expired key: expiry first, then a new key (version 1)
+            s.set("new", "x", 1),  # creates scope "new"
+            s.set("new", "y", 2),  # scope now exists: no second create-scope
+            s.delete_scope("gone"),
+            s.set("gone", "k", 3, prev_revision=0),  # scope and key were just deleted: ok
+            s.set("p", "b", 1, if_absent=True),
+            s.set("p", "b", 2, if_absent=True),  # conflict: written just above
+        ]
+        tasks = [asyncio.ensure_future(c) for c in calls]
+        for _ in range(100):
+            if s.queue_depth == len(calls):
+                break
+            await asyncio.sleep(0.001)
+        assert s.queue_depth == len(calls)
+        gate.set()
+        await blocker
+        outcomes: list[Any] = []
+        for r in await asyncio.gather(*tasks, return_exceptions=True):
+            outcomes.append(r.to_dict() if isinstance(r, Conflict | NotFound) else r)
+        assert s.commits - commits == 1, "the calls must share one batch for this test"
+        listing = [await s.list_keys(sc, include_values=True) for sc in ("p", "new", "gone")]
+        return outcomes, events, listing
+
+
+async def test_dependent_writes_in_one_batch(tmp_path: Path) -> None:
+    fast = await _mixed_batch(tmp_path / "fast.db", json_each=True)
+    slow = await _mixed_batch(tmp_path / "slow.db", json_each=False)
+    assert fast == slow
+    outcomes, events, _ = fast
+    assert outcomes[1]["version"] == 2
+    assert [o.get("code") for o in outcomes if "code" in o] == [
+        "conflict",
+        "not_found",
+        "conflict",
+    ]
+    assert [e["op"] for e in events].count("create-scope") == 2  # "new", then "gone" again
+    assert outcomes[6]["version"] == 1
