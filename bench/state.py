@@ -1,11 +1,12 @@
 """State service throughput and latency through one running broker, next to its ceilings.
 
-Run: ``python bench/state.py [--seconds 3] [--inflight 32] [--dir DIR]``. Starts a broker, a
+Run: ``python bench/state.py [--seconds 3] [--inflight 32] [--rounds 3] [--dir DIR]
+[--fsync-delay-ms MS]``. Starts a broker, a
 state daemon and an echo daemon as processes (temporary PLANTD_HOME on ``--dir``, random
 ports) and measures, through that same broker:
 
 * durable ``state-set``/s and ``state-get``/s with 1 request and with N requests in flight
-  (N DEALER sockets, one request each, plain blocking pyzmq: the client stays cheap);
+  (N DEALER sockets, one request each, blocking, pre-encoded: the client stays cheap);
 * key-writes/s with ``txn`` batches of 100 keys;
 * watch delivery latency p50/p99: ``state-set`` sent -> its event received on the state bus;
 * echo round trips/s with the same concurrency: through the echo daemon (one worker) and
@@ -13,6 +14,10 @@ ports) and measures, through that same broker:
   transport ceiling for the state daemon's topology);
 * single-row durable commits/s of plain sqlite3 with the store's pragmas on the same disk;
 * wall time of ``plant state get`` as a whole process (median of 20).
+
+``--fsync-delay-ms`` emulates a slower disk (SD card, eMMC: 2-20 ms per fsync) with an
+LD_PRELOAD shim (bench/slow_fsync.c) in the state daemon and the plain-SQLite reference:
+that is where group commit earns its keep; this machine's virtual disk syncs in ~0.1 ms.
 
 Prints a table and the ratios sets@N / echo@N and gets@N / echo@N. No assertions.
 """
@@ -35,7 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import zmq
-from _common import dealers, free_port, plain_sqlite, stop
+from _common import dealers, free_port, stop
 
 from plantd.protocol import mdp
 from plantd.transport import recv_frames, send_frames
@@ -196,6 +201,16 @@ def load(
             s.close(0)
 
 
+def prefill(endpoint: str) -> None:
+    """Write bench/k0..k999 (the keys set_body and get_body use) in 10 txns."""
+    from plantd.client import SyncClient
+
+    with SyncClient(endpoint, timeout=30.0) as c:
+        for start in range(0, 1000, 100):
+            ops = [{"op": "set", "key": f"k{i}", "value": {"seq": i}} for i in range(start, start + 100)]
+            c.call(STATE.decode(), "txn", {"service": "bench", "ops": ops})
+
+
 def set_body(seq: int) -> list[bytes]:
     doc = {"service": "bench", "key": f"k{seq % 1000}", "value": {"seq": seq}}
     return [b"state-set", json.dumps(doc).encode()]
@@ -251,6 +266,28 @@ async def watch_latency(endpoint: str, bus: str, count: int) -> list[float]:
     return lat
 
 
+def plain_sqlite_with(env: dict[str, str], path: Path, seconds: float) -> float:
+    """The plain-SQLite reference in a child process with ``env`` (so a --fsync-delay-ms
+    shim applies to it exactly as to the state daemon)."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path;"
+        " from _common import plain_sqlite; print(plain_sqlite(Path(sys.argv[2]), float(sys.argv[3])))"
+    )
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = subprocess.run([sys.executable, "-c", code, here, str(path), str(seconds)],
+                         env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout)
+
+
+def slow_fsync_env(tmp: Path, delay_ms: float) -> dict[str, str]:
+    """Build bench/slow_fsync.c and return the env that makes fsync/fdatasync ``delay_ms``
+    slower in the processes started with it (an emulated edge-device disk)."""
+    lib = tmp / "slow_fsync.so"
+    src = Path(__file__).with_name("slow_fsync.c")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", str(lib), str(src), "-ldl"], check=True)
+    return {"LD_PRELOAD": str(lib), "PLANTD_BENCH_FSYNC_DELAY_US": str(int(delay_ms * 1000))}
+
+
 def plant_get_wall(env: dict[str, str], runs: int = 20) -> tuple[float, float]:
     """Median and min wall time of ``plant state get`` as a whole process (seconds)."""
     plant = shutil.which("plant", path=os.path.dirname(sys.executable)) or "plant"
@@ -275,6 +312,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=32, help="state daemon MDP workers")
     ap.add_argument("--watch-count", type=int, default=500)
     ap.add_argument("--dir", type=Path, default=None, help="directory on the disk to measure")
+    ap.add_argument("--fsync-delay-ms", type=float, default=0.0,
+                    help="emulate a slower disk: fsync/fdatasync take this much longer in the state"
+                         " daemon and the plain-SQLite reference (LD_PRELOAD shim, needs gcc)")
     ap.add_argument("--role-echo-pool", nargs=2, metavar=("ENDPOINT", "WORKERS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.role_echo_pool:
@@ -283,6 +323,8 @@ def main() -> None:
     n = args.inflight
     tmp = Path(tempfile.mkdtemp(prefix="plantd-bench-state-", dir=args.dir))
     env = stack_env(tmp, args.workers)
+    if args.fsync_delay_ms > 0:
+        env.update(slow_fsync_env(tmp, args.fsync_delay_ms))
     endpoint = env["PLANTD_BROKER_ENDPOINT"]
     procs = []
     rows: list[tuple[str, str]] = []
@@ -305,6 +347,7 @@ def main() -> None:
         procs.append(start("state", env, tmp))
         procs.append(start("echo", env, tmp))
         procs.append(start_echo_pool(endpoint, args.workers))
+        prefill(endpoint)  # every key the gets read exists, however slow the sets were
         measure("echo round trips, 1 in flight", ECHO, echo_body, 1)
         measure("state-set (durable), 1 client", STATE, set_body, 1)
         measure("state-get, 1 client", STATE, get_body, 1)
@@ -315,7 +358,7 @@ def main() -> None:
             measure(sets_n, STATE, set_body, n)
             measure(gets_n, STATE, get_body, n)
             measure(txn_n, STATE, txn_body, n, per=100)
-            record(plain_l, plain_sqlite(Path(tmp) / "plain.db", args.seconds))
+            record(plain_l, plain_sqlite_with(env, Path(tmp) / "plain.db", args.seconds))
         for label, values in results.items():
             med = statistics.median(values)
             spread = f"  ({min(values):,.0f}-{max(values):,.0f})" if len(values) > 1 else ""
@@ -344,7 +387,8 @@ def main() -> None:
     print(f"sqlite {sqlite3.sqlite_version}; state daemon with {args.workers} MDP workers; echo daemon"
           f" (1 worker) and an echo pool ({args.workers} workers in one process);"
           f" {args.seconds:g}s per measurement; {n}-in-flight figures and plain sqlite3: median"
-          f" (min-max) of {args.rounds} interleaved rounds; dir {args.dir or tempfile.gettempdir()}")
+          f" (min-max) of {args.rounds} interleaved rounds; dir {args.dir or tempfile.gettempdir()}"
+          + (f"; fsync +{args.fsync_delay_ms:g} ms (emulated)" if args.fsync_delay_ms else ""))
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         print(f"{label:<{width}}  {value}")
