@@ -56,6 +56,13 @@ ACTIONS: tuple[ActionSpec, ...] = (
     # overview
     ActionSpec("overview", "c", "call_service", "Call the selected service", label="Call"),
     ActionSpec("overview", "r", "refresh", "Refresh now", label="Refresh"),
+    ActionSpec(
+        "overview",
+        "g",
+        "toggle_grouping",
+        "Group healthy workers / list each",
+        show=False,
+    ),
     # state
     ActionSpec("state", "slash", "filter", "Filter keys", label="Filter"),
     ActionSpec("state", "e", "edit", "Edit value", write=True, label="Edit"),

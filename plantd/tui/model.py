@@ -9,8 +9,12 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from plantd.tui.source import WorkerInfo
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 
@@ -64,6 +68,69 @@ def heartbeat_status(age: float | None, interval: float, liveness: int) -> str:
     if age > interval * 1.5:
         return "late"
     return "ok"
+
+
+#: sort order of worker statuses (problems first)
+SEVERITY = {"expired": 0, "late": 1, "?": 2, "ok": 3}
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRow:
+    """One line of the workers table: a worker, or the healthy workers of a service folded."""
+
+    key: str
+    worker: str  # identity, or "N workers" for a folded group
+    service: str
+    state: str
+    age: float | None  # heartbeat age (the oldest of a group)
+    status: str  # ok | late | expired | ?
+
+
+def worker_rows(
+    workers: Sequence[WorkerInfo], statuses: dict[str, str], *, fold_healthy: bool
+) -> list[WorkerRow]:
+    """Problem workers first, one row each; with ``fold_healthy`` the healthy workers of a
+    service with several of them become one row, so 32 State workers take one line at 80x24
+    and a late worker never hides below them."""
+    ordered = sorted(
+        workers, key=lambda w: (SEVERITY.get(statuses[w.identity], 2), w.service, w.identity)
+    )
+    healthy: dict[str, list[WorkerInfo]] = {}
+    if fold_healthy:
+        for w in ordered:
+            if statuses[w.identity] == "ok":
+                healthy.setdefault(w.service, []).append(w)
+    rows: list[WorkerRow] = []
+    folded: set[str] = set()
+    for w in ordered:
+        group = healthy.get(w.service)
+        if group is not None and len(group) > 1 and statuses[w.identity] == "ok":
+            if w.service not in folded:
+                folded.add(w.service)
+                busy = sum(g.state == "busy" for g in group)
+                ages = [g.heartbeat_age for g in group if g.heartbeat_age is not None]
+                rows.append(
+                    WorkerRow(
+                        f"{w.service}/*",
+                        f"{len(group)} workers",
+                        w.service,
+                        f"{busy} busy" if busy else "idle",
+                        max(ages) if ages else None,
+                        "ok",
+                    )
+                )
+            continue
+        rows.append(
+            WorkerRow(
+                f"{w.service}/{w.identity}",
+                w.identity[:16],
+                w.service,
+                w.state,
+                w.heartbeat_age,
+                statuses[w.identity],
+            )
+        )
+    return rows
 
 
 def parse_value(text: str) -> Any:

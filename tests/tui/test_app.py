@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-from textual.widgets import OptionList
+from textual.widgets import DataTable, OptionList
 
 from plantd.tui.actions import ACTIONS
 from plantd.tui.screens.logs import LogsView
-from plantd.tui.source import LogRecord
+from plantd.tui.source import LogRecord, WorkerInfo
 from plantd.tui.widgets.connection import Banner, ConnectionBar
 from plantd.tui.widgets.help import HelpScreen, help_table
 from plantd.tui.widgets.logview import LogView
@@ -196,3 +196,22 @@ async def test_worker_crash_is_a_notification_not_a_traceback(fake: FakeSource) 
         await asyncio.sleep(0)
         assert any("boom" in n.message for n in app._notifications)
         assert app.is_running
+
+
+async def test_overview_g_lists_each_worker_then_folds_again(fake: FakeSource) -> None:
+    fake.worker_list = [
+        *fake.worker_list,
+        *(WorkerInfo(f"st{i}", "org.plantd.State", 0.2, "idle") for i in range(10)),
+    ]
+    app = make_app(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        table = app.query_one("#workers", DataTable)
+        folded = table.row_count
+        assert folded == 4  # expired, late, Logger, and one row for the 11 State workers
+        await pilot.press("g")
+        await pilot.pause()
+        assert table.row_count == len(fake.worker_list) == 14
+        await pilot.press("g")
+        await pilot.pause()
+        assert table.row_count == folded

@@ -16,12 +16,14 @@ from plantd.tui.model import (
     heartbeat_status,
     parse_value,
     sparkline,
+    worker_rows,
 )
 from plantd.tui.source import (
     Conflict,
     LogRecord,
     ServiceError,
     SourceSettings,
+    WorkerInfo,
     parse_broker,
     parse_key_entry,
     parse_log_record,
@@ -244,3 +246,23 @@ def test_parse_real_broker_mmi_shapes() -> None:
     }
     info = parse_broker(broker)
     assert (info.heartbeat_interval, info.uptime) == (0.25, 3.5)
+
+
+def test_worker_rows_fold_healthy_workers_and_keep_problems_first() -> None:
+    workers = [WorkerInfo(f"s{i}", "org.plantd.State", 0.1 * i, "idle") for i in range(5)]
+    workers[1] = WorkerInfo("s1", "org.plantd.State", 0.3, "busy")
+    workers += [
+        WorkerInfo("late", "org.plantd.State", 4.0, "idle"),
+        WorkerInfo("e1", "org.plantd.module.Echo", 0.2, "idle"),
+    ]
+    statuses = {w.identity: heartbeat_status(w.heartbeat_age, 2.5, 3) for w in workers}
+    rows = worker_rows(workers, statuses, fold_healthy=True)
+    assert [(r.worker, r.status) for r in rows] == [
+        ("late", "late"),  # a problem is never folded and comes first
+        ("5 workers", "ok"),  # then by service name
+        ("e1", "ok"),  # a lone healthy worker stays itself
+    ]
+    group = rows[1]
+    assert (group.service, group.state, group.age) == ("org.plantd.State", "1 busy", 0.4)
+    each = worker_rows(workers, statuses, fold_healthy=False)
+    assert len(each) == len(workers) and each[0].worker == "late"

@@ -14,7 +14,7 @@ import pytest
 from textual.pilot import Pilot
 
 from plantd.tui.messages import OverviewData
-from plantd.tui.source import ServiceInfo
+from plantd.tui.source import ServiceInfo, WorkerInfo
 from tests.tui.conftest import make_app
 from tests.tui.fakes import FakeSource
 
@@ -54,6 +54,23 @@ async def _conflict(pilot: Pilot[Any]) -> None:
     await pilot.pause()
 
 
+def _many_workers() -> FakeSource:
+    """A real state daemon registers 32 workers: they fold into one row, problems first."""
+    fake = FakeSource()
+    fake.service_list = [
+        ServiceInfo(s.name, 32, s.queue, rate=s.rate) if s.name == "org.plantd.State" else s
+        for s in fake.service_list
+    ]
+    fake.worker_list = [
+        *fake.worker_list,
+        *(
+            WorkerInfo(f"{i:08x}", "org.plantd.State", 0.1 + i / 100, "busy" if i < 3 else "idle")
+            for i in range(31)
+        ),
+    ]
+    return fake
+
+
 def _disconnected() -> FakeSource:
     fake = FakeSource()
     fake.connected = False
@@ -72,6 +89,7 @@ CASES: dict[str, Case] = {
     "conflict_dialog": ((), _conflict, {}),
     "service_picker": (("3", "s"), None, {}),
     "disconnected": ((), None, {"source": _disconnected}),
+    "overview_many_workers": ((), None, {"source": _many_workers}),
     "read_only_state": (("2",), None, {"read_only": True}),
 }
 

@@ -14,9 +14,10 @@ from plantd.tui.model import (
     format_rate,
     heartbeat_status,
     sparkline,
+    worker_rows,
 )
 from plantd.tui.screens.base import View
-from plantd.tui.source import BrokerInfo, ServiceInfo
+from plantd.tui.source import BrokerInfo, ServiceInfo, WorkerInfo
 from plantd.tui.widgets.tables import selected_key, sync_rows
 
 HEALTH_STYLES = {"OK": "bold green", "DEGRADED": "bold yellow", "DOWN": "bold red"}
@@ -26,10 +27,6 @@ WORKER_STYLES = {
     "expired": ("EXPIRED", "bold white on red"),
     "?": ("?", "dim"),
 }
-
-#: sort order of worker statuses in the table (lower first)
-SEVERITY = {"expired": 0, "late": 1, "?": 2, "ok": 3}
-
 
 def service_health(svc: ServiceInfo) -> str:
     """Broker-reported status if any; otherwise no worker = DOWN, backlog = DEGRADED."""
@@ -52,6 +49,8 @@ class OverviewView(View):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.rates = RateTracker()
         self.broker = BrokerInfo()
+        self.registered: list[WorkerInfo] = []
+        self.fold_healthy = True
 
     def compose(self) -> ComposeResult:
         yield Label("Services", classes="section")
@@ -97,40 +96,44 @@ class OverviewView(View):
             self.rates.forget_except(set(rows))
             sync_rows(self.query_one("#services", DataTable), rows)
         if data.workers is not None:
-            wrows: dict[str, tuple[object, ...]] = {}
-            late = 0
-            statuses = {
-                w.identity: heartbeat_status(
-                    w.heartbeat_age, self.broker.heartbeat_interval, self.broker.liveness
-                )
-                for w in data.workers
-            }
-            # problems first: at 80x24 a late worker must not hide below 30 healthy ones
-            ordered = sorted(
-                data.workers,
-                key=lambda w: (SEVERITY.get(statuses[w.identity], 2), w.service, w.identity),
+            self.registered = list(data.workers)
+            self._show_workers()
+
+    def _show_workers(self) -> None:
+        statuses = {
+            w.identity: heartbeat_status(
+                w.heartbeat_age, self.broker.heartbeat_interval, self.broker.liveness
             )
-            for w in ordered:
-                status = statuses[w.identity]
-                late += status in ("late", "expired")
-                label, style = WORKER_STYLES[status]
-                wrows[f"{w.service}/{w.identity}"] = (
-                    w.identity[:16],
-                    w.service,
-                    w.state,
-                    Text(format_age(w.heartbeat_age), justify="right"),
-                    Text(label, style=style),
-                )
-            sync_rows(self.query_one("#workers", DataTable), wrows)
-            title = f"Workers ({len(wrows)})"
-            if late:
-                title += f" — {late} late/expired"
-            self.query_one("#workers-title", Label).update(title)
+            for w in self.registered
+        }
+        rows = worker_rows(self.registered, statuses, fold_healthy=self.fold_healthy)
+        wrows: dict[str, tuple[object, ...]] = {}
+        for row in rows:
+            label, style = WORKER_STYLES[row.status]
+            wrows[row.key] = (
+                row.worker,
+                row.service,
+                row.state,
+                Text(format_age(row.age), justify="right"),
+                Text(label, style=style),
+            )
+        sync_rows(self.query_one("#workers", DataTable), wrows)
+        late = sum(s in ("late", "expired") for s in statuses.values())
+        title = f"Workers ({len(self.registered)})"
+        if len(rows) < len(self.registered):
+            title += ", healthy ones grouped (g)"
+        if late:
+            title += f" — {late} late/expired"
+        self.query_one("#workers-title", Label).update(title)
 
     def action_call_service(self) -> None:
         service = selected_key(self.query_one("#services", DataTable))
         if service:
             self.post_message(CallServiceRequested(service))
+
+    def action_toggle_grouping(self) -> None:
+        self.fold_healthy = not self.fold_healthy
+        self._show_workers()
 
     def action_refresh(self) -> None:
         self.post_message(ReloadRequested("overview"))
