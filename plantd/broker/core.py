@@ -63,6 +63,7 @@ class Counters:
     workers_expired: int = 0
     requests_expired: int = 0
     denied: int = 0
+    unroutable: int = 0
     mmi: int = 0
 
 
@@ -89,6 +90,7 @@ class Worker:
         "busy_since",
         "connected_at",
         "dialect",
+        "dispatched",
         "heartbeats_while_busy",
         "identity",
         "last_seen",
@@ -104,6 +106,9 @@ class Worker:
         self.connected_at = now
         self.busy: Request | None = None
         self.busy_since = 0.0
+        #: the REQUEST message last queued for it: if ZeroMQ cannot route exactly that
+        #: message, the request never left the broker and can go to another worker
+        self.dispatched: list[bytes] | None = None
         #: set once we see a heartbeat during a request: such a worker is held to the
         #: heartbeat deadline even while busy; others get ``busy_timeout``
         self.heartbeats_while_busy = False
@@ -264,6 +269,7 @@ class BrokerCore:
         worker.busy_since = now
         msg = mdp.encode_worker_request(worker.dialect, request.client, request.body)
         msg.insert(0, worker.identity)
+        worker.dispatched = msg
         self.outbox.append(msg)
 
     def _on_reply(self, sender: bytes, msg: PeerMessage, now: float) -> None:
@@ -358,6 +364,22 @@ class BrokerCore:
                 self._error(request.client, request.dialect, name, status, reason)
             if not service.workers and not service.queue and not service.ever_ready:
                 del self.services[name]
+
+    def unroutable(self, msg: list[bytes], now: float) -> None:
+        """ZeroMQ has no connection for ``msg``'s routing id: that peer is gone (killed, or
+        re-attached under a new id after a reset). A worker is dropped at once instead of
+        after missed heartbeats; a request whose dispatch failed never reached it and goes
+        back to the head of its queue for another worker."""
+        self.counters.unroutable += 1
+        worker = self.workers.get(msg[0])
+        if worker is None:
+            return  # a client that left: nobody is waiting for this reply
+        request = worker.busy
+        if request is not None and msg is worker.dispatched:
+            worker.busy = None
+            worker.service.queue.appendleft(request)
+        self._remove_worker(worker, "worker connection is gone")
+        self._feed(worker.service, now)
 
     def next_deadline(self, now: float) -> float:
         """Seconds until :meth:`tick` next has work (the server sleeps this long at most)."""

@@ -3,7 +3,8 @@
 Deliberately thin and cheap per message: it waits for the socket's readiness on the event
 loop, drains messages with non-blocking reads in batches (a bare ``await recv_multipart()``
 per message costs about twice the CPU), feeds them to the core and sends what the core
-queued. ROUTER sends never block (an unroutable or full peer drops the message).
+queued. ROUTER sends never block: a full peer's message is dropped; one to a peer with no connection
+is reported to the core (ROUTER_MANDATORY), which drops that worker and re-queues the request.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ class BrokerServer:
         """Bind the ROUTER (separately from :meth:`run` so callers see bind errors early)."""
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
+        # a send to a routing id with no connection raises EHOSTUNREACH instead of vanishing:
+        # how the broker learns at once that a worker died (see BrokerCore.unroutable)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         # libzmq drops a peer silently above MAXMSGSIZE; keep its limit well above ours so an
         # oversized request reaches the core and gets a clear 413 reply instead
         sock.setsockopt(zmq.MAXMSGSIZE, self.settings.max_message_bytes * 4 + 65536)
@@ -113,9 +117,15 @@ class BrokerServer:
         if sock is None:
             outbox.clear()
             return
-        for msg in outbox:
-            try:
-                send_frames(sock, msg, NOBLOCK)
-            except zmq.ZMQError as exc:  # peer gone or its queue is full: drop, as ROUTER does
-                log.debug("dropped message to %s: %s", msg[0].hex(), exc)
-        outbox.clear()
+        now = time.monotonic()
+        while outbox:  # unroutable() may queue the request again for another worker
+            batch = outbox[:]
+            outbox.clear()
+            for msg in batch:
+                try:
+                    send_frames(sock, msg, NOBLOCK)
+                except zmq.ZMQError as exc:
+                    if exc.errno == zmq.EHOSTUNREACH:
+                        self.core.unroutable(msg, now)
+                    else:  # the peer's queue is full: drop, as a plain ROUTER does
+                        log.debug("dropped message to %s: %s", msg[0].hex(), exc)

@@ -11,10 +11,10 @@ import signal
 import sys
 
 
-async def plantd_worker(endpoint: str, service: str) -> None:
+async def plantd_worker(endpoint: str, service: str, heartbeat: float = 0.2) -> None:
     from plantd.client import Worker
 
-    worker = Worker(endpoint, service, heartbeat_interval=0.2, liveness=3)
+    worker = Worker(endpoint, service, heartbeat_interval=heartbeat, liveness=3)
 
     @worker.operation("echo", raw=True)
     async def echo(body: list[bytes]) -> list[bytes]:
@@ -45,15 +45,19 @@ def majortomo_worker(endpoint: str, service: str) -> None:
             worker.send_reply_final(client, [b"majortomo", *body])
 
 
-async def plantd_broker(endpoint: str) -> None:
+async def plantd_broker(endpoint: str, timings: str = "") -> None:
+    """Short heartbeats and timeouts, or ``production`` timings (BrokerSettings defaults)."""
     from plantd.broker.core import BrokerSettings
     from plantd.broker.server import BrokerServer
 
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    settings = BrokerSettings(
-        endpoint=endpoint, heartbeat_interval=0.2, request_timeout=1.0, busy_timeout=2.0
-    )
+    if timings == "production":
+        settings = BrokerSettings(endpoint=endpoint)
+    else:
+        settings = BrokerSettings(
+            endpoint=endpoint, heartbeat_interval=0.2, request_timeout=1.0, busy_timeout=2.0
+        )
     await BrokerServer(settings).run(stop)
 
 
@@ -76,11 +80,12 @@ if __name__ == "__main__":
     role, endpoint = sys.argv[1], sys.argv[2]
     service = sys.argv[3] if len(sys.argv) > 3 else ""
     if role == "plantd-worker":
-        asyncio.run(plantd_worker(endpoint, service))
+        heartbeat = float(sys.argv[4]) if len(sys.argv) > 4 else 0.2
+        asyncio.run(plantd_worker(endpoint, service, heartbeat))
     elif role == "majortomo-worker":
         majortomo_worker(endpoint, service)
     elif role == "plantd-broker":
-        asyncio.run(plantd_broker(endpoint))
+        asyncio.run(plantd_broker(endpoint, service))
     elif role == "probe":
         probe(endpoint, service)
     else:

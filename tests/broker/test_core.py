@@ -235,3 +235,52 @@ def test_silent_idle_worker_gets_no_requests() -> None:
     assert take(core) == []
     core.handle(W1, [b"MDPW02", b"\x05"], 2.1)  # it was alive after all: served now
     assert take(core)[0][:4] == [W1, b"MDPW02", b"\x02", C2]
+
+
+def test_unroutable_request_goes_to_another_worker() -> None:
+    """ZeroMQ could not route a REQUEST (the worker's connection is gone): it never left the
+    broker, so the next idle worker gets it and the dead worker is dropped at once."""
+    core = make()
+    ready(core, W1)
+    ready(core, W2)
+    request(core, C1, now=1.0)
+    [dispatched] = core.outbox
+    assert dispatched[0] == W1
+    core.outbox.clear()
+    core.unroutable(dispatched, 1.0)
+    assert take(core) == [[W2, b"MDPW02", b"\x02", C1, b"", b"op", b"{}"]]
+    assert W1 not in core.workers and core.counters.unroutable == 1
+    core.handle(W2, [b"MDPW02", b"\x04", C1, b"", b"done"], 1.1)
+    assert take(core) == [[C1, b"MDPC02", b"\x03", b"svc", b"done"]]
+
+
+def test_unroutable_request_waits_in_queue_without_other_worker() -> None:
+    core = make()
+    ready(core, W1)
+    request(core, C1, now=1.0)
+    [dispatched] = take(core)
+    core.unroutable(dispatched, 1.0)
+    assert take(core) == [] and len(core.services[b"svc"].queue) == 1
+    ready(core, W2, now=1.5)  # a restarted worker takes it
+    assert take(core) == [[W2, b"MDPW02", b"\x02", C1, b"", b"op", b"{}"]]
+
+
+def test_unroutable_heartbeat_of_busy_worker_fails_its_request() -> None:
+    """The request was delivered earlier; only the heartbeat bounced: its outcome is
+    unknown, so the client gets a 'worker lost' error now instead of after the timeouts."""
+    core = make()
+    ready(core, W1)
+    request(core, C1, now=1.0)
+    take(core)
+    core.unroutable([W1, b"MDPW02", b"\x05"], 1.2)
+    [reply] = take(core)
+    err = mdp.decode_error(reply[4:])
+    assert reply[0] == C1 and err is not None and "connection is gone" in err.message
+    assert W1 not in core.workers
+
+
+def test_unroutable_client_reply_is_only_counted() -> None:
+    core = make()
+    ready(core, W1)
+    core.unroutable([C1, b"MDPC02", b"\x03", b"svc", b"late"], 1.0)
+    assert take(core) == [] and W1 in core.workers and core.counters.unroutable == 1

@@ -112,13 +112,45 @@ def test_worker_killed_mid_request_client_gets_error(broker: str, peer: Peer) ->
             print(f"FIGURE kill9_worker_mid_request_error_s={lost_at[0]:.2f}")
             lost = [r for r in results if isinstance(r, ServiceUnavailable)]
             assert len(lost) == 1, results
-            # liveness x interval = 0.6 s; the survivor's own answer takes the rest of 5 s
-            assert "expired" in str(lost[0])
+            # the broker's next heartbeat to the dead worker bounces (ROUTER_MANDATORY), or
+            # at the latest liveness x interval = 0.6 s expires it; the survivor's own
+            # answer takes the rest of 5 s
+            assert "connection is gone" in str(lost[0]) or "expired" in str(lost[0])
             assert time.monotonic() - start < 6
             # the surviving worker keeps serving
             assert await c.call("slow", "sleep", {"seconds": 0}) == {"seconds": 0}
 
     asyncio.run(scenario())
+    assert second.poll() is None
+
+
+def test_idle_worker_killed_requests_go_to_the_survivor_at_once(peer: Peer) -> None:
+    """Production timings (heartbeat 2.5 s, busy timeout 30 s). After ``kill -9`` of an idle
+    worker that never served, the broker used to hand it requests for up to 1.5 heartbeat
+    intervals, each then lost until the busy timeout. The ROUTER reports the connection gone
+    (ROUTER_MANDATORY): the request goes to the surviving worker and nothing waits."""
+    port = free_port()
+    endpoint = f"tcp://127.0.0.1:{port}"
+    peer("plantd-broker", endpoint, "production")
+    wait_listening(port)
+    first = peer("plantd-worker", endpoint, "echo", "2.5")
+    wait_service(endpoint, "echo")  # registered first = oldest idle = next to get a request
+    second = peer("plantd-worker", endpoint, "echo", "2.5")
+    with SyncClient(endpoint, timeout=2.0) as c:
+        deadline = time.monotonic() + 10
+        while c.mmi("mmi.services")["services"][0]["workers"] < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(5)
+        time.sleep(0.3)  # far inside the 3.75 s before the broker would suspect it
+        start = time.monotonic()
+        replies = [c.request("echo", b"echo", b"%d" % i)[-1] for i in range(20)]
+        elapsed = time.monotonic() - start
+        assert replies == [b"%d" % i for i in range(20)]
+        workers = c.mmi("mmi.services")["services"][0]["workers"]
+    print(f"FIGURE kill9_idle_worker_20_requests_s={elapsed:.2f}")
+    assert elapsed < 2.0 and workers == 1
     assert second.poll() is None
 
 
