@@ -1221,10 +1221,13 @@ class StateStore:
         """Adopt drains in commit order; on close, run until nothing is waiting."""
         while True:
             job = await self._drains.get()
-            if job is None:  # close(): stop once everything queued before it is durable
-                if not self._pending:
+            if job is None:  # close(): stop once every queued write is adopted
+                if not self._pending and not self._outstanding:
                     return
-                self._start_drain()
+                # drains started after the sentinel (by an adoption) sit behind it: go
+                # round again after them
+                if self._pending and self._outstanding < _DRAINS_AHEAD:
+                    self._start_drain()
                 self._drains.put_nowait(None)
                 continue
             try:

@@ -256,17 +256,23 @@ async def test_close_answers_gets_already_issued(db_path: Path) -> None:
 # --------------------------------------------------------------------------- cancellation
 
 
-async def test_committer_cancelled_mid_commit_reports_the_real_outcome(db_path: Path) -> None:
-    s = await StateStore.open(db_path, reap_interval=3600)
-    real = s._write_batch
+def _slow_commits(store: StateStore, seconds: float) -> threading.Event:
+    """Make every write batch take ``seconds`` longer; the event is set when one starts."""
+    real = store._write_batch
     started = threading.Event()
 
     def slow(*a: Any) -> Any:
         started.set()
-        time.sleep(0.2)
+        time.sleep(seconds)
         return real(*a)
 
-    s._write_batch = slow  # type: ignore[method-assign]
+    store._write_batch = slow  # type: ignore[method-assign]
+    return started
+
+
+async def test_committer_cancelled_mid_commit_reports_the_real_outcome(db_path: Path) -> None:
+    s = await StateStore.open(db_path, reap_interval=3600)
+    started = _slow_commits(s, 0.2)
     task = asyncio.ensure_future(s.set("s", "k", 1))
     assert await asyncio.to_thread(started.wait, 5)
     assert s._committer is not None
@@ -285,15 +291,7 @@ async def test_cancelled_committer_settles_writes_queued_behind_a_commit(db_path
     """Writes waiting behind a slow commit when the committer is cancelled: each is either
     acknowledged (and durable) or refused as not applied (and absent); none hangs."""
     s = await StateStore.open(db_path, reap_interval=3600, batch_max=4)
-    real = s._write_batch
-    started = threading.Event()
-
-    def slow(*a: Any) -> Any:
-        started.set()
-        time.sleep(0.1)
-        return real(*a)
-
-    s._write_batch = slow  # type: ignore[method-assign]
+    started = _slow_commits(s, 0.1)
     tasks = [asyncio.ensure_future(s.set("s", f"k{i}", i)) for i in range(20)]
     assert await asyncio.to_thread(started.wait, 5)
     assert s._committer is not None
@@ -431,3 +429,17 @@ async def test_dependent_writes_in_one_batch(tmp_path: Path) -> None:
     ]
     assert [e["op"] for e in events].count("create-scope") == 2  # "new", then "gone" again
     assert outcomes[6]["version"] == 1
+
+
+async def test_close_while_drains_are_in_flight_acknowledges_every_write(db_path: Path) -> None:
+    """close() arrives while commits are running and more writes wait: every write is
+    acknowledged before close returns (none left pending behind the stop sentinel)."""
+    s = await StateStore.open(db_path, reap_interval=3600, batch_max=3)
+    _slow_commits(s, 0.02)
+    tasks = [asyncio.ensure_future(s.set("s", f"k{i}", i)) for i in range(30)]
+    await asyncio.sleep(0.03)  # the first drains are committing
+    await asyncio.wait_for(s.close(), 10)
+    assert all(t.done() for t in tasks)
+    assert sorted(t.result()["revision"] for t in tasks)[-1] == 30
+    async with await StateStore.open(db_path) as s2:
+        assert s2.revision == 30
