@@ -377,6 +377,8 @@ BAD_REQUESTS: list[tuple[str, Any, str, str]] = [
     ("txn", {"ops": {"op": "set"}}, "invalid_argument", "'ops' must be an array"),
     ("txn", {"ops": [1]}, "invalid_argument", "ops[0] must be an object, got integer"),
     ("txn", {"ops": []}, "invalid_argument", "at least one op"),
+    ("txn", {"ops": [{"op": "set", "service": "a", "scope": "b", "key": "k", "value": 1}]}, "invalid_argument", "'service' and 'scope' disagree"),
+    ("txn", {"ops": [{"op": "set", "key": "k", "value": 1}]}, "invalid_argument", "scope must be a non-empty string"),
     ("txn", {"service": "s", "ops": [{"op": "frob", "key": "k"}]}, "invalid_argument", "op must be set, delete or check"),
     ("txn", {"service": "s", "ops": [{"op": "set", "key": "k", "value": 1}] * 2}, "invalid_argument", "duplicate key"),
     ("txn", {"service": "s", "ops": [{"op": "set", "key": f"k{i}", "value": 1} for i in range(200)]}, "limit_exceeded", "max_txn_ops is 128"),
