@@ -11,7 +11,9 @@ the standard library instead:
   contains ``null`` with ``json`` (``allow_nan=False``), which raises instead.
 
 Anything orjson refuses (invalid JSON, integers it cannot encode, non-string keys) is retried
-with ``json``, so errors and edge cases behave exactly as with the standard library.
+with ``json``, so errors and edge cases behave exactly as with the standard library, except
+one: text or values nested too deeply for the stdlib's recursion raise ValueError (bad input),
+not RecursionError.
 """
 
 from __future__ import annotations
@@ -40,7 +42,10 @@ def loads(data: bytes | bytearray | memoryview | str) -> Any:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
             pass
-    return json.loads(data if isinstance(data, str) else raw)
+    try:
+        return json.loads(data if isinstance(data, str) else raw)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def dumps(obj: Any, *, default: Callable[[Any], Any] | None = None) -> bytes:
@@ -57,8 +62,15 @@ def dumps_strict(obj: Any) -> bytes:
     anything that is not a JSON type (messages as ``json`` words them)."""
     try:
         out = orjson.dumps(obj, option=_PLAIN)
-    except TypeError:
-        return _STRICT.encode(obj).encode()
+    except TypeError:  # also orjson's 255-level nesting limit: the stdlib goes deeper
+        return _strict(obj)
     if b"null" in out:  # a real null, or a NaN/Infinity orjson turned into one
-        return _STRICT.encode(obj).encode()
+        return _strict(obj)
     return out
+
+
+def _strict(obj: Any) -> bytes:
+    try:
+        return _STRICT.encode(obj).encode()
+    except RecursionError:
+        raise ValueError("value nested too deeply") from None

@@ -87,3 +87,17 @@ def test_dumps_is_compact_utf8_with_default() -> None:
     assert jsoncodec.dumps({"t": {1, 2}.__class__}, default=str) == b'{"t":"<class \'set\'>"}'
     assert jsoncodec.dumps({1: "int key"}) == b'{"1":"int key"}'  # as json.dumps does
     assert jsoncodec.dumps(float("nan")) == b"null"  # valid JSON, never the NaN literal
+
+
+def test_too_deep_nesting_is_a_value_error_not_a_crash() -> None:
+    deep = b"[" * 5000 + b"]" * 5000
+    with pytest.raises(ValueError, match="nested too deeply"):
+        jsoncodec.loads(deep)
+    value: list = []
+    for _ in range(5000):
+        value = [value]
+    with pytest.raises(ValueError, match="nested too deeply"):
+        jsoncodec.dumps_strict(value)
+    shallow = json.loads(b"[" * 300 + b"]" * 300)  # past orjson's limits, within the stdlib's
+    assert jsoncodec.loads(b"[" * 300 + b"]" * 300) == shallow
+    assert json.loads(jsoncodec.dumps_strict(shallow)) == shallow
