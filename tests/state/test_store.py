@@ -27,21 +27,9 @@ from plantd.state import (
     StorageError,
     StoreLocked,
 )
+from tests.state.conftest import FakeClock
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "state.db"
 
 
 @pytest.fixture

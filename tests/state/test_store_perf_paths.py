@@ -16,20 +16,7 @@ import pytest
 
 from plantd.state import Conflict, NotFound, StateStore, StorageError
 from plantd.state import store as store_mod
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "state.db"
-
+from tests.state.conftest import FakeClock
 
 # --------------------------------------------------------------------------- private API guard
 
