@@ -94,6 +94,27 @@ async def test_conflict_is_shown_not_overwritten(fake: FakeSource) -> None:
         assert table.get_cell("enabled", "rev").plain == "101"
 
 
+async def test_conflict_apply_mine_writes_on_top_after_a_confirm(fake: FakeSource) -> None:
+    app = make_app(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_state(pilot)
+        fake.concurrent_write = ("org.plantd.line1", "enabled", False)  # someone else wins
+        await pilot.press("e", *"null", "enter", "y")
+        await pilot.pause()
+        assert isinstance(app.screen, ConflictDialog)
+        await pilot.press("a")
+        await pilot.pause()
+        # the same write, now against what won: confirmed like any other write
+        assert isinstance(app.screen, ConfirmDialog)
+        op = app.screen.op
+        assert (op.old, op.new, op.prev_revision) == (False, None, 101)
+        await pilot.press("y")
+        await pilot.pause()
+        await pilot.pause()
+        assert fake.writes[-1] == ("set", "org.plantd.line1", "enabled", None, 101)
+        assert fake.state["org.plantd.line1"]["enabled"].value is None
+
+
 async def test_conflict_close_keeps_table_and_reports_deleted_key(fake: FakeSource) -> None:
     app = make_app(fake)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -105,6 +126,8 @@ async def test_conflict_close_keeps_table_and_reports_deleted_key(fake: FakeSour
         assert isinstance(app.screen, ConflictDialog)
         assert app.screen.current is None and app.screen.current_known
         assert "(key deleted)" in body_text(app.screen)
+        # applying mine on top of a deletion means: create it, only if still absent
+        assert app.screen.on_top() is not None and app.screen.on_top().prev_revision == 0
         await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, ConflictDialog)

@@ -1,7 +1,8 @@
-"""The shape of every yes/no decision in the console: a title, a body, two buttons.
+"""The shape of every decision in the console: a title, a body, yes/no buttons (and extras).
 
 The button focused first is always the one that changes nothing, so a stray Enter over SSH
-never writes. Subclasses give the texts and key bindings (bound to ``yes``/``no``).
+never writes. Subclasses give the texts and key bindings (bound to ``yes``/``no``); an extra
+button (``extra_buttons``) calls ``action_<its id>``.
 """
 
 from __future__ import annotations
@@ -35,18 +36,27 @@ class ChoiceDialog(ModalScreen[bool]):
     def yes_variant(self) -> str:
         return "primary"
 
+    def extra_buttons(self) -> list[tuple[str, str]]:
+        """``(id, label)`` of buttons between yes and no; pressing one runs ``action_<id>``."""
+        return []
+
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="danger" if self.danger() else ""):
             yield Label(self.dialog_title(), id="dialog-title")
             yield Static(self.dialog_body(), id="dialog-body")
             with Horizontal(id="dialog-buttons"):
                 yield Button(self.YES_LABEL, id="yes", variant=self.yes_variant(), compact=True)  # type: ignore[arg-type]
+                for button_id, label in self.extra_buttons():
+                    yield Button(label, id=button_id, variant="warning", compact=True)
                 yield Button(self.NO_LABEL, id="no", variant="default", compact=True)
 
     def on_mount(self) -> None:
         self.query_one(f"#{self.SAFE}", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id not in ("yes", "no"):
+            getattr(self, f"action_{event.button.id}")()
+            return
         self.dismiss(event.button.id == "yes")
 
     def action_yes(self) -> None:

@@ -2,7 +2,9 @@
 
 The operator must see what they would have overwritten before deciding anything, so the dialog
 shows the key as it is now (fetched after the conflict) right above the value they meant to
-write. It never writes: Reload asks the app to fetch the keys again, Close leaves things as is.
+write. It never writes: Reload asks the app to fetch the keys again, Close leaves things as is,
+Apply mine asks for the same write on top of the value that won (compare-and-set against its
+revision), which goes through the usual confirm dialog.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.binding import Binding
 
-from plantd.tui.messages import WriteOp
+from plantd.tui.messages import WriteOp, WriteRequested
 from plantd.tui.model import format_value
 from plantd.tui.source import KeyEntry
 from plantd.tui.widgets.choice import ChoiceDialog
@@ -63,7 +65,8 @@ def describe_conflict(
     )
     table.add_row("Yours", mine.append("  not written", style="red"))
     hint = Text(
-        "Reload fetches the keys again; edit once more to apply yours on top.",
+        "Reload fetches the keys again. Apply mine: yours on top of the value that won,"
+        " after a confirm.",
         style="dim",
     )
     return Group(head, Text(), table, Text(), hint)
@@ -74,6 +77,7 @@ class ConflictDialog(ChoiceDialog):
 
     BINDINGS = [
         Binding("r", "yes", "Reload"),
+        Binding("a", "apply_mine", "Apply mine"),
         Binding("escape,c", "no", "Close"),
     ]
     YES_LABEL = "Reload (r)"
@@ -99,6 +103,37 @@ class ConflictDialog(ChoiceDialog):
 
     def dialog_title(self) -> str:
         return "Conflict — not written"
+
+    def on_top(self) -> WriteOp | None:
+        """The operator's write again, against what won; None when there is nothing to apply
+        (the current value could not be read, or a delete whose key is already gone)."""
+        op = self.op
+        if not self.current_known or op.kind not in ("set", "delete"):
+            return None
+        if self.current is None:
+            if op.kind == "delete":
+                return None
+            return WriteOp("set", op.scope, op.key, new=op.new, prev_revision=0)
+        return WriteOp(
+            op.kind,
+            op.scope,
+            op.key,
+            old=self.current.value,
+            new=op.new,
+            has_old=True,
+            prev_revision=self.current.mod_revision,
+        )
+
+    def extra_buttons(self) -> list[tuple[str, str]]:
+        return [("apply_mine", "Apply mine (a)")] if self.on_top() is not None else []
+
+    def action_apply_mine(self) -> None:
+        op = self.on_top()
+        if op is None:
+            self.app.bell()
+            return
+        self.app.post_message(WriteRequested(op))
+        self.dismiss(False)
 
     def dialog_body(self) -> Group:
         return describe_conflict(
