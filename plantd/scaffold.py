@@ -100,8 +100,10 @@ def free_port() -> int:
 
 def test_greet(tmp_path) -> None:
     endpoint = f"tcp://127.0.0.1:{{free_port()}}"
+    # a random endpoint and no buses: a plantd already running here owns the default ports
     env = {{**os.environ, "PLANTD_HOME": str(tmp_path), "PLANTD_BROKER_ENDPOINT": endpoint,
-           "PLANTD_BROKER_HEALTH_PORT": "0", "PLANTD_{name.upper()}_ENDPOINT": endpoint,
+           "PLANTD_BROKER_HEALTH_PORT": "0", "PLANTD_BROKER_BUSES": "false",
+           "PLANTD_{name.upper()}_ENDPOINT": endpoint,
            "PLANTD_BROKER_LOG_BUS": "", "PLANTD_{name.upper()}_LOG_BUS": ""}}
     run = [sys.executable, "-m", "plantd.daemons.run"]
     procs = [subprocess.Popen([*run, "broker"], env=env)]

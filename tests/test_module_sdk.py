@@ -4,10 +4,13 @@ broker and bus; and a scaffolded, pip-installed module joining and leaving a run
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +96,26 @@ async def test_module_operations_subscriptions_and_periodic_tasks(tmp_path: Path
 
 
 @pytest.mark.timeout(180)
+@contextlib.contextmanager
+def default_ports_taken() -> Iterator[None]:
+    """Hold plantd's default MDP and bus ports on 127.0.0.1 (a port already taken is taken)."""
+    socks = []
+    for port in (9797, 11000, 11001, 12000, 12001, 13000, 13001, 14000, 14001):
+        sock = socket.socket()
+        try:
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+        except OSError:
+            sock.close()
+            continue
+        socks.append(sock)
+    try:
+        yield
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def test_scaffolded_module_joins_and_leaves_a_running_system(
     plant: PlantRunner, plantd_home: Path, plantd_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -135,14 +158,16 @@ def test_scaffolded_module_joins_and_leaves_a_running_system(
         assert gone.returncode == 8  # no worker any more: 503 from the broker
         assert plant("module", "stop", "nosuch", env=env).returncode == 4
 
-        # the scaffold's own test passes as generated
-        own = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(package / "tests")],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=package,
-        )
+        # the scaffold's own test passes as generated, also where a plantd stack already
+        # runs (module authors develop next to one): the default ports are taken
+        with default_ports_taken():
+            own = subprocess.run(
+                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(package / "tests")],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                cwd=package,
+            )
         assert own.returncode == 0, own.stdout + own.stderr
     finally:
         subprocess.run([*pip, "uninstall", "-y", "plantd-demo"], timeout=120, check=False)
