@@ -90,6 +90,15 @@ def _fmt(ctx: typer.Context, output: OutputFormat | None) -> OutputFormat:
     return resolve_format(output_format(ctx, output))
 
 
+def _report(ctx: typer.Context, output: OutputFormat | None, data: Any, line: str) -> None:
+    """The reply as JSON for scripts (``-o json``), one line for a person otherwise."""
+    fmt = _fmt(ctx, output)
+    if fmt is OutputFormat.json:
+        emit(data, fmt)
+    else:
+        sys.stdout.write(line + "\n")
+
+
 # --------------------------------------------------------------------------- key commands
 
 
@@ -176,11 +185,7 @@ def delete(
     if prev_revision is not None:
         doc["prev_revision"] = prev_revision
     data = _call(ctx, "delete", doc)
-    fmt = _fmt(ctx, output)
-    if fmt is OutputFormat.json:
-        emit(data, fmt)
-    else:
-        sys.stdout.write(f"deleted {scope}/{key} (revision {data.get('revision')})\n")
+    _report(ctx, output, data, f"deleted {scope}/{key} (revision {data.get('revision')})")
 
 
 @app.command("list")
@@ -232,13 +237,11 @@ def create_scope(
     """Create a scope (an existing one is not an error)."""
     _, scope = _settings(ctx, name if name is not None else scope)
     data = _call(ctx, "create-scope", {"service": scope, "request_id": _request_id()})
-    fmt = _fmt(ctx, output)
-    if fmt is OutputFormat.json:
-        emit(data, fmt)
-    elif data.get("created"):
-        sys.stdout.write(f"created scope {scope} (revision {data.get('revision')})\n")
+    if data.get("created"):
+        line = f"created scope {scope} (revision {data.get('revision')})"
     else:
-        sys.stdout.write(f"scope {scope} already exists\n")
+        line = f"scope {scope} already exists"
+    _report(ctx, output, data, line)
 
 
 @app.command("delete-scope")
@@ -249,14 +252,10 @@ def delete_scope(
 ) -> None:
     """Delete a scope and every key in it (exit 4 if it does not exist)."""
     data = _call(ctx, "delete-scope", {"service": name, "request_id": _request_id()})
-    fmt = _fmt(ctx, output)
-    if fmt is OutputFormat.json:
-        emit(data, fmt)
-    else:
-        sys.stdout.write(
-            f"deleted scope {name} ({data.get('deleted_keys')} keys,"
-            f" revision {data.get('revision')})\n"
-        )
+    line = (
+        f"deleted scope {name} ({data.get('deleted_keys')} keys, revision {data.get('revision')})"
+    )
+    _report(ctx, output, data, line)
 
 
 # --------------------------------------------------------------------------- backup & co
@@ -272,14 +271,8 @@ def backup(
     """Online backup by the running state daemon (a consistent snapshot)."""
     dest = os.path.abspath(os.path.expanduser(path))
     data = _call(ctx, "backup", {"path": dest, "overwrite": overwrite})
-    fmt = _fmt(ctx, output)
-    if fmt is OutputFormat.json:
-        emit(data, fmt)
-    else:
-        sys.stdout.write(
-            f"backup {data.get('path')}: revision {data.get('revision')},"
-            f" {data.get('bytes')} bytes\n"
-        )
+    line = f"backup {data.get('path')}: revision {data.get('revision')}, {data.get('bytes')} bytes"
+    _report(ctx, output, data, line)
 
 
 def _db_path(db: str | None) -> tuple[Any, Any]:
@@ -370,14 +363,11 @@ def import_(
     except ValueError as exc:
         raise CliError(f"{file}: not valid JSON: {one_line(exc)}", ExitCode.USAGE) from None
     data = _call(ctx, "import", {"doc": doc, "replace": replace, "request_id": _request_id()})
-    fmt = _fmt(ctx, output)
-    if fmt is OutputFormat.json:
-        emit(data, fmt)
-    else:
-        sys.stdout.write(
-            f"imported {data.get('keys')} keys in {data.get('scopes')} scopes"
-            f" (revision {data.get('revision')})\n"
-        )
+    line = (
+        f"imported {data.get('keys')} keys in {data.get('scopes')} scopes"
+        f" (revision {data.get('revision')})"
+    )
+    _report(ctx, output, data, line)
 
 
 # --------------------------------------------------------------------------- watch
