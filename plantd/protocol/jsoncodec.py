@@ -12,8 +12,9 @@ the standard library instead:
 
 Anything orjson refuses (invalid JSON, integers it cannot encode, non-string keys) is retried
 with ``json``, so errors and edge cases behave exactly as with the standard library, except
-one: text or values nested too deeply for the stdlib's recursion raise ValueError (bad input),
-not RecursionError.
+nesting: text nested too deeply for the stdlib's recursion raises ValueError (bad input), not
+RecursionError, and :func:`dumps_strict` refuses values nested deeper than orjson encodes
+(``MAX_DEPTH``), so whatever it accepted can always be sent back inside a reply.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ from typing import Any
 
 import orjson
 
-__all__ = ["dumps", "dumps_strict", "loads"]
+__all__ = ["MAX_DEPTH", "dumps", "dumps_strict", "loads"]
+
+MAX_DEPTH = 255
+"""Deepest nesting :func:`dumps_strict` accepts (orjson's own encoding limit)."""
 
 _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _LONG_RUN = b"0" * 19  # 19 digits: the shortest integer text that may not fit in 64 bits
@@ -53,8 +57,13 @@ def dumps(obj: Any, *, default: Callable[[Any], Any] | None = None) -> bytes:
     try:
         return orjson.dumps(obj, default=default)
     except TypeError:
-        # integers beyond 64 bits, non-string keys, or a default that failed: json decides
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=default).encode()
+        # integers beyond 64 bits, non-string keys, deep nesting, or a default that failed
+        try:
+            return json.dumps(
+                obj, ensure_ascii=False, separators=(",", ":"), default=default
+            ).encode()
+        except RecursionError:
+            raise ValueError("value nested too deeply") from None
 
 
 def dumps_strict(obj: Any) -> bytes:
@@ -62,7 +71,9 @@ def dumps_strict(obj: Any) -> bytes:
     anything that is not a JSON type (messages as ``json`` words them)."""
     try:
         out = orjson.dumps(obj, option=_PLAIN)
-    except TypeError:  # also orjson's 255-level nesting limit: the stdlib goes deeper
+    except TypeError as exc:
+        if "recursion" in str(exc).lower():
+            raise ValueError(f"value nested deeper than {MAX_DEPTH} levels") from None
         return _strict(obj)
     if b"null" in out:  # a real null, or a NaN/Infinity orjson turned into one
         return _strict(obj)

@@ -350,6 +350,7 @@ def test_idempotent_request_id_over_mdp(c: Any) -> None:
 BAD_REQUESTS: list[tuple[str, Any, str, str]] = [
     ("state-set", b"{not json", "invalid_json", "state-set: request is not valid JSON"),
     ("state-set", b'{"service":"s","key":"k","value":' + b"[" * 5000 + b"]" * 5000 + b"}", "invalid_json", "nested too deeply"),
+    ("state-set", b'{"service":"s","key":"k","value":' + b"[" * 300 + b"]" * 300 + b"}", "invalid_argument", "deeper than 255 levels"),
     ("state-get", b'{"key": "\xc3\x28"}', "invalid_json", "not UTF-8"),
     ("state-set", b"[1, 2]", "invalid_argument", "request must be a JSON object, got array"),
     ("state-get", b'"k"', "invalid_argument", "request must be a JSON object, got string"),
