@@ -13,13 +13,21 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from plantd.logbus import LEVEL_NAMES, level_name, level_number
 from plantd.logger.ingest import Batcher, BusStore, Database, parse_ts
+from plantd.logger.paging import (
+    REPLY_BUDGET,
+    QueryError,
+    fit_page,
+    follow_pages,
+    parse_limit,
+    parse_record_cursor,
+)
 
 __all__ = ["LogStore", "QueryError", "StoreSettings"]
 
@@ -43,6 +51,7 @@ CREATE TABLE IF NOT EXISTS records(
 );
 CREATE INDEX IF NOT EXISTS records_ts ON records(ts);
 CREATE INDEX IF NOT EXISTS records_service_ts ON records(service, ts);
+CREATE INDEX IF NOT EXISTS records_level_ts ON records(level, ts);
 CREATE TABLE IF NOT EXISTS producers(
     host TEXT NOT NULL,
     pid INTEGER NOT NULL,
@@ -75,15 +84,12 @@ _KNOWN_EVENT_KEYS = frozenset(
     ("ts", "timestamp", "level", "service", "source", "host", "pid", "logger", "msg", "message",
      "fields", "seq")
 )
+DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
 RETENTION_CHUNK = 20_000
 MAX_PRODUCERS = 10_000
 
 Row = tuple[Any, ...]  # the _INSERT parameters
-
-
-class QueryError(ValueError):
-    """A query argument is invalid (reported as ``invalid_argument``)."""
 
 
 @dataclass
@@ -337,13 +343,46 @@ class LogStore(BusStore):
     # --- queries ----------------------------------------------------------------------
 
     async def query(self, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        """Records matching ``{since, until, level, service, text, limit, order, ...}``."""
-        sql, args = build_query(params or {})
+        """The records of the first page of ``params`` (a ``query`` document), in process:
+        bounded by ``limit`` only, not by the reply budget."""
+        return (await self.query_page(params or {}, budget=None))["records"]
+
+    async def query_page(
+        self, params: dict[str, Any], budget: int | None = REPLY_BUDGET
+    ) -> dict[str, Any]:
+        """One page ``{records, more, next}`` of a ``query`` document (see :func:`parse_query`)."""
+        q = parse_query(params)
+        return await self._page(q, q.after, q.limit, budget)
+
+    async def query_pages(
+        self, params: dict[str, Any], budget: int = REPLY_BUDGET, total: int | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every page of a query (:func:`~plantd.logger.paging.follow_pages`)."""
+        q = parse_query(params)
+
+        async def page(after: tuple[float, int] | None, limit: int) -> dict[str, Any]:
+            return await self._page(q, after, limit, budget)
+
+        async for doc in follow_pages(page, "records", q.limit, q.after, total):
+            yield doc
+
+    async def _page(
+        self, q: Query, after: tuple[float, int] | None, limit: int, budget: int | None
+    ) -> dict[str, Any]:
+        sql, args = q.statement(after, limit + 1)  # one more row says whether there is more
 
         def run(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             return conn.execute(sql, args).fetchall()
 
-        return [_row_doc(row) for row in await self.db.read(run)]
+        rows = await self.db.read(run)
+        records = [_row_doc(row) for row in rows[:limit]]
+        cut = False
+        if budget is not None:
+            records, cut = fit_page(records, budget, _shrink)
+        more = cut or len(rows) > limit
+        last = records[-1] if more and records else None
+        return {"records": records, "more": more,
+                "next": [last["ts"], last["id"]] if last else None}
 
     async def stats(self) -> dict[str, Any]:
         """Records per level and service, missed per producer, ingestion counters."""
@@ -402,13 +441,25 @@ def _row_doc(row: Iterable[Any]) -> dict[str, Any]:
     return doc
 
 
+def _shrink(doc: dict[str, Any], budget: int) -> dict[str, Any]:
+    """A record too large for a whole page: its message cut, its fields dropped, marked."""
+    # JSON spends at most 6 bytes on one character (\u001f): budget // 8 characters fit
+    short = {k: v[:1024] if isinstance(v, str) else v for k, v in doc.items()}
+    short["msg"] = str(doc.get("msg", ""))[: budget // 8]
+    short["fields"] = {}
+    short["truncated"] = True
+    return short
+
+
 def _time_arg(params: dict[str, Any], name: str) -> float | None:
     value = params.get(name)
     if value is None or value == "":
         return None
     ts = parse_ts(value)
     if ts is None:
-        raise QueryError(f"{name}: expected epoch seconds or an ISO-8601 time, got {value!r}")
+        raise QueryError(
+            f"{name}: expected epoch seconds or an ISO-8601 time, got {value!r}", name
+        )
     return ts
 
 
@@ -417,8 +468,33 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
-def build_query(params: dict[str, Any]) -> tuple[str, list[Any]]:
-    """SQL and arguments for a ``query`` document; raises :class:`QueryError`."""
+@dataclass(frozen=True)
+class Query:
+    """A validated ``query`` request: its filters, page size, order and cursor."""
+
+    where: tuple[str, ...]
+    args: tuple[Any, ...]
+    limit: int
+    order: str
+    after: tuple[float, int] | None
+
+    def statement(self, after: tuple[float, int] | None, fetch: int) -> tuple[str, list[Any]]:
+        """SQL for ``fetch`` rows strictly after the cursor ``after`` in this query's order."""
+        where, args = list(self.where), list(self.args)
+        if after is not None:
+            # (ts, id) is the order: a row value comparison seeks the ts index (id rides along)
+            where.append(f"(ts, id) {'<' if self.order == 'desc' else '>'} (?, ?)")
+            args.extend(after)
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM records"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY ts {self.order}, id {self.order} LIMIT ?"
+        args.append(fetch)
+        return sql, args
+
+
+def parse_query(params: dict[str, Any]) -> Query:
+    """Validate a ``query`` document; raises :class:`QueryError` naming the field."""
     if not isinstance(params, dict):
         raise QueryError("query expects a JSON object")
     where: list[str] = []
@@ -436,7 +512,7 @@ def build_query(params: dict[str, Any]) -> tuple[str, list[Any]]:
         number = level_number(level, default=-1)
         if number < 0:
             names = ", ".join(LEVEL_NAMES.values())
-            raise QueryError(f"level: unknown level {level!r} (use {names})")
+            raise QueryError(f"level: unknown level {level!r} (use {names})", "level")
         where.append("level >= ?")
         args.append(number)
     for column in ("service", "host", "source", "logger"):
@@ -444,7 +520,7 @@ def build_query(params: dict[str, Any]) -> tuple[str, list[Any]]:
         if value in (None, ""):
             continue
         if not isinstance(value, str):
-            raise QueryError(f"{column}: expected a string")
+            raise QueryError(f"{column}: expected a string", column)
         if any(ch in value for ch in "*?["):
             where.append(f"{column} GLOB ?")
         else:
@@ -464,17 +540,12 @@ def build_query(params: dict[str, Any]) -> tuple[str, list[Any]]:
         args.append(_int(after_id, 0))
     order = str(params.get("order") or "desc").lower()
     if order not in ("asc", "desc"):
-        raise QueryError(f"order: expected 'asc' or 'desc', got {order!r}")
-    limit = params.get("limit", 100)
-    if isinstance(limit, bool) or not isinstance(limit, int | str):
-        raise QueryError("limit: expected an integer")
-    limit = _int(limit, -1)
-    if limit < 0:
-        raise QueryError("limit: expected a non-negative integer")
-    limit = min(limit, MAX_LIMIT)
-    sql = f"SELECT {', '.join(_COLUMNS)} FROM records"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += f" ORDER BY ts {order}, id {order} LIMIT ?"
-    args.append(limit)
-    return sql, args
+        raise QueryError(f"order: expected 'asc' or 'desc', got {order!r}", "order")
+    limit = parse_limit(params, DEFAULT_LIMIT, MAX_LIMIT)
+    return Query(tuple(where), tuple(args), limit, order, parse_record_cursor(params.get("after")))
+
+
+def build_query(params: dict[str, Any]) -> tuple[str, list[Any]]:
+    """SQL and arguments of the first page of a ``query`` document (``limit`` rows)."""
+    q = parse_query(params)
+    return q.statement(q.after, q.limit)
