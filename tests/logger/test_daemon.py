@@ -107,3 +107,48 @@ def test_plant_log_unreachable_and_usage_errors(plantd_env: dict[str, str]) -> N
     assert out.returncode == 2
     out = plant(env, "log", "query", "--since", "last tuesday")
     assert out.returncode == 2
+
+
+def test_plant_log_query_n_10000_of_big_records_pages_and_logger_keeps_serving(
+    broker: BrokerProcess, plantd_home: Path
+) -> None:
+    """10,000 records of ~600 bytes (~6 MB, far over the broker's 1 MiB message limit)."""
+    import asyncio
+
+    from plantd.logger.store import LogStore, StoreSettings
+
+    database = plantd_home / "big-logger.sqlite"
+
+    async def fill() -> None:
+        settings = StoreSettings(path=database, log_backend=None, event_backend=None)
+        async with LogStore(settings) as store:
+            t0 = time.time() - 600
+            for i in range(12_000):
+                store.add("big.info", {"service": "big", "ts": t0 + i / 100,
+                                       "msg": f"record {i} " + "z" * 500})
+
+    asyncio.run(fill())
+    env = daemon_env(broker, "logger", log_bus_sub="", event_bus_sub="", database=str(database))
+    d = Daemon("logger", env, plantd_home)
+    try:
+        started = time.monotonic()
+        out = plant(broker.env, "log", "query", "-s", "big", "-n", "10000", "-o", "json")
+        assert out.returncode == 0, out.stderr
+        got = records(out.stdout)
+        assert len(got) == 10_000 and len({r["id"] for r in got}) == 10_000
+        assert got[0]["msg"].startswith("record 11999 ") and got[-1]["msg"].startswith("record 2000 ")
+        assert time.monotonic() - started < 20
+
+        out = plant(broker.env, "log", "query", "-s", "big", "-n", "12000", "--order", "asc",
+                    "-o", "json")
+        assert out.returncode == 0, out.stderr
+        assert [r["msg"].split()[1] for r in records(out.stdout)] == [str(i) for i in range(12_000)]
+
+        # the logger keeps serving
+        stats = plant(broker.env, "log", "stats", "-o", "json")
+        assert stats.returncode == 0, stats.stderr
+        assert json.loads(stats.stdout)["services"]["big"] == 12_000
+        out = plant(broker.env, "log", "tail", "-s", "big", "-n", "3", "-o", "json")
+        assert [r["msg"].split()[1] for r in records(out.stdout)] == ["11997", "11998", "11999"]
+    finally:
+        assert d.stop() == 0, d.text()[-2000:]
