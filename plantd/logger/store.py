@@ -9,6 +9,7 @@ tracked: a jump from 41 to 45 counts 3 records missed, which is how bus loss bec
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import sqlite3
@@ -468,6 +469,19 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
+def _level_arms(minimum: int) -> list[tuple[str, list[int], bool]]:
+    """``level >= minimum`` as disjoint parts: ``(condition, args, force the level index)``."""
+    points = [n for n in sorted(LEVEL_NAMES) if n >= minimum]
+    arms: list[tuple[str, list[int], bool]] = [("level = ?", [n], False) for n in points]
+    if not points:
+        return [("level >= ?", [minimum], True)]
+    if minimum < points[0]:
+        arms.append(("level >= ? AND level < ?", [minimum, points[0]], True))
+    arms.extend(("level > ? AND level < ?", [a, b], True) for a, b in itertools.pairwise(points))
+    arms.append(("level >= ?", [points[-1] + 1], True))  # levels are integers
+    return arms
+
+
 @dataclass(frozen=True)
 class Query:
     """A validated ``query`` request: its filters, page size, order and cursor."""
@@ -477,6 +491,8 @@ class Query:
     limit: int
     order: str
     after: tuple[float, int] | None
+    #: minimum level (``level >= N``), planned apart (see :meth:`statement`)
+    level: int | None = None
 
     def statement(self, after: tuple[float, int] | None, fetch: int) -> tuple[str, list[Any]]:
         """SQL for ``fetch`` rows strictly after the cursor ``after`` in this query's order."""
@@ -485,12 +501,22 @@ class Query:
             # (ts, id) is the order: a row value comparison seeks the ts index (id rides along)
             where.append(f"(ts, id) {'<' if self.order == 'desc' else '>'} (?, ?)")
             args.extend(after)
-        sql = f"SELECT {', '.join(_COLUMNS)} FROM records"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY ts {self.order}, id {self.order} LIMIT ?"
-        args.append(fetch)
-        return sql, args
+        order = f" ORDER BY ts {self.order}, id {self.order} LIMIT ?"
+        select = f"SELECT {', '.join(_COLUMNS)} FROM records"
+        if self.level is None:
+            sql = select + (" WHERE " + " AND ".join(where) if where else "") + order
+            return sql, [*args, fetch]
+        # "level >= N" as one ordered scan of the (level, ts) index per standard level, merged:
+        # a rare level costs its own rows, not a scan of everything newer. Non-standard
+        # numbers (events may carry any) are the ranges between them, each an index seek.
+        parts: list[str] = []
+        part_args: list[Any] = []
+        for condition, extra, indexed in _level_arms(self.level):
+            source = select + (" INDEXED BY records_level_ts" if indexed else "")
+            clause = " AND ".join([condition, *where])
+            parts.append(f"SELECT * FROM ({source} WHERE {clause}{order})")
+            part_args.extend([*extra, *args, fetch])
+        return " UNION ALL ".join(parts) + order, [*part_args, fetch]
 
 
 def parse_query(params: dict[str, Any]) -> Query:
@@ -508,13 +534,12 @@ def parse_query(params: dict[str, Any]) -> Query:
         where.append("ts <= ?")
         args.append(until)
     level = params.get("level")
+    min_level: int | None = None
     if level not in (None, ""):
-        number = level_number(level, default=-1)
-        if number < 0:
+        min_level = level_number(level, default=-1)
+        if min_level < 0:
             names = ", ".join(LEVEL_NAMES.values())
             raise QueryError(f"level: unknown level {level!r} (use {names})", "level")
-        where.append("level >= ?")
-        args.append(number)
     for column in ("service", "host", "source", "logger"):
         value = params.get(column)
         if value in (None, ""):
@@ -542,7 +567,8 @@ def parse_query(params: dict[str, Any]) -> Query:
     if order not in ("asc", "desc"):
         raise QueryError(f"order: expected 'asc' or 'desc', got {order!r}", "order")
     limit = parse_limit(params, DEFAULT_LIMIT, MAX_LIMIT)
-    return Query(tuple(where), tuple(args), limit, order, parse_record_cursor(params.get("after")))
+    cursor = parse_record_cursor(params.get("after"))
+    return Query(tuple(where), tuple(args), limit, order, cursor, min_level)
 
 
 def build_query(params: dict[str, Any]) -> tuple[str, list[Any]]:

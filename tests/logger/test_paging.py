@@ -198,3 +198,47 @@ async def test_existing_database_gets_the_new_index_in_place(tmp_path: Path) -> 
     with sqlite3.connect(path) as conn:
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert "records_level_ts" in names
+
+
+@pytest.mark.parametrize("order", ["desc", "asc"])
+async def test_level_filter_pages_across_standard_and_custom_levels(
+    tmp_path: Path, order: str
+) -> None:
+    """``level >= N`` runs as one index scan per level, merged: pages must still interleave."""
+    settings = StoreSettings(path=tmp_path / "lv.sqlite", log_backend=None, event_backend=None)
+    levels = [5, 10, 20, 25, 30, 35, 40, 45, 50, 60]
+    t0 = time.time() - 100
+    async with LogStore(settings) as store:
+        for i in range(400):
+            level = levels[(i * 7) % len(levels)]
+            store.add(
+                "svc", {"service": "svc", "ts": t0 + (i // 3) / 10, "level": level, "msg": f"r{i}"}
+            )
+        await store.flush()
+        everything = await store.query({"limit": 1000, "order": order})
+        for minimum in ("info", 25, "warning", 41, "critical", 55):
+            number = (
+                20
+                if minimum == "info"
+                else 30
+                if minimum == "warning"
+                else (50 if minimum == "critical" else minimum)
+            )
+            stored = {r["id"]: levels[(int(r["msg"][1:]) * 7) % len(levels)] for r in everything}
+            want = [r["id"] for r in everything if stored[r["id"]] >= number]
+            got: list[int] = []
+            after = None
+            for _ in range(200):
+                data = await store.query_page(
+                    {
+                        "level": minimum,
+                        "order": order,
+                        "limit": 7,
+                        **({"after": after} if after else {}),
+                    }
+                )
+                got.extend(r["id"] for r in data["records"])
+                if not data["more"]:
+                    break
+                after = data["next"]
+            assert got == want and want, minimum
