@@ -166,7 +166,7 @@ def follow_pages(
             if left is not None:
                 left -= len(page)
             after = data.get("next") if isinstance(data, dict) else None
-            if not page or not data.get("more") or after is None:
+            if not data.get("more") or after is None:  # a short or empty page may say more
                 return
 
 

@@ -88,6 +88,9 @@ _KNOWN_EVENT_KEYS = frozenset(
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
 RETENTION_CHUNK = 20_000
+#: a page of a query with filters no index serves (text, globs, host, ...) examines at most
+#: this many records (~0.1 s), then answers, possibly short or empty, with ``more: true``
+SCAN_ROWS = 100_000
 MAX_PRODUCERS = 10_000
 
 Row = tuple[Any, ...]  # the _INSERT parameters
@@ -109,6 +112,8 @@ class StoreSettings:
     max_pending: int = 200_000
     retention_interval: float = 5.0
     hwm: int = 100_000
+    #: records one page of a scanning query examines at most (:data:`SCAN_ROWS`)
+    scan_rows: int = SCAN_ROWS
 
 
 @dataclass
@@ -344,9 +349,18 @@ class LogStore(BusStore):
     # --- queries ----------------------------------------------------------------------
 
     async def query(self, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        """The records of the first page of ``params`` (a ``query`` document), in process:
-        bounded by ``limit`` only, not by the reply budget."""
-        return (await self.query_page(params or {}, budget=None))["records"]
+        """Up to ``limit`` records matching ``params`` (a ``query`` document), in process: not
+        bounded by the reply budget, following pages of queries that scan."""
+        params = params or {}
+        q = parse_query(params)
+
+        async def page(after: tuple[float, int] | None, limit: int) -> dict[str, Any]:
+            return await self._page(q, after, limit, None)
+
+        records: list[dict[str, Any]] = []
+        async for doc in follow_pages(page, "records", q.limit, q.after, q.limit):
+            records.extend(doc["records"])
+        return records
 
     async def query_page(
         self, params: dict[str, Any], budget: int | None = REPLY_BUDGET
@@ -370,20 +384,29 @@ class LogStore(BusStore):
     async def _page(
         self, q: Query, after: tuple[float, int] | None, limit: int, budget: int | None
     ) -> dict[str, Any]:
-        sql, args = q.statement(after, limit + 1)  # one more row says whether there is more
+        def run(conn: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], Any]:
+            bound = None
+            if q.residual:
+                # the key scan_rows records on (index only): the page's scan stops there
+                skip = max(1, self.settings.scan_rows) - 1
+                sql, args = q.statement(
+                    after, 1, columns=("ts", "id"), residual=False, offset=skip
+                )
+                bound = conn.execute(sql, args).fetchone()
+            sql, args = q.statement(after, limit + 1, bound=bound)  # +1: is there more?
+            return conn.execute(sql, args).fetchall(), bound
 
-        def run(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
-            return conn.execute(sql, args).fetchall()
-
-        rows = await self.db.read(run)
+        rows, bound = await self.db.read(run)
         records = [_row_doc(row) for row in rows[:limit]]
         cut = False
         if budget is not None:
             records, cut = fit_page(records, budget, _shrink)
-        more = cut or len(rows) > limit
-        last = records[-1] if more and records else None
-        return {"records": records, "more": more,
-                "next": [last["ts"], last["id"]] if last else None}
+        if cut or len(rows) > limit:
+            last = records[-1]
+            return {"records": records, "more": True, "next": [last["ts"], last["id"]]}
+        if bound is not None:  # scanned up to the bound: go on after it
+            return {"records": records, "more": True, "next": [bound[0], bound[1]]}
+        return {"records": records, "more": False, "next": None}
 
     async def stats(self) -> dict[str, Any]:
         """Records per level and service, missed per producer, ingestion counters."""
@@ -484,7 +507,13 @@ def _level_arms(minimum: int) -> list[tuple[str, list[int], bool]]:
 
 @dataclass(frozen=True)
 class Query:
-    """A validated ``query`` request: its filters, page size, order and cursor."""
+    """A validated ``query`` request: its filters, page size, order and cursor.
+
+    ``where`` are the filters an index serves in time order (time range, exact service);
+    ``residual`` the ones tested row by row (text, globs, host, pid, logger, source,
+    ``after_id``), which is why a page of a query with any scans at most
+    ``scan_rows`` records (see :meth:`LogStore._page`).
+    """
 
     where: tuple[str, ...]
     args: tuple[Any, ...]
@@ -493,19 +522,39 @@ class Query:
     after: tuple[float, int] | None
     #: minimum level (``level >= N``), planned apart (see :meth:`statement`)
     level: int | None = None
+    residual: tuple[str, ...] = ()
+    residual_args: tuple[Any, ...] = ()
 
-    def statement(self, after: tuple[float, int] | None, fetch: int) -> tuple[str, list[Any]]:
-        """SQL for ``fetch`` rows strictly after the cursor ``after`` in this query's order."""
+    def statement(
+        self,
+        after: tuple[float, int] | None,
+        fetch: int,
+        *,
+        columns: tuple[str, ...] = _COLUMNS,
+        residual: bool = True,
+        bound: tuple[float, int] | None = None,
+        offset: int = 0,
+    ) -> tuple[str, list[Any]]:
+        """SQL for ``fetch`` rows strictly after the cursor ``after`` in this query's order,
+        not beyond ``bound`` (inclusive), skipping ``offset``; without the residual filters
+        when ``residual`` is false."""
         where, args = list(self.where), list(self.args)
+        if residual:
+            where.extend(self.residual)
+            args.extend(self.residual_args)
+        # (ts, id) is the order: a row value comparison seeks the ts index (id rides along)
         if after is not None:
-            # (ts, id) is the order: a row value comparison seeks the ts index (id rides along)
             where.append(f"(ts, id) {'<' if self.order == 'desc' else '>'} (?, ?)")
             args.extend(after)
+        if bound is not None:
+            where.append(f"(ts, id) {'>=' if self.order == 'desc' else '<='} (?, ?)")
+            args.extend(bound)
         order = f" ORDER BY ts {self.order}, id {self.order} LIMIT ?"
-        select = f"SELECT {', '.join(_COLUMNS)} FROM records"
+        select = f"SELECT {', '.join(columns)} FROM records"
+        tail, tail_args = (order + " OFFSET ?", [fetch, offset]) if offset else (order, [fetch])
         if self.level is None:
-            sql = select + (" WHERE " + " AND ".join(where) if where else "") + order
-            return sql, [*args, fetch]
+            sql = select + (" WHERE " + " AND ".join(where) if where else "") + tail
+            return sql, [*args, *tail_args]
         # "level >= N" as one ordered scan of the (level, ts) index per standard level, merged:
         # a rare level costs its own rows, not a scan of everything newer. Non-standard
         # numbers (events may carry any) are the ranges between them, each an index seek.
@@ -515,8 +564,8 @@ class Query:
             source = select + (" INDEXED BY records_level_ts" if indexed else "")
             clause = " AND ".join([condition, *where])
             parts.append(f"SELECT * FROM ({source} WHERE {clause}{order})")
-            part_args.extend([*extra, *args, fetch])
-        return " UNION ALL ".join(parts) + order, [*part_args, fetch]
+            part_args.extend([*extra, *args, fetch + offset])
+        return " UNION ALL ".join(parts) + tail, [*part_args, *tail_args]
 
 
 def parse_query(params: dict[str, Any]) -> Query:
@@ -525,6 +574,8 @@ def parse_query(params: dict[str, Any]) -> Query:
         raise QueryError("query expects a JSON object")
     where: list[str] = []
     args: list[Any] = []
+    residual: list[str] = []
+    residual_args: list[Any] = []
     since = _time_arg(params, "since")
     until = _time_arg(params, "until")
     if since is not None:
@@ -546,29 +597,39 @@ def parse_query(params: dict[str, Any]) -> Query:
             continue
         if not isinstance(value, str):
             raise QueryError(f"{column}: expected a string", column)
-        if any(ch in value for ch in "*?["):
-            where.append(f"{column} GLOB ?")
+        if column == "service" and not any(ch in value for ch in "*?["):
+            where.append("service = ?")  # the (service, ts) index
+            args.append(value)
+        elif any(ch in value for ch in "*?["):
+            # unary + keeps SQLite off the (service, ts) index for a glob's prefix range: that
+            # plan sorts every match (seconds at 10^7 records) where the time scan stops at
+            # the page
+            residual.append(f"+{column} GLOB ?")
+            residual_args.append(value)
         else:
-            where.append(f"{column} = ?")
-        args.append(value)
+            residual.append(f"{column} = ?")
+            residual_args.append(value)
     if params.get("pid") not in (None, ""):
-        where.append("pid = ?")
-        args.append(_int(params["pid"], -1))
+        residual.append("pid = ?")
+        residual_args.append(_int(params["pid"], -1))
     text = params.get("text")
     if text not in (None, ""):
         pattern = _like(str(text))
-        where.append("(msg LIKE ? ESCAPE '\\' OR fields LIKE ? ESCAPE '\\')")
-        args.extend([pattern, pattern])
+        residual.append("(msg LIKE ? ESCAPE '\\' OR fields LIKE ? ESCAPE '\\')")
+        residual_args.extend([pattern, pattern])
     after_id = params.get("after_id")
     if after_id not in (None, ""):
-        where.append("id > ?")
-        args.append(_int(after_id, 0))
+        residual.append("id > ?")
+        residual_args.append(_int(after_id, 0))
     order = str(params.get("order") or "desc").lower()
     if order not in ("asc", "desc"):
         raise QueryError(f"order: expected 'asc' or 'desc', got {order!r}", "order")
     limit = parse_limit(params, DEFAULT_LIMIT, MAX_LIMIT)
     cursor = parse_record_cursor(params.get("after"))
-    return Query(tuple(where), tuple(args), limit, order, cursor, min_level)
+    return Query(
+        tuple(where), tuple(args), limit, order, cursor, min_level,
+        tuple(residual), tuple(residual_args),
+    )
 
 
 def build_query(params: dict[str, Any]) -> tuple[str, list[Any]]:

@@ -242,3 +242,66 @@ async def test_level_filter_pages_across_standard_and_custom_levels(
                     break
                 after = data["next"]
             assert got == want and want, minimum
+
+
+@pytest.mark.parametrize("order", ["desc", "asc"])
+async def test_scanning_queries_answer_after_scan_rows_and_page_on(
+    tmp_path: Path, order: str
+) -> None:
+    """A rare text (no index serves it) examines at most ``scan_rows`` records per page: pages
+    come back short or empty with ``more``, and following ``next`` finds every match once."""
+    settings = StoreSettings(
+        path=tmp_path / "scan.sqlite", log_backend=None, event_backend=None, scan_rows=50
+    )
+    t0 = time.time() - 100
+    async with LogStore(settings) as store:
+        for i in range(1000):
+            level = "error" if i % 3 == 0 else "info"
+            msg = f"needle {i}" if i % 97 == 0 else f"hay {i}"
+            store.add(
+                f"s{i % 4}.{level}",
+                {
+                    "service": f"s{i % 4}",
+                    "ts": t0 + i / 10,
+                    "level": level,
+                    "msg": msg,
+                    "host": f"h{i % 5}",
+                },
+            )
+        await store.flush()
+        for params in (
+            {"text": "needle"},
+            {"text": "needle", "level": "error"},
+            {"service": "s1*", "host": "h0"},
+            {"service": "s1", "text": "needle"},
+        ):
+            everything = {
+                r["id"]: r
+                for r in await store.query(
+                    {k: v for k, v in params.items() if k != "text"} | {"limit": 1000}
+                )
+            }
+            want = [
+                i
+                for i, r in everything.items()
+                if "text" not in params or params["text"] in r["msg"]
+            ]
+            want.sort(key=lambda i: (everything[i]["ts"], i), reverse=order == "desc")
+            got: list[int] = []
+            after = None
+            short = 0
+            for _ in range(200):
+                data = await store.query_page(
+                    {**params, "order": order, "limit": 5, **({"after": after} if after else {})}
+                )
+                got.extend(r["id"] for r in data["records"])
+                short += data["more"] and len(data["records"]) < 5
+                if not data["more"]:
+                    break
+                after = data["next"]
+            assert got == want and want, params
+            assert short > 0, params  # the scan bound did end pages early
+            # in process, query() follows those pages up to the limit
+            assert [
+                r["id"] for r in await store.query({**params, "order": order, "limit": 3})
+            ] == want[:3]
