@@ -36,6 +36,8 @@ class LoggerSettings(ModuleSettings):
     flush_records: int = 2000
     flush_interval: float = 0.05
     max_pending: int = 200_000
+    #: records one page of a query with unindexed filters (text, globs, host...) examines
+    scan_rows: int = 100_000
     #: Grafana Loki push (base URL or full /loki/api/v1/push URL); empty = off
     loki_url: str = ""
     loki_tenant: str = ""
@@ -74,6 +76,7 @@ class LoggerModule(Module):
                 flush_interval=s.flush_interval,
                 max_pending=s.max_pending,
                 retention_interval=s.retention_interval,
+                scan_rows=s.scan_rows,
             )
         )
         await self.store.start()

@@ -128,7 +128,8 @@ def test_plant_log_query_n_10000_of_big_records_pages_and_logger_keeps_serving(
                                        "msg": f"record {i} " + "z" * 500})
 
     asyncio.run(fill())
-    env = daemon_env(broker, "logger", log_bus_sub="", event_bus_sub="", database=str(database))
+    env = daemon_env(broker, "logger", log_bus_sub="", event_bus_sub="", database=str(database),
+                     scan_rows="1000")
     d = Daemon("logger", env, plantd_home)
     try:
         started = time.monotonic()
@@ -143,6 +144,12 @@ def test_plant_log_query_n_10000_of_big_records_pages_and_logger_keeps_serving(
                     "-o", "json")
         assert out.returncode == 0, out.stderr
         assert [r["msg"].split()[1] for r in records(out.stdout)] == [str(i) for i in range(12_000)]
+
+        # a rare text: pages of 1,000 records examined come back empty with more, the CLI
+        # follows them to the one match near the oldest end
+        out = plant(broker.env, "log", "query", "-s", "big", "-x", "record 11 ", "-o", "json")
+        assert out.returncode == 0, out.stderr
+        assert [r["msg"].split()[1] for r in records(out.stdout)] == ["11"]
 
         # the logger keeps serving
         stats = plant(broker.env, "log", "stats", "-o", "json")
