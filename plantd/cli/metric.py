@@ -176,8 +176,10 @@ async def _watch(
                 raise CliError(f"no sample within {idle:g}s", ExitCode.TIMEOUT) from None
             if not isinstance(doc, dict):
                 continue
-            if device and str(doc.get("device")) != device and not (
-                glob and fnmatch.fnmatchcase(str(doc.get("device", "")), device)
+            if (
+                device
+                and str(doc.get("device")) != device
+                and not (glob and fnmatch.fnmatchcase(str(doc.get("device", "")), device))
             ):
                 continue  # the topic prefix also matches longer device names
             if channel and not fnmatch.fnmatchcase(str(doc.get("channel", "")), channel):

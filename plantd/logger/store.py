@@ -78,12 +78,35 @@ _UPSERT_PRODUCER = (
     " missed=excluded.missed, resets=excluded.resets, last_seen=excluded.last_seen"
 )
 _COLUMNS = (
-    "id", "ts", "received", "level", "service", "host", "pid", "logger", "msg", "fields", "seq",
-    "source", "topic",
+    "id",
+    "ts",
+    "received",
+    "level",
+    "service",
+    "host",
+    "pid",
+    "logger",
+    "msg",
+    "fields",
+    "seq",
+    "source",
+    "topic",
 )
 _KNOWN_EVENT_KEYS = frozenset(
-    ("ts", "timestamp", "level", "service", "source", "host", "pid", "logger", "msg", "message",
-     "fields", "seq")
+    (
+        "ts",
+        "timestamp",
+        "level",
+        "service",
+        "source",
+        "host",
+        "pid",
+        "logger",
+        "msg",
+        "message",
+        "fields",
+        "seq",
+    )
 )
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
@@ -128,8 +151,15 @@ class Producer:
     last_seen: float = 0.0
 
     def as_row(self, key: tuple[str, int, str]) -> tuple[Any, ...]:
-        return (*key, self.first_seq, self.last_seq, self.received, self.missed, self.resets,
-                self.last_seen)
+        return (
+            *key,
+            self.first_seq,
+            self.last_seq,
+            self.received,
+            self.missed,
+            self.resets,
+            self.last_seen,
+        )
 
 
 def _text(value: Any) -> str:
@@ -237,12 +267,22 @@ class LogStore(BusStore):
             seq = None
         else:
             self._track(host, pid, service, seq, received)
-        fields_json = (
-            json.dumps(fields, separators=(",", ":"), default=str) if fields else None
-        )
+        fields_json = json.dumps(fields, separators=(",", ":"), default=str) if fields else None
         return self.batcher.add(
-            (ts, received, level, service, host, pid, _text(doc.get("logger")), msg,
-             fields_json, seq, source, topic)
+            (
+                ts,
+                received,
+                level,
+                service,
+                host,
+                pid,
+                _text(doc.get("logger")),
+                msg,
+                fields_json,
+                seq,
+                source,
+                topic,
+            )
         )
 
     def _track(self, host: str, pid: int, service: str, seq: int, now: float) -> None:
@@ -314,11 +354,13 @@ class LogStore(BusStore):
             cutoff = now - s.max_age
             while True:
                 n = await self.db.write(
-                    lambda c: c.execute(
-                        "DELETE FROM records WHERE id IN (SELECT id FROM records WHERE ts < ?"
-                        " LIMIT ?)",
-                        (cutoff, RETENTION_CHUNK),
-                    ).rowcount
+                    lambda c: (
+                        c.execute(
+                            "DELETE FROM records WHERE id IN (SELECT id FROM records WHERE ts < ?"
+                            " LIMIT ?)",
+                            (cutoff, RETENTION_CHUNK),
+                        ).rowcount
+                    )
                 )
                 deleted += n
                 if n < RETENTION_CHUNK:
@@ -389,9 +431,7 @@ class LogStore(BusStore):
             if q.residual:
                 # the key scan_rows records on (index only): the page's scan stops there
                 skip = max(1, self.settings.scan_rows) - 1
-                sql, args = q.statement(
-                    after, 1, columns=("ts", "id"), residual=False, offset=skip
-                )
+                sql, args = q.statement(after, 1, columns=("ts", "id"), residual=False, offset=skip)
                 bound = conn.execute(sql, args).fetchone()
             sql, args = q.statement(after, limit + 1, bound=bound)  # +1: is there more?
             return conn.execute(sql, args).fetchall(), bound
@@ -423,14 +463,27 @@ class LogStore(BusStore):
                 services[service] = services.get(service, 0) + n
                 total += n
             oldest, newest = conn.execute("SELECT min(ts), max(ts) FROM records").fetchone()
-            return {"total": total, "levels": levels, "services": services,
-                    "oldest": oldest, "newest": newest}
+            return {
+                "total": total,
+                "levels": levels,
+                "services": services,
+                "oldest": oldest,
+                "newest": newest,
+            }
 
         doc = await self.db.read(run)
         producers = [
-            {"host": k[0], "pid": k[1], "service": k[2], "first_seq": p.first_seq,
-             "last_seq": p.last_seq, "received": p.received, "missed": p.missed,
-             "resets": p.resets, "last_seen": p.last_seen}
+            {
+                "host": k[0],
+                "pid": k[1],
+                "service": k[2],
+                "first_seq": p.first_seq,
+                "last_seq": p.last_seq,
+                "received": p.received,
+                "missed": p.missed,
+                "resets": p.resets,
+                "last_seen": p.last_seen,
+            }
             for k, p in sorted(self.producers.items(), key=lambda kv: -kv[1].last_seen)
         ]
         doc["producers"] = producers
@@ -481,9 +534,7 @@ def _time_arg(params: dict[str, Any], name: str) -> float | None:
         return None
     ts = parse_ts(value)
     if ts is None:
-        raise QueryError(
-            f"{name}: expected epoch seconds or an ISO-8601 time, got {value!r}", name
-        )
+        raise QueryError(f"{name}: expected epoch seconds or an ISO-8601 time, got {value!r}", name)
     return ts
 
 
@@ -627,8 +678,14 @@ def parse_query(params: dict[str, Any]) -> Query:
     limit = parse_limit(params, DEFAULT_LIMIT, MAX_LIMIT)
     cursor = parse_record_cursor(params.get("after"))
     return Query(
-        tuple(where), tuple(args), limit, order, cursor, min_level,
-        tuple(residual), tuple(residual_args),
+        tuple(where),
+        tuple(args),
+        limit,
+        order,
+        cursor,
+        min_level,
+        tuple(residual),
+        tuple(residual_args),
     )
 
 

@@ -77,8 +77,14 @@ def _doc(
 ) -> dict[str, Any]:
     if isinstance(tags, str):
         tags = json.loads(tags)
-    return {"timestamp": ts, "device": device, "channel": channel, "value": value,
-            "units": units, "tags": tags or {}}
+    return {
+        "timestamp": ts,
+        "device": device,
+        "channel": channel,
+        "value": value,
+        "units": units,
+        "tags": tags or {},
+    }
 
 
 class MetricStore(BusStore):
@@ -207,9 +213,14 @@ class MetricStore(BusStore):
     def channel_row(self, doc: dict[str, Any]) -> dict[str, Any]:
         """A ``list`` row: the channel of the latest sample ``doc``."""
         key = (doc["device"], doc["channel"])
-        return {"device": key[0], "channel": key[1], "units": doc["units"],
-                "value": doc["value"], "timestamp": doc["timestamp"],
-                "received": self.counts.get(key, 0)}
+        return {
+            "device": key[0],
+            "channel": key[1],
+            "units": doc["units"],
+            "value": doc["value"],
+            "timestamp": doc["timestamp"],
+            "received": self.counts.get(key, 0),
+        }
 
     def latest_samples(
         self, device: str | None = None, channel: str | None = None
@@ -245,8 +256,11 @@ class MetricStore(BusStore):
             out.append(doc)
         out, cut = fit_page(out)
         more = more or cut
-        return {"items": out, "more": more,
-                "next": [out[-1]["device"], out[-1]["channel"]] if more and out else None}
+        return {
+            "items": out,
+            "more": more,
+            "next": [out[-1]["device"], out[-1]["channel"]] if more and out else None,
+        }
 
     async def range(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         """Stored samples of one device/channel between ``since`` and ``until`` (first page)."""
@@ -289,14 +303,24 @@ class MetricStore(BusStore):
         samples, cut = fit_page([_doc(*row[:6]) for row in rows[:limit]], budget)
         more = cut or len(rows) > limit
         last = len(samples) - 1
-        return {"samples": samples, "more": more,
-                "next": [samples[last]["timestamp"], ids[last]] if more and samples else None}
+        return {
+            "samples": samples,
+            "more": more,
+            "next": [samples[last]["timestamp"], ids[last]] if more and samples else None,
+        }
 
     def counters(self) -> dict[str, Any]:
         b = self.batcher
-        return {"received": self.received, "invalid": self.invalid, "stored": b.flushed,
-                "pending": b.pending, "dropped": b.dropped, "failed": b.failed,
-                "channels": len(self.latest), "trimmed": self.trimmed}
+        return {
+            "received": self.received,
+            "invalid": self.invalid,
+            "stored": b.flushed,
+            "pending": b.pending,
+            "dropped": b.dropped,
+            "failed": b.failed,
+            "channels": len(self.latest),
+            "trimmed": self.trimmed,
+        }
 
 
 @dataclass(frozen=True)
@@ -338,8 +362,10 @@ def _name_cursor(value: Any) -> tuple[str, str] | None:
     if value is None:
         return None
     if (
-        isinstance(value, list) and len(value) == 2
-        and isinstance(value[0], str) and isinstance(value[1], str)
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and isinstance(value[1], str)
     ):
         return value[0], value[1]
     raise QueryError(
