@@ -38,7 +38,6 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, ROOT)
 
 
-
 def run_broker(endpoint: str, front: str, back: str) -> None:
     from plantd.broker.bus import BusProxy
     from plantd.broker.core import BrokerSettings
@@ -68,13 +67,26 @@ def run_logger(endpoint: str, back: str, path: str, flush_interval: float) -> No
     async def main() -> None:
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(15, stop.set)
-        settings = LoggerSettings(endpoint=endpoint, log_bus_sub=back, event_bus_sub="",
-                                  database=Path(path), flush_interval=flush_interval,
-                                  max_rows=0, max_age=0)
+        settings = LoggerSettings(
+            endpoint=endpoint,
+            log_bus_sub=back,
+            event_bus_sub="",
+            database=Path(path),
+            flush_interval=flush_interval,
+            max_rows=0,
+            max_age=0,
+        )
         home = Path(path).parent
-        ctx = DaemonContext(name="logger", settings=settings, home=Home(home),
-                            log=logging.getLogger("plantd.logger"), stop=stop,
-                            health=HealthRegistry(), metrics=None, pid_file=home / "logger.pid")
+        ctx = DaemonContext(
+            name="logger",
+            settings=settings,
+            home=Home(home),
+            log=logging.getLogger("plantd.logger"),
+            stop=stop,
+            health=HealthRegistry(),
+            metrics=None,
+            pid_file=home / "logger.pid",
+        )
         await LoggerModule(settings).run(ctx)
 
     asyncio.run(main())
@@ -112,8 +124,18 @@ def run_producer(front: str, name: str, rate: float, seconds: float) -> None:
         for _ in range(min(burst, due - n)):
             n += 1
             log.info("record %d of a busy producer", n, extra={"fields": {"n": n, "unit": "P1"}})
-    print(json.dumps({"name": name, "first": first, "last": handler.seq, "sent": n,
-                      "dropped": handler.dropped}), flush=True)
+    print(
+        json.dumps(
+            {
+                "name": name,
+                "first": first,
+                "last": handler.seq,
+                "sent": n,
+                "dropped": handler.dropped,
+            }
+        ),
+        flush=True,
+    )
     time.sleep(0.5)  # let the socket drain before exit
     handler.close()
 
@@ -122,8 +144,9 @@ def run_producer(front: str, name: str, rate: float, seconds: float) -> None:
 
 
 def spawn(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, HERE, *args], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, HERE, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
 
 
 def probe_logger(front: str) -> tuple[logging.Logger, logging.Handler]:
@@ -145,8 +168,16 @@ async def probe_loop(c: object, log: logging.Logger, until: asyncio.Event) -> li
         t0 = time.time()
         log.warning("probe %s", token)
         while True:
-            reply = await c.call("org.plantd.Logger", "query", {  # type: ignore[attr-defined]
-                "service": "bench.probe", "since": t0 - 1, "text": token, "limit": 1})
+            reply = await c.call(
+                "org.plantd.Logger",
+                "query",
+                {  # type: ignore[attr-defined]
+                    "service": "bench.probe",
+                    "since": t0 - 1,
+                    "text": token,
+                    "limit": 1,
+                },
+            )
             if reply["data"]["records"]:
                 delays.append(time.time() - t0)
                 break
@@ -165,11 +196,13 @@ async def one_rate(args: argparse.Namespace, rate: int, tmp: str) -> dict[str, f
     front, back = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     procs = [spawn("broker", endpoint, front, back)]
     await asyncio.sleep(0.5)
-    procs.append(spawn("logger", endpoint, back, f"{tmp}/logger-{rate}.sqlite",
-                       str(args.flush_interval)))
+    procs.append(
+        spawn("logger", endpoint, back, f"{tmp}/logger-{rate}.sqlite", str(args.flush_interval))
+    )
     names = [f"bench.p{i}" for i in range(args.producers)]
-    producers = [spawn("producer", front, n, str(rate / args.producers), str(args.seconds))
-                 for n in names]
+    producers = [
+        spawn("producer", front, n, str(rate / args.producers), str(args.seconds)) for n in names
+    ]
     procs += producers
     try:
         for p in producers:
@@ -256,16 +289,22 @@ def main() -> None:
     parser.add_argument("--flush-interval", type=float, default=0.05)
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
-    print(f"# {os.cpu_count()} cores, {args.producers} producers, {args.seconds:g}s per rate, "
-          f"flush every 2000 records or {args.flush_interval * 1000:g} ms")
-    print(f"{'offered/s':>10} {'sent/s':>8} {'records':>9} {'stored/s':>9} {'missed':>7} "
-          f"{'p50 ms':>7} {'p99 ms':>7} {'probes':>6}")
+    print(
+        f"# {os.cpu_count()} cores, {args.producers} producers, {args.seconds:g}s per rate, "
+        f"flush every 2000 records or {args.flush_interval * 1000:g} ms"
+    )
+    print(
+        f"{'offered/s':>10} {'sent/s':>8} {'records':>9} {'stored/s':>9} {'missed':>7} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'probes':>6}"
+    )
     with tempfile.TemporaryDirectory(prefix="plantd-bench-") as tmp:
         for rate in rates:
             r = asyncio.run(one_rate(args, rate, tmp))
-            print(f"{r['offered']:>10} {r['sent_rate']:>8.0f} {r['records']:>9} {r['stored_rate']:>9.0f} "
-                  f"{r['missed']:>7} {r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} {r['probes']:>6}",
-                  flush=True)
+            print(
+                f"{r['offered']:>10} {r['sent_rate']:>8.0f} {r['records']:>9} {r['stored_rate']:>9.0f} "
+                f"{r['missed']:>7} {r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} {r['probes']:>6}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

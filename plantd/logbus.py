@@ -33,8 +33,14 @@ LEVEL_NAMES = {
     logging.CRITICAL: "critical",
 }
 _NUMBERS = {name: number for number, name in LEVEL_NAMES.items()}
-_NUMBERS.update(warn=logging.WARNING, err=logging.ERROR, fatal=logging.CRITICAL,
-                crit=logging.CRITICAL, trace=5, notset=0)
+_NUMBERS.update(
+    warn=logging.WARNING,
+    err=logging.ERROR,
+    fatal=logging.CRITICAL,
+    crit=logging.CRITICAL,
+    trace=5,
+    notset=0,
+)
 
 
 def level_name(levelno: int) -> str:
@@ -96,9 +102,7 @@ class LogBusHandler(logging.Handler):
         fields = getattr(record, "fields", None)
         fields = dict(fields) if isinstance(fields, dict) else {}
         if record.exc_info and record.exc_info[0] is not None:
-            fields.setdefault(
-                "exc", "".join(traceback.format_exception(*record.exc_info)).rstrip()
-            )
+            fields.setdefault("exc", "".join(traceback.format_exception(*record.exc_info)).rstrip())
         elif record.exc_text:
             fields.setdefault("exc", record.exc_text)
         if record.stack_info:

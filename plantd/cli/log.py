@@ -1,9 +1,10 @@
 """``plant log``: read log records live from the log bus or stored by the logger service.
 
 ``tail`` prints the last records the logger stored and, with ``-f``, follows the bus live
-(records already printed are not repeated). ``query`` searches the store, ``stats`` shows
-counts per level/service and records missed per producer. ``-o json`` prints one JSON object
-per line. Heavy imports (zmq, asyncio) happen inside the commands.
+(records already printed are not repeated). ``query`` searches the store page by page,
+printing each page as it arrives (memory stays flat however many records are asked for),
+``stats`` shows counts per level/service and records missed per producer. ``-o json`` prints
+one JSON object per line. Heavy imports (zmq, asyncio) happen inside the commands.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import typer
@@ -37,6 +38,8 @@ BUS_OPT = typer.Option(
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _LEVELS = ("debug", "info", "warning", "error", "critical")
+#: records per request when following pages (the logger's and metric module's maximum)
+PAGE_LIMIT = 10_000
 
 
 def parse_when(value: str | None, now: float | None = None) -> float | str | None:
@@ -136,6 +139,37 @@ def _call(ctx: typer.Context, operation: str, doc: dict[str, Any]) -> Any:
     return reply.get("data", reply) if isinstance(reply, dict) else reply
 
 
+def follow_pages(
+    ctx: typer.Context,
+    service: str,
+    operation: str,
+    doc: dict[str, Any],
+    items: str,
+    total: int | None = None,
+) -> Iterator[list[dict[str, Any]]]:
+    """The ``items`` of each page of ``operation``, following ``next`` until ``total`` items
+    (None: all) or the last page; a service that does not page answers one page."""
+    from plantd.client import SyncClient
+
+    s = client_settings(ctx)
+    left = total
+    after: Any = None
+    with SyncClient(s.endpoint, timeout=s.timeout, retries=s.retries) as c:
+        while left is None or left > 0:
+            request = dict(doc, limit=PAGE_LIMIT if left is None else min(left, PAGE_LIMIT))
+            if after is not None:
+                request["after"] = after
+            reply = c.call(service, operation, request)  # RequestRejected on success: false
+            data = reply.get("data", reply) if isinstance(reply, dict) else {}
+            page = data.get(items, []) if isinstance(data, dict) else []
+            yield page
+            if left is not None:
+                left -= len(page)
+            after = data.get("next") if isinstance(data, dict) else None
+            if not data.get("more") or after is None:  # a short or empty page may say more
+                return
+
+
 def _query_doc(**params: Any) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None}
 
@@ -179,10 +213,10 @@ def tail(
     history: list[dict[str, Any]] = []
     if lines > 0:
         try:
-            data = _call(
-                ctx, "query", _query_doc(service=service, level=level, limit=lines, order="desc")
-            )
-            history = list(reversed(data.get("records", [])))
+            doc = _query_doc(service=service, level=level, order="desc")
+            for page in follow_pages(ctx, SERVICE, "query", doc, "records", lines):
+                history.extend(page)
+            history.reverse()
         except (UnknownService, ServiceUnavailable) as exc:
             if not follow:
                 raise
@@ -258,7 +292,9 @@ def query(
     text: str | None = typer.Option(None, "--text", "-x", help="Substring of message/fields."),
     host: str | None = typer.Option(None, "--host", help="Producer host."),
     source: str | None = typer.Option(None, "--source", help="log or event."),
-    limit: int = typer.Option(100, "--limit", "-n", min=0, max=10000, help="At most N records."),
+    limit: int = typer.Option(
+        100, "--limit", "-n", min=0, help="At most N records (fetched page by page)."
+    ),
     order: str = typer.Option("desc", "--order", help="desc (newest first) or asc."),
     output: OutputFormat | None = OUTPUT_OPT,
 ) -> None:
@@ -273,11 +309,11 @@ def query(
         text=text,
         host=host,
         source=source,
-        limit=limit,
         order=order,
     )
-    data = _call(ctx, "query", doc)
-    print_records(data.get("records", []), _fmt(ctx, output))
+    fmt = _fmt(ctx, output)
+    for page in follow_pages(ctx, SERVICE, "query", doc, "records", limit):
+        print_records(page, fmt)
 
 
 @app.command("stats")

@@ -2,20 +2,24 @@
 
 ``list`` and ``latest`` ask ``org.plantd.module.Metric``; ``range`` reads its stored samples;
 ``watch`` follows the metric bus live. ``-o json`` prints JSON (``watch``: one per line).
+``list``, ``latest`` and ``range`` follow the module's pages and print each as it arrives (a
+JSON array written item by item; a table per page).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
+import textwrap
 import time
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import typer
 
-from plantd.cli import client_settings
 from plantd.cli.exitcodes import CliError, ExitCode
-from plantd.cli.log import _fmt, parse_when
+from plantd.cli.log import _fmt, follow_pages, parse_when
 from plantd.cli.output import OutputFormat, emit
 
 SERVICE = "org.plantd.module.Metric"  # plantd.metric.SERVICE
@@ -27,15 +31,6 @@ OUTPUT_OPT = typer.Option(None, "--output", "-o", help="Output format.")
 DEVICE_OPT = typer.Option(None, "--device", "-d", help="Device (globs allowed).")
 CHANNEL_OPT = typer.Option(None, "--channel", "-c", help="Channel (globs allowed).")
 COLUMNS = ("device", "channel", "value", "units", "time")
-
-
-def _call(ctx: typer.Context, operation: str, doc: dict[str, Any]) -> Any:
-    from plantd.client import SyncClient
-
-    s = client_settings(ctx)
-    with SyncClient(s.endpoint, timeout=s.timeout, retries=s.retries) as c:
-        reply = c.call(SERVICE, operation, doc)
-    return reply.get("data", reply) if isinstance(reply, dict) else reply
 
 
 def _when(ts: Any) -> str:
@@ -50,16 +45,37 @@ def _rows(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**s, "time": _when(s.get("timestamp"))} for s in samples]
 
 
+def _emit_pages(
+    pages: Iterable[list[dict[str, Any]]], fmt: OutputFormat, columns: Sequence[str]
+) -> int:
+    """Print pages as they come: a table per page, or one JSON array (as ``emit`` writes it)
+    item by item. Returns the number of items."""
+    out = sys.stdout
+    count = 0
+    for page in pages:
+        if fmt is OutputFormat.table:
+            if page:
+                emit(_rows(page), fmt, columns=columns)
+        else:
+            for item in page:
+                text = json.dumps(item, indent=2, ensure_ascii=False, default=str)
+                out.write(("[\n" if count == 0 else ",\n") + textwrap.indent(text, "  "))
+                count += 1
+            out.flush()
+            continue
+        count += len(page)
+    if fmt is not OutputFormat.table:
+        out.write("\n]\n" if count else "[]\n")
+        out.flush()
+    return count
+
+
 @app.command("list")
 def list_channels(ctx: typer.Context, output: OutputFormat | None = OUTPUT_OPT) -> None:
     """Every known device/channel with its units and last value."""
-    data = _call(ctx, "list", {})
     fmt = _fmt(ctx, output)
-    channels = data.get("channels", [])
-    if fmt is OutputFormat.table:
-        emit(_rows(channels), fmt, columns=(*COLUMNS, "received"))
-    else:
-        emit(channels, fmt)
+    pages = follow_pages(ctx, SERVICE, "list", {}, "channels")
+    _emit_pages(pages, fmt, (*COLUMNS, "received"))
 
 
 @app.command("latest")
@@ -71,14 +87,12 @@ def latest(
 ) -> None:
     """The newest sample of each matching channel."""
     doc = {k: v for k, v in (("device", device), ("channel", channel)) if v}
-    samples = _call(ctx, "latest", doc).get("samples", [])
     fmt = _fmt(ctx, output)
-    if not samples and (device or channel):
+    pages = iter(follow_pages(ctx, SERVICE, "latest", doc, "samples"))
+    first = next(pages, [])
+    if not first and (device or channel):
         raise CliError("no matching channel", ExitCode.NOT_FOUND)
-    if fmt is OutputFormat.table:
-        emit(_rows(samples), fmt, columns=COLUMNS)
-    else:
-        emit(samples, fmt)
+    _emit_pages(itertools.chain([first], pages), fmt, COLUMNS)
 
 
 @app.command("range")
@@ -88,20 +102,18 @@ def range_(
     channel: str = typer.Argument(..., help="Channel."),
     since: str | None = typer.Option("10m", "--since", help="From: 10m, 2h, epoch or ISO."),
     until: str | None = typer.Option(None, "--until", help="Until: epoch or ISO."),
-    limit: int = typer.Option(1000, "--limit", "-n", min=0, max=10000),
+    limit: int = typer.Option(
+        1000, "--limit", "-n", min=0, help="At most N samples (fetched page by page)."
+    ),
     output: OutputFormat | None = OUTPUT_OPT,
 ) -> None:
     """Stored samples of one channel (oldest first)."""
-    doc: dict[str, Any] = {"device": device, "channel": channel, "limit": limit}
+    doc: dict[str, Any] = {"device": device, "channel": channel}
     for key, value in (("since", parse_when(since)), ("until", parse_when(until))):
         if value is not None:
             doc[key] = value
-    samples = _call(ctx, "range", doc).get("samples", [])
     fmt = _fmt(ctx, output)
-    if fmt is OutputFormat.table:
-        emit(_rows(samples), fmt, columns=COLUMNS)
-    else:
-        emit(samples, fmt)
+    _emit_pages(follow_pages(ctx, SERVICE, "range", doc, "samples", limit), fmt, COLUMNS)
 
 
 def metric_bus_backend(explicit: str | None) -> str:
@@ -164,8 +176,10 @@ async def _watch(
                 raise CliError(f"no sample within {idle:g}s", ExitCode.TIMEOUT) from None
             if not isinstance(doc, dict):
                 continue
-            if device and str(doc.get("device")) != device and not (
-                glob and fnmatch.fnmatchcase(str(doc.get("device", "")), device)
+            if (
+                device
+                and str(doc.get("device")) != device
+                and not (glob and fnmatch.fnmatchcase(str(doc.get("device", "")), device))
             ):
                 continue  # the topic prefix also matches longer device names
             if channel and not fnmatch.fnmatchcase(str(doc.get("channel", "")), channel):

@@ -9,15 +9,15 @@ on ``/metrics``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plantd.client.worker import error_document
 from plantd.logger import SERVICE
 from plantd.logger.loki import LokiForwarder
-from plantd.logger.store import LogStore, QueryError, StoreSettings
+from plantd.logger.paging import QueryError, invalid_argument, parse_stream
+from plantd.logger.store import LogStore, StoreSettings
 from plantd.module import Module, ModuleSettings, operation
 
 
@@ -36,6 +36,8 @@ class LoggerSettings(ModuleSettings):
     flush_records: int = 2000
     flush_interval: float = 0.05
     max_pending: int = 200_000
+    #: records one page of a query with unindexed filters (text, globs, host...) examines
+    scan_rows: int = 100_000
     #: Grafana Loki push (base URL or full /loki/api/v1/push URL); empty = off
     loki_url: str = ""
     loki_tenant: str = ""
@@ -74,6 +76,7 @@ class LoggerModule(Module):
                 flush_interval=s.flush_interval,
                 max_pending=s.max_pending,
                 retention_interval=s.retention_interval,
+                scan_rows=s.scan_rows,
             )
         )
         await self.store.start()
@@ -104,12 +107,18 @@ class LoggerModule(Module):
             await self.forwarder.stop()
 
     @operation("query")
-    async def query(self, doc: Any) -> dict[str, Any]:
+    async def query(self, doc: Any) -> AsyncIterator[dict[str, Any]]:
+        """One page; with ``stream: true`` every page (PARTIAL replies), up to ``max_records``."""
+        params = doc if isinstance(doc, dict) else {}
         try:
-            records = await self.store.query(doc if isinstance(doc, dict) else {})
-        except QueryError as exc:
-            return error_document("invalid_argument", str(exc))
-        return _ok({"records": records})
+            stream, total = parse_stream(params)
+            if not stream:
+                yield _ok(await self.store.query_page(params))
+                return
+            async for page in self.store.query_pages(params, total=total):
+                yield _ok(page)
+        except QueryError as exc:  # raised before the first page: arguments are checked first
+            yield invalid_argument(exc)
 
     @operation("stats")
     async def stats(self, _doc: Any) -> dict[str, Any]:

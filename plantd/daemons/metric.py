@@ -8,17 +8,17 @@ no MDP service is registered. Written with the module SDK, like ``echo``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from plantd.client.worker import error_document
 from plantd.config import ConfigError
+from plantd.logger.paging import QueryError, invalid_argument, parse_stream
 from plantd.metric import SERVICE
 from plantd.metric.producer import MetricProducer
 from plantd.metric.sources import HostSource, Source, parse_signal
-from plantd.metric.store import MetricStore, MetricStoreSettings, QueryError
+from plantd.metric.store import MetricStore, MetricStoreSettings
 from plantd.module import Module, ModuleSettings, operation
 
 
@@ -52,7 +52,7 @@ def _filter(doc: Any, name: str) -> str | None:
     if value in (None, ""):
         return None
     if not isinstance(value, str):
-        raise QueryError(f"{name}: expected a string")
+        raise QueryError(f"{name}: expected a string", name)
     return value
 
 
@@ -109,27 +109,40 @@ class MetricModule(Module):
     # operations are only registered when consuming, so ``self.store`` is set in each
 
     @operation("list")
-    async def list_channels(self, _doc: Any) -> dict[str, Any]:
+    async def list_channels(self, doc: Any) -> dict[str, Any]:
         assert self.store is not None
-        return _ok({"channels": self.store.channels()})
+        try:
+            page = self.store.channel_page(doc if isinstance(doc, dict) else {})
+        except QueryError as exc:
+            return invalid_argument(exc)
+        page["channels"] = [self.store.channel_row(d) for d in page.pop("items")]
+        return _ok(page)
 
     @operation("latest")
     async def latest(self, doc: Any) -> dict[str, Any]:
         assert self.store is not None
         try:
             device, channel = _filter(doc, "device"), _filter(doc, "channel")
+            page = self.store.channel_page(doc if isinstance(doc, dict) else {}, device, channel)
         except QueryError as exc:
-            return error_document("invalid_argument", str(exc))
-        return _ok({"samples": self.store.latest_samples(device, channel)})
+            return invalid_argument(exc)
+        page["samples"] = page.pop("items")
+        return _ok(page)
 
     @operation("range")
-    async def sample_range(self, doc: Any) -> dict[str, Any]:
+    async def sample_range(self, doc: Any) -> AsyncIterator[dict[str, Any]]:
+        """One page; with ``stream: true`` every page (PARTIAL replies), up to ``max_records``."""
         assert self.store is not None
+        params = doc if isinstance(doc, dict) else {}
         try:
-            samples = await self.store.range(doc if isinstance(doc, dict) else {})
-        except QueryError as exc:
-            return error_document("invalid_argument", str(exc))
-        return _ok({"samples": samples})
+            stream, total = parse_stream(params)
+            if not stream:
+                yield _ok(await self.store.range_page(params))
+                return
+            async for page in self.store.range_pages(params, total=total):
+                yield _ok(page)
+        except QueryError as exc:  # raised before the first page: arguments are checked first
+            yield invalid_argument(exc)
 
     def health(self) -> dict[str, Any]:
         if self.store is None:

@@ -67,8 +67,11 @@ def push_payload(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """The JSON push body: one stream per (service, level, host), entries in time order."""
     streams: dict[tuple[str, str, str], list[list[Any]]] = {}
     for rec in records:
-        key = (str(rec.get("service") or "unknown"), str(rec.get("level") or "info"),
-               str(rec.get("host") or "unknown"))
+        key = (
+            str(rec.get("service") or "unknown"),
+            str(rec.get("level") or "info"),
+            str(rec.get("host") or "unknown"),
+        )
         streams.setdefault(key, []).append(entry(rec))
     return {
         "streams": [

@@ -9,17 +9,26 @@ tracked: a jump from 41 to 45 counts 3 records missed, which is how bus loss bec
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from plantd.logbus import LEVEL_NAMES, level_name, level_number
 from plantd.logger.ingest import Batcher, BusStore, Database, parse_ts
+from plantd.logger.paging import (
+    REPLY_BUDGET,
+    QueryError,
+    fit_page,
+    follow_pages,
+    parse_limit,
+    parse_record_cursor,
+)
 
 __all__ = ["LogStore", "QueryError", "StoreSettings"]
 
@@ -43,6 +52,7 @@ CREATE TABLE IF NOT EXISTS records(
 );
 CREATE INDEX IF NOT EXISTS records_ts ON records(ts);
 CREATE INDEX IF NOT EXISTS records_service_ts ON records(service, ts);
+CREATE INDEX IF NOT EXISTS records_level_ts ON records(level, ts);
 CREATE TABLE IF NOT EXISTS producers(
     host TEXT NOT NULL,
     pid INTEGER NOT NULL,
@@ -68,22 +78,45 @@ _UPSERT_PRODUCER = (
     " missed=excluded.missed, resets=excluded.resets, last_seen=excluded.last_seen"
 )
 _COLUMNS = (
-    "id", "ts", "received", "level", "service", "host", "pid", "logger", "msg", "fields", "seq",
-    "source", "topic",
+    "id",
+    "ts",
+    "received",
+    "level",
+    "service",
+    "host",
+    "pid",
+    "logger",
+    "msg",
+    "fields",
+    "seq",
+    "source",
+    "topic",
 )
 _KNOWN_EVENT_KEYS = frozenset(
-    ("ts", "timestamp", "level", "service", "source", "host", "pid", "logger", "msg", "message",
-     "fields", "seq")
+    (
+        "ts",
+        "timestamp",
+        "level",
+        "service",
+        "source",
+        "host",
+        "pid",
+        "logger",
+        "msg",
+        "message",
+        "fields",
+        "seq",
+    )
 )
+DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
 RETENTION_CHUNK = 20_000
+#: a page of a query with filters no index serves (text, globs, host, ...) examines at most
+#: this many records (~0.1 s), then answers, possibly short or empty, with ``more: true``
+SCAN_ROWS = 100_000
 MAX_PRODUCERS = 10_000
 
 Row = tuple[Any, ...]  # the _INSERT parameters
-
-
-class QueryError(ValueError):
-    """A query argument is invalid (reported as ``invalid_argument``)."""
 
 
 @dataclass
@@ -102,6 +135,8 @@ class StoreSettings:
     max_pending: int = 200_000
     retention_interval: float = 5.0
     hwm: int = 100_000
+    #: records one page of a scanning query examines at most (:data:`SCAN_ROWS`)
+    scan_rows: int = SCAN_ROWS
 
 
 @dataclass
@@ -116,8 +151,15 @@ class Producer:
     last_seen: float = 0.0
 
     def as_row(self, key: tuple[str, int, str]) -> tuple[Any, ...]:
-        return (*key, self.first_seq, self.last_seq, self.received, self.missed, self.resets,
-                self.last_seen)
+        return (
+            *key,
+            self.first_seq,
+            self.last_seq,
+            self.received,
+            self.missed,
+            self.resets,
+            self.last_seen,
+        )
 
 
 def _text(value: Any) -> str:
@@ -225,12 +267,22 @@ class LogStore(BusStore):
             seq = None
         else:
             self._track(host, pid, service, seq, received)
-        fields_json = (
-            json.dumps(fields, separators=(",", ":"), default=str) if fields else None
-        )
+        fields_json = json.dumps(fields, separators=(",", ":"), default=str) if fields else None
         return self.batcher.add(
-            (ts, received, level, service, host, pid, _text(doc.get("logger")), msg,
-             fields_json, seq, source, topic)
+            (
+                ts,
+                received,
+                level,
+                service,
+                host,
+                pid,
+                _text(doc.get("logger")),
+                msg,
+                fields_json,
+                seq,
+                source,
+                topic,
+            )
         )
 
     def _track(self, host: str, pid: int, service: str, seq: int, now: float) -> None:
@@ -302,11 +354,13 @@ class LogStore(BusStore):
             cutoff = now - s.max_age
             while True:
                 n = await self.db.write(
-                    lambda c: c.execute(
-                        "DELETE FROM records WHERE id IN (SELECT id FROM records WHERE ts < ?"
-                        " LIMIT ?)",
-                        (cutoff, RETENTION_CHUNK),
-                    ).rowcount
+                    lambda c: (
+                        c.execute(
+                            "DELETE FROM records WHERE id IN (SELECT id FROM records WHERE ts < ?"
+                            " LIMIT ?)",
+                            (cutoff, RETENTION_CHUNK),
+                        ).rowcount
+                    )
                 )
                 deleted += n
                 if n < RETENTION_CHUNK:
@@ -337,13 +391,62 @@ class LogStore(BusStore):
     # --- queries ----------------------------------------------------------------------
 
     async def query(self, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        """Records matching ``{since, until, level, service, text, limit, order, ...}``."""
-        sql, args = build_query(params or {})
+        """Up to ``limit`` records matching ``params`` (a ``query`` document), in process: not
+        bounded by the reply budget, following pages of queries that scan."""
+        params = params or {}
+        q = parse_query(params)
 
-        def run(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
-            return conn.execute(sql, args).fetchall()
+        async def page(after: tuple[float, int] | None, limit: int) -> dict[str, Any]:
+            return await self._page(q, after, limit, None)
 
-        return [_row_doc(row) for row in await self.db.read(run)]
+        records: list[dict[str, Any]] = []
+        async for doc in follow_pages(page, "records", q.limit, q.after, q.limit):
+            records.extend(doc["records"])
+        return records
+
+    async def query_page(
+        self, params: dict[str, Any], budget: int | None = REPLY_BUDGET
+    ) -> dict[str, Any]:
+        """One page ``{records, more, next}`` of a ``query`` document (see :func:`parse_query`)."""
+        q = parse_query(params)
+        return await self._page(q, q.after, q.limit, budget)
+
+    async def query_pages(
+        self, params: dict[str, Any], budget: int = REPLY_BUDGET, total: int | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every page of a query (:func:`~plantd.logger.paging.follow_pages`)."""
+        q = parse_query(params)
+
+        async def page(after: tuple[float, int] | None, limit: int) -> dict[str, Any]:
+            return await self._page(q, after, limit, budget)
+
+        async for doc in follow_pages(page, "records", q.limit, q.after, total):
+            yield doc
+
+    async def _page(
+        self, q: Query, after: tuple[float, int] | None, limit: int, budget: int | None
+    ) -> dict[str, Any]:
+        def run(conn: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], Any]:
+            bound = None
+            if q.residual:
+                # the key scan_rows records on (index only): the page's scan stops there
+                skip = max(1, self.settings.scan_rows) - 1
+                sql, args = q.statement(after, 1, columns=("ts", "id"), residual=False, offset=skip)
+                bound = conn.execute(sql, args).fetchone()
+            sql, args = q.statement(after, limit + 1, bound=bound)  # +1: is there more?
+            return conn.execute(sql, args).fetchall(), bound
+
+        rows, bound = await self.db.read(run)
+        records = [_row_doc(row) for row in rows[:limit]]
+        cut = False
+        if budget is not None:
+            records, cut = fit_page(records, budget, _shrink)
+        if cut or len(rows) > limit:
+            last = records[-1]
+            return {"records": records, "more": True, "next": [last["ts"], last["id"]]}
+        if bound is not None:  # scanned up to the bound: go on after it
+            return {"records": records, "more": True, "next": [bound[0], bound[1]]}
+        return {"records": records, "more": False, "next": None}
 
     async def stats(self) -> dict[str, Any]:
         """Records per level and service, missed per producer, ingestion counters."""
@@ -360,14 +463,27 @@ class LogStore(BusStore):
                 services[service] = services.get(service, 0) + n
                 total += n
             oldest, newest = conn.execute("SELECT min(ts), max(ts) FROM records").fetchone()
-            return {"total": total, "levels": levels, "services": services,
-                    "oldest": oldest, "newest": newest}
+            return {
+                "total": total,
+                "levels": levels,
+                "services": services,
+                "oldest": oldest,
+                "newest": newest,
+            }
 
         doc = await self.db.read(run)
         producers = [
-            {"host": k[0], "pid": k[1], "service": k[2], "first_seq": p.first_seq,
-             "last_seq": p.last_seq, "received": p.received, "missed": p.missed,
-             "resets": p.resets, "last_seen": p.last_seen}
+            {
+                "host": k[0],
+                "pid": k[1],
+                "service": k[2],
+                "first_seq": p.first_seq,
+                "last_seq": p.last_seq,
+                "received": p.received,
+                "missed": p.missed,
+                "resets": p.resets,
+                "last_seen": p.last_seen,
+            }
             for k, p in sorted(self.producers.items(), key=lambda kv: -kv[1].last_seen)
         ]
         doc["producers"] = producers
@@ -402,13 +518,23 @@ def _row_doc(row: Iterable[Any]) -> dict[str, Any]:
     return doc
 
 
+def _shrink(doc: dict[str, Any], budget: int) -> dict[str, Any]:
+    """A record too large for a whole page: its message cut, its fields dropped, marked."""
+    # JSON spends at most 6 bytes on one character (\u001f): budget // 8 characters fit
+    short = {k: v[:1024] if isinstance(v, str) else v for k, v in doc.items()}
+    short["msg"] = str(doc.get("msg", ""))[: budget // 8]
+    short["fields"] = {}
+    short["truncated"] = True
+    return short
+
+
 def _time_arg(params: dict[str, Any], name: str) -> float | None:
     value = params.get(name)
     if value is None or value == "":
         return None
     ts = parse_ts(value)
     if ts is None:
-        raise QueryError(f"{name}: expected epoch seconds or an ISO-8601 time, got {value!r}")
+        raise QueryError(f"{name}: expected epoch seconds or an ISO-8601 time, got {value!r}", name)
     return ts
 
 
@@ -417,12 +543,90 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
-def build_query(params: dict[str, Any]) -> tuple[str, list[Any]]:
-    """SQL and arguments for a ``query`` document; raises :class:`QueryError`."""
+def _level_arms(minimum: int) -> list[tuple[str, list[int], bool]]:
+    """``level >= minimum`` as disjoint parts: ``(condition, args, force the level index)``."""
+    points = [n for n in sorted(LEVEL_NAMES) if n >= minimum]
+    arms: list[tuple[str, list[int], bool]] = [("level = ?", [n], False) for n in points]
+    if not points:
+        return [("level >= ?", [minimum], True)]
+    if minimum < points[0]:
+        arms.append(("level >= ? AND level < ?", [minimum, points[0]], True))
+    arms.extend(("level > ? AND level < ?", [a, b], True) for a, b in itertools.pairwise(points))
+    arms.append(("level >= ?", [points[-1] + 1], True))  # levels are integers
+    return arms
+
+
+@dataclass(frozen=True)
+class Query:
+    """A validated ``query`` request: its filters, page size, order and cursor.
+
+    ``where`` are the filters an index serves in time order (time range, exact service);
+    ``residual`` the ones tested row by row (text, globs, host, pid, logger, source,
+    ``after_id``), which is why a page of a query with any scans at most
+    ``scan_rows`` records (see :meth:`LogStore._page`).
+    """
+
+    where: tuple[str, ...]
+    args: tuple[Any, ...]
+    limit: int
+    order: str
+    after: tuple[float, int] | None
+    #: minimum level (``level >= N``), planned apart (see :meth:`statement`)
+    level: int | None = None
+    residual: tuple[str, ...] = ()
+    residual_args: tuple[Any, ...] = ()
+
+    def statement(
+        self,
+        after: tuple[float, int] | None,
+        fetch: int,
+        *,
+        columns: tuple[str, ...] = _COLUMNS,
+        residual: bool = True,
+        bound: tuple[float, int] | None = None,
+        offset: int = 0,
+    ) -> tuple[str, list[Any]]:
+        """SQL for ``fetch`` rows strictly after the cursor ``after`` in this query's order,
+        not beyond ``bound`` (inclusive), skipping ``offset``; without the residual filters
+        when ``residual`` is false."""
+        where, args = list(self.where), list(self.args)
+        if residual:
+            where.extend(self.residual)
+            args.extend(self.residual_args)
+        # (ts, id) is the order: a row value comparison seeks the ts index (id rides along)
+        if after is not None:
+            where.append(f"(ts, id) {'<' if self.order == 'desc' else '>'} (?, ?)")
+            args.extend(after)
+        if bound is not None:
+            where.append(f"(ts, id) {'>=' if self.order == 'desc' else '<='} (?, ?)")
+            args.extend(bound)
+        order = f" ORDER BY ts {self.order}, id {self.order} LIMIT ?"
+        select = f"SELECT {', '.join(columns)} FROM records"
+        tail, tail_args = (order + " OFFSET ?", [fetch, offset]) if offset else (order, [fetch])
+        if self.level is None:
+            sql = select + (" WHERE " + " AND ".join(where) if where else "") + tail
+            return sql, [*args, *tail_args]
+        # "level >= N" as one ordered scan of the (level, ts) index per standard level, merged:
+        # a rare level costs its own rows, not a scan of everything newer. Non-standard
+        # numbers (events may carry any) are the ranges between them, each an index seek.
+        parts: list[str] = []
+        part_args: list[Any] = []
+        for condition, extra, indexed in _level_arms(self.level):
+            source = select + (" INDEXED BY records_level_ts" if indexed else "")
+            clause = " AND ".join([condition, *where])
+            parts.append(f"SELECT * FROM ({source} WHERE {clause}{order})")
+            part_args.extend([*extra, *args, fetch + offset])
+        return " UNION ALL ".join(parts) + tail, [*part_args, *tail_args]
+
+
+def parse_query(params: dict[str, Any]) -> Query:
+    """Validate a ``query`` document; raises :class:`QueryError` naming the field."""
     if not isinstance(params, dict):
         raise QueryError("query expects a JSON object")
     where: list[str] = []
     args: list[Any] = []
+    residual: list[str] = []
+    residual_args: list[Any] = []
     since = _time_arg(params, "since")
     until = _time_arg(params, "until")
     if since is not None:
@@ -432,49 +636,60 @@ def build_query(params: dict[str, Any]) -> tuple[str, list[Any]]:
         where.append("ts <= ?")
         args.append(until)
     level = params.get("level")
+    min_level: int | None = None
     if level not in (None, ""):
-        number = level_number(level, default=-1)
-        if number < 0:
+        min_level = level_number(level, default=-1)
+        if min_level < 0:
             names = ", ".join(LEVEL_NAMES.values())
-            raise QueryError(f"level: unknown level {level!r} (use {names})")
-        where.append("level >= ?")
-        args.append(number)
+            raise QueryError(f"level: unknown level {level!r} (use {names})", "level")
     for column in ("service", "host", "source", "logger"):
         value = params.get(column)
         if value in (None, ""):
             continue
         if not isinstance(value, str):
-            raise QueryError(f"{column}: expected a string")
-        if any(ch in value for ch in "*?["):
-            where.append(f"{column} GLOB ?")
+            raise QueryError(f"{column}: expected a string", column)
+        if column == "service" and not any(ch in value for ch in "*?["):
+            where.append("service = ?")  # the (service, ts) index
+            args.append(value)
+        elif any(ch in value for ch in "*?["):
+            # unary + keeps SQLite off the (service, ts) index for a glob's prefix range: that
+            # plan sorts every match (seconds at 10^7 records) where the time scan stops at
+            # the page
+            residual.append(f"+{column} GLOB ?")
+            residual_args.append(value)
         else:
-            where.append(f"{column} = ?")
-        args.append(value)
+            residual.append(f"{column} = ?")
+            residual_args.append(value)
     if params.get("pid") not in (None, ""):
-        where.append("pid = ?")
-        args.append(_int(params["pid"], -1))
+        residual.append("pid = ?")
+        residual_args.append(_int(params["pid"], -1))
     text = params.get("text")
     if text not in (None, ""):
         pattern = _like(str(text))
-        where.append("(msg LIKE ? ESCAPE '\\' OR fields LIKE ? ESCAPE '\\')")
-        args.extend([pattern, pattern])
+        residual.append("(msg LIKE ? ESCAPE '\\' OR fields LIKE ? ESCAPE '\\')")
+        residual_args.extend([pattern, pattern])
     after_id = params.get("after_id")
     if after_id not in (None, ""):
-        where.append("id > ?")
-        args.append(_int(after_id, 0))
+        residual.append("id > ?")
+        residual_args.append(_int(after_id, 0))
     order = str(params.get("order") or "desc").lower()
     if order not in ("asc", "desc"):
-        raise QueryError(f"order: expected 'asc' or 'desc', got {order!r}")
-    limit = params.get("limit", 100)
-    if isinstance(limit, bool) or not isinstance(limit, int | str):
-        raise QueryError("limit: expected an integer")
-    limit = _int(limit, -1)
-    if limit < 0:
-        raise QueryError("limit: expected a non-negative integer")
-    limit = min(limit, MAX_LIMIT)
-    sql = f"SELECT {', '.join(_COLUMNS)} FROM records"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += f" ORDER BY ts {order}, id {order} LIMIT ?"
-    args.append(limit)
-    return sql, args
+        raise QueryError(f"order: expected 'asc' or 'desc', got {order!r}", "order")
+    limit = parse_limit(params, DEFAULT_LIMIT, MAX_LIMIT)
+    cursor = parse_record_cursor(params.get("after"))
+    return Query(
+        tuple(where),
+        tuple(args),
+        limit,
+        order,
+        cursor,
+        min_level,
+        tuple(residual),
+        tuple(residual_args),
+    )
+
+
+def build_query(params: dict[str, Any]) -> tuple[str, list[Any]]:
+    """SQL and arguments of the first page of a ``query`` document (``limit`` rows)."""
+    q = parse_query(params)
+    return q.statement(q.after, q.limit)

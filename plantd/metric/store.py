@@ -13,12 +13,20 @@ import logging
 import math
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from plantd.logger.ingest import Batcher, BusStore, Database, parse_ts
+from plantd.logger.paging import (
+    REPLY_BUDGET,
+    QueryError,
+    fit_page,
+    follow_pages,
+    parse_limit,
+    parse_record_cursor,
+)
 from plantd.metric import TOPIC_PREFIX
 
 __all__ = ["MetricStore", "MetricStoreSettings", "QueryError"]
@@ -39,14 +47,15 @@ CREATE INDEX IF NOT EXISTS samples_channel_ts ON samples(device, channel, ts);
 CREATE INDEX IF NOT EXISTS samples_ts ON samples(ts);
 """
 _INSERT = "INSERT INTO samples(ts, device, channel, value, units, tags) VALUES (?,?,?,?,?,?)"
+#: ``range``: samples per page by default and at most
+RANGE_LIMIT = 1000
 MAX_LIMIT = 10_000
+#: ``list``/``latest``: channels per page by default and at most
+CHANNEL_LIMIT = 1000
+MAX_CHANNEL_LIMIT = 10_000
 RETENTION_CHUNK = 20_000
 
 Row = tuple[float, str, str, float, str, str | None]
-
-
-class QueryError(ValueError):
-    """A request argument is invalid (reported as ``invalid_argument``)."""
 
 
 @dataclass
@@ -68,8 +77,14 @@ def _doc(
 ) -> dict[str, Any]:
     if isinstance(tags, str):
         tags = json.loads(tags)
-    return {"timestamp": ts, "device": device, "channel": channel, "value": value,
-            "units": units, "tags": tags or {}}
+    return {
+        "timestamp": ts,
+        "device": device,
+        "channel": channel,
+        "value": value,
+        "units": units,
+        "tags": tags or {},
+    }
 
 
 class MetricStore(BusStore):
@@ -193,62 +208,170 @@ class MetricStore(BusStore):
 
     def channels(self) -> list[dict[str, Any]]:
         """Every known (device, channel) with units, last value and samples seen."""
-        return [
-            {"device": d, "channel": c, "units": doc["units"], "value": doc["value"],
-             "timestamp": doc["timestamp"], "received": self.counts.get((d, c), 0)}
-            for (d, c), doc in sorted(self.latest.items())
-        ]
+        return [self.channel_row(doc) for doc in self.latest_samples()]
+
+    def channel_row(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """A ``list`` row: the channel of the latest sample ``doc``."""
+        key = (doc["device"], doc["channel"])
+        return {
+            "device": key[0],
+            "channel": key[1],
+            "units": doc["units"],
+            "value": doc["value"],
+            "timestamp": doc["timestamp"],
+            "received": self.counts.get(key, 0),
+        }
 
     def latest_samples(
         self, device: str | None = None, channel: str | None = None
     ) -> list[dict[str, Any]]:
         """The newest sample of each channel matching ``device``/``channel`` (globs allowed)."""
-        out = []
+        return [doc for _key, doc in self._matching(device, channel)]
+
+    def _matching(
+        self, device: str | None, channel: str | None
+    ) -> Iterator[tuple[tuple[str, str], dict[str, Any]]]:
         for (d, c), doc in sorted(self.latest.items()):
             if device and not fnmatch.fnmatchcase(d, device):
                 continue
             if channel and not fnmatch.fnmatchcase(c, channel):
                 continue
+            yield (d, c), doc
+
+    def channel_page(
+        self, params: dict[str, Any], device: str | None = None, channel: str | None = None
+    ) -> dict[str, Any]:
+        """A page ``{items, more, next}`` of the latest samples matching ``device``/``channel``,
+        by name: ``after`` is the ``[device, channel]`` a previous page ended with."""
+        limit = parse_limit(params, CHANNEL_LIMIT, MAX_CHANNEL_LIMIT)
+        after = _name_cursor(params.get("after"))
+        out: list[dict[str, Any]] = []
+        more = False
+        for key, doc in self._matching(device, channel):
+            if after is not None and key <= after:
+                continue
+            if len(out) == limit:
+                more = True
+                break
             out.append(doc)
-        return out
+        out, cut = fit_page(out)
+        more = more or cut
+        return {
+            "items": out,
+            "more": more,
+            "next": [out[-1]["device"], out[-1]["channel"]] if more and out else None,
+        }
 
     async def range(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        """Stored samples of one device/channel between ``since`` and ``until``."""
-        device, channel = params.get("device"), params.get("channel")
-        if not isinstance(device, str) or not device:
-            raise QueryError("range needs a device")
-        if not isinstance(channel, str) or not channel:
-            raise QueryError("range needs a channel")
-        where, args = ["device = ?", "channel = ?"], [device, channel]
-        for name, op in (("since", ">="), ("until", "<=")):
-            value = params.get(name)
-            if value in (None, ""):
-                continue
-            ts = parse_ts(value)
-            if ts is None:
-                raise QueryError(f"{name}: expected epoch seconds or an ISO-8601 time")
-            where.append(f"ts {op} ?")
-            args.append(ts)
-        order = str(params.get("order") or "asc").lower()
-        if order not in ("asc", "desc"):
-            raise QueryError("order: expected 'asc' or 'desc'")
-        limit = params.get("limit", 1000)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise QueryError("limit: expected a non-negative integer")
-        args.append(min(limit, MAX_LIMIT))
+        """Stored samples of one device/channel between ``since`` and ``until`` (first page)."""
+        return (await self.range_page(params))["samples"]
+
+    async def range_page(
+        self, params: dict[str, Any], budget: int = REPLY_BUDGET
+    ) -> dict[str, Any]:
+        """One page ``{samples, more, next}`` of a ``range`` request."""
+        q = _parse_range(params)
+        return await self._range_page(q, q.after, q.limit, budget)
+
+    async def range_pages(
+        self, params: dict[str, Any], budget: int = REPLY_BUDGET, total: int | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every page of a ``range`` request, up to ``total`` samples if given."""
+        q = _parse_range(params)
+
+        async def page(after: tuple[float, int] | None, limit: int) -> dict[str, Any]:
+            return await self._range_page(q, after, limit, budget)
+
+        async for doc in follow_pages(page, "samples", q.limit, q.after, total):
+            yield doc
+
+    async def _range_page(
+        self, q: _Range, after: tuple[float, int] | None, limit: int, budget: int
+    ) -> dict[str, Any]:
+        where, args = list(q.where), list(q.args)
+        if after is not None:
+            where.append(f"(ts, id) {'<' if q.order == 'desc' else '>'} (?, ?)")
+            args.extend(after)
+        args.append(limit + 1)
         sql = (
-            "SELECT ts, device, channel, value, units, tags FROM samples WHERE "
+            "SELECT ts, device, channel, value, units, tags, id FROM samples WHERE "
             + " AND ".join(where)
-            + f" ORDER BY ts {order}, id {order} LIMIT ?"
+            + f" ORDER BY ts {q.order}, id {q.order} LIMIT ?"
         )
         rows = await self.db.read(lambda c: c.execute(sql, args).fetchall())
-        return [_doc(*row) for row in rows]
+        ids = [row[6] for row in rows[:limit]]
+        samples, cut = fit_page([_doc(*row[:6]) for row in rows[:limit]], budget)
+        more = cut or len(rows) > limit
+        last = len(samples) - 1
+        return {
+            "samples": samples,
+            "more": more,
+            "next": [samples[last]["timestamp"], ids[last]] if more and samples else None,
+        }
 
     def counters(self) -> dict[str, Any]:
         b = self.batcher
-        return {"received": self.received, "invalid": self.invalid, "stored": b.flushed,
-                "pending": b.pending, "dropped": b.dropped, "failed": b.failed,
-                "channels": len(self.latest), "trimmed": self.trimmed}
+        return {
+            "received": self.received,
+            "invalid": self.invalid,
+            "stored": b.flushed,
+            "pending": b.pending,
+            "dropped": b.dropped,
+            "failed": b.failed,
+            "channels": len(self.latest),
+            "trimmed": self.trimmed,
+        }
+
+
+@dataclass(frozen=True)
+class _Range:
+    """A validated ``range`` request."""
+
+    where: tuple[str, ...]
+    args: tuple[Any, ...]
+    limit: int
+    order: str
+    after: tuple[float, int] | None
+
+
+def _parse_range(params: dict[str, Any]) -> _Range:
+    device, channel = params.get("device"), params.get("channel")
+    if not isinstance(device, str) or not device:
+        raise QueryError("device: range needs a device", "device")
+    if not isinstance(channel, str) or not channel:
+        raise QueryError("channel: range needs a channel", "channel")
+    where, args = ["device = ?", "channel = ?"], [device, channel]
+    for name, op in (("since", ">="), ("until", "<=")):
+        value = params.get(name)
+        if value in (None, ""):
+            continue
+        ts = parse_ts(value)
+        if ts is None:
+            raise QueryError(f"{name}: expected epoch seconds or an ISO-8601 time", name)
+        where.append(f"ts {op} ?")
+        args.append(ts)
+    order = str(params.get("order") or "asc").lower()
+    if order not in ("asc", "desc"):
+        raise QueryError("order: expected 'asc' or 'desc'", "order")
+    limit = parse_limit(params, RANGE_LIMIT, MAX_LIMIT)
+    cursor = parse_record_cursor(params.get("after"), "[timestamp, id]")
+    return _Range(tuple(where), tuple(args), limit, order, cursor)
+
+
+def _name_cursor(value: Any) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and isinstance(value[1], str)
+    ):
+        return value[0], value[1]
+    raise QueryError(
+        f"after: expected the [device, channel] cursor of a previous page's next, got {value!r}",
+        "after",
+    )
 
 
 def _load_latest(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:

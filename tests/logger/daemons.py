@@ -15,30 +15,42 @@ from tests.conftest import PLANT, BrokerProcess, http_get, kill_pid, read_pid_fi
 DAEMON_CMD = [sys.executable, "-m", "plantd.daemons.run"]
 
 
-def plant(env: dict[str, str], *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+def plant(
+    env: dict[str, str], *args: str, timeout: float = 30.0
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*PLANT, *args], env=env, capture_output=True, text=True,
-        timeout=timeout, stdin=subprocess.DEVNULL,
+        [*PLANT, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
     )
 
 
 def plant_popen(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [*PLANT, *args], env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+        [*PLANT, *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
     )
 
 
 def daemon_env(broker: BrokerProcess, name: str, **extra: str) -> dict[str, str]:
     up = name.upper()
     env = dict(broker.env)
-    env.update({
-        f"PLANTD_{up}_ENDPOINT": broker.endpoint,
-        f"PLANTD_{up}_HEALTH_PORT": "0",
-        f"PLANTD_{up}_HEARTBEAT_INTERVAL": "0.25",
-        f"PLANTD_{up}_LOG_BUS": broker.bus("log")[0],
-        f"PLANTD_{up}_LOG_LEVEL": "debug",
-    })
+    env.update(
+        {
+            f"PLANTD_{up}_ENDPOINT": broker.endpoint,
+            f"PLANTD_{up}_HEALTH_PORT": "0",
+            f"PLANTD_{up}_HEARTBEAT_INTERVAL": "0.25",
+            f"PLANTD_{up}_LOG_BUS": broker.bus("log")[0],
+            f"PLANTD_{up}_LOG_LEVEL": "debug",
+        }
+    )
     env.update({f"PLANTD_{up}_{k.upper()}": v for k, v in extra.items()})
     return env
 
@@ -52,8 +64,11 @@ class Daemon:
         self.out = home / f"{name}.out"
         with self.out.open("wb") as fh:
             self.proc = subprocess.Popen(
-                [*DAEMON_CMD, name], env=env, stdout=fh,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                [*DAEMON_CMD, name],
+                env=env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
             )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

@@ -20,8 +20,10 @@ pytestmark = pytest.mark.timeout(90)
 @pytest.fixture
 def logger_daemon(broker: BrokerProcess, plantd_home: Path) -> Iterator[Daemon]:
     env = daemon_env(
-        broker, "logger",
-        log_bus_sub=broker.bus("log")[1], event_bus_sub=broker.bus("event")[1],
+        broker,
+        "logger",
+        log_bus_sub=broker.bus("log")[1],
+        event_bus_sub=broker.bus("event")[1],
         flush_interval="0.02",
     )
     d = Daemon("logger", env, plantd_home)
@@ -56,13 +58,35 @@ def test_logger_daemon_stores_bus_and_plant_log_reads_it(
             logger.warning("warn %d", i, extra={"fields": {"i": i}})
         time.sleep(0.3)
 
-        out = plant(env, "log", "tail", "-s", "org.plantd.cli-test", "-l", "warning", "-n", "3",
-                    "-o", "json")
+        out = plant(
+            env,
+            "log",
+            "tail",
+            "-s",
+            "org.plantd.cli-test",
+            "-l",
+            "warning",
+            "-n",
+            "3",
+            "-o",
+            "json",
+        )
         assert out.returncode == 0, out.stderr
         assert [r["msg"] for r in records(out.stdout)] == ["warn 2", "warn 3", "warn 4"]
 
-        out = plant(env, "log", "tail", "-s", "org.plantd.cli-test", "-l", "warning", "-n", "2",
-                    "-o", "table")
+        out = plant(
+            env,
+            "log",
+            "tail",
+            "-s",
+            "org.plantd.cli-test",
+            "-l",
+            "warning",
+            "-n",
+            "2",
+            "-o",
+            "table",
+        )
         lines = out.stdout.splitlines()
         assert len(lines) == 2 and "WARNING" in lines[0] and lines[1].endswith("warn 4 i=4")
 
@@ -78,8 +102,22 @@ def test_logger_daemon_stores_bus_and_plant_log_reads_it(
         assert producer["missed"] == 0
 
         # follow: the last stored record first, then live ones, no repeats
-        follower = plant_popen(env, "log", "tail", "-f", "-s", "org.plantd.cli-test", "-n", "1",
-                               "--count", "2", "--idle", "10", "-o", "json")
+        follower = plant_popen(
+            env,
+            "log",
+            "tail",
+            "-f",
+            "-s",
+            "org.plantd.cli-test",
+            "-n",
+            "1",
+            "--count",
+            "2",
+            "--idle",
+            "10",
+            "-o",
+            "json",
+        )
         try:
             time.sleep(1.5)  # let the subscription reach the proxy
             logger.error("live one")
@@ -107,3 +145,61 @@ def test_plant_log_unreachable_and_usage_errors(plantd_env: dict[str, str]) -> N
     assert out.returncode == 2
     out = plant(env, "log", "query", "--since", "last tuesday")
     assert out.returncode == 2
+
+
+def test_plant_log_query_n_10000_of_big_records_pages_and_logger_keeps_serving(
+    broker: BrokerProcess, plantd_home: Path
+) -> None:
+    """10,000 records of ~600 bytes (~6 MB, far over the broker's 1 MiB message limit)."""
+    import asyncio
+
+    from plantd.logger.store import LogStore, StoreSettings
+
+    database = plantd_home / "big-logger.sqlite"
+
+    async def fill() -> None:
+        settings = StoreSettings(path=database, log_backend=None, event_backend=None)
+        async with LogStore(settings) as store:
+            t0 = time.time() - 600
+            for i in range(12_000):
+                store.add(
+                    "big.info",
+                    {"service": "big", "ts": t0 + i / 100, "msg": f"record {i} " + "z" * 500},
+                )
+
+    asyncio.run(fill())
+    env = daemon_env(
+        broker, "logger", log_bus_sub="", event_bus_sub="", database=str(database), scan_rows="1000"
+    )
+    d = Daemon("logger", env, plantd_home)
+    try:
+        started = time.monotonic()
+        out = plant(broker.env, "log", "query", "-s", "big", "-n", "10000", "-o", "json")
+        assert out.returncode == 0, out.stderr
+        got = records(out.stdout)
+        assert len(got) == 10_000 and len({r["id"] for r in got}) == 10_000
+        assert got[0]["msg"].startswith("record 11999 ") and got[-1]["msg"].startswith(
+            "record 2000 "
+        )
+        assert time.monotonic() - started < 20
+
+        out = plant(
+            broker.env, "log", "query", "-s", "big", "-n", "12000", "--order", "asc", "-o", "json"
+        )
+        assert out.returncode == 0, out.stderr
+        assert [r["msg"].split()[1] for r in records(out.stdout)] == [str(i) for i in range(12_000)]
+
+        # a rare text: pages of 1,000 records examined come back empty with more, the CLI
+        # follows them to the one match near the oldest end
+        out = plant(broker.env, "log", "query", "-s", "big", "-x", "record 11 ", "-o", "json")
+        assert out.returncode == 0, out.stderr
+        assert [r["msg"].split()[1] for r in records(out.stdout)] == ["11"]
+
+        # the logger keeps serving
+        stats = plant(broker.env, "log", "stats", "-o", "json")
+        assert stats.returncode == 0, stats.stderr
+        assert json.loads(stats.stdout)["services"]["big"] == 12_000
+        out = plant(broker.env, "log", "tail", "-s", "big", "-n", "3", "-o", "json")
+        assert [r["msg"].split()[1] for r in records(out.stdout)] == ["11997", "11998", "11999"]
+    finally:
+        assert d.stop() == 0, d.text()[-2000:]

@@ -64,19 +64,29 @@ async def loki() -> AsyncIterator[FakeLoki]:
 
 async def test_store_batches_arrive_at_loki_with_few_labels(tmp_path: Path, loki: FakeLoki) -> None:
     fwd = LokiForwarder(loki.url, batch_size=40, batch_wait=0.05, min_backoff=0.05, tenant="plant")
-    settings = StoreSettings(path=tmp_path / "l.sqlite", log_backend=None, event_backend=None,
-                             flush_interval=0.01)
+    settings = StoreSettings(
+        path=tmp_path / "l.sqlite", log_backend=None, event_backend=None, flush_interval=0.01
+    )
     await fwd.start()
     try:
         async with LogStore(settings) as store:
             store.listeners.append(fwd.offer)
             now = time.time()
             for i in range(100):
-                store.add("org.plantd.A.info", {
-                    "ts": now + i / 1000, "level": "info" if i % 10 else "error",
-                    "service": "org.plantd.A", "host": "h1", "pid": 11, "logger": "plantd.a",
-                    "msg": f"m{i}", "fields": {"i": i, "valve id": "V1"}, "seq": i + 1,
-                })
+                store.add(
+                    "org.plantd.A.info",
+                    {
+                        "ts": now + i / 1000,
+                        "level": "info" if i % 10 else "error",
+                        "service": "org.plantd.A",
+                        "host": "h1",
+                        "pid": 11,
+                        "logger": "plantd.a",
+                        "msg": f"m{i}",
+                        "fields": {"i": i, "valve id": "V1"},
+                        "seq": i + 1,
+                    },
+                )
             await store.flush()
             await eventually(lambda: fwd.sent == 100, 10)
     finally:
@@ -96,14 +106,29 @@ async def test_store_batches_arrive_at_loki_with_few_labels(tmp_path: Path, loki
     by_msg = {v[1]: v for _, v in entries}
     ts_ns, line, meta = by_msg["m7"]
     assert line == "m7" and int(ts_ns) == pytest.approx((now + 0.007) * 1e9, abs=1e3)
-    assert meta == {"logger": "plantd.a", "pid": "11", "seq": "8", "source": "log",
-                    "topic": "org.plantd.A.info", "i": "7", "valve_id": "V1"}
+    assert meta == {
+        "logger": "plantd.a",
+        "pid": "11",
+        "seq": "8",
+        "source": "log",
+        "topic": "org.plantd.A.info",
+        "i": "7",
+        "valve_id": "V1",
+    }
 
 
 async def test_forwarder_queue_is_bounded_and_never_blocks() -> None:
     # nothing listens on this port: every push fails, the queue must stay bounded
-    fwd = LokiForwarder("http://127.0.0.1:9/", batch_size=5, batch_wait=0.01, max_queue=20,
-                        min_backoff=0.01, max_backoff=0.02, max_retries=1, timeout=0.5)
+    fwd = LokiForwarder(
+        "http://127.0.0.1:9/",
+        batch_size=5,
+        batch_wait=0.01,
+        max_queue=20,
+        min_backoff=0.01,
+        max_backoff=0.02,
+        max_retries=1,
+        timeout=0.5,
+    )
     assert fwd.url == "http://127.0.0.1:9/loki/api/v1/push"
     await fwd.start()
     try:
@@ -119,6 +144,12 @@ async def test_forwarder_queue_is_bounded_and_never_blocks() -> None:
 
 def test_push_payload_shape() -> None:
     doc = push_payload([{"ts": 1.5, "level": "warning", "service": "s", "host": "h", "msg": "x"}])
-    assert doc == {"streams": [{"stream": {"service": "s", "level": "warning", "host": "h"},
-                                "values": [["1500000000", "x", {}]]}]}
+    assert doc == {
+        "streams": [
+            {
+                "stream": {"service": "s", "level": "warning", "host": "h"},
+                "values": [["1500000000", "x", {}]],
+            }
+        ]
+    }
     assert push_url("http://loki:3100/custom/push") == "http://loki:3100/custom/push"

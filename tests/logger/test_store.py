@@ -85,6 +85,7 @@ async def test_handler_records_reach_store_and_come_back_over_mdp(
 
             pub = Publisher(event_bus.frontend)
             try:
+
                 async def event_arrived() -> bool:
                     pub.publish_nowait("org.plantd.State.changed", {"scope": "s", "key": "k"})
                     await store.flush()
@@ -95,12 +96,13 @@ async def test_handler_records_reach_store_and_come_back_over_mdp(
                 pub.close()
 
             async with Client(loop_broker, timeout=5.0) as c:
-                await eventually(
-                    lambda: _count(c, service="org.plantd.test", text="tick 49"), 5
-                )
+                await eventually(lambda: _count(c, service="org.plantd.test", text="tick 49"), 5)
                 got = await query(c, service="org.plantd.test", level="warning", order="asc")
                 assert [r["msg"] for r in got] == ["pressure high", "pump failure"]
-                assert got[1]["level"] == "error" and "RuntimeError: pump stalled" in got[1]["fields"]["exc"]
+                assert (
+                    got[1]["level"] == "error"
+                    and "RuntimeError: pump stalled" in got[1]["fields"]["exc"]
+                )
 
                 (valve,) = await query(c, text="V1 opened")
                 assert valve["fields"] == {"valve": "V1", "pct": 42}
@@ -175,8 +177,11 @@ async def test_producer_accounting_survives_restart(tmp_path: Path) -> None:
 
 async def test_retention_trims_by_count_and_age(tmp_path: Path) -> None:
     settings = StoreSettings(
-        path=tmp_path / "r.sqlite", log_backend=None, event_backend=None,
-        max_rows=60, max_age=3600.0,
+        path=tmp_path / "r.sqlite",
+        log_backend=None,
+        event_backend=None,
+        max_rows=60,
+        max_age=3600.0,
     )
     now = time.time()
     async with LogStore(settings) as store:
@@ -204,8 +209,13 @@ def test_build_query_validates_and_escapes() -> None:
     assert "service GLOB ?" in sql and "level >= ?" in sql
     assert args[0] == 30 and args[1] == "a.*" and args[2] == "%50\\%\\_done%"
     assert args[-1] == 100
-    for bad in ({"order": "sideways"}, {"limit": -1}, {"since": "yesterday-ish"},
-                {"service": 5}, {"level": "loud"}):
+    for bad in (
+        {"order": "sideways"},
+        {"limit": -1},
+        {"since": "yesterday-ish"},
+        {"service": 5},
+        {"level": "loud"},
+    ):
         with pytest.raises(QueryError):
             build_query(bad)
 
@@ -229,8 +239,7 @@ async def test_burst_is_stored_completely_in_batches(
     handler = LogBusHandler("org.plantd.burst", log_bus.frontend)
     logger = bus_logger("plantd.test.burst", handler)
     try:
-        async with running_logger(tmp_path, loop_broker, log_bus, None,
-                                  flush_records=500) as store:
+        async with running_logger(tmp_path, loop_broker, log_bus, None, flush_records=500) as store:
             await join(store, logger)
             first = handler.seq + 1
             for i in range(5000):

@@ -18,8 +18,13 @@ def test_metric_daemon_publishes_stores_and_plant_metric_reads(
 ) -> None:
     front, back = broker.bus("metric")
     env = daemon_env(
-        broker, "metric", metric_bus=front, metric_bus_sub=back, host_interval="0.5",
-        device="box", flush_interval="0.05",
+        broker,
+        "metric",
+        metric_bus=front,
+        metric_bus_sub=back,
+        host_interval="0.5",
+        device="box",
+        flush_interval="0.05",
         signals="sine period=2 rate=20 amplitude=5 offset=10 channel=temp units=C device=sim",
     )
     d = Daemon("metric", env, plantd_home)
@@ -39,10 +44,16 @@ def test_metric_daemon_publishes_stores_and_plant_metric_reads(
         channels = {(c["device"], c["channel"]) for c in json.loads(out.stdout)}
         assert ("sim", "temp") in channels
         assert wait_for(
-            lambda: ("box", "cpu.percent") in {
-                (c["device"], c["channel"])
-                for c in json.loads(plant(cli, "metric", "list", "-o", "json").stdout)
-            }, 10, interval=0.2)
+            lambda: (
+                ("box", "cpu.percent")
+                in {
+                    (c["device"], c["channel"])
+                    for c in json.loads(plant(cli, "metric", "list", "-o", "json").stdout)
+                }
+            ),
+            10,
+            interval=0.2,
+        )
 
         out = plant(cli, "metric", "watch", "-d", "sim", "-n", "3", "--idle", "10", "-o", "json")
         assert out.returncode == 0, out.stderr

@@ -20,21 +20,37 @@ pytestmark = pytest.mark.timeout(30)
 
 
 async def test_samples_flow_producer_bus_consumer_latest(
-    tmp_path: Path, loop_broker: str, make_bus  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    loop_broker: str,
+    make_bus,  # type: ignore[no-untyped-def]
 ) -> None:
     bus = make_bus("metric")
     settings = MetricSettings(
-        endpoint=loop_broker, heartbeat_interval=0.2, database=tmp_path / "m.sqlite",
-        metric_bus=bus.frontend, metric_bus_sub=bus.backend, flush_interval=0.02,
-        host_interval=0.2, device="box",
+        endpoint=loop_broker,
+        heartbeat_interval=0.2,
+        database=tmp_path / "m.sqlite",
+        metric_bus=bus.frontend,
+        metric_bus_sub=bus.backend,
+        flush_interval=0.02,
+        host_interval=0.2,
+        device="box",
         signals=["sine period=2 rate=50 amplitude=10 offset=20 channel=temp units=C device=sim"],
     )
-    sine = SignalSource("sine", device="sim", channel="temp", period=2.0, rate=50.0,
-                        amplitude=10.0, offset=20.0, units="C")
+    sine = SignalSource(
+        "sine",
+        device="sim",
+        channel="temp",
+        period=2.0,
+        rate=50.0,
+        amplitude=10.0,
+        offset=20.0,
+        units="C",
+    )
     async with running_module(MetricModule(settings), tmp_path) as module:
         assert module.store is not None and module.producer is not None
         store, producer = module.store, module.producer
         async with Client(loop_broker, timeout=5.0) as c:
+
             async def both_devices() -> bool:
                 doc = await c.call(SERVICE, "list", {})
                 return {ch["device"] for ch in doc["data"]["channels"]} >= {"sim", "box"}
@@ -47,17 +63,22 @@ async def test_samples_flow_producer_bus_consumer_latest(
             assert temp["value"] == pytest.approx(sine.value(temp["timestamp"]))
             assert time.time() - temp["timestamp"] < 5
 
-            host = (await c.call(SERVICE, "latest", {"device": "box", "channel": "cpu.*"}))
+            host = await c.call(SERVICE, "latest", {"device": "box", "channel": "cpu.*"})
             channels = {s["channel"] for s in host["data"]["samples"]}
             assert "cpu.percent" in channels
-            mem = (await c.call(SERVICE, "latest", {"device": "box", "channel": "memory.percent"}))
+            mem = await c.call(SERVICE, "latest", {"device": "box", "channel": "memory.percent"})
             (m,) = mem["data"]["samples"]
             assert m["units"] == "%" and 0 < m["value"] <= 100
 
             await eventually(lambda: store.batcher.flushed >= 20, 10)
             since = time.time() - 60
-            rng = (await c.call(SERVICE, "range", {"device": "sim", "channel": "temp",
-                                                     "since": since, "limit": 5}))["data"]
+            rng = (
+                await c.call(
+                    SERVICE,
+                    "range",
+                    {"device": "sim", "channel": "temp", "since": since, "limit": 5},
+                )
+            )["data"]
             assert len(rng["samples"]) == 5
             stamps = [s["timestamp"] for s in rng["samples"]]
             assert stamps == sorted(stamps)
@@ -73,13 +94,19 @@ async def test_samples_flow_producer_bus_consumer_latest(
 
 
 async def test_producer_only_instance_publishes_without_registering(
-    tmp_path: Path, loop_broker: str, make_bus  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    loop_broker: str,
+    make_bus,  # type: ignore[no-untyped-def]
 ) -> None:
     """consume=false: samples go out on the bus, but no worker takes requests it can't answer."""
     bus = make_bus("metric")
     settings = MetricSettings(
-        endpoint=loop_broker, heartbeat_interval=0.2, metric_bus=bus.frontend,
-        metric_bus_sub=bus.backend, consume=False, host_interval=0,
+        endpoint=loop_broker,
+        heartbeat_interval=0.2,
+        metric_bus=bus.frontend,
+        metric_bus_sub=bus.backend,
+        consume=False,
+        host_interval=0,
         signals=["ramp period=1 rate=50 channel=level device=edge"],
     )
     sub = Subscriber(bus.backend, ["org.plantd.Metric.edge"])
@@ -95,13 +122,21 @@ async def test_producer_only_instance_publishes_without_registering(
 
 
 async def test_store_keeps_latest_across_restart_and_trims(tmp_path: Path) -> None:
-    settings = MetricStoreSettings(path=tmp_path / "m.sqlite", backend=None, max_rows=10,
-                                   max_age=100.0)
+    settings = MetricStoreSettings(
+        path=tmp_path / "m.sqlite", backend=None, max_rows=10, max_age=100.0
+    )
     now = time.time()
     async with MetricStore(settings) as store:
         for i in range(30):
-            assert store.add({"timestamp": now - 200 + i * 10, "device": "d", "channel": "c",
-                              "value": i, "units": "V"})
+            assert store.add(
+                {
+                    "timestamp": now - 200 + i * 10,
+                    "device": "d",
+                    "channel": "c",
+                    "value": i,
+                    "units": "V",
+                }
+            )
         assert not store.add({"device": "d", "channel": "c", "value": "high"})
         assert not store.add({"device": "d", "channel": "c", "value": True})
         assert not store.add({"device": "", "channel": "c", "value": 1})
