@@ -221,6 +221,10 @@ class BrokerCore:
         #: an idle worker silent this long missed a heartbeat: likely a ghost left behind by
         #: a reconnect under a new routing id, so it gets no new requests (see _take_idle)
         self._suspect_after = self.settings.heartbeat_interval * 1.5
+        #: a queue this small is within both its byte bounds whoever sends (fast admission)
+        self._within_every_bound = min(
+            self.settings.max_queue_bytes, self.settings.max_client_queue_bytes
+        )
 
     # --- input ------------------------------------------------------------------------
 
@@ -287,15 +291,16 @@ class BrokerCore:
             self._dispatch(worker, request, now)
             return
         s = self.settings
-        cost = request.cost
-        if (
-            queue.bytes + cost > s.max_queue_bytes
-            or len(queue) >= s.max_queue
-            or queue.lane_bytes(client) + cost > s.max_client_queue_bytes
+        total = queue.bytes + request.cost
+        # the common case first: the whole queue is within one client's share
+        if (total <= self._within_every_bound and len(queue) < s.max_queue) or (
+            total <= s.max_queue_bytes
+            and len(queue) < s.max_queue
+            and queue.lane_bytes(client) + request.cost <= s.max_client_queue_bytes
         ):
-            self._queue_full(service, request)
-        else:
             queue.push(request)
+        else:
+            self._queue_full(service, request)
 
     def _queue_full(self, service: Service, request: Request) -> None:
         queue = service.queue

@@ -20,21 +20,14 @@ class Queued(Protocol):
 T = TypeVar("T", bound="Queued")
 
 
-class _Lane(deque):  # type: ignore[type-arg]
-    __slots__ = ("bytes",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.bytes = 0
-
-
 class FairQueue(Generic[T]):
     """Lanes keyed by client routing id; ``pop`` takes the head of the next lane in turn."""
 
-    __slots__ = ("_lanes", "_len", "bytes")
+    __slots__ = ("_lane_bytes", "_lanes", "_len", "bytes")
 
     def __init__(self) -> None:
-        self._lanes: OrderedDict[bytes, _Lane] = OrderedDict()
+        self._lanes: OrderedDict[bytes, deque[T]] = OrderedDict()
+        self._lane_bytes: dict[bytes, int] = {}
         self._len = 0
         self.bytes = 0
 
@@ -52,37 +45,39 @@ class FairQueue(Generic[T]):
         return len(self._lanes)
 
     def lane_bytes(self, client: bytes) -> int:
-        lane = self._lanes.get(client)
-        return 0 if lane is None else lane.bytes
+        return self._lane_bytes.get(client, 0)
 
     def push(self, item: T) -> None:
-        lane = self._lanes.get(item.client)
+        client = item.client
+        lane = self._lanes.get(client)
         if lane is None:
-            lane = self._lanes[item.client] = _Lane()
-        lane.append(item)
-        lane.bytes += item.cost
+            self._lanes[client] = deque((item,))
+            self._lane_bytes[client] = item.cost
+        else:
+            lane.append(item)
+            self._lane_bytes[client] += item.cost
         self.bytes += item.cost
         self._len += 1
 
     def push_front(self, item: T) -> None:
         """Put ``item`` back first in line (a request that never reached its worker)."""
         self.push(item)
-        lane = self._lanes[item.client]
-        lane.rotate(1)  # it was appended: move it to the head of its lane
+        self._lanes[item.client].rotate(1)  # it was appended: move it to the head of its lane
         self._lanes.move_to_end(item.client, last=False)
 
     def pop(self) -> T:
         lanes = self._lanes
         client = next(iter(lanes))
         lane = lanes[client]
-        item: T = lane.popleft()
-        lane.bytes -= item.cost
+        item = lane.popleft()
         self.bytes -= item.cost
         self._len -= 1
         if lane:
             lanes.move_to_end(client)
+            self._lane_bytes[client] -= item.cost
         else:
             del lanes[client]
+            del self._lane_bytes[client]
         return item
 
     def expire(self, due: Callable[[T], bool]) -> list[T]:
@@ -92,10 +87,11 @@ class FairQueue(Generic[T]):
             lane = self._lanes[client]
             while lane and due(lane[0]):
                 item = lane.popleft()
-                lane.bytes -= item.cost
+                self._lane_bytes[client] -= item.cost
                 self.bytes -= item.cost
                 self._len -= 1
                 out.append(item)
             if not lane:
                 del self._lanes[client]
+                del self._lane_bytes[client]
         return out
