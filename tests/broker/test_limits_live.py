@@ -15,10 +15,10 @@ import pytest
 import zmq
 
 from plantd.client import SyncClient
-from plantd.client.errors import MessageTooLarge, ProtocolError
+from plantd.client.errors import MessageTooLarge, ProtocolError, UnknownService
 from tests.broker.conftest import free_port
 from tests.broker.test_interop import Raw, wait_service
-from tests.conftest import PlantRunner, broker_env, start_broker
+from tests.conftest import BrokerProcess, PlantRunner, broker_env, http_get, start_broker
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -74,17 +74,54 @@ def test_oversized_reply_to_mdp01_client_invents_nothing(broker: str, peer: Peer
 
 
 @pytest.fixture
-def many_workers_broker(plantd_home: Path, plantd_env: dict[str, str]) -> Iterator[str]:
-    """A broker daemon with slow heartbeats, so thousands of raw workers stay registered."""
+def daemon_broker(plantd_home: Path, plantd_env: dict[str, str]) -> Iterator[BrokerProcess]:
+    """A broker daemon at the default log level with slow heartbeats, so thousands of raw
+    workers stay registered without heartbeating."""
     env = broker_env(plantd_env)
     env["PLANTD_BROKER_HEARTBEAT_INTERVAL"] = "20"
     env["PLANTD_BROKER_BUSES"] = "false"
+    env["PLANTD_BROKER_LOG_LEVEL"] = "info"
     proc = start_broker(env, plantd_home)
     try:
-        yield proc.endpoint
+        yield proc
     finally:
         proc.proc.terminate()
         proc.proc.wait(10)
+
+
+@pytest.fixture
+def many_workers_broker(daemon_broker: BrokerProcess) -> str:
+    return daemon_broker.endpoint
+
+
+def test_drops_and_expiry_warned_at_default_level_and_exported(
+    daemon_broker: BrokerProcess,
+) -> None:
+    """One rate-limited WARNING line per kind with its count; the counters in /metrics."""
+    endpoint = daemon_broker.endpoint
+    raw = Raw(endpoint)
+    try:
+        for _ in range(3):  # MDP/0.1 service name over 255 bytes: dropped, not answered
+            raw.send(b"", b"MDPC01", b"x" * 300, b"op")
+        with SyncClient(endpoint, timeout=5.0) as c, pytest.raises(UnknownService):
+            c.request("nosuch", b"op")  # expires after request_timeout (1 s here)
+        with pytest.raises(TimeoutError):
+            raw.recv(timeout=0.2)
+    finally:
+        raw.close()
+    deadline = time.monotonic() + 10
+    while "requests expired waiting for a worker: 1" not in daemon_broker.log_text():
+        assert time.monotonic() < deadline, daemon_broker.log_text()[-2000:]
+        time.sleep(0.1)
+    assert 'level=warning daemon=broker logger=plantd.broker msg="requests expired' in (
+        daemon_broker.log_text()
+    )
+    status, _, body = http_get(f"{daemon_broker.health_url}/metrics")
+    metrics = body.decode()
+    assert status == 200
+    assert "plantd_broker_requests_dropped_total 3.0" in metrics
+    assert "plantd_broker_requests_expired_total 1.0" in metrics
+    assert "plantd_broker_backlog_bytes" in metrics
 
 
 def test_mmi_workers_and_services_page(
