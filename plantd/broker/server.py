@@ -19,6 +19,7 @@ import zmq
 
 from plantd.broker.backlog import Backlog
 from plantd.broker.core import BrokerCore, BrokerSettings
+from plantd.protocol import mdp
 from plantd.transport import NOBLOCK, readable, recv_frames, send_frames
 
 log = logging.getLogger("plantd.broker")
@@ -148,6 +149,8 @@ class BrokerServer:
                         self.core.undeliverable(msg, str(exc))
 
     def _hold(self, msg: list[bytes], now: float) -> None:
+        if mdp.is_worker_heartbeat(msg[1:]):
+            return  # nothing to keep: a full pipe will carry the next one, any traffic counts
         if self.backlog.hold(msg, now):
             self.core.counters.backlogged += 1
         else:

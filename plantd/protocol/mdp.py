@@ -306,6 +306,11 @@ def encode_worker_heartbeat(dialect: Dialect) -> list[bytes]:
     return list(_HEARTBEAT[dialect])
 
 
+def is_worker_heartbeat(frames: list[bytes]) -> bool:
+    """Whether a broker-to-worker message is a HEARTBEAT (in any dialect)."""
+    return frames in _HEARTBEAT.values()
+
+
 def encode_worker_disconnect(dialect: Dialect) -> list[bytes]:
     return list(_DISCONNECT[dialect])
 

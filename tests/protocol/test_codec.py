@@ -283,3 +283,9 @@ def test_client_reply_round_trip(service: bytes, body: list[bytes], final: bool)
 def test_only_rfc18_clients_get_error_replies() -> None:
     """MDP/0.1, majortomo and Go plantd clients would take an error frame for the answer."""
     assert [d for d in Dialect if mdp.has_error_reply(d)] == [Dialect.RFC18]
+
+
+def test_worker_heartbeat_recognised_in_every_dialect() -> None:
+    assert all(mdp.is_worker_heartbeat(mdp.encode_worker_heartbeat(d)) for d in Dialect)
+    assert not mdp.is_worker_heartbeat(mdp.encode_worker_disconnect(Dialect.RFC18))
+    assert not mdp.is_worker_heartbeat([b"MDPC02", b"\x03", b"svc", b"x"])
