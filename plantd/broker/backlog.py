@@ -33,28 +33,29 @@ class Held(deque):  # type: ignore[type-arg]
 class Backlog:
     """Per-peer FIFO of unsent messages (first frame = routing id)."""
 
-    __slots__ = ("_peers", "bytes", "limit")
+    __slots__ = ("bytes", "limit", "waiting")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.bytes = 0
-        self._peers: dict[bytes, Held] = {}
+        #: peer -> its waiting messages (a plain dict: the server tests it per message)
+        self.waiting: dict[bytes, Held] = {}
 
     def __bool__(self) -> bool:
-        return bool(self._peers)
+        return bool(self.waiting)
 
     def __contains__(self, peer: bytes) -> bool:
-        return peer in self._peers
+        return peer in self.waiting
 
     def __len__(self) -> int:
-        return sum(len(h) for h in self._peers.values())
+        return sum(len(h) for h in self.waiting.values())
 
     def hold(self, msg: list[bytes], now: float) -> bool:
         """Keep ``msg`` behind its peer's other waiting messages; False if over the bound."""
         peer = msg[0]
-        held = self._peers.get(peer)
+        held = self.waiting.get(peer)
         if held is None:
-            held = self._peers[peer] = Held(now)
+            held = self.waiting[peer] = Held(now)
         size = footprint(msg)
         if held and held.bytes + size > self.limit:
             return False
@@ -64,21 +65,21 @@ class Backlog:
         return True
 
     def peers(self) -> Iterator[tuple[bytes, Held]]:
-        return iter(list(self._peers.items()))
+        return iter(list(self.waiting.items()))
 
     def sent(self, peer: bytes, now: float) -> None:
         """The head message of ``peer`` went out."""
-        held = self._peers[peer]
+        held = self.waiting[peer]
         size = footprint(held.popleft())
         held.bytes -= size
         self.bytes -= size
         held.since = now
         if not held:
-            del self._peers[peer]
+            del self.waiting[peer]
 
     def drop(self, peer: bytes) -> list[list[bytes]]:
         """Forget ``peer``'s messages and return them."""
-        held = self._peers.pop(peer, None)
+        held = self.waiting.pop(peer, None)
         if held is None:
             return []
         self.bytes -= held.bytes
@@ -86,4 +87,4 @@ class Backlog:
 
     def stalled(self, now: float, after: float) -> list[bytes]:
         """Peers that took no message for ``after`` seconds."""
-        return [peer for peer, held in self._peers.items() if now - held.since >= after]
+        return [peer for peer, held in self.waiting.items() if now - held.since >= after]

@@ -121,21 +121,21 @@ class BrokerServer:
 
     def _flush(self) -> None:
         outbox = self.core.outbox
-        backlog = self.backlog
-        if not outbox and not backlog:
+        waiting = self.backlog.waiting
+        if not outbox and not waiting:
             return
         sock = self._sock
         if sock is None:
             outbox.clear()
             return
         now = time.monotonic()
-        if backlog:
+        if waiting:
             self._retry_backlog(sock, now)
         while outbox:  # unroutable() may queue the request again for another worker
             batch = outbox[:]
             outbox.clear()
             for msg in batch:
-                if backlog and msg[0] in backlog:  # keep the peer's order
+                if waiting and msg[0] in waiting:  # keep the peer's order
                     self._hold(msg, now)
                     continue
                 try:
