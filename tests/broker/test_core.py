@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from plantd.broker.core import BrokerCore, BrokerSettings
 from plantd.protocol import mdp
 
@@ -514,3 +516,22 @@ def test_undeliverable_counted_by_direction() -> None:
     core.undeliverable([C1, b"MDPC02", b"\x03", b"svc", b"r"], "backlog full")
     assert core.counters.worker_sends_dropped == 1 and core.counters.replies_dropped == 1
     assert core.alerts.due(0.0)[0].startswith("messages dropped: peer not reading: 2")
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [b"", b"MDPC01", b"gone", b"op"],
+        [b"", b"MDPC02", b"\x02", b"gone", b"op"],
+        [b"", b"MDPC02", b"REQUEST", b"gone", b"op"],
+    ],
+    ids=["mdp01", "majortomo", "goplantd"],
+)
+def test_clients_without_error_reply_get_nothing_for_unknown_service(frames: list) -> None:
+    core = make(request_timeout=1.0, max_wait=5.0)
+    core.handle(C1, frames, 0.0)
+    core.tick(2.0)
+    assert take(core) == []  # no 404 after request_timeout: still held
+    core.tick(5.5)
+    assert take(core) == [] and core.counters.requests_dropped == 1
+    assert core.counters.errors == 0
