@@ -130,7 +130,7 @@ def test_mmi_workers_and_services_page(
     endpoint = many_workers_broker
     ctx = zmq.Context()
     ctx.max_sockets = 3000
-    socks = []
+    socks = []  # referenced until the end: a collected socket closes (its worker leaves)
     try:
         for i in range(2500):
             sock = ctx.socket(zmq.DEALER)
