@@ -1,8 +1,14 @@
 """Echo round trips through (a) our broker, (b) majortomo's broker, (c) a bare DEALER<->ROUTER.
 
-Run: ``python bench/broker.py [--seconds 3] [--runs 3]``. Prints req/s, p50/p99 latency and
-the broker process's CPU time per request, for 1 sequential client and for 16 requests in
-flight with 2 workers, medians over runs, and our broker's ratios to (b) and (c).
+Run: ``python bench/broker.py [--seconds 3] [--runs 3] [--inflight 1 16]``. Prints req/s,
+p50/p99 latency and the broker process's CPU time per request, for 1 sequential client and
+for 16 requests in flight with 2 workers, medians over runs, and our broker's ratios to (b)
+and (c).
+
+``--burst N`` instead measures the Guide's asynchronous client (issue 11): one DEALER sends N
+small requests in one go, then reads the N echoes (one echo worker). It prints, for our broker
+with MDP/0.1 and majortomo peers and for majortomo's broker, the replies received, the wall
+time and rate from the first send to the last reply, and the broker's CPU per request.
 
 Every system gets the same load: one load-generator process with N DEALER sockets (one
 request in flight each) and 2 worker processes, all plain blocking pyzmq speaking the
@@ -46,6 +52,13 @@ DIALECTS = {
         "request_at": 2,
         "final": [b"MDPW02", b"\x04"],
         "client": [b"MDPC02", b"\x01", SERVICE],
+    },
+    "mdp01": {
+        "ready": [b"", b"MDPW01", b"\x01", SERVICE],
+        "heartbeat": [b"", b"MDPW01", b"\x04"],
+        "request_at": 3,
+        "final": [b"", b"MDPW01", b"\x03"],
+        "client": [b"", b"MDPC01", SERVICE],
     },
 }
 
@@ -145,6 +158,31 @@ def run_load(endpoint: str, dialect: str, inflight: int, seconds: float, raw: bo
     print(json.dumps({"n": len(lat), "lat": lat}), flush=True)
 
 
+def run_burst(endpoint: str, dialect: str, count: int) -> None:
+    """The Guide's async client: send ``count`` requests on one DEALER, then read the echoes
+    (each read bounded by 10 s of silence); prints JSON {n, seconds}."""
+    request = [*DIALECTS[dialect]["client"], b"echo"]
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    sock.send_multipart(request)  # warm-up round trip: the worker is registered
+    if not sock.poll(10000):
+        print(json.dumps({"error": "no reply during warm-up"}), flush=True)
+        return
+    sock.recv_multipart()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    start = time.perf_counter()
+    for i in range(count):
+        sock.send_multipart([*request[:-1], b"%d" % i])
+    n = 0
+    while n < count and sock.poll(10000):
+        sock.recv_multipart()
+        n += 1
+        last = time.perf_counter()
+    print(json.dumps({"n": n, "seconds": (last - start) if n else 0.0}), flush=True)
+
+
 # --- orchestration ----------------------------------------------------------------------
 
 
@@ -206,11 +244,68 @@ def one_run(system: str, dialect: str, inflight: int, seconds: float) -> dict[st
             stop(p)
 
 
+def one_burst(system: str, dialect: str, count: int) -> dict[str, float]:
+    port = free_port()
+    endpoint = f"tcp://127.0.0.1:{port}"
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        server = spawn(system, endpoint)
+        procs.append(server)
+        wait_port(port)
+        procs.append(spawn("worker", endpoint, dialect))
+        load = spawn("burst", endpoint, dialect, str(count))
+        procs.append(load)
+        assert load.stdout is not None and load.stdin is not None
+        line = load.stdout.readline()
+        if line.strip() != "ready":
+            raise RuntimeError(f"{system}: burst client failed: {line}")
+        cpu = psutil.Process(server.pid)
+        before = cpu.cpu_times()
+        load.stdin.write("go\n")
+        load.stdin.flush()
+        result = json.loads(load.stdout.readline())
+        after = cpu.cpu_times()
+        used = (after.user - before.user) + (after.system - before.system)
+        n = result["n"]
+        return {
+            "n": n,
+            "seconds": result["seconds"],
+            "rps": n / result["seconds"] if n else 0.0,
+            "cpu_us": used / max(n, 1) * 1e6,
+        }
+    finally:
+        for p in reversed(procs):
+            stop(p)
+
+
+def burst_table(count: int, runs: int) -> None:
+    cases = [
+        ("ours", "mdp01", "our broker, MDP/0.1 peers"),
+        ("ours", "majortomo", "our broker, majortomo peers"),
+        ("majortomo", "majortomo", "majortomo broker"),
+    ]
+    print(f"# {os.cpu_count()} cores, burst of {count} from one async client, {runs} runs, medians")
+    print(f"{'system':32} {'replies':>8} {'seconds':>8} {'req/s':>8} {'broker CPU us/req':>18}")
+    for system, dialect, label in cases:
+        results = [one_burst(system, dialect, count) for _ in range(runs)]
+        med = {k: statistics.median(r[k] for r in results) for k in results[0]}
+        print(
+            f"{label:32} {med['n']:>8.0f} {med['seconds']:>8.1f} {med['rps']:>8.0f} "
+            f"{med['cpu_us']:>18.0f}",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--inflight", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--burst", type=int, default=0, help="measure an N-request burst")
     args = parser.parse_args()
+    if args.burst:
+        burst_table(args.burst, args.runs)
+        return
 
     cases = [
         ("ours", "rfc18", "our broker, RFC 18 peers"),
@@ -220,8 +315,10 @@ def main() -> None:
     ]
     table: dict[tuple[str, int], dict[str, float]] = {}
     print(f"# {os.cpu_count()} cores, {args.runs} runs x {args.seconds:g}s, medians")
-    print(f"{'system':32} {'in flight':>9} {'req/s':>8} {'p50 us':>8} {'p99 us':>8} {'broker CPU us/req':>18}")
-    for inflight in (1, 16):
+    print(
+        f"{'system':32} {'in flight':>9} {'req/s':>8} {'p50 us':>8} {'p99 us':>8} {'broker CPU us/req':>18}"
+    )
+    for inflight in args.inflight:
         for system, dialect, label in cases:
             runs = [one_run(system, dialect, inflight, args.seconds) for _ in range(args.runs)]
             med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
@@ -234,7 +331,7 @@ def main() -> None:
                 f"{med['p99_us']:>8.0f} {cpu:>18}",
                 flush=True,
             )
-    for inflight in (1, 16):
+    for inflight in args.inflight:
         ours = table[("our broker, majortomo peers", inflight)]["rps"]
         ours18 = table[("our broker, RFC 18 peers", inflight)]["rps"]
         mt = table[("majortomo broker", inflight)]["rps"]
@@ -256,6 +353,8 @@ if __name__ == "__main__":
             run_majortomo(rest[0])
         elif role == "ours":
             run_ours(rest[0])
+        elif role == "burst":
+            run_burst(rest[0], rest[1], int(rest[2]))
         elif role == "load":
             run_load(rest[0], rest[1], int(rest[2]), float(rest[3]), rest[4] == "True")
     else:

@@ -9,17 +9,25 @@ and fuzzed without sockets.
 Every message passes through :meth:`BrokerCore.handle`, where the optional ``authorize``
 hook sees the sender and the decoded message: the place a later CURVE/ZAP layer checks
 per-service permissions.
+
+Clients whose dialect has no error reply (MDP/0.1, majortomo, Go plantd) are never sent one:
+what would be an error for an RFC 18 client is, for them, a request held for a worker or
+dropped (counted and warned), so their own timeout and retry work as with the reference
+brokers. See the per-dialect table in docs/protocol.md.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from plantd import __version__
+from plantd.broker.alerts import Alerts
+from plantd.broker.fairqueue import FairQueue
 from plantd.protocol import mdp
 from plantd.protocol.mdp import Dialect, Kind, MalformedMessage, PeerMessage
 
@@ -33,6 +41,11 @@ WORKER_LOST = 504
 
 MMI_PREFIX = b"mmi."
 
+#: bytes a queued request costs beyond its frames (Python objects), for the byte bounds
+REQUEST_OVERHEAD = 256
+#: mmi.workers / mmi.services page size: default and maximum (shared paging contract)
+PAGE_LIMIT = 1000
+
 
 @dataclass(slots=True)
 class BrokerSettings:
@@ -43,9 +56,19 @@ class BrokerSettings:
     heartbeat_liveness: int = 3
     #: how long a busy worker that never heartbeats while busy (foreign workers) may stay silent
     busy_timeout: float = 30.0
-    #: how long a request may wait in a service queue for a worker
-    request_timeout: float = 3.0
-    max_queue: int = 1000
+    #: how long a request may wait for a worker while its service makes no progress; an RFC 18
+    #: client then gets 404/503. Below the Guide's 2.5 s and our clients' 5 s timeouts, so the
+    #: error always reaches the request it answers
+    request_timeout: float = 2.0
+    #: the longest any request is held: while its service keeps completing requests, or for
+    #: clients whose dialect has no error reply (they rely on their own timeout and retry)
+    max_wait: float = 60.0
+    #: bounds of one service's queue: all clients, one client (fair share), request count
+    max_queue_bytes: int = 64 << 20
+    max_client_queue_bytes: int = 32 << 20
+    max_queue: int = 1_000_000
+    #: messages held for one peer whose pipe is full, in bytes
+    max_backlog_bytes: int = 64 << 20
     max_message_bytes: int = 1 << 20
 
 
@@ -65,21 +88,46 @@ class Counters:
     denied: int = 0
     unroutable: int = 0
     mmi: int = 0
+    #: requests refused (RFC 18: 503) or dropped because their service's queue was full
+    queue_full: int = 0
+    #: requests ended without any reply: the client's dialect has no error reply, or the
+    #: request was held past the point where an error could still be on time
+    requests_dropped: int = 0
+    #: requests whose worker died, disconnected or expired while serving them
+    lost_mid_request: int = 0
+    #: worker replies over max_message_bytes (the client got 413, the worker was freed)
+    oversized_replies: int = 0
+    #: messages held because the peer's pipe was full (sent later)
+    backlogged: int = 0
+    #: client-bound messages that could finally not be delivered (peer gone or not reading)
+    replies_dropped: int = 0
+    #: worker-bound messages that could finally not be delivered
+    worker_sends_dropped: int = 0
 
 
 class Request:
     """A client request waiting for, or being served by, a worker."""
 
-    __slots__ = ("body", "client", "deadline", "dialect", "service")
+    __slots__ = ("arrival", "body", "client", "cost", "dialect", "discard", "service")
 
     def __init__(
-        self, client: bytes, dialect: Dialect, service: bytes, body: list[bytes], deadline: float
+        self,
+        client: bytes,
+        dialect: Dialect,
+        service: bytes,
+        body: list[bytes],
+        arrival: float,
+        cost: int = 0,
     ) -> None:
         self.client = client
         self.dialect = dialect
         self.service = service
         self.body = body
-        self.deadline = deadline
+        self.arrival = arrival
+        self.cost = cost
+        #: the client already got its answer (an oversized reply's 413): the rest of the
+        #: worker's reply parts are discarded, not treated as a protocol violation
+        self.discard = False
 
 
 class Worker:
@@ -118,20 +166,39 @@ class Worker:
 class Service:
     """A service name with its workers and its queue of waiting requests."""
 
-    __slots__ = ("ever_ready", "failed", "idle", "name", "queue", "requests", "workers")
+    __slots__ = (
+        "ever_ready",
+        "failed",
+        "idle",
+        "last_progress",
+        "name",
+        "queue",
+        "requests",
+        "workers",
+    )
 
     def __init__(self, name: bytes) -> None:
         self.name = name
         self.workers: dict[bytes, Worker] = {}
         #: idle workers, oldest idle first (load balancing per RFC 18)
         self.idle: OrderedDict[bytes, Worker] = OrderedDict()
-        self.queue: deque[Request] = deque()
+        self.queue: FairQueue[Request] = FairQueue()
         self.requests = 0
         self.failed = 0
         self.ever_ready = False
+        #: when a worker last completed a request: a queue that keeps moving is not expired
+        self.last_progress = float("-inf")
 
 
 Authorizer = Callable[[bytes, PeerMessage], bool]
+
+
+class BadArgument(ValueError):
+    """An MMI request argument the broker refuses; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"invalid_argument: field '{field}' {message}")
+        self.field = field
 
 
 @dataclass
@@ -147,12 +214,17 @@ class BrokerCore:
         self.workers: dict[bytes, Worker] = {}
         self.outbox: list[list[bytes]] = []
         self.counters = Counters()
+        self.alerts = Alerts()
         self.last_error = ""
         self._next_heartbeat = self.started + self.settings.heartbeat_interval
         self._silence_limit = self.settings.heartbeat_interval * self.settings.heartbeat_liveness
         #: an idle worker silent this long missed a heartbeat: likely a ghost left behind by
         #: a reconnect under a new routing id, so it gets no new requests (see _take_idle)
         self._suspect_after = self.settings.heartbeat_interval * 1.5
+        #: a queue this small is within both its byte bounds whoever sends (fast admission)
+        self._within_every_bound = min(
+            self.settings.max_queue_bytes, self.settings.max_client_queue_bytes
+        )
 
     # --- input ------------------------------------------------------------------------
 
@@ -171,17 +243,7 @@ class BrokerCore:
             return
         size = sum(map(len, frames))
         if size > self.settings.max_message_bytes:
-            self.counters.oversized += 1
-            self.last_error = f"message of {size} bytes over limit"
-            if msg.kind is Kind.REQUEST:
-                self._error(
-                    sender,
-                    msg.dialect,
-                    msg.service,
-                    TOO_LARGE,
-                    f"message of {size} bytes exceeds the broker limit of "
-                    f"{self.settings.max_message_bytes} bytes",
-                )
+            self._on_oversized(sender, msg, size, now)
             return
         if self.authorize is not None and not self.authorize(sender, msg):
             self.counters.denied += 1
@@ -192,7 +254,7 @@ class BrokerCore:
             return
         kind = msg.kind
         if kind is Kind.REQUEST:
-            self._on_request(sender, msg, now)
+            self._on_request(sender, msg, now, size)
         elif kind is Kind.REPLY:
             self._on_reply(sender, msg, now)
         elif kind is Kind.HEARTBEAT:
@@ -212,7 +274,7 @@ class BrokerCore:
             if worker is not None:
                 self._remove_worker(worker, "worker disconnected while serving the request")
 
-    def _on_request(self, client: bytes, msg: PeerMessage, now: float) -> None:
+    def _on_request(self, client: bytes, msg: PeerMessage, now: float, size: int) -> None:
         name = msg.service
         self.counters.requests += 1
         if name.startswith(MMI_PREFIX):
@@ -222,24 +284,35 @@ class BrokerCore:
         if service is None:
             service = self.services[name] = Service(name)
         service.requests += 1
-        request = Request(
-            client, msg.dialect, name, msg.body, now + self.settings.request_timeout
-        )
-        worker = self._take_idle(service, now) if not service.queue else None
+        request = Request(client, msg.dialect, name, msg.body, now, size + REQUEST_OVERHEAD)
+        queue = service.queue
+        worker = self._take_idle(service, now) if not queue else None
         if worker is not None:
             self._dispatch(worker, request, now)
-        elif len(service.queue) >= self.settings.max_queue:
-            service.failed += 1
-            self._error(
-                client,
-                msg.dialect,
-                name,
-                NO_WORKER,
-                f"queue of service '{_text(name)}' is full "
-                f"({self.settings.max_queue} requests waiting)",
-            )
+            return
+        s = self.settings
+        total = queue.bytes + request.cost
+        # the common case first: the whole queue is within one client's share
+        if (total <= self._within_every_bound and len(queue) < s.max_queue) or (
+            total <= s.max_queue_bytes
+            and len(queue) < s.max_queue
+            and queue.lane_bytes(client) + request.cost <= s.max_client_queue_bytes
+        ):
+            queue.push(request)
         else:
-            service.queue.append(request)
+            self._queue_full(service, request)
+
+    def _queue_full(self, service: Service, request: Request) -> None:
+        queue = service.queue
+        self.counters.queue_full += 1
+        service.failed += 1
+        reason = (
+            f"queue of service '{_text(service.name)}' is full ({len(queue)} requests, "
+            f"{queue.bytes} bytes waiting; this client's share: "
+            f"{queue.lane_bytes(request.client)} bytes)"
+        )
+        self.alerts.note("queue_full", reason)
+        self._error(request.client, request.dialect, service.name, NO_WORKER, reason)
 
     def _take_idle(self, service: Service, now: float) -> Worker | None:
         """The oldest idle worker that is not suspect, taken out of the idle set."""
@@ -262,7 +335,7 @@ class BrokerCore:
             worker = self._take_idle(service, now)
             if worker is None:
                 return
-            self._dispatch(worker, service.queue.popleft(), now)
+            self._dispatch(worker, service.queue.pop(), now)
 
     def _dispatch(self, worker: Worker, request: Request, now: float) -> None:
         worker.busy = request
@@ -272,18 +345,31 @@ class BrokerCore:
         worker.dispatched = msg
         self.outbox.append(msg)
 
-    def _on_reply(self, sender: bytes, msg: PeerMessage, now: float) -> None:
+    def _serving(self, sender: bytes, msg: PeerMessage) -> Worker | None:
+        """The worker ``sender`` if it is serving the request ``msg`` replies to; otherwise it
+        is told to start over (a reply from an unknown worker, or for another request is
+        never delivered) and ``None`` is returned."""
         worker = self.workers.get(sender)
         request = worker.busy if worker is not None else None
-        if worker is None or request is None or request.client != msg.client:
-            # a reply from a worker we do not know (expired, never READY) or for a request
-            # it is not serving: never deliver it, tell the worker to start over
-            self.last_error = "reply from unknown worker or for another request"
-            self._disconnect(sender, msg.dialect)
-            if worker is not None:
-                self._remove_worker(worker, "worker sent a reply for another request")
+        if worker is not None and request is not None and request.client == msg.client:
+            return worker
+        self.last_error = "reply from unknown worker or for another request"
+        self._disconnect(sender, msg.dialect)
+        if worker is not None:
+            self._remove_worker(worker, "worker sent a reply for another request")
+        return None
+
+    def _on_reply(self, sender: bytes, msg: PeerMessage, now: float) -> None:
+        worker = self._serving(sender, msg)
+        if worker is None:
             return
         worker.last_seen = now
+        request = worker.busy
+        assert request is not None
+        if request.discard:  # the rest of a reply whose client already got a 413
+            if msg.final:
+                self._finish(worker, now)
+            return
         out = mdp.encode_client_reply(request.dialect, request.service, msg.body, msg.final)
         if out is not None:
             out.insert(0, request.client)
@@ -292,13 +378,48 @@ class BrokerCore:
             self.counters.partials += 1
             return
         self.counters.replies += 1
+        self._finish(worker, now)
+
+    def _finish(self, worker: Worker, now: float) -> None:
+        """The worker completed its request: give it the next one, or mark it idle."""
         worker.busy = None
         worker.served += 1
         service = worker.service
+        service.last_progress = now
         if service.queue:
-            self._dispatch(worker, service.queue.popleft(), now)
+            self._dispatch(worker, service.queue.pop(), now)
         else:
-            service.idle[sender] = worker
+            service.idle[worker.identity] = worker
+
+    def _on_oversized(self, sender: bytes, msg: PeerMessage, size: int, now: float) -> None:
+        """A message over ``max_message_bytes``: a request gets 413; a worker's reply gets
+        its client a 413 and frees the worker (the rest of that reply is discarded)."""
+        self.counters.oversized += 1
+        limit = _size_text(self.settings.max_message_bytes)
+        self.last_error = f"message of {size} bytes over limit"
+        if msg.kind is Kind.REQUEST:
+            reason = f"message of {size} bytes exceeds the broker limit of {limit}"
+            self.alerts.note("oversized", f"request for '{_text(msg.service)}': {reason}")
+            self._error(sender, msg.dialect, msg.service, TOO_LARGE, reason)
+            return
+        if msg.kind is not Kind.REPLY:
+            self.alerts.note("oversized", f"worker command of {size} bytes dropped")
+            return
+        worker = self._serving(sender, msg)
+        if worker is None:
+            return
+        worker.last_seen = now
+        request = worker.busy
+        assert request is not None
+        self.counters.oversized_replies += 1
+        reason = f"reply of {size} bytes from {_text(request.service)} exceeds the {limit} limit"
+        self.alerts.note("oversized", reason)
+        if not request.discard:
+            request.discard = True
+            worker.service.failed += 1
+            self._error(request.client, request.dialect, request.service, TOO_LARGE, reason)
+        if msg.final:
+            self._finish(worker, now)
 
     def _on_ready(self, sender: bytes, msg: PeerMessage, now: float) -> None:
         if sender in self.workers:
@@ -318,7 +439,7 @@ class BrokerCore:
         service.workers[sender] = worker
         service.ever_ready = True
         if service.queue:
-            self._dispatch(worker, service.queue.popleft(), now)
+            self._dispatch(worker, service.queue.pop(), now)
         else:
             service.idle[sender] = worker
 
@@ -349,21 +470,60 @@ class BrokerCore:
             queue = service.queue
             if queue and service.idle:
                 self._feed(service, now)
-            while queue and queue[0].deadline <= now:
-                request = queue.popleft()
-                self.counters.requests_expired += 1
-                service.failed += 1
-                if service.ever_ready:
-                    status, reason = (
-                        NO_WORKER,
-                        f"no worker for service '{_text(name)}' within "
-                        f"{self.settings.request_timeout:g}s",
-                    )
-                else:
-                    status, reason = UNKNOWN_SERVICE, f"unknown service '{_text(name)}'"
-                self._error(request.client, request.dialect, name, status, reason)
+            if queue:
+                self._expire(service, now)
             if not service.workers and not service.queue and not service.ever_ready:
                 del self.services[name]
+
+    def _expire(self, service: Service, now: float) -> None:
+        """End the queued requests that waited too long.
+
+        An RFC 18 request expires once it waited ``request_timeout`` with its service making
+        no progress (no request completed); it gets the error only if it saw no progress at
+        all, i.e. it is exactly ``request_timeout`` old, within its client's timeout. One held
+        longer because the queue kept moving is dropped without a reply when the queue
+        stalls: an error that late could be taken for the answer to a later request.
+        Requests of dialects without an error reply are held for ``max_wait``, then dropped.
+        """
+        timeout = self.settings.request_timeout
+        oldest = now - self.settings.max_wait
+
+        def due(request: Request) -> bool:
+            if request.arrival <= oldest:
+                return True
+            return (
+                mdp.has_error_reply(request.dialect)
+                and max(request.arrival, service.last_progress) <= now - timeout
+            )
+
+        ended = service.queue.expire(due)
+        if not ended:
+            return
+        self.counters.requests_expired += len(ended)
+        service.failed += len(ended)
+        status, reason = self._expiry_reason(service)
+        for request in ended:
+            if request.arrival > oldest and request.arrival >= service.last_progress:
+                self._error(request.client, request.dialect, service.name, status, reason)
+            else:
+                self.counters.requests_dropped += 1  # held past its client's timeout
+        self.alerts.note("expired", f"{len(ended)} at once; {reason}")
+
+    def _expiry_reason(self, service: Service) -> tuple[int, str]:
+        name = _text(service.name)
+        timeout = f"{self.settings.request_timeout:g}s"
+        if not service.ever_ready:
+            return UNKNOWN_SERVICE, f"unknown service '{name}'"
+        total = len(service.workers)
+        if total == 0:
+            return NO_WORKER, f"no worker for service '{name}' within {timeout}"
+        busy = total - len(service.idle)
+        if busy == total:
+            return NO_WORKER, f"all {total} workers of service '{name}' busy for {timeout}"
+        return NO_WORKER, (
+            f"no worker of service '{name}' took the request within {timeout} "
+            f"({busy} of {total} busy, the others silent)"
+        )
 
     def unroutable(self, msg: list[bytes], now: float) -> None:
         """ZeroMQ has no connection for ``msg``'s routing id: that peer is gone (killed, or
@@ -373,13 +533,24 @@ class BrokerCore:
         self.counters.unroutable += 1
         worker = self.workers.get(msg[0])
         if worker is None:
-            return  # a client that left: nobody is waiting for this reply
+            # a client that left: nobody is waiting for this reply
+            self.alerts.note("unroutable", f"peer {msg[0].hex()} is gone")
+            return
+        self.alerts.note("unroutable", f"worker {msg[0].hex()} is gone")
         request = worker.busy
         if request is not None and msg is worker.dispatched:
             worker.busy = None
-            worker.service.queue.appendleft(request)
+            worker.service.queue.push_front(request)
         self._remove_worker(worker, "worker connection is gone")
         self._feed(worker.service, now)
+
+    def undeliverable(self, msg: list[bytes], reason: str) -> None:
+        """The server gave up on ``msg`` (its peer stopped reading, or its backlog is full)."""
+        if msg[0] in self.workers:
+            self.counters.worker_sends_dropped += 1
+        else:
+            self.counters.replies_dropped += 1
+        self.alerts.note("dropped", f"to {msg[0].hex()}: {reason}")
 
     def next_deadline(self, now: float) -> float:
         """Seconds until :meth:`tick` next has work (the server sleeps this long at most)."""
@@ -396,7 +567,11 @@ class BrokerCore:
         request = worker.busy
         if request is not None:
             worker.busy = None
+            if request.discard:
+                return  # its client already has its answer
             service.failed += 1
+            self.counters.lost_mid_request += 1
+            self.alerts.note("worker_lost", f"service '{_text(service.name)}': {reason}")
             self._error(request.client, request.dialect, request.service, WORKER_LOST, reason)
 
     def _disconnect(self, identity: bytes, dialect: Dialect) -> None:
@@ -406,6 +581,11 @@ class BrokerCore:
     def _error(
         self, client: bytes, dialect: Dialect, service: bytes, status: int, reason: str
     ) -> None:
+        """Answer with an error frame; a client whose dialect has none gets nothing (it
+        would take the error for the service's reply) and the request is counted dropped."""
+        if not mdp.has_error_reply(dialect):
+            self.counters.requests_dropped += 1
+            return
         self.counters.errors += 1
         self._reply(client, dialect, service, mdp.encode_error(status, reason))
 
@@ -426,43 +606,79 @@ class BrokerCore:
             service = self.services.get(target)
             status = b"200" if service is not None and service.workers else b"404"
             reply = [*body[:-1], status]
-        elif name == b"mmi.services":
-            reply = [_json({"services": self.services_info()})]
-        elif name == b"mmi.workers":
-            reply = [_json({"workers": self.workers_info(now)})]
+        elif name == b"mmi.services" or name == b"mmi.workers":
+            try:
+                limit, after = page_arguments(body)
+            except BadArgument as exc:
+                self._error(client, msg.dialect, name, BAD_REQUEST, str(exc))
+                return
+            if name == b"mmi.services":
+                reply = [self.services_page(limit, after)]
+            else:
+                reply = [self.workers_page(now, limit, after)]
         elif name == b"mmi.broker":
             reply = [_json(self.broker_info(now))]
         else:
             reply = [*body[:-1], b"501"] if body else [b"501"]
         self._reply(client, msg.dialect, name, reply)
 
-    def services_info(self) -> list[dict[str, object]]:
-        return [
-            {
-                "name": _text(s.name),
-                "workers": len(s.workers),
-                "idle": len(s.idle),
-                "busy": len(s.workers) - len(s.idle),
-                "queue": len(s.queue),
-                "requests": s.requests,
-                "failed": s.failed,
-            }
-            for s in sorted(self.services.values(), key=lambda s: s.name)
-        ]
+    def service_info(self, s: Service) -> dict[str, object]:
+        return {
+            "name": _text(s.name),
+            "workers": len(s.workers),
+            "idle": len(s.idle),
+            "busy": len(s.workers) - len(s.idle),
+            "queue": len(s.queue),
+            "requests": s.requests,
+            "failed": s.failed,
+        }
 
-    def workers_info(self, now: float) -> list[dict[str, object]]:
-        return [
-            {
-                "identity": w.identity.hex(),
-                "service": _text(w.service.name),
-                "state": "busy" if w.busy is not None else "idle",
-                "last_heartbeat_s": round(now - w.last_seen, 3),
-                "connected_s": round(now - w.connected_at, 3),
-                "served": w.served,
-                "dialect": w.dialect.name.lower(),
-            }
-            for w in self.workers.values()
-        ]
+    def worker_info(self, w: Worker, now: float) -> dict[str, object]:
+        return {
+            "identity": w.identity.hex(),
+            "service": _text(w.service.name),
+            "state": "busy" if w.busy is not None else "idle",
+            "last_heartbeat_s": round(now - w.last_seen, 3),
+            "connected_s": round(now - w.connected_at, 3),
+            "served": w.served,
+            "dialect": w.dialect.name.lower(),
+        }
+
+    def services_page(self, limit: int = PAGE_LIMIT, after: str | None = None) -> bytes:
+        """One page of ``mmi.services``: services by name, after the cursor ``after``."""
+        entries = sorted(((_text(s.name), s) for s in self.services.values()), key=_first)
+        return self._page("services", entries, limit, after, self.service_info)
+
+    def workers_page(self, now: float, limit: int = PAGE_LIMIT, after: str | None = None) -> bytes:
+        """One page of ``mmi.workers``: workers by identity (hex), after the cursor ``after``."""
+        entries = sorted(((w.identity.hex(), w) for w in self.workers.values()), key=_first)
+        return self._page("workers", entries, limit, after, lambda w: self.worker_info(w, now))
+
+    def _page(
+        self,
+        key: str,
+        entries: list[tuple[str, object]],
+        limit: int,
+        after: str | None,
+        info: Callable[..., dict[str, object]],
+    ) -> bytes:
+        """``{key: [...], "more": bool, "next": cursor}`` cut by ``limit`` and by bytes (a
+        quarter of the message limit), the cursor being the last entry's sort key."""
+        start = 0 if after is None else bisect.bisect_right(entries, after, key=_first)
+        budget = self.settings.max_message_bytes // 4
+        parts: list[bytes] = []
+        used = 0
+        last: str | None = None
+        for sort_key, entry in entries[start : start + limit]:
+            part = _json(info(entry))
+            used += len(part) + 1
+            if parts and used > budget:
+                break
+            parts.append(part)
+            last = sort_key
+        more = start + len(parts) < len(entries)
+        tail = {"more": more, "next": last if more else None}
+        return b'{"%s":[%s],%s' % (key.encode(), b",".join(parts), _json(tail)[1:])
 
     def broker_info(self, now: float) -> dict[str, object]:
         return {
@@ -471,11 +687,45 @@ class BrokerCore:
             "services": len(self.services),
             "workers": len(self.workers),
             "queued": sum(len(s.queue) for s in self.services.values()),
+            "queued_bytes": sum(s.queue.bytes for s in self.services.values()),
             "counters": asdict(self.counters),
-            "settings": {
-                k: v for k, v in asdict(self.settings).items() if k != "endpoint"
-            },
+            "settings": {k: v for k, v in asdict(self.settings).items() if k != "endpoint"},
         }
+
+
+def page_arguments(body: list[bytes]) -> tuple[int, str | None]:
+    """``limit`` and ``after`` of a paged MMI request: no body (or an empty frame) is the
+    first page of ``PAGE_LIMIT``; otherwise one JSON object frame. Raises
+    :class:`BadArgument` naming the field."""
+    if not body or body == [b""]:
+        return PAGE_LIMIT, None
+    if len(body) > 1:
+        raise BadArgument("body", f"must be one JSON frame, got {len(body)} frames")
+    try:
+        doc = json.loads(body[0])
+    except ValueError as exc:
+        raise BadArgument("body", f"is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BadArgument("body", 'must be a JSON object {"limit": N, "after": CURSOR}')
+    limit = doc.get("limit", PAGE_LIMIT)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= PAGE_LIMIT:
+        raise BadArgument("limit", f"must be an integer from 1 to {PAGE_LIMIT}, got {limit!r}")
+    after = doc.get("after")
+    if after is not None and not isinstance(after, str):
+        raise BadArgument("after", f"must be a string (a page's 'next'), got {after!r}")
+    return limit, after
+
+
+def _first(entry: tuple[str, object]) -> str:
+    return entry[0]
+
+
+def _size_text(n: int) -> str:
+    if n % (1 << 20) == 0:
+        return f"{n >> 20} MiB"
+    if n % 1024 == 0:
+        return f"{n >> 10} KiB"
+    return f"{n} bytes"
 
 
 def _text(name: bytes) -> str:

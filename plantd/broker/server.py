@@ -3,8 +3,10 @@
 Deliberately thin and cheap per message: it waits for the socket's readiness on the event
 loop, drains messages with non-blocking reads in batches (a bare ``await recv_multipart()``
 per message costs about twice the CPU), feeds them to the core and sends what the core
-queued. ROUTER sends never block: a full peer's message is dropped; one to a peer with no connection
-is reported to the core (ROUTER_MANDATORY), which drops that worker and re-queues the request.
+queued. ROUTER sends never block: a message for a peer whose pipe is full waits in a bounded
+per-peer backlog and is retried on later drains and ticks (``plantd.broker.backlog``); one to
+a peer with no connection is reported to the core (ROUTER_MANDATORY), which drops that worker
+and re-queues the request. The core's rate-limited warnings are logged on each tick.
 """
 
 from __future__ import annotations
@@ -15,13 +17,18 @@ import time
 
 import zmq
 
+from plantd.broker.backlog import Backlog
 from plantd.broker.core import BrokerCore, BrokerSettings
+from plantd.protocol import mdp
 from plantd.transport import NOBLOCK, readable, recv_frames, send_frames
 
 log = logging.getLogger("plantd.broker")
 
 #: messages handled per wake-up before yielding to the event loop
 BATCH = 256
+#: libzmq drops a peer's connection above MAXMSGSIZE: keep it far above our limit so an
+#: oversized message reaches the core, which answers it (413) and keeps the peer
+MAXMSGSIZE_FACTOR = 64
 
 
 class BrokerServer:
@@ -36,6 +43,7 @@ class BrokerServer:
         self._scheduled = False
         self.bound_endpoint: str | None = None
         self.ready = asyncio.Event()
+        self.backlog = Backlog(settings.max_backlog_bytes)
 
     def bind(self) -> str:
         """Bind the ROUTER (separately from :meth:`run` so callers see bind errors early)."""
@@ -44,9 +52,7 @@ class BrokerServer:
         # a send to a routing id with no connection raises EHOSTUNREACH instead of vanishing:
         # how the broker learns at once that a worker died (see BrokerCore.unroutable)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        # libzmq drops a peer silently above MAXMSGSIZE; keep its limit well above ours so an
-        # oversized request reaches the core and gets a clear 413 reply instead
-        sock.setsockopt(zmq.MAXMSGSIZE, self.settings.max_message_bytes * 4 + 65536)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.settings.max_message_bytes * MAXMSGSIZE_FACTOR)
         try:
             sock.bind(self.settings.endpoint)
         except zmq.ZMQError:
@@ -75,8 +81,12 @@ class BrokerServer:
                     await asyncio.wait_for(stop.wait(), tick)
                 except TimeoutError:
                     pass
-                core.tick(time.monotonic())
-                self._drain()  # sends what tick queued; also catches a missed edge
+                now = time.monotonic()
+                core.tick(now)
+                self._expire_backlog(now)
+                for line in core.alerts.due(now):
+                    log.warning("%s", line)
+                self._drain()  # sends what tick queued, retries the backlog, catches a missed edge
         finally:
             loop.remove_reader(fd)
             sock.close(linger=0)
@@ -111,21 +121,62 @@ class BrokerServer:
 
     def _flush(self) -> None:
         outbox = self.core.outbox
-        if not outbox:
+        waiting = self.backlog.waiting
+        if not outbox and not waiting:
             return
         sock = self._sock
         if sock is None:
             outbox.clear()
             return
         now = time.monotonic()
+        if waiting:
+            self._retry_backlog(sock, now)
         while outbox:  # unroutable() may queue the request again for another worker
             batch = outbox[:]
             outbox.clear()
             for msg in batch:
+                if waiting and msg[0] in waiting:  # keep the peer's order
+                    self._hold(msg, now)
+                    continue
                 try:
                     send_frames(sock, msg, NOBLOCK)
                 except zmq.ZMQError as exc:
                     if exc.errno == zmq.EHOSTUNREACH:
                         self.core.unroutable(msg, now)
-                    else:  # the peer's queue is full: drop, as a plain ROUTER does
-                        log.debug("dropped message to %s: %s", msg[0].hex(), exc)
+                    elif exc.errno == zmq.EAGAIN:  # the peer's pipe is full: send it later
+                        self._hold(msg, now)
+                    else:
+                        self.core.undeliverable(msg, str(exc))
+
+    def _hold(self, msg: list[bytes], now: float) -> None:
+        if mdp.is_worker_heartbeat(msg[1:]):
+            return  # nothing to keep: a full pipe will carry the next one, any traffic counts
+        if self.backlog.hold(msg, now):
+            self.core.counters.backlogged += 1
+        else:
+            self.core.undeliverable(msg, "backlog full (peer not reading)")
+
+    def _retry_backlog(self, sock: zmq.Socket, now: float) -> None:
+        """Send each waiting peer's messages in order until its pipe is full again."""
+        backlog = self.backlog
+        for peer, held in backlog.peers():
+            while held:
+                msg = held[0]
+                try:
+                    send_frames(sock, msg, NOBLOCK)
+                except zmq.ZMQError as exc:
+                    if exc.errno == zmq.EAGAIN:
+                        break
+                    rest = backlog.drop(peer)
+                    if exc.errno == zmq.EHOSTUNREACH:
+                        self.core.unroutable(rest.pop(0), now)
+                    for lost in rest:
+                        self.core.undeliverable(lost, str(exc))
+                    break
+                backlog.sent(peer, now)
+
+    def _expire_backlog(self, now: float) -> None:
+        """Give up on peers that took nothing for ``max_wait``: they stopped reading."""
+        for peer in self.backlog.stalled(now, self.settings.max_wait):
+            for msg in self.backlog.drop(peer):
+                self.core.undeliverable(msg, f"peer took nothing for {self.settings.max_wait:g}s")

@@ -37,9 +37,9 @@ def _client(ctx: typer.Context, timeout: float | None = None) -> Any:
 
 
 def services(ctx: typer.Context, output: OutputFormat | None = OUTPUT_OPT) -> None:
-    """List services known to the broker (mmi.services)."""
+    """List services known to the broker (mmi.services, every page)."""
     with _client(ctx) as c:
-        doc = c.mmi("mmi.services")
+        doc = c.mmi_all("mmi.services")
     emit(
         doc,
         output_format(ctx, output),
@@ -56,9 +56,9 @@ def services(ctx: typer.Context, output: OutputFormat | None = OUTPUT_OPT) -> No
 
 
 def workers(ctx: typer.Context, output: OutputFormat | None = OUTPUT_OPT) -> None:
-    """List workers connected to the broker (mmi.workers)."""
+    """List workers connected to the broker (mmi.workers, every page)."""
     with _client(ctx) as c:
-        doc = c.mmi("mmi.workers")
+        doc = c.mmi_all("mmi.workers")
     emit(doc, output_format(ctx, output))
 
 

@@ -19,6 +19,7 @@ from plantd.client.reply import (
     service_name,
     timeout_error,
 )
+from plantd.client.sync import MAX_PAGES, next_cursor, page_body
 from plantd.protocol import mdp
 from plantd.transport import NOBLOCK, recv_frames, send_frames
 
@@ -144,6 +145,20 @@ class Client:
         """Call a JSON MMI extension (``mmi.services``, ``mmi.workers``, ``mmi.broker``)."""
         reply = await self.request(name, *body, timeout=timeout)
         return decode_document(reply)
+
+    async def mmi_all(self, name: str, *, timeout: float | None = None) -> dict[str, list[Any]]:
+        """Every entry of a paged MMI listing (``mmi.workers``, ``mmi.services``), following
+        the pages: ``{"workers": [...]}`` as one unpaged reply would be."""
+        key = name.removeprefix("mmi.")
+        entries: list[Any] = []
+        after = None
+        for _ in range(MAX_PAGES):
+            doc = await self.mmi(name, *page_body(after), timeout=timeout)
+            entries.extend(doc.get(key, []) if isinstance(doc, dict) else [])
+            after = next_cursor(doc, after)
+            if after is None:
+                break
+        return {key: entries}
 
     async def mmi_service(self, service: str, *, timeout: float | None = None) -> str:
         """RFC 8 ``mmi.service``: ``"200"`` if a worker serves ``service``, else ``"404"``."""

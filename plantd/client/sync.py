@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +20,23 @@ from plantd.client.reply import (
     unreachable_or_timeout,
 )
 from plantd.protocol import mdp
+
+#: longest chain of pages an MMI listing follows (a broker gives at most 1000 entries each)
+MAX_PAGES = 100_000
+
+
+def page_body(after: str | None) -> tuple[bytes, ...]:
+    """Request body of a paged MMI listing: nothing for the first page."""
+    return () if after is None else (json.dumps({"after": after}).encode(),)
+
+
+def next_cursor(doc: Any, after: str | None) -> str | None:
+    """The cursor of the page after ``doc``, or ``None`` when ``doc`` was the last one (also
+    for a broker that does not page, and for a cursor that would not move)."""
+    if not isinstance(doc, dict) or not doc.get("more"):
+        return None
+    cursor = doc.get("next")
+    return cursor if isinstance(cursor, str) and cursor != after else None
 
 
 class SyncClient:
@@ -118,6 +136,20 @@ class SyncClient:
 
     def mmi(self, name: str, *body: bytes, timeout: float | None = None) -> Any:
         return decode_document(self.request(name, *body, timeout=timeout))
+
+    def mmi_all(self, name: str, *, timeout: float | None = None) -> dict[str, list[Any]]:
+        """Every entry of a paged MMI listing (``mmi.workers``, ``mmi.services``), following
+        the pages: ``{"workers": [...]}`` as one unpaged reply would be."""
+        key = name.removeprefix("mmi.")
+        entries: list[Any] = []
+        after = None
+        for _ in range(MAX_PAGES):
+            doc = self.mmi(name, *page_body(after), timeout=timeout)
+            entries.extend(doc.get(key, []) if isinstance(doc, dict) else [])
+            after = next_cursor(doc, after)
+            if after is None:
+                break
+        return {key: entries}
 
     def mmi_service(self, service: str, *, timeout: float | None = None) -> str:
         reply = self.request("mmi.service", service.encode(), timeout=timeout)

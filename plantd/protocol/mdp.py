@@ -17,6 +17,7 @@ from typing import NamedTuple
 __all__ = [
     "CLIENT_HEADER",
     "ERROR_MARKER",
+    "ERROR_REPLY_DIALECTS",
     "MDPC01",
     "MDPW01",
     "WORKER_HEADER",
@@ -68,6 +69,17 @@ class Dialect(IntEnum):
     MDP01 = 1  # ZeroMQ RFC 7, MDP/0.1 (zguide, plantd-core)
     MAJORTOMO = 2  # majortomo 0.2.0: leading empty frame, byte commands, client REQUEST 0x02
     GOPLANTD = 3  # Go plantd: ASCII command words, leading empty frame towards the broker
+
+
+#: Dialects whose clients can tell a broker error from a service reply (RFC 18 clients read
+#: the ``ERROR_MARKER`` frame). The others have no error reply: to them an error would look
+#: like the service's answer, so the broker never sends one (see docs/protocol.md).
+ERROR_REPLY_DIALECTS = frozenset({Dialect.RFC18})
+
+
+def has_error_reply(dialect: Dialect) -> bool:
+    """Whether the broker may answer a ``dialect`` client with an error reply."""
+    return dialect in ERROR_REPLY_DIALECTS
 
 
 class Kind(IntEnum):
@@ -292,6 +304,11 @@ _DISCONNECT = {
 
 def encode_worker_heartbeat(dialect: Dialect) -> list[bytes]:
     return list(_HEARTBEAT[dialect])
+
+
+def is_worker_heartbeat(frames: list[bytes]) -> bool:
+    """Whether a broker-to-worker message is a HEARTBEAT (in any dialect)."""
+    return frames in _HEARTBEAT.values()
 
 
 def encode_worker_disconnect(dialect: Dialect) -> list[bytes]:

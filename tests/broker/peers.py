@@ -1,7 +1,9 @@
 """Peer processes for the interop tests: ``python peers.py ROLE ENDPOINT SERVICE``.
 
 Roles: ``plantd-worker`` (our Worker echoing bodies back), ``majortomo-worker`` (majortomo's
-worker echoing bodies back), ``plantd-broker`` (our broker on ENDPOINT with short heartbeats).
+worker echoing bodies back), ``plantd-broker`` (our broker on ENDPOINT with short heartbeats),
+``mdp01-worker`` (the Guide's MDP/0.1 echo worker), ``big-worker`` (an RFC 18 worker sending
+oversized replies on request); see guide_peers.py.
 """
 
 from __future__ import annotations
@@ -86,6 +88,15 @@ if __name__ == "__main__":
         majortomo_worker(endpoint, service)
     elif role == "plantd-broker":
         asyncio.run(plantd_broker(endpoint, service))
+    elif role in ("mdp01-worker", "big-worker"):
+        sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+        import guide_peers
+
+        if role == "mdp01-worker":
+            sleepy = sys.argv[4:5] == ["sleepy"]
+            guide_peers.mdp01_worker(endpoint, service.encode(), sleepy=sleepy)
+        else:
+            guide_peers.rfc18_big_worker(endpoint, service.encode())
     elif role == "probe":
         probe(endpoint, service)
     else:

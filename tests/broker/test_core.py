@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from plantd.broker.core import BrokerCore, BrokerSettings
 from plantd.protocol import mdp
 
@@ -178,7 +180,13 @@ def test_mmi_service_and_extensions() -> None:
     core.handle(C1, [b"MDPC02", b"\x01", b"mmi.broker"], 1.0)
     services, workers, broker = (json.loads(m[-1]) for m in take(core))
     assert services["services"][0] == {
-        "name": "svc", "workers": 1, "idle": 1, "busy": 0, "queue": 0, "requests": 0, "failed": 0
+        "name": "svc",
+        "workers": 1,
+        "idle": 1,
+        "busy": 0,
+        "queue": 0,
+        "requests": 0,
+        "failed": 0,
     }
     assert workers["workers"][0]["state"] == "idle"
     assert workers["workers"][0]["last_heartbeat_s"] == 1.0
@@ -209,14 +217,15 @@ def test_authorizer_sees_every_message() -> None:
 
 
 def test_invalid_service_name_gets_400_in_clients_dialect() -> None:
+    """RFC 18 clients get 400; majortomo has no error reply, so its client gets nothing
+    (issue 11: it would take the error for the service's answer) and the drop is counted."""
     core = make()
     core.handle(C1, [b"MDPC02", b"\x01", b""], 0.0)
     core.handle(C2, [b"", b"MDPC02", b"\x02", b"x" * 300, b"body"], 0.0)
-    rfc, mt = take(core)
+    (rfc,) = take(core)
     assert rfc[:4] == [C1, b"MDPC02", b"\x03", b""]
     assert mdp.decode_error(rfc[4:]).status == 400
-    assert mt[:4] == [C2, b"", b"MDPC02", b"\x04"]
-    assert "1-255 bytes, got 300" in mdp.decode_error(mt[4:]).message
+    assert core.counters.malformed == 2 and core.counters.requests_dropped == 1
 
 
 def test_silent_idle_worker_gets_no_requests() -> None:
@@ -284,3 +293,245 @@ def test_unroutable_client_reply_is_only_counted() -> None:
     ready(core, W1)
     core.unroutable([C1, b"MDPC02", b"\x03", b"svc", b"late"], 1.0)
     assert take(core) == [] and W1 in core.workers and core.counters.unroutable == 1
+
+
+# --- issue 11: per-dialect semantics, fair byte-bounded queues, expiry, warnings ------------
+
+
+def old_request(core: BrokerCore, c: bytes, service: bytes = b"svc", now: float = 0.0) -> None:
+    core.handle(c, [b"", b"MDPC01", service, b"op"], now)
+
+
+def test_mdp01_client_never_gets_an_error_reply() -> None:
+    """Queue full, expiry and a lost worker: RFC 18 gets the error, MDP/0.1 nothing at all."""
+    core = make(max_queue=1, request_timeout=1.0, max_wait=10.0)
+    ready(core, W1)
+    old_request(core, C1)  # dispatched to W1
+    old_request(core, C1)  # queued
+    old_request(core, C1)  # queue full: dropped
+    request(core, C2)  # queue full: 503
+    out = take(core)
+    assert [m[0] for m in out] == [W1, C2]
+    assert mdp.decode_error(out[1][4:]).status == 503
+    assert core.counters.queue_full == 2 and core.counters.requests_dropped == 1
+    core.handle(W1, [b"MDPW02", b"\x06"], 0.5)  # the worker leaves mid-request
+    assert take(core) == []
+    assert core.counters.lost_mid_request == 1 and core.counters.requests_dropped == 2
+    core.tick(5.0)  # past request_timeout: an MDP/0.1 request is held, not expired
+    assert take(core) == [] and len(core.services[b"svc"].queue) == 1
+    ready(core, W2, now=6.0)  # ... and served by the next worker
+    assert take(core)[0][:4] == [W2, b"MDPW02", b"\x02", C1]
+
+
+def test_mdp01_request_dropped_silently_after_max_wait() -> None:
+    core = make(request_timeout=1.0, max_wait=10.0)
+    old_request(core, C1, b"nobody")
+    core.tick(9.0)
+    assert take(core) == [] and core.counters.requests_expired == 0
+    core.tick(10.5)
+    assert take(core) == []
+    assert core.counters.requests_expired == 1 and core.counters.requests_dropped == 1
+    assert b"nobody" not in core.services
+
+
+def test_expiry_texts_no_worker_vs_all_busy() -> None:
+    core = make(request_timeout=2.0)
+    ready(core, W1)
+    ready(core, W2)
+    request(core, C1)
+    request(core, C1)
+    request(core, C2, now=0.5)  # both workers busy: queued
+    take(core)
+    core.tick(2.4)
+    assert take(core) == []
+    core.tick(2.6)
+    (reply,) = [m for m in take(core) if m[0] == C2]  # (the rest: heartbeats)
+    err = mdp.decode_error(reply[4:])
+    assert reply[0] == C2 and err == (503, "all 2 workers of service 'svc' busy for 2s")
+    core.handle(W1, [b"MDPW02", b"\x06"], 3.0)
+    core.handle(W2, [b"MDPW02", b"\x06"], 3.0)
+    take(core)
+    request(core, C2, now=3.0)
+    core.tick(5.1)
+    (reply,) = [m for m in take(core) if m[0] == C2]
+    assert mdp.decode_error(reply[4:]) == (503, "no worker for service 'svc' within 2s")
+
+
+def test_queue_that_keeps_moving_is_not_expired() -> None:
+    """Requests behind a long queue wait while the service completes requests; when it stalls
+    they are dropped without a (late) error; one that saw no progress gets its 503 on time."""
+    core = make(request_timeout=2.0, max_wait=60.0)
+    ready(core, W1)
+    for _ in range(5):
+        request(core, C1, now=0.0)
+    take(core)
+    now = 0.0
+    for _ in range(3):  # one completion every 1.5 s: the queue moves
+        now += 1.5
+        core.handle(W1, [b"MDPW02", b"\x04", C1, b"", b"r"], now)
+        core.tick(now)
+    out = take(core)
+    assert not [m for m in out if m[0] == C1 and mdp.decode_error(m[4:])]
+    assert core.counters.requests_expired == 0 and len(core.services[b"svc"].queue) == 1
+    request(core, C2, now=now)  # arrives after the last progress
+    core.tick(now + 2.1)  # stalled: the held request is dropped, the new one gets 503
+    out = [m for m in take(core) if m[0] != W1]
+    assert [m[0] for m in out] == [C2]
+    assert core.counters.requests_expired == 2 and core.counters.requests_dropped == 1
+
+
+def test_queue_is_fair_between_clients_and_bounded_in_bytes() -> None:
+    core = make(max_client_queue_bytes=3 * 300, max_queue_bytes=10_000)
+    ready(core, W1)
+    request(core, C1)  # dispatched
+    for _ in range(4):  # three fit in C1's share, the fourth is refused
+        request(core, C1)
+    request(core, C2)
+    out = take(core)
+    assert [m[0] for m in out] == [W1, C1]
+    assert "this client's share" in mdp.decode_error(out[1][4:]).message
+    served = []
+    for i in range(4):  # round robin: C1, C2, C1, C1
+        client = core.workers[W1].busy.client
+        served.append(client)
+        core.handle(W1, [b"MDPW02", b"\x04", client, b"", b"r"], 0.1 * i)
+    assert served == [C1, C1, C2, C1]
+
+
+def test_oversized_final_reply_frees_the_worker() -> None:
+    core = make(max_message_bytes=1 << 20)
+    ready(core, W1)
+    request(core, C1)
+    request(core, C2)
+    take(core)
+    core.handle(W1, [b"MDPW02", b"\x04", C1, b"", b"x" * (2 << 20)], 0.1)
+    err, nxt = take(core)
+    assert err[0] == C1
+    size = 2 * (1 << 20) + len(b"MDPW02\x04") + len(C1)
+    assert mdp.decode_error(err[4:]) == (
+        413,
+        f"reply of {size} bytes from svc exceeds the 1 MiB limit",
+    )
+    assert nxt[:4] == [W1, b"MDPW02", b"\x02", C2]  # the worker took the next request
+    assert core.counters.oversized_replies == 1 and W1 in core.workers
+
+
+def test_oversized_partial_discards_the_rest_without_disconnect() -> None:
+    core = make(max_message_bytes=1000)
+    ready(core, W1)
+    request(core, C1)
+    take(core)
+    core.handle(W1, [b"MDPW02", b"\x03", C1, b"", b"x" * 2000], 0.1)
+    (err,) = take(core)
+    assert mdp.decode_error(err[4:]).status == 413
+    core.handle(W1, [b"MDPW02", b"\x03", C1, b"", b"more"], 0.2)
+    core.handle(W1, [b"MDPW02", b"\x03", C1, b"", b"x" * 2000], 0.2)
+    core.handle(W1, [b"MDPW02", b"\x04", C1, b"", b"end"], 0.3)
+    assert take(core) == []  # discarded: no reply to C1, no DISCONNECT to W1
+    assert W1 in core.workers and core.workers[W1].busy is None
+    assert core.counters.oversized_replies == 2 and core.counters.errors == 1
+    request(core, C2, now=0.4)
+    assert take(core)[0][:4] == [W1, b"MDPW02", b"\x02", C2]
+
+
+def paged(core: BrokerCore, name: bytes, body: dict | None = None) -> list[bytes]:
+    frames = [b"MDPC02", b"\x01", name] + ([json.dumps(body).encode()] if body else [])
+    core.handle(C1, frames, 1.0)
+    (reply,) = take(core)
+    return reply
+
+
+def test_mmi_listings_page_by_cursor_limit_and_bytes() -> None:
+    core = make(max_message_bytes=4000)  # page budget 1000 bytes: about 7 workers
+    for i in range(20):
+        ready(core, b"\x00W%02d" % i, b"svc%02d" % i)
+    seen: list[str] = []
+    after = None
+    for _ in range(20):
+        doc = json.loads(paged(core, b"mmi.workers", {"after": after} if after else None)[-1])
+        seen += [w["identity"] for w in doc["workers"]]
+        assert 1 <= len(doc["workers"]) < 20
+        if not doc["more"]:
+            assert doc["next"] is None
+            break
+        after = doc["next"]
+        assert after == seen[-1]
+    assert seen == sorted(w.hex() for w in core.workers)
+    doc = json.loads(paged(core, b"mmi.services", {"limit": 3, "after": "svc05"})[-1])
+    assert [s["name"] for s in doc["services"]] == ["svc06", "svc07", "svc08"]
+    assert doc == {**doc, "more": True, "next": "svc08"}
+
+
+def test_mmi_paging_arguments_are_checked() -> None:
+    core = make()
+    cases = [
+        ({"limit": 1001}, "field 'limit' must be an integer from 1 to 1000"),
+        ({"limit": 0}, "field 'limit'"),
+        ({"limit": True}, "field 'limit'"),
+        ({"after": 7}, "field 'after'"),
+        ([1], "field 'body'"),
+    ]
+    for body, text in cases:
+        err = mdp.decode_error(paged(core, b"mmi.workers", body)[4:])  # type: ignore[arg-type]
+        assert err.status == 400 and text in err.message
+    core.handle(C1, [b"MDPC02", b"\x01", b"mmi.services", b"{bad"], 1.0)
+    (reply,) = take(core)
+    assert "field 'body' is not JSON" in mdp.decode_error(reply[4:]).message
+
+
+def test_alerts_one_line_per_kind_per_interval_with_counts() -> None:
+    from plantd.broker.alerts import Alerts
+
+    alerts = Alerts(interval=10.0)
+    alerts.note("queue_full", "first")
+    assert alerts.due(0.0) == ["requests refused or dropped: queue full: 1 (latest: first)"]
+    for i in range(500):
+        alerts.note("queue_full", f"n{i}")
+    alerts.note("expired", "x")
+    assert alerts.due(5.0) == ["requests expired waiting for a worker: 1 (latest: x)"]
+    assert alerts.due(9.9) == []
+    (line,) = alerts.due(10.0)
+    assert line == "requests refused or dropped: queue full: 500 in the last 10s (latest: n499)"
+    assert alerts.due(30.0) == []
+
+
+def test_backlog_keeps_order_and_bounds_bytes() -> None:
+    from plantd.broker.backlog import Backlog, footprint
+
+    msg = [C1, b"MDPC02", b"\x03", b"svc", b"r"]
+    backlog = Backlog(limit=3 * footprint(msg))
+    assert all(backlog.hold([*msg[:-1], b"%d" % i], 0.0) for i in range(3))
+    assert not backlog.hold(msg, 0.0)  # over the bound: the caller counts it dropped
+    for _, held in backlog.peers():
+        assert [m[-1] for m in held] == [b"0", b"1", b"2"]
+    backlog.sent(C1, 1.0)
+    assert backlog.stalled(5.0, after=5.0) == [] and backlog.stalled(6.0, after=5.0) == [C1]
+    assert [m[-1] for m in backlog.drop(C1)] == [b"1", b"2"] and not backlog and backlog.bytes == 0
+
+
+def test_undeliverable_counted_by_direction() -> None:
+    core = make()
+    ready(core, W1)
+    core.undeliverable([W1, b"MDPW02", b"\x05"], "backlog full")
+    core.undeliverable([C1, b"MDPC02", b"\x03", b"svc", b"r"], "backlog full")
+    assert core.counters.worker_sends_dropped == 1 and core.counters.replies_dropped == 1
+    assert core.alerts.due(0.0)[0].startswith("messages dropped: peer not reading: 2")
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [b"", b"MDPC01", b"gone", b"op"],
+        [b"", b"MDPC02", b"\x02", b"gone", b"op"],
+        [b"", b"MDPC02", b"REQUEST", b"gone", b"op"],
+    ],
+    ids=["mdp01", "majortomo", "goplantd"],
+)
+def test_clients_without_error_reply_get_nothing_for_unknown_service(frames: list) -> None:
+    core = make(request_timeout=1.0, max_wait=5.0)
+    core.handle(C1, frames, 0.0)
+    core.tick(2.0)
+    assert take(core) == []  # no 404 after request_timeout: still held
+    core.tick(5.5)
+    assert take(core) == [] and core.counters.requests_dropped == 1
+    assert core.counters.errors == 0

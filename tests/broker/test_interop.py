@@ -62,7 +62,11 @@ def test_our_client_to_majortomo_worker(broker: str, peer: Callable[..., object]
     wait_service(broker, "mt.echo")
     with SyncClient(broker, timeout=5.0) as c:
         for i in range(20):
-            assert c.request("mt.echo", b"hello", str(i).encode()) == [b"majortomo", b"hello", str(i).encode()]
+            assert c.request("mt.echo", b"hello", str(i).encode()) == [
+                b"majortomo",
+                b"hello",
+                str(i).encode(),
+            ]
 
 
 def test_mdp01_client_and_worker(broker: str) -> None:

@@ -93,9 +93,7 @@ def test_worker_killed_mid_request_client_gets_error(broker: str, peer: Peer) ->
             while (await c.mmi("mmi.services"))["services"][0]["workers"] < 2:
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.05)
-            calls = [
-                asyncio.create_task(c.call("slow", "sleep", {"seconds": 5})) for _ in range(2)
-            ]
+            calls = [asyncio.create_task(c.call("slow", "sleep", {"seconds": 5})) for _ in range(2)]
             await asyncio.sleep(0.5)
             os.kill(first.pid, signal.SIGKILL)
             start = time.monotonic()
