@@ -735,8 +735,7 @@ class StateService:
             "bus": {"published": self.published, "dropped": self.publish_dropped},
         }
         if scope is not None:
-            names = {s["scope"] for s in await self.store.list_scopes()}
             doc["scope"] = scope
-            doc["scope_exists"] = scope in names
+            doc["scope_exists"] = await self.store.scope_exists(scope)
         # the status at the top too, for `plant call org.plantd.State health`
         return {"success": True, "data": doc, "status": doc["status"]}

@@ -875,6 +875,7 @@ class StateStore:
         self._listeners: list[Listener] = []
         self._committer: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self._counter: asyncio.Task[None] | None = None
         self._closed = False
         self.revision = 0
         self.compact_revision = 0
@@ -927,6 +928,7 @@ class StateStore:
             raise
         self._committer = asyncio.create_task(self._commit_loop(), name="state-committer")
         self._reaper = asyncio.create_task(self._reap_loop(), name="state-reaper")
+        self._counter = asyncio.create_task(self._count_all(), name="state-key-count")
         return self
 
     async def _open_connections(self) -> None:
@@ -1051,6 +1053,10 @@ class StateStore:
         if self._closed:
             return
         self._closed = True
+        if self._counter:
+            self._counter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._counter
         if self._reaper:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -1649,8 +1655,10 @@ class StateStore:
         scope's kept key count (plantd.state.counts); ``None`` with a ``glob``.
         """
         _check_scope(scope, self.limits)
-        now = self._clock()
         whole = not prefix and glob is None
+        if whole and self._counts.get(scope) is None:
+            await self._counted()
+        now = self._clock()
         logs = self._counts.begin([scope]) if whole and self._counts.get(scope) is None else {}
 
         def read(db: sqlite3.Connection) -> tuple[int, Any, bool, int | None]:
@@ -1695,8 +1703,54 @@ class StateStore:
             "total": total,
         }
 
+    async def _count_all(self) -> None:
+        """Count every scope's keys once, in the background after open, on a private
+        read-only connection (start-up does not wait, reads are not held up): the first
+        listing of a big scope then finds its total ready (see plantd.state.counts)."""
+        try:
+            conn = await aiosqlite.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None
+            )
+        except sqlite3.Error as e:
+            log.warning("state store: background key count not started: %s", e)
+            return
+        try:
+            names = [r[0] for r in await conn.execute_fetchall("SELECT name FROM scopes")]
+            logs = self._counts.begin(names)
+
+            def read(db: sqlite3.Connection) -> tuple[int, dict[str, int]]:
+                db.execute("BEGIN")
+                try:
+                    rows = db.execute("SELECT scope, count(*) FROM kv GROUP BY scope")
+                    return pages.revision(db), dict(rows.fetchall())
+                finally:
+                    db.execute("COMMIT")
+
+            try:
+                rev, counted = await _on_db_thread(conn, read)
+            except BaseException:
+                self._counts.abandon(logs)
+                raise
+            self._counts.install(logs, rev, counted)
+        except sqlite3.Error as e:
+            log.warning("state store: background key count failed: %s", e)
+        finally:
+            await conn.close()
+
+    async def _counted(self) -> None:
+        """Wait for the background count if it still runs (one pass, not two)."""
+        task = self._counter
+        if task is not None and not task.done():
+            await asyncio.wait([task])
+
+    async def scope_exists(self, scope: str) -> bool:
+        rows = await self._read("SELECT 1 FROM scopes WHERE name=?", (scope,))
+        return bool(rows)
+
     async def key_counts(self, scopes: list[str]) -> dict[str, int]:
         """Kept key counts of ``scopes``; the ones not known yet are counted once."""
+        if any(self._counts.get(s) is None for s in scopes):
+            await self._counted()
         missing = [s for s in scopes if self._counts.get(s) is None]
         if missing:
             logs = self._counts.begin(missing)
