@@ -23,6 +23,11 @@ _PREFIX_END = " AND {col} < ?{n} || CAST(x'FF' AS TEXT)"
 prefix + 0xFF (no UTF-8 byte is 0xFF), so the primary key is scanned over the range only."""
 
 
+def _bytes(column: str) -> str:
+    """SQL for the UTF-8 size of a text column (``length`` of text counts characters)."""
+    return f"length(CAST({column} AS BLOB))"
+
+
 def revision(db: sqlite3.Connection) -> int:
     return int(db.execute("SELECT value FROM meta WHERE name='revision'").fetchone()[0])
 
@@ -79,15 +84,16 @@ def keys_page(
     params.append(limit + 1)
     value = "value" if include_values else "NULL"
     rows = db.execute(
-        f"SELECT key, {value}, create_revision, mod_revision, version, updated, expires"
+        f"SELECT key, {value}, create_revision, mod_revision, version, updated, expires,"
+        f" {_bytes('key')} + {_bytes(value) if include_values else 0}"
         f" FROM kv WHERE {' AND '.join(where)} ORDER BY key LIMIT ?{len(params)}",
         params,
     ).fetchall()
     more = len(rows) > limit
     out: list[dict[str, Any]] = []
     size = 0
-    for key, text, crev, mrev, ver, updated, expires in rows[:limit]:
-        size += len(key) + (len(text) if text is not None else 0) + _KEY_OVERHEAD
+    for key, text, crev, mrev, ver, updated, expires, nbytes in rows[:limit]:
+        size += nbytes + _KEY_OVERHEAD
         if out and size > max_bytes:
             more = True
             break
@@ -145,19 +151,20 @@ def export_page(
     """
     s0, k0 = after or ("", "")
     rows = db.execute(
-        "SELECT scope, key, value FROM kv WHERE (scope, key) > (?1, ?2)"
+        f"SELECT scope, key, value, {_bytes('scope')} + {_bytes('key')} + {_bytes('value')}"
+        " FROM kv WHERE (scope, key) > (?1, ?2)"
         " AND (expires IS NULL OR expires > ?3) ORDER BY scope, key LIMIT ?4",
         (s0, k0, now, limit + 1),
     ).fetchall()
     more = len(rows) > limit
     kept: list[tuple[str, str, str]] = []
     size = 0
-    for row in rows[:limit]:
-        size += len(row[0]) + len(row[1]) + len(row[2]) + 8
+    for scope, key, text, nbytes in rows[:limit]:
+        size += nbytes + 8
         if kept and size > max_bytes:
             more = True
             break
-        kept.append(row)
+        kept.append((scope, key, text))
     upper = kept[-1][0] if more else None
     names = [
         r[0]

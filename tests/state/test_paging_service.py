@@ -186,3 +186,22 @@ def test_scopes_command_follows_pages(big: Stack, run: PlantRunner) -> None:
     out = run("state", "scopes", "--prefix", "zone.", "-o", "json")
     assert out.returncode == 0, out.stderr
     assert [d["scope"] for d in json.loads(out.stdout)] == names
+
+
+def test_pages_of_wide_characters_stay_under_the_message_limit(big: Stack) -> None:
+    """The byte budget counts UTF-8 bytes: 300 values of 1,500 CJK characters (4.5 KB
+    each, 1.35 MB in all) page in several replies instead of one refused reply."""
+    value = "中" * 1500
+    with big.client(timeout=30) as c:
+        for start in range(0, 300, 100):
+            ops = [
+                {"op": "set", "key": f"w{i:03d}", "value": value} for i in range(start, start + 100)
+            ]
+            data(c, "txn", {"service": "wide", "ops": ops})
+        first = data(c, "list-keys", {"service": "wide"})
+        assert first["more"] is True and 100 < first["count"] < 300
+        keys = list(pages_sync(c, SERVICE, "list-keys", {"service": "wide"}, "keys"))
+        assert [k["key"] for k in keys] == [f"w{i:03d}" for i in range(300)]
+        assert all(k["value"] == value for k in keys)
+        page = data(c, "export", {"after": {"scope": "wide", "key": ""}})
+        assert page["more"] is True and 100 < page["count"] < 300
