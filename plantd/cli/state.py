@@ -466,7 +466,8 @@ def import_chunks(
             raise CliError(f"import: scope {scope!r} must map keys to values", ExitCode.USAGE)
         chunk.setdefault(scope, {})
         for key, value in kv.items():
-            item = len(str(key)) + len(_dump(value)) + 8
+            # as the request is encoded (json.dumps escapes non-ASCII: up to 6 bytes a char)
+            item = len(json.dumps(key)) + len(json.dumps(value)) + 4
             if size and size + item > budget:
                 yield chunk
                 chunk, size = {scope: {}}, 0

@@ -205,3 +205,67 @@ def test_pages_of_wide_characters_stay_under_the_message_limit(big: Stack) -> No
         assert all(k["value"] == value for k in keys)
         page = data(c, "export", {"after": {"scope": "wide", "key": ""}})
         assert page["more"] is True and 100 < page["count"] < 300
+
+
+def test_export_and_import_show_progress_on_a_terminal(big: Stack, tmp_path: Path) -> None:
+    """stderr on a terminal: the Rich progress bar runs (and erases itself); the data on
+    stdout/the file is the same as without it."""
+    import os
+    import pty
+    import subprocess
+    import threading
+
+    from tests.conftest import PLANT
+
+    env = dict(big.env)
+    env["PLANTD_CLIENT_TIMEOUT"] = "30"
+    env["COLUMNS"] = "100"
+    dump = tmp_path / "tty.json"
+    master, slave = pty.openpty()
+    seen = bytearray()
+
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            seen.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        for args in (("export", "--file", str(dump)), ("import", str(dump), "-o", "json")):
+            proc = subprocess.run(
+                [*PLANT, "state", *args],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=slave,
+                stdin=subprocess.DEVNULL,
+                timeout=180,
+            )
+            assert proc.returncode == 0, bytes(seen)[-500:]
+        assert json.loads(proc.stdout)["keys"] >= N
+    finally:
+        os.close(slave)
+        reader.join(5)
+        os.close(master)
+    assert b"export" in seen and b"import" in seen  # the bars' descriptions
+
+
+def test_import_chunks_measure_the_request_bytes() -> None:
+    """Chunks are sized as the request is encoded (json.dumps escapes non-ASCII to 6 bytes
+    a character), keep every scope (also empty ones) and every key exactly once."""
+    from plantd.cli.state import import_chunks
+
+    scopes: dict[str, Any] = {"empty": {}, "wide": {f"w{i}": "中" * 1500 for i in range(300)}}
+    scopes["ascii"] = {f"a{i}": i for i in range(1000)}
+    chunks = list(import_chunks(scopes, budget=100_000))
+    assert len(chunks) > 25
+    for chunk in chunks:
+        assert len(json.dumps({"scopes": chunk})) < 100_000 + 10_000
+    merged = _merge({"scopes": c} for c in chunks)
+    assert merged == scopes
+    assert list(import_chunks({})) == [{}]
