@@ -455,7 +455,8 @@ def test_watch_pages_and_compaction(c: Any) -> None:
         data(c, "state-set", {"service": scope, "key": "churn", "value": i})
     doc = request(c, "watch", {"revision": first})
     # a stale cursor (issue 10 paging contract): invalid_argument naming the field
-    assert (doc["code"], doc["field"], doc["reason"]) == ("invalid_argument", "revision", "compacted")
+    assert (doc["code"], doc["field"]) == ("invalid_argument", "revision")
+    assert doc["reason"] == "compacted"
     assert doc["oldest_revision"] == doc["compact_revision"] + 1 > first
     doc = request(c, "watch", {"after": first})
     assert (doc["code"], doc["field"]) == ("invalid_argument", "after")
