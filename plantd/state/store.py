@@ -903,6 +903,7 @@ class StateStore:
         reap_batch: int = 256,
         clock: Callable[[], float] = time.time,
         verify_max_bytes: int = 64 << 20,
+        cache_bytes: int = 64 << 20,
     ) -> StateStore:
         """Open (or create) the database; refuse locked, corrupt or foreign files untouched."""
         if history_size < 0 or request_history < 0 or batch_max < 1 or reap_batch < 1:
@@ -917,6 +918,7 @@ class StateStore:
         self._reap_batch = reap_batch
         self._clock = clock
         self._verify_max_bytes = verify_max_bytes
+        self._cache_bytes = cache_bytes
         if not self.path.parent.is_dir():
             raise StorageError(f"cannot open state database {self.path}: no such directory")
         self._lock = _FileLock(self.path.with_name(self.path.name + ".lock"))
@@ -1011,6 +1013,8 @@ class StateStore:
                 raise StorageError(f"{self.path}: cannot enable WAL mode (journal_mode={mode})")
             await w.execute("PRAGMA synchronous=FULL")
             await w.execute("PRAGMA busy_timeout=5000")
+            # random writes across a big table touch a leaf page each: keep them in memory
+            await w.execute(f"PRAGMA cache_size=-{max(self._cache_bytes // 1024, 1)}")
             tables = list(
                 await w.execute_fetchall("SELECT name FROM sqlite_master WHERE type='table'")
             )
