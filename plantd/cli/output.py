@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -131,3 +131,51 @@ def decode_frame(frame: bytes) -> Any:
         return json.loads(frame)
     except ValueError:
         return frame.decode("utf-8", "replace")
+
+
+def emit_rows(
+    rows: Iterable[Any], fmt: OutputFormat | str | None = None, columns: Sequence[str] = ()
+) -> int:
+    """Write rows as they come (memory flat in their number); return how many.
+
+    json: ONE JSON array, one compact row per line (what ``emit`` of the list parses as);
+    raw: one row per line (a string bare); table: aligned page by page, one header.
+    Nothing is written before the first row arrives, so an error on the first page leaves
+    stdout empty.
+    """
+    fmt = resolve_format(fmt)
+    out = sys.stdout
+    n = 0
+    page: list[Any] = []
+
+    def table(final: bool) -> None:
+        if page:
+            lines = render_table(
+                [r if isinstance(r, dict) else {"key": r} for r in page], columns or None
+            ).split("\n")
+            out.write("\n".join(lines if n == len(page) else lines[1:]) + "\n")
+            page.clear()
+        if final:
+            out.flush()
+
+    for row in rows:
+        n += 1
+        if fmt is OutputFormat.json:
+            text = json.dumps(row, separators=(",", ":"), ensure_ascii=False, default=str)
+            out.write(("[\n" if n == 1 else ",\n") + text)
+        elif fmt is OutputFormat.raw:
+            out.write((row if isinstance(row, str) else _cell(row)) + "\n")
+        else:
+            page.append(row)
+            if len(page) >= TABLE_PAGE:
+                table(False)
+    if fmt is OutputFormat.json:
+        out.write("\n]\n" if n else "[]\n")
+    elif fmt is OutputFormat.table:
+        table(True)
+    out.flush()
+    return n
+
+
+#: rows aligned together in a streamed table
+TABLE_PAGE = 1000

@@ -8,16 +8,19 @@ the common ones (3 broker unreachable, 7 timeout, 8 no state service).
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import typer
 
 from plantd.cli import client_settings, output_format
 from plantd.cli.exitcodes import CliError, ExitCode
-from plantd.cli.output import OutputFormat, emit, info, one_line, resolve_format
+from plantd.cli.output import OutputFormat, emit, emit_rows, info, one_line, resolve_format
 
 SERVICE = "org.plantd.State"  # plantd.state.service.SERVICE, without importing the store
 
@@ -34,6 +37,11 @@ SCOPE_OPT = typer.Option(
     "--service",
     help="Scope (env PLANTD_CLIENT_SCOPE, default org.plantd.Client).",
 )
+#: page size of list-keys requests (the service default; its maximum is 10000)
+PAGE = 1000
+#: an import is sent in chunks of about this many bytes of values (each chunk atomic)
+IMPORT_CHUNK_BYTES = 512 * 1024
+
 PREV_OPT = typer.Option(
     None, "--prev-revision", min=0, help="Only if the key's mod_revision is N (0: absent)."
 )
@@ -50,14 +58,64 @@ def _settings(ctx: typer.Context, scope: str | None) -> tuple[Any, str]:
     return s, scope
 
 
-def _call(ctx: typer.Context, operation: str, doc: dict[str, Any]) -> Any:
-    """One request through the blocking client; ``success: false`` raises RequestRejected."""
+def _client(ctx: typer.Context) -> Any:
     from plantd.client.sync import SyncClient
 
     s = client_settings(ctx)
-    with SyncClient(s.endpoint, timeout=s.timeout, retries=s.retries) as c:
-        reply = c.call(SERVICE, operation, doc)
+    return SyncClient(s.endpoint, timeout=s.timeout, retries=s.retries)
+
+
+def _data(reply: Any) -> Any:
     return reply.get("data", reply) if isinstance(reply, dict) else reply
+
+
+def _call(ctx: typer.Context, operation: str, doc: dict[str, Any]) -> Any:
+    """One request through the blocking client; ``success: false`` raises RequestRejected."""
+    with _client(ctx) as c:
+        return _data(c.call(SERVICE, operation, doc))
+
+
+def _pages(
+    ctx: typer.Context,
+    operation: str,
+    doc: dict[str, Any],
+    item_field: str | None = None,
+    *,
+    stream: bool = False,
+) -> Iterator[Any]:
+    """Every page (or item) of a paged operation, one page in memory at a time."""
+    from plantd.client.paging import pages_sync
+
+    with _client(ctx) as c:
+        yield from pages_sync(c, SERVICE, operation, doc, item_field, stream=stream)
+
+
+@contextlib.contextmanager
+def _progress(label: str, total: int | None = None) -> Iterator[Any]:
+    """A Rich progress bar on stderr when it is a terminal; ``advance(n)`` otherwise no-op."""
+    if not sys.stderr.isatty():
+        yield lambda n=1: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n=1: bar.advance(task, n)
 
 
 def _request_id() -> str:
@@ -194,21 +252,30 @@ def list_keys(
     scope: str | None = SCOPE_OPT,
     prefix: str = typer.Option("", "--prefix", "-p", help="Only keys starting with this."),
     values: bool = typer.Option(True, "--values/--no-values", help="Include values."),
+    keys_only: bool = typer.Option(False, "--keys-only", "-k", help="Print key names only."),
+    limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="At most N keys."),
     output: OutputFormat | None = OUTPUT_OPT,
 ) -> None:
-    """List the keys of a scope (exit 4 if the scope does not exist)."""
+    """List the keys of a scope page by page (exit 4 if the scope does not exist).
+
+    Prints as pages arrive (memory flat in the number of keys); -o json writes one JSON
+    array with one key object per line (key names with --keys-only).
+    """
     _, scope = _settings(ctx, scope)
-    data = _call(ctx, "list-keys", {"service": scope, "prefix": prefix, "values": values})
-    keys = data.get("keys", [])
+    doc: dict[str, Any] = {"service": scope, "values": values and not keys_only}
+    if prefix:
+        doc["prefix"] = prefix
+    if limit is not None:
+        doc["limit"] = min(limit, PAGE)
+    rows: Iterator[Any] = _pages(ctx, "list-keys", doc, "keys")
+    if limit is not None:
+        rows = itertools.islice(rows, limit)
     fmt = _fmt(ctx, output)
-    if fmt is OutputFormat.table:
-        cols = ["key", "value"] if values else ["key"]
-        emit(keys, fmt, columns=(*cols, "mod_revision", "version", "expires"))
-    elif fmt is OutputFormat.raw:
-        for k in keys:
-            sys.stdout.write(k["key"] + "\n")
-    else:
-        emit(keys, fmt)
+    if keys_only or fmt is OutputFormat.raw:
+        rows = (k["key"] for k in rows)
+    cols = ["key"] if keys_only else ["key", "value"] if values else ["key"]
+    extra = () if keys_only else ("mod_revision", "version", "expires")
+    emit_rows(rows, fmt, columns=(*cols, *extra))
 
 
 @app.command("scopes")
@@ -217,14 +284,13 @@ def scopes(
     prefix: str = typer.Option("", "--prefix", "-p", help="Only scopes starting with this."),
     output: OutputFormat | None = OUTPUT_OPT,
 ) -> None:
-    """List scopes with their key counts."""
-    data = _call(ctx, "list-scopes", {"prefix": prefix})
+    """List scopes with their key counts, page by page (-o json: one JSON array)."""
+    doc = {"prefix": prefix} if prefix else {}
+    rows: Iterator[Any] = _pages(ctx, "list-scopes", doc, "details")
     fmt = _fmt(ctx, output)
     if fmt is OutputFormat.raw:
-        for name in data.get("scopes", []):
-            sys.stdout.write(name + "\n")
-    else:
-        emit(data.get("details", []), fmt, columns=("scope", "keys", "create_revision"))
+        rows = (d["scope"] for d in rows)
+    emit_rows(rows, fmt, columns=("scope", "keys", "create_revision"))
 
 
 @app.command("create-scope")
@@ -270,7 +336,8 @@ def backup(
 ) -> None:
     """Online backup by the running state daemon (a consistent snapshot)."""
     dest = os.path.abspath(os.path.expanduser(path))
-    data = _call(ctx, "backup", {"path": dest, "overwrite": overwrite})
+    with _progress(f"backup to {dest}"):
+        data = _call(ctx, "backup", {"path": dest, "overwrite": overwrite})
     line = f"backup {data.get('path')}: revision {data.get('revision')}, {data.get('bytes')} bytes"
     _report(ctx, output, data, line)
 
@@ -328,22 +395,86 @@ def restore(
             info(f"previous database kept as {data['previous']}")
 
 
+def _dump(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ": "))
+
+
+def write_export(pages: Iterator[dict[str, Any]], out: Any, advance: Any) -> tuple[int, int]:
+    """Write export pages as ONE export document, page by page: (revision, keys).
+
+    Pages come in (scope, key) order and a scope may continue on the next page, so a scope's
+    object is closed when the next scope starts.
+    """
+    revision, keys, current = 0, 0, None
+    first_key = True
+    out.write('{\n  "format": "plantd-state",\n  "version": 1,\n')
+    for n, page in enumerate(pages):
+        if n == 0:
+            revision = page.get("revision", 0)
+            out.write(f'  "revision": {revision},\n  "scopes": {{')
+        for scope, kv in page.get("scopes", {}).items():
+            if scope != current:
+                if current is not None:
+                    out.write("\n    },")
+                out.write(f"\n    {_dump(scope)}: {{")
+                current, first_key = scope, True
+            for key, value in kv.items():
+                out.write(("\n" if first_key else ",\n") + f"      {_dump(key)}: {_dump(value)}")
+                first_key = False
+            keys += len(kv)
+            advance(len(kv))
+    if current is not None:
+        out.write("\n    }\n  ")
+    out.write("}\n}\n")
+    return revision, keys
+
+
 @app.command("export")
 def export(
     ctx: typer.Context,
     file: str | None = typer.Option(None, "--file", "-f", help="Write here instead of stdout."),
 ) -> None:
-    """Export every scope, key and value as one JSON document (format plantd-state)."""
-    data = _call(ctx, "export", {})
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    if file is None or file == "-":
-        sys.stdout.write(text)
-        return
-    tmp = f"{file}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, file)
-    info(f"exported revision {data.get('revision')} to {file}")
+    """Export every scope, key and value as one JSON document (format plantd-state).
+
+    Streamed from one snapshot of the store (one revision) and written as it arrives.
+    """
+    with _progress("export") as advance:
+        pages = _pages(ctx, "export", {}, stream=True)
+        if file is None or file == "-":
+            write_export(pages, sys.stdout, advance)
+            sys.stdout.flush()
+            return
+        tmp = f"{file}.tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                revision, keys = write_export(pages, fh, advance)
+            os.replace(tmp, file)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    info(f"exported revision {revision} ({keys} keys) to {file}")
+
+
+def import_chunks(
+    scopes: dict[str, Any], budget: int = IMPORT_CHUNK_BYTES
+) -> Iterator[dict[str, dict[str, Any]]]:
+    """Split an export's scopes into import documents of about ``budget`` bytes each."""
+    chunk: dict[str, dict[str, Any]] = {}
+    size = 0
+    for scope, kv in scopes.items():
+        if not isinstance(kv, dict):
+            raise CliError(f"import: scope {scope!r} must map keys to values", ExitCode.USAGE)
+        chunk.setdefault(scope, {})
+        for key, value in kv.items():
+            # as the request is encoded (json.dumps escapes non-ASCII: up to 6 bytes a char)
+            item = len(json.dumps(key)) + len(json.dumps(value)) + 4
+            if size and size + item > budget:
+                yield chunk
+                chunk, size = {scope: {}}, 0
+            chunk[scope][key] = value
+            size += item
+    if chunk or not scopes:
+        yield chunk
 
 
 @app.command("import")
@@ -353,7 +484,7 @@ def import_(
     replace: bool = typer.Option(False, "--replace", help="Delete every other scope first."),
     output: OutputFormat | None = OUTPUT_OPT,
 ) -> None:
-    """Import an export document as one revision."""
+    """Import an export document: one revision, or chunks of ~512 KiB (each one atomic)."""
     try:
         text = sys.stdin.read() if file == "-" else open(file, encoding="utf-8").read()
     except OSError as exc:
@@ -362,10 +493,28 @@ def import_(
         doc = json.loads(text)
     except ValueError as exc:
         raise CliError(f"{file}: not valid JSON: {one_line(exc)}", ExitCode.USAGE) from None
-    data = _call(ctx, "import", {"doc": doc, "replace": replace, "request_id": _request_id()})
+    if not isinstance(doc, dict) or not isinstance(doc.get("scopes"), dict):
+        # the service words the refusal
+        data = _call(ctx, "import", {"doc": doc, "replace": replace, "request_id": _request_id()})
+    total = sum(len(kv) for kv in doc["scopes"].values() if isinstance(kv, dict))
+    data = {"revision": None, "scopes": len(doc["scopes"]), "keys": 0, "chunks": 0}
+    header = {k: v for k, v in doc.items() if k != "scopes"}
+    with _progress("import", total) as advance, _client(ctx) as c:
+        for i, chunk in enumerate(import_chunks(doc["scopes"])):
+            body = {
+                "doc": {**header, "scopes": chunk},
+                "replace": replace and i == 0,
+                "request_id": _request_id(),
+            }
+            got = _data(c.call(SERVICE, "import", body))
+            data["revision"] = got.get("revision")
+            data["keys"] += got.get("keys", 0)
+            data["chunks"] += 1
+            advance(got.get("keys", 0))
     line = (
-        f"imported {data.get('keys')} keys in {data.get('scopes')} scopes"
-        f" (revision {data.get('revision')})"
+        f"imported {data['keys']} keys in {data['scopes']} scopes"
+        f" (revision {data['revision']}"
+        + (f", {data['chunks']} chunks)" if data["chunks"] > 1 else ")")
     )
     _report(ctx, output, data, line)
 
@@ -446,6 +595,8 @@ class Watcher:
 
     async def _replay(self, since: int | None) -> bool:
         """Print the history after ``since`` (None: start at the head); True when done."""
+        from plantd.client.errors import RequestRejected
+
         if self.current is not None:  # a revision from the bus is complete by now
             self.last, self.current = self.current, None
         if since is not None:
@@ -454,7 +605,12 @@ class Watcher:
             doc: dict[str, Any] = {} if since is None else {"revision": since}
             if self.scope is not None:
                 doc["service"] = self.scope
-            reply = await self.client.call(SERVICE, "watch", doc)
+            try:
+                reply = await self.client.call(SERVICE, "watch", doc)
+            except RequestRejected as exc:
+                if exc.doc.get("reason") == "compacted":  # a stale start: not a usage error
+                    raise CliError(str(exc), ExitCode.REJECTED) from None
+                raise
             data = reply.get("data", reply)
             for ev in data.get("events", []):
                 if self._emit(ev):

@@ -13,6 +13,17 @@ from plantd.protocol import mdp
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:9797"
 
 
+def format_bytes(n: int) -> str:
+    """A size for people: ``512 B``, ``768 KiB``, ``1 MiB``, ``1.4 MiB``."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            text = f"{value:.1f}".removesuffix(".0") if unit != "B" else str(int(value))
+            return f"{text} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
 def as_bytes(value: str | bytes) -> bytes:
     return value.encode() if isinstance(value, str) else value
 

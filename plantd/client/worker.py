@@ -18,12 +18,15 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from plantd.client.reply import DEFAULT_ENDPOINT
+from plantd.client.reply import DEFAULT_ENDPOINT, format_bytes
 from plantd.protocol import jsoncodec, mdp
 from plantd.protocol.mdp import Kind
 from plantd.transport import NOBLOCK, readable, recv_frames, send_frames
 
 log = logging.getLogger("plantd.worker")
+
+#: the broker's default message limit (``max_message_bytes``): a reply part above it is refused
+DEFAULT_MAX_REPLY_BYTES = 1 << 20
 
 JsonHandler = Callable[[Any], Awaitable[Any] | AsyncIterator[Any]]
 RawHandler = Callable[[list[bytes]], Awaitable[list[bytes]] | AsyncIterator[list[bytes]]]
@@ -59,6 +62,7 @@ class Worker:
         reconnect_min: float = 0.1,
         reconnect_max: float = 5.0,
         context: zmq.asyncio.Context | None = None,
+        max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
     ) -> None:
         if not service:
             raise ValueError("a worker needs a service name")
@@ -68,6 +72,10 @@ class Worker:
         self.liveness = liveness
         self.reconnect_min = reconnect_min
         self.reconnect_max = reconnect_max
+        #: the broker's limit; a larger reply part is replaced by a ``reply_too_large`` error
+        self.max_reply_bytes = max_reply_bytes
+        #: replies refused as too large (read by tests and health checks)
+        self.oversized = 0
         # plain (not zmq.asyncio) sockets: readiness comes from the event loop watching the fd
         self._ctx = zmq.Context.shadow(context.underlying) if context else zmq.Context.instance()
         self._ops: dict[bytes, Operation] = {}
@@ -260,12 +268,18 @@ class Worker:
                 result = op.handler(arg)
                 if inspect.isasyncgen(result):
                     pending: Any = _NOTHING
-                    async for item in result:
-                        if pending is not _NOTHING:
-                            self._reply(sock, client, encode(pending), False)
-                        pending = item
-                    last = None if pending is _NOTHING else pending
-                    self._reply(sock, client, encode(last), True)
+                    try:
+                        async for item in result:
+                            if pending is not _NOTHING and not self._reply(
+                                sock, client, encode(pending), False
+                            ):
+                                break  # refused as too large: the error ended the stream
+                            pending = item
+                        else:
+                            last = None if pending is _NOTHING else pending
+                            self._reply(sock, client, encode(last), True)
+                    finally:
+                        await result.aclose()
                 else:
                     self._reply(sock, client, encode(await result), True)
             except asyncio.CancelledError:
@@ -305,9 +319,29 @@ class Worker:
             self._reply(sock, client, _json_frame(doc), True)
             return None, None
 
-    def _reply(self, sock: zmq.Socket, client: bytes, frames: list[bytes], final: bool) -> None:
-        if self._sock is sock:  # else the connection it came on is gone: the reply is stale
-            self._send(sock, mdp.encode_worker_reply(client, frames, final))
+    def _reply(self, sock: zmq.Socket, client: bytes, frames: list[bytes], final: bool) -> bool:
+        """Send one reply part; False if it was over the limit and an error went instead.
+
+        The size is measured as the broker measures it (the sum of the frame lengths of the
+        message it receives): a larger message would be refused by the broker, or make
+        libzmq drop this worker's connection, and leave the client waiting.
+        """
+        if self._sock is not sock:  # the connection it came on is gone: the reply is stale
+            return False
+        msg = mdp.encode_worker_reply(client, frames, final)
+        size = sum(map(len, msg))
+        if size <= self.max_reply_bytes:
+            self._send(sock, msg)
+            return True
+        self.oversized += 1
+        text = (
+            f"reply of {size:,} bytes ({format_bytes(size)}) from {self.service} exceeds"
+            f" the {format_bytes(self.max_reply_bytes)} limit"
+        )
+        log.warning("%s: %s; sent an error instead", self.service, text)
+        doc = {"success": False, "code": "reply_too_large", "error": text}
+        self._send(sock, mdp.encode_worker_reply(client, _json_frame(doc), True))
+        return False
 
 
 def _raw(frames: list[bytes]) -> list[bytes]:

@@ -46,6 +46,8 @@ class StateSettings(DaemonSettings):
     max_txn_ops: int = 128
     #: events per ``watch`` reply page
     watch_limit: int = 1000
+    #: page cache of the writer connection (MiB): bounds RSS, speeds random writes at 10^6 keys
+    cache_mib: int = 64
     #: fault injection for tests only: "crash-after-commit"
     failpoint: str = ""
 
@@ -109,6 +111,7 @@ class StateDaemon(Daemon):
                 request_history=s.request_history,
                 batch_max=s.batch_max,
                 reap_interval=s.reap_interval,
+                cache_bytes=s.cache_mib << 20,
             )
         except StoreLocked as exc:
             raise StartupRefused(exc.message, ExitCode.CONFLICT) from None

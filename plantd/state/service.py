@@ -17,12 +17,12 @@ import logging
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from plantd.protocol import jsoncodec
-from plantd.state.errors import Conflict, StateError
+from plantd.state.errors import Compacted, Conflict, StateError
 from plantd.state.store import StateStore
 
 __all__ = ["OPERATIONS", "SERVICE", "StateService", "error_doc"]
@@ -34,6 +34,9 @@ CRASH_AFTER_COMMIT = "crash-after-commit"
 
 #: replies stay below the broker's default 1 MiB message limit
 DEFAULT_REPLY_BUDGET = 768 * 1024
+#: page size of list-keys, list-scopes and export without ``limit``, and its maximum
+DEFAULT_PAGE = 1000
+MAX_PAGE = 10_000
 
 log = logging.getLogger("plantd.state.service")
 
@@ -173,6 +176,31 @@ class Request:
             )
         return float(value)
 
+    def limit(self, default: int, maximum: int) -> int:
+        """The page size: ``limit`` (1..maximum), else ``default``."""
+        value = self.doc.get("limit")
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+            got = f"{_type_name(value)} {json.dumps(value, default=str)[:40]}"
+            raise Reject(
+                "invalid_argument",
+                f"{self.op}: field 'limit' must be >= 1 and <= {maximum} (the maximum page"
+                f" size), got {got}",
+                field="limit",
+                maximum=maximum,
+            )
+        return value
+
+    def after_name(self) -> str | None:
+        """A name cursor: ``after`` = the last name of the previous page."""
+        value = self.doc.get("after")
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise self._bad("after", "the 'next' name of the previous page", value)
+        return value
+
     def boolean(self, name: str, default: bool = False) -> bool:
         value = self.doc.get(name)
         if value is None:
@@ -188,13 +216,14 @@ def _fields(*names: str) -> frozenset[str]:
 
 _SCOPE = ("service", "scope")
 _WRITE = ("request_id",)
+_PAGE = ("after", "limit", "stream")
 
 #: wire operation -> (method name, allowed request fields)
 OPERATIONS: dict[str, tuple[str, frozenset[str]]] = {
     "create-scope": ("create_scope", _fields(*_SCOPE, *_WRITE)),
     "delete-scope": ("delete_scope", _fields(*_SCOPE, *_WRITE)),
-    "list-scopes": ("list_scopes", _fields("prefix")),
-    "list-keys": ("list_keys", _fields(*_SCOPE, "prefix", "values")),
+    "list-scopes": ("list_scopes", _fields("prefix", *_PAGE)),
+    "list-keys": ("list_keys", _fields(*_SCOPE, "prefix", "glob", "values", *_PAGE)),
     "state-get": ("get", _fields(*_SCOPE, "key")),
     "get": ("get", _fields(*_SCOPE, "key")),
     "state-set": (
@@ -211,9 +240,9 @@ OPERATIONS: dict[str, tuple[str, frozenset[str]]] = {
     ),
     "delete": ("delete", _fields(*_SCOPE, *_WRITE, "key", "prev_revision")),
     "txn": ("txn", _fields(*_SCOPE, *_WRITE, "ops")),
-    "watch": ("watch", _fields(*_SCOPE, "revision", "limit")),
+    "watch": ("watch", _fields(*_SCOPE, "revision", *_PAGE)),
     "backup": ("backup", _fields("path", "overwrite")),
-    "export": ("export", _fields()),
+    "export": ("export", _fields(*_PAGE)),
     "import": ("import_", _fields(*_WRITE, "doc", "replace")),
     "health": ("health", _fields(*_SCOPE)),
 }
@@ -221,6 +250,8 @@ OPERATIONS: dict[str, tuple[str, frozenset[str]]] = {
 WRITE_OPERATIONS = frozenset(
     {"create-scope", "delete-scope", "state-set", "set", "delete", "txn", "import"}
 )
+#: operations that page; with ``"stream": true`` they send every page as a PARTIAL reply
+PAGED_OPERATIONS = frozenset({"list-scopes", "list-keys", "watch", "export"})
 
 
 class StateService:
@@ -281,15 +312,22 @@ class StateService:
         for op, handler in self.handlers().items():
             worker.add_operation(op, handler, raw=True)
 
-    def _raw_handler(self, op: str) -> Callable[[list[bytes]], Awaitable[list[bytes]]]:
-        async def handle(body: list[bytes]) -> list[bytes]:
-            doc = await self.dispatch(op, body[1:])
+    def _raw_handler(self, op: str) -> Callable[[list[bytes]], Any]:
+        def encode(doc: dict[str, Any]) -> list[bytes]:
             try:
                 return [_dumps(doc)]
             except (TypeError, ValueError) as exc:  # never crash the reply
                 return [_dumps(error_doc("internal", f"{op}: reply not encodable: {exc}"))]
 
-        return handle
+        async def handle(body: list[bytes]) -> list[bytes]:
+            return encode(await self.dispatch(op, body[1:]))
+
+        async def handle_parts(body: list[bytes]) -> AsyncIterator[list[bytes]]:
+            # the worker sends every part but the last as a PARTIAL reply
+            async for doc in self.dispatch_parts(op, body[1:]):
+                yield encode(doc)
+
+        return handle_parts if op in PAGED_OPERATIONS else handle
 
     @staticmethod
     def _decode(op: str, frames: list[bytes]) -> dict[str, Any]:
@@ -313,32 +351,82 @@ class StateService:
             )
         return doc
 
-    async def dispatch(self, op: str, frames: list[bytes]) -> dict[str, Any]:
-        """Serve one request (``frames`` = body after the operation frame); never raises."""
+    def _request(self, op: str, frames: list[bytes]) -> Request | dict[str, Any]:
+        """The decoded request, or the error document refusing it."""
         self.requests += 1
         try:
-            method, allowed = OPERATIONS[op]
+            _method, allowed = OPERATIONS[op]
         except KeyError:
             self.rejected += 1
             known = ", ".join(sorted(OPERATIONS))
             return error_doc("unknown_operation", f"unknown operation {op!r} (known: {known})")
         try:
-            req = Request(op, self._decode(op, frames), allowed)
-            result = await getattr(self, "op_" + method)(req)
+            return Request(op, self._decode(op, frames), allowed)
         except Reject as exc:
             self.rejected += 1
             return exc.doc
-        except StateError as exc:
-            self.rejected += 1
-            return self._error(exc)
+
+    async def _guarded(self, op: str, call: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+        """Await one operation; every failure becomes its error document."""
+        try:
+            return await call
         except Exception as exc:
-            self.rejected += 1
-            log.exception("%s: handler failed", op)
-            return error_doc("internal", f"{op}: {type(exc).__name__}: {exc}")
-        if op in WRITE_OPERATIONS and self.failpoint == CRASH_AFTER_COMMIT:
+            return self._refusal(op, exc)
+
+    def _refusal(self, op: str, exc: Exception) -> dict[str, Any]:
+        """The error document of a failed operation."""
+        self.rejected += 1
+        if isinstance(exc, Reject):
+            return exc.doc
+        if isinstance(exc, StateError):
+            return self._error(exc)
+        log.error("%s: handler failed", op, exc_info=exc)
+        return error_doc("internal", f"{op}: {type(exc).__name__}: {exc}")
+
+    async def dispatch(self, op: str, frames: list[bytes]) -> dict[str, Any]:
+        """Serve one request (``frames`` = body after the operation frame); never raises."""
+        req = self._request(op, frames)
+        if not isinstance(req, Request):
+            return req
+        result = await self._guarded(op, getattr(self, "op_" + OPERATIONS[op][0])(req))
+        if (
+            op in WRITE_OPERATIONS
+            and self.failpoint == CRASH_AFTER_COMMIT
+            and result.get("success") is True
+        ):
             log.warning("failpoint %s: exiting after a committed %s", self.failpoint, op)
             os._exit(137)
         return result
+
+    async def dispatch_parts(self, op: str, frames: list[bytes]) -> AsyncIterator[dict[str, Any]]:
+        """Serve a paged operation: one page, or with ``stream`` every page (the last one
+        has ``more: false``; an error ends the stream). ``export`` streams from one read
+        snapshot; the others page by their cursor, like a client would."""
+        req = self._request(op, frames)
+        if not isinstance(req, Request):
+            yield req
+            return
+        method = getattr(self, "op_" + OPERATIONS[op][0])
+        try:
+            stream = req.boolean("stream")
+        except Reject as exc:
+            self.rejected += 1
+            yield exc.doc
+            return
+        if not stream:
+            yield await self._guarded(op, method(req))
+            return
+        if op == "export":
+            async for doc in self._export_stream(req):
+                yield doc
+            return
+        while True:
+            doc = await self._guarded(op, method(req))
+            yield doc
+            if doc.get("success") is not True or not doc["data"]["more"]:
+                return
+            req.doc = {**req.doc, "after": doc["data"]["next"]}
+            req.doc.pop("revision", None)  # watch: "after" continues the scan
 
     @staticmethod
     def _error(exc: StateError) -> dict[str, Any]:
@@ -362,22 +450,49 @@ class StateService:
         return ok({**res, "status": "deleted"})
 
     async def op_list_scopes(self, req: Request) -> dict[str, Any]:
-        prefix = req.opt_string("prefix") or ""
-        details = [s for s in await self.store.list_scopes() if s["scope"].startswith(prefix)]
+        """A page of scopes by name (``count`` = scopes in this page, ``total`` = all that
+        match ``prefix``)."""
+        page = await self.store.list_scopes_page(
+            prefix=req.opt_string("prefix") or "",
+            after=req.after_name(),
+            limit=req.limit(DEFAULT_PAGE, MAX_PAGE),
+        )
+        details = page["details"]
         return ok(
             {
                 "scopes": [s["scope"] for s in details],
                 "count": len(details),
                 "details": details,
+                "total": page["total"],
+                "more": page["more"],
+                "next": page["next"],
             }
         )
 
     async def op_list_keys(self, req: Request) -> dict[str, Any]:
+        """A page of a scope's keys by name, bounded by ``limit`` and the reply budget."""
         scope = req.scope()
-        prefix = req.opt_string("prefix") or ""
-        values = req.boolean("values", default=True)
-        keys = await self.store.list_keys(scope, prefix=prefix, include_values=values)
-        return ok({"scope": scope, "keys": keys, "count": len(keys)})
+        page = await self.store.list_keys_page(
+            scope,
+            prefix=req.opt_string("prefix") or "",
+            glob=req.opt_string("glob") or None,
+            after=req.after_name(),
+            limit=req.limit(DEFAULT_PAGE, MAX_PAGE),
+            include_values=req.boolean("values", default=True),
+            max_bytes=self.reply_budget,
+        )
+        keys = page["keys"]
+        return ok(
+            {
+                "scope": scope,
+                "keys": keys,
+                "count": len(keys),
+                "total": page["total"],
+                "more": page["more"],
+                "next": page["next"],
+                "revision": page["revision"],
+            }
+        )
 
     async def op_get(self, req: Request) -> dict[str, Any]:
         scope = req.scope()
@@ -469,9 +584,8 @@ class StateService:
         from it (``more`` says another page is ready) and drops bus events at or below it.
         """
         scope = req.opt_scope()
-        since = req.integer("revision")
-        limit = req.integer("limit", minimum=1) or self.watch_limit
-        limit = min(limit, self.watch_limit)
+        since, field = self._watch_cursor(req)
+        limit = req.limit(self.watch_limit, self.watch_limit)
         head = self.store.revision  # everything up to here is committed and in the snapshot
         if since is None:
             return ok(
@@ -479,10 +593,21 @@ class StateService:
                     "events": [],
                     "revision": head,
                     "more": False,
+                    "next": None,
                     "compact_revision": self.store.compact_revision,
                 }
             )
-        events = await self.store.changes_since(since, limit=limit)
+        try:
+            events = await self.store.changes_since(since, limit=limit)
+        except Compacted as exc:  # a stale cursor (paging contract)
+            raise Reject(
+                "invalid_argument",
+                f"watch: field '{field}': {exc.message}",
+                field=field,
+                reason="compacted",
+                compact_revision=exc.extra["compact_revision"],
+                oldest_revision=exc.extra["oldest_revision"],
+            ) from None
         more = False
         if events:
             # a page ends at a revision boundary: changes_since(limit) guarantees that, and
@@ -518,9 +643,22 @@ class StateService:
                 "events": out,
                 "revision": scanned,
                 "more": more,
+                "next": scanned if more else None,
                 "compact_revision": self.store.compact_revision,
             }
         )
+
+    @staticmethod
+    def _watch_cursor(req: Request) -> tuple[int | None, str]:
+        """``after`` (the paging name) or ``revision`` (the Go name): where the scan starts."""
+        after, rev = req.integer("after"), req.integer("revision")
+        if after is not None and rev is not None and after != rev:
+            raise Reject(
+                "invalid_argument",
+                f"watch: 'after' ({after}) and 'revision' ({rev}) disagree; send one",
+                field="after",
+            )
+        return (after, "after") if after is not None else (rev, "revision")
 
     async def op_backup(self, req: Request) -> dict[str, Any]:
         path = req.string("path")
@@ -533,8 +671,44 @@ class StateService:
             )
         return ok(await self.store.backup(path, overwrite=req.boolean("overwrite")))
 
+    @staticmethod
+    def _export_cursor(req: Request) -> tuple[str, str] | None:
+        """``after`` of export: the ``next`` object ``{scope, key}`` of the previous page."""
+        value = req.doc.get("after")
+        if value is None:
+            return None
+        if (
+            not isinstance(value, dict)
+            or set(value) != {"scope", "key"}
+            or not isinstance(value["scope"], str)
+            or not isinstance(value["key"], str)
+            or not value["scope"]
+        ):
+            raise req._bad("after", "the 'next' object {scope, key} of the previous page", value)
+        return value["scope"], value["key"]
+
     async def op_export(self, req: Request) -> dict[str, Any]:
-        return ok(await self.store.export_json())
+        """One page of the export document (``scopes`` holds this page's scopes and keys)."""
+        return ok(
+            await self.store.export_page(
+                after=self._export_cursor(req),
+                limit=req.limit(DEFAULT_PAGE, MAX_PAGE),
+                max_bytes=self.reply_budget,
+            )
+        )
+
+    async def _export_stream(self, req: Request) -> AsyncIterator[dict[str, Any]]:
+        """Every export page from one read snapshot; an error ends the stream."""
+        try:
+            pages = self.store.export_pages(
+                after=self._export_cursor(req),
+                limit=req.limit(DEFAULT_PAGE, MAX_PAGE),
+                max_bytes=self.reply_budget,
+            )
+            async for page in pages:
+                yield ok(page)
+        except Exception as exc:
+            yield self._refusal("export", exc)
 
     async def op_import_(self, req: Request) -> dict[str, Any]:
         doc = req.doc.get("doc")
@@ -561,8 +735,7 @@ class StateService:
             "bus": {"published": self.published, "dropped": self.publish_dropped},
         }
         if scope is not None:
-            names = {s["scope"] for s in await self.store.list_scopes()}
             doc["scope"] = scope
-            doc["scope_exists"] = scope in names
+            doc["scope_exists"] = await self.store.scope_exists(scope)
         # the status at the top too, for `plant call org.plantd.State health`
         return {"success": True, "data": doc, "status": doc["status"]}

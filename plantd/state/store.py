@@ -30,7 +30,7 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,6 +38,8 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from plantd.protocol import jsoncodec
+from plantd.state import pages
+from plantd.state.counts import Delta, KeyCounts
 from plantd.state.errors import (
     Compacted,
     Conflict,
@@ -99,6 +101,19 @@ CREATE TABLE requests(
 );
 """
 _TABLES = {"meta", "scopes", "kv", "changes", "requests"}
+#: the open-time probe of a database too large for quick_check: first and last row of each
+#: table and index (a damaged b-tree page on those paths raises SQLITE_CORRUPT)
+_PROBES = tuple(
+    f"SELECT * FROM (SELECT {cols} FROM {table} ORDER BY {cols} LIMIT 1)"
+    f" UNION ALL SELECT * FROM (SELECT {cols} FROM {table} ORDER BY {desc} LIMIT 1)"
+    for table, cols, desc in (
+        ("meta", "name", "name DESC"),
+        ("scopes", "name", "name DESC"),
+        ("kv", "scope, key", "scope DESC, key DESC"),
+        ("changes", "revision, idx", "revision DESC, idx DESC"),
+        ("requests", "seq", "seq DESC"),
+    )
+)
 _OP_FIELDS = frozenset({"op", "scope", "key", "value", "ttl", "prev_revision", "if_absent"})
 
 
@@ -350,6 +365,13 @@ class _Batch:
         self.request_rows: list[tuple[str, str, str, float]] = []
         self.requests: dict[str, tuple[str, str]] = {}
         self._idx = 0
+        # rows added (+) / removed (-) per scope; None = unknown (see plantd.state.counts)
+        self.key_deltas: dict[str, Delta] = {}
+        self.reset_counts = False
+
+    def count(self, scope: str, delta: Delta) -> None:
+        old = self.key_deltas.get(scope, 0)
+        self.key_deltas[scope] = None if old is None or delta is None else old + delta
 
     def begin_change(self) -> int:
         self.revision += 1
@@ -401,6 +423,7 @@ class _Batch:
     def expire(self, scope: str, key: str) -> None:
         """Delete a key whose TTL passed: a change with its own revision, like any delete."""
         self.db.execute(_DELETE_KEY_SQL, (scope, key))
+        self.count(scope, -1)
         self.emit(self.begin_change(), "delete", scope, key, None, None)
 
     def create_scope(self, rev: int, scope: str) -> None:
@@ -421,6 +444,8 @@ class _Committed:
     compact: int
     history: int
     requests: int
+    key_deltas: dict[str, Delta]
+    reset_counts: bool
 
 
 @dataclass
@@ -535,6 +560,8 @@ class _TxnOp(_Op):
                     b.create_scope(rev, scope)
                     scopes_made.add(scope)
                 crev, version = (st.row[0], st.row[2] + 1) if st.row else (rev, 1)
+                if st.row is None:  # an expired row was deleted just above
+                    b.count(scope, 1)
                 if o.ttl is None:
                     expires = None
                 else:
@@ -554,6 +581,7 @@ class _TxnOp(_Op):
                 )
             elif o.op == "delete":
                 dels.append((scope, key))
+                b.count(scope, -1)
                 b.emit(rev, "delete", scope, key, None, None)
                 results.append(
                     {
@@ -626,6 +654,7 @@ class _DeleteScopeOp(_Op):
         rev = b.begin_change()
         b.db.execute("DELETE FROM kv WHERE scope=?", (self.scope,))
         b.db.execute("DELETE FROM scopes WHERE name=?", (self.scope,))
+        b.count(self.scope, None)
         b.emit(rev, "delete-scope", self.scope, None, None, None)
         return {"scope": self.scope, "revision": rev, "deleted_keys": live}
 
@@ -645,6 +674,7 @@ class _ReapOp(_Op):
         if rows:
             b.db.executemany(_DELETE_KEY_SQL, rows)
         for scope, key in rows:
+            b.count(scope, -1)
             b.emit(b.begin_change(), "delete", scope, key, None, None)
         return {"expired": len(rows)}
 
@@ -671,11 +701,13 @@ class _ImportOp(_Op):
                 b.emit(rev, "delete-scope", scope, None, None, None)
             b.db.execute("DELETE FROM kv")
             b.db.execute("DELETE FROM scopes")
+            b.reset_counts = True
             existing = set()
         keys = 0
         for scope, items in self.scopes.items():
             if scope not in existing:
                 b.create_scope(rev, scope)
+            b.count(scope, None)  # updates and inserts are not told apart here
             rows = []
             for key, text, value in items:
                 rows.append((scope, key, text, rev, rev, b.now, b.now))
@@ -694,6 +726,21 @@ class _ImportOp(_Op):
             )
             keys += len(rows)
         return {"revision": rev, "scopes": len(self.scopes), "keys": keys}
+
+
+def _export_doc(
+    rev: int, scopes: dict[str, dict[str, Any]], count: int, cursor: tuple[str, str] | None
+) -> dict[str, Any]:
+    """One export page: the export document of its scopes plus the paging fields."""
+    return {
+        "format": "plantd-state",
+        "version": 1,
+        "revision": rev,
+        "scopes": scopes,
+        "count": count,
+        "more": cursor is not None,
+        "next": {"scope": cursor[0], "key": cursor[1]} if cursor else None,
+    }
 
 
 # --------------------------------------------------------------------------- file helpers
@@ -828,6 +875,7 @@ class StateStore:
         self._listeners: list[Listener] = []
         self._committer: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self._counter: asyncio.Task[None] | None = None
         self._closed = False
         self.revision = 0
         self.compact_revision = 0
@@ -838,6 +886,7 @@ class StateStore:
         self.ops_applied = 0
         self.last_error: str | None = None
         self._json_each = True
+        self._counts = KeyCounts()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -853,6 +902,8 @@ class StateStore:
         reap_interval: float = 1.0,
         reap_batch: int = 256,
         clock: Callable[[], float] = time.time,
+        verify_max_bytes: int = 64 << 20,
+        cache_bytes: int = 64 << 20,
     ) -> StateStore:
         """Open (or create) the database; refuse locked, corrupt or foreign files untouched."""
         if history_size < 0 or request_history < 0 or batch_max < 1 or reap_batch < 1:
@@ -866,6 +917,8 @@ class StateStore:
         self._reap_interval = reap_interval
         self._reap_batch = reap_batch
         self._clock = clock
+        self._verify_max_bytes = verify_max_bytes
+        self._cache_bytes = cache_bytes
         if not self.path.parent.is_dir():
             raise StorageError(f"cannot open state database {self.path}: no such directory")
         self._lock = _FileLock(self.path.with_name(self.path.name + ".lock"))
@@ -877,6 +930,7 @@ class StateStore:
             raise
         self._committer = asyncio.create_task(self._commit_loop(), name="state-committer")
         self._reaper = asyncio.create_task(self._reap_loop(), name="state-reaper")
+        self._counter = asyncio.create_task(self._count_all(), name="state-key-count")
         return self
 
     async def _open_connections(self) -> None:
@@ -899,15 +953,27 @@ class StateStore:
         await self._load_meta()
 
     async def _verify(self) -> None:
-        """quick_check before anything writes: a damaged file is refused, never repaired."""
+        """Check before anything writes: a damaged file is refused, never repaired.
+
+        ``quick_check`` reads every page, so it runs only on files up to
+        ``verify_max_bytes``; a larger file gets a probe of both ends of every table (root
+        to first and last leaf) so opening it costs the same at 10^3 or 10^6 keys.
+        """
         try:
-            rows = [r[0] for r in await self._writer.execute_fetchall("PRAGMA quick_check(20)")]
             tables = {
                 r[0]
                 for r in await self._writer.execute_fetchall(
                     "SELECT name FROM sqlite_master WHERE type='table'"
                 )
             }
+            if self.path.stat().st_size <= self._verify_max_bytes:
+                sql = "PRAGMA quick_check(20)"
+                rows = [r[0] for r in await self._writer.execute_fetchall(sql)]
+            else:
+                if _TABLES <= tables:
+                    for probe in _PROBES:
+                        await self._writer.execute_fetchall(probe)
+                rows = ["ok"]
         except sqlite3.DatabaseError as e:
             raise CorruptDatabase(
                 f"{self.path} is damaged: {e}; refusing to open it, the file was not modified"
@@ -947,6 +1013,8 @@ class StateStore:
                 raise StorageError(f"{self.path}: cannot enable WAL mode (journal_mode={mode})")
             await w.execute("PRAGMA synchronous=FULL")
             await w.execute("PRAGMA busy_timeout=5000")
+            # random writes across a big table touch a leaf page each: keep them in memory
+            await w.execute(f"PRAGMA cache_size=-{max(self._cache_bytes // 1024, 1)}")
             tables = list(
                 await w.execute_fetchall("SELECT name FROM sqlite_master WHERE type='table'")
             )
@@ -989,6 +1057,10 @@ class StateStore:
         if self._closed:
             return
         self._closed = True
+        if self._counter:
+            self._counter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._counter
         if self._reaper:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -1290,6 +1362,8 @@ class StateStore:
         self._request_count = done.requests
         self.commits += 1
         self.ops_applied += len(batch)
+        if done.key_deltas or done.reset_counts:
+            self._counts.adopt(done.revision, done.key_deltas, done.reset_counts)
         self.last_error = None
         if self._listeners:
             await self._publish(done.events)
@@ -1347,7 +1421,16 @@ class StateStore:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
             raise
-        return _Committed(outcomes, b.events, b.revision, compact, history, requests)
+        return _Committed(
+            outcomes,
+            b.events,
+            b.revision,
+            compact,
+            history,
+            requests,
+            b.key_deltas,
+            b.reset_counts,
+        )
 
     def _apply_one(self, b: _Batch, op: _Op) -> tuple[bool, Any]:
         rid = op.request_id
@@ -1555,6 +1638,213 @@ class StateStore:
                 item["value"] = jsoncodec.loads(text)
             out.append(item)
         return out
+
+    # ------------------------------------------------------------------ paged reads
+
+    async def list_keys_page(
+        self,
+        scope: str,
+        *,
+        prefix: str = "",
+        glob: str | None = None,
+        after: str | None = None,
+        limit: int = 1000,
+        include_values: bool = True,
+        max_bytes: int = 768 * 1024,
+    ) -> dict[str, Any]:
+        """One page of a scope's live keys after ``after`` (see plantd.state.pages):
+        ``{keys, more, next, revision, total}``; NotFound if no such scope.
+
+        ``total``: keys matching ``prefix`` (a range count) or, without a prefix, the
+        scope's kept key count (plantd.state.counts); ``None`` with a ``glob``.
+        """
+        _check_scope(scope, self.limits)
+        whole = not prefix and glob is None
+        if whole and self._counts.get(scope) is None:
+            await self._counted()
+        now = self._clock()
+        logs = self._counts.begin([scope]) if whole and self._counts.get(scope) is None else {}
+
+        def read(db: sqlite3.Connection) -> tuple[int, Any, bool, int | None]:
+            rev = pages.revision(db)
+            if not pages.scope_exists(db, scope):
+                return rev, None, False, None
+            items, more = pages.keys_page(
+                db,
+                scope,
+                prefix=prefix,
+                glob=glob,
+                after=after,
+                limit=limit,
+                include_values=include_values,
+                max_bytes=max_bytes,
+                now=now,
+            )
+            total: int | None = None
+            if prefix and glob is None:
+                total = pages.count_live_prefix(db, scope, prefix, now)
+            elif logs:
+                total = pages.count_rows(db, [scope]).get(scope, 0)
+            return rev, items, more, total
+
+        try:
+            rev, items, more, total = await self._read_txn("read", read)
+        except BaseException:
+            self._counts.abandon(logs)
+            raise
+        if items is None:
+            self._counts.abandon(logs)
+            raise NotFound(f"scope {scope!r} not found", scope=scope)
+        if logs:
+            total = self._counts.install(logs, rev, {scope: total or 0})[scope]
+        elif whole:
+            total = self._counts.get(scope)
+        return {
+            "keys": items,
+            "more": more,
+            "next": items[-1]["key"] if more else None,
+            "revision": rev,
+            "total": total,
+        }
+
+    async def _count_all(self) -> None:
+        """Count every scope's keys once, in the background after open, on a private
+        read-only connection (start-up does not wait, reads are not held up): the first
+        listing of a big scope then finds its total ready (see plantd.state.counts)."""
+        try:
+            conn = await aiosqlite.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None
+            )
+        except sqlite3.Error as e:
+            log.warning("state store: background key count not started: %s", e)
+            return
+        try:
+            names = [r[0] for r in await conn.execute_fetchall("SELECT name FROM scopes")]
+            logs = self._counts.begin(names)
+
+            def read(db: sqlite3.Connection) -> tuple[int, dict[str, int]]:
+                db.execute("BEGIN")
+                try:
+                    rows = db.execute("SELECT scope, count(*) FROM kv GROUP BY scope")
+                    return pages.revision(db), dict(rows.fetchall())
+                finally:
+                    db.execute("COMMIT")
+
+            try:
+                rev, counted = await _on_db_thread(conn, read)
+            except BaseException:
+                self._counts.abandon(logs)
+                raise
+            self._counts.install(logs, rev, counted)
+        except sqlite3.Error as e:
+            log.warning("state store: background key count failed: %s", e)
+        finally:
+            await conn.close()
+
+    async def _counted(self) -> None:
+        """Wait for the background count if it still runs (one pass, not two)."""
+        task = self._counter
+        if task is not None and not task.done():
+            await asyncio.wait([task])
+
+    async def scope_exists(self, scope: str) -> bool:
+        rows = await self._read("SELECT 1 FROM scopes WHERE name=?", (scope,))
+        return bool(rows)
+
+    async def key_counts(self, scopes: list[str]) -> dict[str, int]:
+        """Kept key counts of ``scopes``; the ones not known yet are counted once."""
+        if any(self._counts.get(s) is None for s in scopes):
+            await self._counted()
+        missing = [s for s in scopes if self._counts.get(s) is None]
+        if missing:
+            logs = self._counts.begin(missing)
+            try:
+                rev, counted = await self._read_txn(
+                    "read", lambda db: (pages.revision(db), pages.count_rows(db, missing))
+                )
+            except BaseException:
+                self._counts.abandon(logs)
+                raise
+            self._counts.install(logs, rev, counted)
+        return {s: self._counts.get(s) or 0 for s in scopes}
+
+    async def list_scopes_page(
+        self, *, prefix: str = "", after: str | None = None, limit: int = 1000
+    ) -> dict[str, Any]:
+        """One page of scope names: ``{details: [{scope, create_revision, keys}], more,
+        next, total, revision}`` (``total`` = scopes matching ``prefix``)."""
+
+        def read(db: sqlite3.Connection) -> tuple[int, list[tuple[str, int]], bool, int]:
+            return pages.revision(db), *pages.scopes_page(
+                db, prefix=prefix, after=after, limit=limit
+            )
+
+        rev, rows, more, total = await self._read_txn("read", read)
+        counts = await self.key_counts([name for name, _ in rows])
+        details = [{"scope": n, "create_revision": c, "keys": counts[n]} for n, c in rows]
+        return {
+            "details": details,
+            "more": more,
+            "next": rows[-1][0] if more else None,
+            "total": total,
+            "revision": rev,
+        }
+
+    async def export_page(
+        self,
+        *,
+        after: tuple[str, str] | None = None,
+        limit: int = 1000,
+        max_bytes: int = 768 * 1024,
+    ) -> dict[str, Any]:
+        """One page of an export at its own revision (see :meth:`export_pages` for a
+        consistent multi-page export)."""
+        now = self._clock()
+
+        def read(db: sqlite3.Connection) -> tuple[int, Any]:
+            page = pages.export_page(db, after=after, limit=limit, max_bytes=max_bytes, now=now)
+            return pages.revision(db), page
+
+        rev, page = await self._read_txn("export", read)
+        return _export_doc(rev, *page)
+
+    async def export_pages(
+        self,
+        *,
+        after: tuple[str, str] | None = None,
+        limit: int = 1000,
+        max_bytes: int = 768 * 1024,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every page of an export from ONE snapshot (a private read-only connection holds
+        one read transaction until the last page): a consistent export at one revision."""
+        try:
+            conn = await aiosqlite.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None
+            )
+        except sqlite3.Error as e:
+            raise _storage_error("export", e) from None
+        now = self._clock()
+        try:
+            await conn.execute("BEGIN")
+            rev = await _on_db_thread(conn, pages.revision)  # pins the snapshot
+            cursor = after
+            while True:
+                page = await _on_db_thread(
+                    conn,
+                    functools.partial(
+                        pages.export_page, after=cursor, limit=limit, max_bytes=max_bytes, now=now
+                    ),
+                )
+                cursor = page[2]
+                yield _export_doc(rev, *page)
+                if cursor is None:
+                    return
+        except sqlite3.Error as e:
+            raise _storage_error("export", e) from None
+        finally:
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                await conn.execute("COMMIT")
+            await conn.close()
 
     async def changes_since(self, revision: int, *, limit: int | None = None) -> list[Event]:
         """Committed events with revision > ``revision`` in commit order.

@@ -454,8 +454,12 @@ def test_watch_pages_and_compaction(c: Any) -> None:
     for i in range(60):
         data(c, "state-set", {"service": scope, "key": "churn", "value": i})
     doc = request(c, "watch", {"revision": first})
-    assert doc["code"] == "compacted"
+    # a stale cursor (issue 10 paging contract): invalid_argument naming the field
+    assert (doc["code"], doc["field"]) == ("invalid_argument", "revision")
+    assert doc["reason"] == "compacted"
     assert doc["oldest_revision"] == doc["compact_revision"] + 1 > first
+    doc = request(c, "watch", {"after": first})
+    assert (doc["code"], doc["field"]) == ("invalid_argument", "after")
 
 
 async def _next_event(sub: Any, timeout: float = 5.0) -> tuple[str, dict[str, Any]]:
