@@ -22,15 +22,16 @@ from typing import Any
 
 import pytest
 from textual.widgets import DataTable, Tree
-from textual.widgets.data_table import CellDoesNotExist
 
 from plantd.tui.app import PlantApp
-from plantd.tui.source import KeyEntry, LiveSource, SourceSettings
+from plantd.tui.screens.state import StateView
+from plantd.tui.source import KeyPage, LiveSource, SourceSettings
 from plantd.tui.widgets.confirm import ConfirmDialog
 from plantd.tui.widgets.conflict import ConflictDialog
 from plantd.tui.widgets.connection import Banner, ConnectionBar
 from plantd.tui.widgets.edit import EditDialog
 from plantd.tui.widgets.logview import LogView
+from plantd.tui.widgets.virtualtable import VirtualTable
 from tests.conftest import BrokerProcess, kill_pid, start_broker
 from tests.tui.conftest import Stack
 
@@ -116,9 +117,9 @@ class CountingSource(LiveSource):
         super().__init__(settings)
         self.list_keys_calls = 0
 
-    async def list_keys(self, scope: str) -> list[KeyEntry]:
+    async def list_keys_page(self, scope: str, **kwargs: Any) -> KeyPage:
         self.list_keys_calls += 1
-        return await super().list_keys(scope)
+        return await super().list_keys_page(scope, **kwargs)
 
 
 def stack_app(stack: Stack) -> tuple[PlantApp, CountingSource]:
@@ -134,14 +135,14 @@ async def state_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str
 
 
 def rows(app: PlantApp) -> list[str]:
-    return [str(k.value) for k in app.query_one("#keys", DataTable).rows]
+    return list(app.query_one(StateView).keys)
 
 
 def cell(app: PlantApp, key: str, column: str = "value") -> str:
-    table = app.query_one("#keys", DataTable)
+    table = app.query_one("#keys", VirtualTable)
     try:
         return str(table.get_cell(key, column))
-    except CellDoesNotExist:  # row not there (yet)
+    except KeyError:  # row not there (yet)
         return ""
 
 
