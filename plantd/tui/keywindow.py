@@ -245,8 +245,11 @@ class KeyWindow:
 
     # ------------------------------------------------------------------ what to fetch
 
-    def need(self, first: int, last: int) -> Step | None:
-        """The next fetch that brings rows `first..last` (inclusive) into memory, or None."""
+    def need(self, first: int, last: int, *, to_end: bool = False) -> Step | None:
+        """The next fetch that brings rows `first..last` (inclusive) into memory, or None.
+
+        `to_end`: the operator asked for the last row (End), so an open end is walked even
+        when the service gave no total (a glob) and the table does not know how far it is."""
         if not self.loaded_once:
             return LoadPage(0, None, self._upto(0))
         last = min(last, self.row_count - 1)
@@ -257,9 +260,11 @@ class KeyWindow:
             slot = self.slots[index]
             if slot.length is None:  # the open slot: past every known row
                 wanted = row - known
+                if to_end and self.total is None:
+                    return Walk(index, slot.after, None)
                 if wanted < NEAR:
                     return LoadPage(index, slot.after, None)
-                to_end = last >= self.row_count - 1
+                to_end = to_end or last >= self.row_count - 1
                 return Walk(index, slot.after, None if to_end else wanted + 1)
             if slot.rows is None or slot.stale:
                 return LoadPage(index, slot.after, self._upto(index))

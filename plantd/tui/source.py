@@ -22,6 +22,8 @@ DEFAULT_ENDPOINT = "tcp://127.0.0.1:9797"
 DEFAULT_STATE_BUS = "tcp://127.0.0.1:11001"
 DEFAULT_LOG_BUS = "tcp://127.0.0.1:14001"
 MAX_PAGES = 10_000  # a listing that never says "more: false" is cut here, not followed forever
+LOG_PAGE_MAX = 10_000  # the logger's maximum `limit`
+LOG_HISTORY_PAGES = 50  # log history is a convenience: a few pages, never the whole store
 
 
 # --------------------------------------------------------------------------- errors
@@ -435,8 +437,8 @@ def mmi_page_body(cursor: Any) -> tuple[bytes, ...]:
     return () if cursor is None else (json.dumps({"after": cursor}).encode(),)
 
 
-def mmi_more(doc: Any) -> tuple[bool, Any]:
-    """(`more`, `next`) of an MMI listing reply (a broker without paging sends neither)."""
+def page_more(doc: Any) -> tuple[bool, Any]:
+    """(`more`, `next`) of a listing reply (a service without paging sends neither)."""
     if isinstance(doc, Mapping) and isinstance(doc.get("data"), Mapping):
         doc = doc["data"]
     if not isinstance(doc, Mapping):
@@ -476,7 +478,7 @@ def parse_log_record(topic: str, doc: Mapping[str, Any]) -> LogRecord:
     )
 
 
-def paging_body(fields: Mapping[str, Any], after: str | None, limit: int | None) -> dict[str, Any]:
+def paging_body(fields: Mapping[str, Any], after: Any, limit: int | None) -> dict[str, Any]:
     """A list request: only the fields that are set, so a first page at the default size
     is the same request an unpaged client sends."""
     body = {k: v for k, v in fields.items() if v is not None}
@@ -566,7 +568,7 @@ class LiveSource:
         async def fetch(cursor: Any) -> tuple[Any, bool, Any]:
             body = mmi_page_body(cursor)
             doc = await self._guard(lambda c: c.mmi(name, *body), broker_only=True)
-            return (doc, *mmi_more(doc))
+            return (doc, *page_more(doc))
 
         return await follow_pages(fetch)
 
@@ -684,14 +686,23 @@ class LiveSource:
                 yield parse_log_record(topic, doc)
 
     async def query_logs(self, limit: int = 500) -> list[LogRecord]:
-        doc = await self._guard(lambda c: c.call(LOGGER_SERVICE, "query", {"limit": limit}))
-        data = state_reply(doc) if isinstance(doc, Mapping) else doc
-        records = data.get("records", []) if isinstance(data, Mapping) else data
+        """The newest `limit` records, following the logger's pages (a page is cut by bytes,
+        or short when the logger bounds a scan, and then says `more`)."""
         out: list[LogRecord] = []
-        for rec in records or []:
-            if isinstance(rec, Mapping):
-                topic = f"{rec.get('service', '?')}.{rec.get('level', 'info')}"
-                out.append(parse_log_record(topic, rec))
+
+        async def fetch(cursor: Any) -> tuple[None, bool, Any]:
+            body = paging_body({}, cursor, min(LOG_PAGE_MAX, limit - len(out)))
+            doc = await self._guard(lambda c: c.call(LOGGER_SERVICE, "query", body))
+            data = state_reply(doc) if isinstance(doc, Mapping) else doc
+            records = data.get("records", []) if isinstance(data, Mapping) else data
+            for rec in records or []:
+                if isinstance(rec, Mapping):
+                    topic = f"{rec.get('service', '?')}.{rec.get('level', 'info')}"
+                    out.append(parse_log_record(topic, rec))
+            more, nxt = page_more(data)
+            return None, more and len(out) < limit, nxt
+
+        await follow_pages(fetch, LOG_HISTORY_PAGES)
         return sorted(out, key=lambda r: r.ts)
 
     async def close(self) -> None:

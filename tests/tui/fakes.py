@@ -234,7 +234,8 @@ class FakeSource:
         if not values:
             entries = [KeyEntry(e.key, None, e.mod_revision, e.create_revision) for e in entries]
         more = end < len(names)
-        return KeyPage(entries, len(names), more, names[end - 1] if more else None)
+        total = None if glob else len(names)  # the service counts no glob (a full scan)
+        return KeyPage(entries, total, more, names[end - 1] if more else None)
 
     async def get_key(self, scope: str, key: str) -> KeyEntry | None:
         self._check()

@@ -303,3 +303,38 @@ async def test_banner_on_broker_loss_then_recovery(stack: Stack) -> None:
         await pilot.pause(0.3)
         await state_cli(stack, "set", "-s", scope, "k", "--json", "2")
         assert await wait_until(pilot, lambda: cell(app, "k") == "2"), "state bus not back"
+
+
+# --------------------------------------------------------------------------- plant scale
+
+
+async def test_big_scope_against_real_state_service(stack: Stack) -> None:
+    """A 20,000-key scope (a listing of ~1.5 MB, over the broker's limit in one reply) opens
+    on its first page, End reaches the last key, the filter is a server-side prefix."""
+    if not await asyncio.to_thread(stack.pages_keys):
+        pytest.skip("this tree's state service does not page list-keys yet (issue 10)")
+    scope, count = "tui.e2e.big", 20_000
+    await asyncio.to_thread(stack.write_tags, scope, count)
+
+    app, source = stack_app(stack)
+    async with app.run_test(size=(80, 24)) as pilot:
+        assert await wait_until(pilot, lambda: app.connected is True), "never connected"
+        started = time.monotonic()
+        await open_scope(pilot, scope)
+        opened = time.monotonic() - started
+        view = app.query_one(StateView)
+        title = app.query_one("#scope-title")
+        assert await wait_until(pilot, lambda: "20,000 keys" in str(title.render()))
+        assert view.window is not None and view.window.held_rows <= 1_000
+        assert cell(app, "tag.000000") == '{"units":"degC","v":0}'
+
+        table = app.query_one("#keys", VirtualTable)
+        table.focus()
+        await pilot.press("end")
+        assert await wait_until(pilot, lambda: table.selected_key == "tag.019999")
+
+        await pilot.press("slash", *"tag.0150", "enter")
+        assert await wait_until(pilot, lambda: table.row_count == 100 and bool(view.keys))
+        assert next(iter(view.keys)) == "tag.015000"
+        assert "100/20,000 keys  prefix: 'tag.0150'" in str(title.render())
+        print(f"opened a {count:,}-key scope in {opened:.2f} s ({source.list_keys_calls} pages)")

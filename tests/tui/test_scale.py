@@ -127,6 +127,16 @@ async def test_filter_runs_on_the_server_prefix_then_glob() -> None:
         assert title(app) == "plant.big — 10/100,000 keys  glob: 'tag.0?0000'"
         assert fake.key_requests[-1]["glob"] == "tag.0?0000"
 
+        # a glob the service does not count (total null): the table grows as pages come
+        await pilot.press("slash", "ctrl+u", *"tag.*5", "enter")
+        assert await until(pilot, lambda: "…" not in on_screen(table) and bool(view.keys))
+        assert title(app) == "plant.big — 1,000+/100,000 keys  glob: 'tag.*5'"
+        assert on_screen(table)[:2] == ["tag.000005", "tag.000015"]
+        await pilot.press("end")
+        assert await until(pilot, lambda: table.selected_key == "tag.099995")
+        assert title(app) == "plant.big — 10,000/100,000 keys  glob: 'tag.*5'"
+        assert any(r["glob"] == "tag.*5" and r["limit"] == WALK_LIMIT for r in fake.key_requests)
+
         await pilot.press("escape")  # clears the filter: the whole scope again
         assert await until(pilot, lambda: title(app) == "plant.big — 100,000 keys")
         assert view.filter_text == ""

@@ -281,11 +281,11 @@ class StateView(View):
         self._render_title()
         self._fetch(0, self.table.visible_rows[1])
 
-    def _fetch(self, first: int, last: int) -> None:
+    def _fetch(self, first: int, last: int, to_end: bool = False) -> None:
         window = self.window
         if window is None:
             return
-        step = window.need(first, last)
+        step = window.need(first, last, to_end=to_end)
         if step is None:
             return
         issued = (window.generation, window.version, step)
@@ -296,7 +296,7 @@ class StateView(View):
 
     @on(VirtualTable.RowsWanted, "#keys")
     def _rows_wanted(self, event: VirtualTable.RowsWanted) -> None:
-        self._fetch(event.first, event.last)
+        self._fetch(event.first, event.last, event.to_end)
 
     def keys_fetched(self, event: KeysFetched) -> None:
         window = self.window

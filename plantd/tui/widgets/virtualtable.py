@@ -80,13 +80,15 @@ class VirtualTable(ScrollView, can_focus=True):
     cursor_row: reactive[int] = reactive(0, always_update=True, init=False)
 
     class RowsWanted(Message):
-        """Rows `first..last` (inclusive) are visible but not held."""
+        """Rows `first..last` (inclusive) are visible but not held; `to_end`: End was
+        pressed (the table stays on the last row while the row count settles)."""
 
-        def __init__(self, table: VirtualTable, first: int, last: int) -> None:
+        def __init__(self, table: VirtualTable, first: int, last: int, to_end: bool) -> None:
             super().__init__()
             self.table = table
             self.first = first
             self.last = last
+            self.to_end = to_end
 
         @property
         def control(self) -> VirtualTable:
@@ -161,7 +163,7 @@ class VirtualTable(ScrollView, can_focus=True):
         wanted = (min(first, self.cursor_row), max(last, self.cursor_row))
         if wanted != self._wanted:
             self._wanted = wanted
-            self.post_message(self.RowsWanted(self, *wanted))
+            self.post_message(self.RowsWanted(self, *wanted, self._at_end))
 
     # ------------------------------------------------------------------ cursor
 
