@@ -188,7 +188,8 @@ class KeyWindow:
 
     @property
     def known_rows(self) -> int:
-        return sum(s.length or 0 for s in self.slots)
+        """Rows in slots of known length (the table's position of the open end)."""
+        return self._offsets()[-1] + (self.slots[-1].length or 0)
 
     @property
     def row_count(self) -> int:
@@ -281,7 +282,8 @@ class KeyWindow:
         self.version += 1
 
     def apply_page(self, result: PageResult, focus_row: int) -> bool:
-        """Store a fetched page; False if it belongs to an older state of the window."""
+        """Store a fetched page (`focus_row`: the first row on screen, whose neighbours stay
+        held); False if it belongs to an older state of the window."""
         step = result.step
         if step.index >= len(self.slots) or self.slots[step.index].after != step.after:
             return False
@@ -300,7 +302,7 @@ class KeyWindow:
                 self.complete = True
         self.loaded_once = True
         self._changed()
-        self._evict(focus_row)
+        self._evict(focus_row, step.index)
         return True
 
     def apply_walk(self, result: WalkResult) -> bool:
@@ -325,13 +327,14 @@ class KeyWindow:
         self._changed()
         return True
 
-    def _evict(self, focus_row: int) -> None:
-        """Drop the rows of the held slots farthest from the cursor's."""
+    def _evict(self, focus_row: int, loaded: int) -> None:
+        """Drop the rows of the held slots farthest from the one on screen (`focus_row`);
+        the slot just loaded is never dropped (it was fetched because it is wanted)."""
         held = [i for i, s in enumerate(self.slots) if s.rows is not None]
         if len(held) <= MAX_LOADED:
             return
         focus, _ = self.locate(max(0, focus_row))
-        held.sort(key=lambda i: abs(i - focus))
+        held.sort(key=lambda i: (i != loaded, abs(i - focus)))
         for i in held[MAX_LOADED:]:
             self.slots[i].rows = None
             self.slots[i].stale = False

@@ -160,6 +160,16 @@ async def test_rows_held_stay_bounded_while_jumping_around() -> None:
         assert most <= MAX_LOADED
         assert len(fake.key_requests) < 200  # pages and walks, never one request per row
 
+        # the mouse wheel or the scrollbar moves the view, not the cursor: only what is on
+        # screen is fetched (not every page between the cursor and the view)
+        table.move_cursor(0)
+        assert await until(pilot, lambda: table.selected_key == "tag.000000")
+        sent = len(fake.key_requests)
+        table.scroll_to(y=88_000, animate=False, immediate=True)
+        assert await until(pilot, lambda: "…" not in on_screen(table))
+        assert on_screen(table)[0] == "tag.088000" and consistent(table)
+        assert len(fake.key_requests) - sent <= 5  # one page, cut in pieces of 300
+
 
 async def test_live_updates_and_edits_on_far_pages() -> None:
     fake = big_source()
@@ -229,8 +239,12 @@ async def test_scope_tree_of_thousands_reads_pages_on_demand() -> None:
         # reaching the last line asks for the next page (once), and so on to the end
         for pages in (2, 3):
             tree.move_cursor(tree.root.children[-1])
+            await pilot.pause()
+            line = tree.cursor_line
             assert await until(pilot, lambda p=pages: len(fake.scope_requests) == p)
             assert await until(pilot, lambda p=pages: len(view.scopes) == min(2_500, p * PAGE))
+            await pilot.pause()
+            assert tree.cursor_line == line  # the operator reads on where the page began
         assert "more scopes" not in str(tree.root.children[-1].label)
         assert fake.scope_requests[1]["after"] == view.scopes[PAGE - 1]
         assert view.scope == "plant.big"  # the selection survived every page

@@ -163,13 +163,15 @@ class StateView(View):
         more: bool = False,
         next_after: str | None = None,
         total: int | None = None,
+        keep_line: bool = False,
     ) -> None:
-        """The scope names known so far (sorted); `more`: the service has names after them."""
+        """The scope names known so far (sorted); `more`: the service has names after them.
+        `keep_line`: the tree's cursor stays on its line (a page was appended under it)."""
         self.scopes = sorted(set(scopes))
         self.scopes_next = next_after if more else None
         self.scopes_total = total
         self._more_asked = False
-        self._build_tree()
+        self._build_tree(keep_line)
         if self.scope is not None and self.scope not in self.scopes:
             beyond = self.scopes_next is not None and self.scope > self.scopes_next
             if not beyond:  # gone (not just on a page not read yet)
@@ -183,11 +185,15 @@ class StateView(View):
 
     def scopes_loaded(self, event: ScopesLoaded) -> None:
         page = event.page
-        names = page.scopes if event.after is None else [*self.scopes, *page.scopes]
-        self.show_scopes(names, more=page.more, next_after=page.next, total=page.total)
+        appended = event.after is not None
+        names = [*self.scopes, *page.scopes] if appended else page.scopes
+        self.show_scopes(
+            names, more=page.more, next_after=page.next, total=page.total, keep_line=appended
+        )
 
-    def _build_tree(self) -> None:
+    def _build_tree(self, keep_line: bool = False) -> None:
         tree = self.query_one("#scopes", Tree)
+        line = tree.cursor_line
         tree.clear()
         self._prefixes = {}
         self._populate(tree.root, "")
@@ -196,7 +202,9 @@ class StateView(View):
             left = (self.scopes_total or 0) - len(self.scopes)
             label = f"… {left:,} more scopes" if left > 0 else "… more scopes"
             self._more_node = tree.root.add_leaf(Text(label, style="dim")).id
-        if self.scope is not None:
+        if keep_line:
+            tree.call_after_refresh(tree.move_cursor_to_line, line)
+        elif self.scope is not None:
             self._tree_cursor_to(self.scope)
 
     def _tree_cursor_to(self, scope: str) -> None:
@@ -308,7 +316,7 @@ class StateView(View):
             return
         self.error = ""
         if isinstance(event.result, PageResult):
-            window.apply_page(event.result, self.table.cursor_row)
+            window.apply_page(event.result, self.table.visible_rows[0])
         else:
             window.apply_walk(event.result)
         if not window.query.text and window.complete:
@@ -322,8 +330,7 @@ class StateView(View):
         if self.window is None:
             return
         self.window.invalidate()
-        first, last = self.table.visible_rows
-        self._fetch(min(first, self.table.cursor_row), max(last, self.table.cursor_row))
+        self._fetch(*self.table.visible_rows)
 
     def apply_change(self, change: StateChange) -> None:
         """A state-bus event: update the row in place (no reload, cursor stays)."""

@@ -157,10 +157,9 @@ class VirtualTable(ScrollView, can_focus=True):
             return
         first, last = self.visible_rows
         last = min(last, self.row_count - 1)
-        missing = [i for i in (first, last, self.cursor_row) if self.source.row(i) is None]
-        if not missing and all(self.source.row(i) is not None for i in range(first, last + 1)):
+        if all(self.source.row(i) is not None for i in range(first, last + 1)):
             return
-        wanted = (min(first, self.cursor_row), max(last, self.cursor_row))
+        wanted = (first, last)  # a cursor scrolled off screen (mouse wheel) is not fetched
         if wanted != self._wanted:
             self._wanted = wanted
             self.post_message(self.RowsWanted(self, *wanted, self._at_end))
