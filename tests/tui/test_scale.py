@@ -250,6 +250,21 @@ async def test_scope_tree_of_thousands_reads_pages_on_demand() -> None:
         assert view.scope == "plant.big"  # the selection survived every page
 
 
+async def test_last_scope_page_into_a_folded_node_keeps_the_cursor_in_the_tree() -> None:
+    fake = big_source(scopes=1_200)  # page 2 goes into the folded "site": the tree shrinks
+    app = make_app(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("2")
+        view = app.query_one(StateView)
+        tree: Tree[str] = app.query_one("#scopes", Tree)
+        assert await until(pilot, lambda: len(view.scopes) == PAGE)
+        await pilot.pause()
+        tree.move_cursor(tree.root.children[-1])  # "… 201 more scopes", line 3
+        assert await until(pilot, lambda: len(view.scopes) == 1_201)
+        await pilot.pause()
+        assert app.is_running and tree.cursor_line == tree.last_line == 2
+
+
 async def test_overview_with_a_thousand_workers_stays_grouped_and_responsive() -> None:
     fake = FakeSource()
     fake.worker_list = many_workers(1_000)  # 1,004 workers: two pages of mmi.workers

@@ -203,9 +203,16 @@ class StateView(View):
             label = f"… {left:,} more scopes" if left > 0 else "… more scopes"
             self._more_node = tree.root.add_leaf(Text(label, style="dim")).id
         if keep_line:
-            tree.call_after_refresh(tree.move_cursor_to_line, line)
+            tree.call_after_refresh(self._tree_cursor_to_line, line)
         elif self.scope is not None:
             self._tree_cursor_to(self.scope)
+
+    def _tree_cursor_to_line(self, line: int) -> None:
+        """Back to the line the cursor was on, or the last one if the tree got shorter (the
+        new scopes went into a folded node)."""
+        tree = self.query_one("#scopes", Tree)
+        if tree.last_line >= 0:
+            tree.move_cursor_to_line(max(0, min(line, tree.last_line)))
 
     def _tree_cursor_to(self, scope: str) -> None:
         """Put the tree's cursor on a scope once the tree has laid out its new lines."""
