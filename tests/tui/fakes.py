@@ -140,6 +140,7 @@ class FakeSource:
         self.scope_requests: list[dict[str, Any]] = []
         self.worker_requests = 0
         self.byte_cut: int | None = None  # cut every data page to this many keys (reply bytes)
+        self.key_error: ServiceError | None = None  # raised once by the next list-keys
         self._sorted: dict[str, tuple[tuple[int, int], list[str]]] = {}
 
     def _check(self) -> None:
@@ -219,6 +220,9 @@ class FakeSource:
             {"scope": scope, "prefix": prefix, "glob": glob, "after": after, "limit": limit}
         )
         await asyncio.sleep(0)  # a reply takes a turn of the event loop, like a socket
+        if self.key_error is not None:
+            error, self.key_error = self.key_error, None
+            raise error
         if scope not in self.state:
             raise ServiceError(f"no scope {scope}", "not_found")
         page_size = self._limit(limit)

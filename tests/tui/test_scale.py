@@ -18,6 +18,7 @@ from textual.widgets import DataTable, Tree
 from plantd.tui.app import PlantApp
 from plantd.tui.keywindow import MAX_LOADED, WALK_LIMIT
 from plantd.tui.screens.state import StateView
+from plantd.tui.source import ServiceError
 from plantd.tui.widgets.confirm import ConfirmDialog
 from plantd.tui.widgets.edit import EditDialog
 from plantd.tui.widgets.virtualtable import VirtualTable
@@ -209,6 +210,22 @@ async def test_live_updates_and_edits_on_far_pages() -> None:
             {"v": 50_000, "units": "degC"},
             51_000,
         )
+
+
+async def test_a_page_that_fails_says_why_and_is_asked_again() -> None:
+    fake = big_source()
+    fake.key_error = ServiceError("reply of 1572864 bytes exceeds the 1 MiB limit", "too_large")
+    app = make_app(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("2")
+        view, table = parts(app)
+        assert await until(pilot, lambda: "cannot list keys" in title(app))
+        assert title(app) == (
+            "plant.big — cannot list keys: reply of 1572864 bytes exceeds the 1 MiB limit"
+        )
+        await pilot.press("r")  # reload
+        assert await until(pilot, lambda: title(app) == "plant.big — 100,000 keys")
+        assert table.selected_key == "tag.000000" and view.error == ""
 
 
 async def test_scope_tree_of_thousands_reads_pages_on_demand() -> None:

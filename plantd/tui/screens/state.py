@@ -319,6 +319,7 @@ class StateView(View):
             return
         if event.result is None:
             self.error = event.error
+            self._issued = None  # the same step may be asked again (scrolling retries it)
             self._render_title()
             return
         self.error = ""
