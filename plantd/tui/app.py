@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import tzinfo
 from functools import partial, wraps
 from typing import Any, ClassVar
@@ -24,23 +25,26 @@ from textual.widgets import Footer, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from plantd.tui.actions import ACTIONS, VIEWS, ActionSpec, specs_for
+from plantd.tui.keywindow import KeyQuery, LoadPage, Step, load_page, walk
 from plantd.tui.logstore import LogStore
 from plantd.tui.messages import (
     CallFinished,
     CallServiceRequested,
     ConnectionChanged,
-    KeysLoaded,
+    KeysFetched,
+    KeysWanted,
     LogHistoryLoaded,
+    MoreScopesRequested,
     OverviewData,
     ReloadRequested,
     ReplyReceived,
-    ScopeSelected,
     ScopesLoaded,
     SendRequested,
     StateChanged,
     WriteFinished,
     WriteOp,
     WriteRequested,
+    WriteResolved,
 )
 from plantd.tui.model import format_value
 from plantd.tui.screens.base import View
@@ -246,9 +250,7 @@ class PlantApp(App[None]):
             if was is False:
                 self.notify("Broker is back; views reloaded.", title="Reconnected")
                 self.load_scopes()
-                state = self.query_one(StateView)
-                if state.scope:
-                    self.load_keys(state.scope)
+                self.query_one(StateView).reload_keys()
         else:
             delay = BACKOFF[min(event.attempt - 1, len(BACKOFF) - 1)]
             banner.show_disconnected(self.source.endpoint, event.error, event.attempt, delay)
@@ -276,29 +278,37 @@ class PlantApp(App[None]):
         elif event.what == "scopes":
             self.load_scopes()
         elif event.what == "keys" and event.scope:
-            self.load_keys(event.scope)
+            self.query_one(StateView).reload_keys()
         elif event.what == "log-history":
             self.load_log_history()
 
     # ------------------------------------------------------------------ state
 
     @work(exclusive=True, group="scopes", exit_on_error=False)
-    async def load_scopes(self) -> None:
+    async def load_scopes(self, after: str | None = None) -> None:
+        """One page of scope names (the first, or the one after `after`)."""
         try:
-            self.post_message(ScopesLoaded(await self.source.list_scopes()))
+            page = await self.source.list_scopes_page(after=after)
+            self.post_message(ScopesLoaded(page, after))
         except Disconnected:
             pass  # the banner already says so; reconnect reloads
         except SourceError as exc:
             self.notify(f"Cannot list scopes: {exc}", title="State", severity="error")
 
     @work(exclusive=True, group="keys", exit_on_error=False)
-    async def load_keys(self, scope: str) -> None:
+    async def fetch_keys(self, query: KeyQuery, generation: int, step: Step) -> None:
+        """One step of the virtual key table: a page with values, or a keys-only walk.
+        Exclusive: a newer step (the operator scrolled on) cancels an older one."""
         try:
-            self.post_message(KeysLoaded(scope, await self.source.list_keys(scope)))
+            if isinstance(step, LoadPage):
+                result: Any = await load_page(self.source, query, step)
+            else:
+                result = await walk(self.source, query, step)
+            self.post_message(KeysFetched(query, generation, result))
         except Disconnected:
             pass
         except SourceError as exc:
-            self.notify(f"Cannot list keys of {scope}: {exc}", title="State", severity="error")
+            self.post_message(KeysFetched(query, generation, None, str(exc)))
 
     @work(group="statebus", exit_on_error=False)
     async def state_bus_loop(self) -> None:
@@ -316,16 +326,20 @@ class PlantApp(App[None]):
     @on(ScopesLoaded)
     @while_mounted
     def _scopes_loaded(self, event: ScopesLoaded) -> None:
-        self.query_one(StateView).show_scopes(event.scopes)
+        self.query_one(StateView).scopes_loaded(event)
 
-    @on(ScopeSelected)
-    def _scope_selected(self, event: ScopeSelected) -> None:
-        self.load_keys(event.scope)
+    @on(MoreScopesRequested)
+    def _more_scopes(self, event: MoreScopesRequested) -> None:
+        self.load_scopes(event.after)
 
-    @on(KeysLoaded)
+    @on(KeysWanted)
+    def _keys_wanted(self, event: KeysWanted) -> None:
+        self.fetch_keys(event.query, event.generation, event.step)
+
+    @on(KeysFetched)
     @while_mounted
-    def _keys_loaded(self, event: KeysLoaded) -> None:
-        self.query_one(StateView).show_keys(event.scope, event.keys)
+    def _keys_fetched(self, event: KeysFetched) -> None:
+        self.query_one(StateView).keys_fetched(event)
 
     @on(StateChanged)
     @while_mounted
@@ -337,8 +351,32 @@ class PlantApp(App[None]):
         if self.read_only:  # last line of defence; the views already refuse
             self.notify("The console runs --read-only.", title="Read-only", severity="warning")
             return
-        op = event.op
+        if event.lookup:
+            self.resolve_old(event.op)
+            return
+        self._confirm(event.op)
 
+    @work(group="write", exit_on_error=False)
+    async def resolve_old(self, op: WriteOp) -> None:
+        """Read the key the view does not hold, so the confirm shows what it replaces and the
+        write compare-and-sets against it (a key on an unloaded page is never overwritten
+        blindly)."""
+        try:
+            current = await self.source.get_key(op.scope, op.key)
+        except SourceError as exc:
+            self.post_message(WriteFinished(op, error=f"cannot read the key first: {exc}"))
+            return
+        if current is not None:
+            op = replace(op, old=current.value, has_old=True, prev_revision=current.mod_revision)
+        else:
+            op = replace(op, prev_revision=0)  # create only if it is still absent
+        self.post_message(WriteResolved(op))
+
+    @on(WriteResolved)
+    def _write_resolved(self, event: WriteResolved) -> None:
+        self._confirm(event.op)
+
+    def _confirm(self, op: WriteOp) -> None:
         def confirmed(ok: bool | None) -> None:
             if ok:
                 self.run_write(op)
@@ -389,8 +427,8 @@ class PlantApp(App[None]):
             scope = op.scope
 
             def reload(ok: bool | None) -> None:
-                if ok:
-                    self.load_keys(scope)
+                if ok and self.query_one(StateView).scope == scope:
+                    self.query_one(StateView).reload_keys()
 
             self.push_screen(
                 ConflictDialog(
@@ -404,8 +442,8 @@ class PlantApp(App[None]):
             return
         if op.kind in ("create-scope", "delete-scope"):
             self.load_scopes()
-        else:
-            self.load_keys(op.scope)
+        elif self.query_one(StateView).scope == op.scope:
+            self.query_one(StateView).reload_keys()
         if event.error:
             self.push_screen(MessageDialog("Write failed", _stack(Text(event.error + "\n"), op)))
         else:

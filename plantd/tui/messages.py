@@ -11,11 +11,13 @@ from typing import Any
 
 from textual.message import Message
 
+from plantd.tui.keywindow import KeyQuery, PageResult, Step, WalkResult
 from plantd.tui.source import (
     BrokerInfo,
     KeyEntry,
     LogRecord,
     ReplyPart,
+    ScopePage,
     ServiceInfo,
     StateChange,
     WorkerInfo,
@@ -70,16 +72,48 @@ class OverviewData(Message):
 
 
 class ScopesLoaded(Message):
-    def __init__(self, scopes: list[str]) -> None:
+    """One page of `list-scopes`; `after` None: the first page (the tree starts over)."""
+
+    def __init__(self, page: ScopePage, after: str | None = None) -> None:
         super().__init__()
-        self.scopes = scopes
+        self.page = page
+        self.after = after
 
 
-class KeysLoaded(Message):
-    def __init__(self, scope: str, keys: list[KeyEntry]) -> None:
+class MoreScopesRequested(Message):
+    """The operator reached the end of the scope tree: load the page after `after`."""
+
+    def __init__(self, after: str) -> None:
         super().__init__()
-        self.scope = scope
-        self.keys = keys
+        self.after = after
+
+
+class KeysWanted(Message):
+    """The state view needs one fetch (a page or a keys-only walk) for its virtual table;
+    `generation` ties the answer to the window that asked."""
+
+    def __init__(self, query: KeyQuery, generation: int, step: Step) -> None:
+        super().__init__()
+        self.query = query
+        self.generation = generation
+        self.step = step
+
+
+class KeysFetched(Message):
+    """The answer to `KeysWanted`: a result, or the error to show in the view's title."""
+
+    def __init__(
+        self,
+        query: KeyQuery,
+        generation: int,
+        result: PageResult | WalkResult | None,
+        error: str = "",
+    ) -> None:
+        super().__init__()
+        self.query = query
+        self.generation = generation
+        self.result = result
+        self.error = error
 
 
 class StateChanged(Message):
@@ -91,7 +125,19 @@ class StateChanged(Message):
 
 
 class WriteRequested(Message):
-    """A view asks for a write; the app confirms it, runs it and reports back."""
+    """A view asks for a write; the app confirms it, runs it and reports back.
+
+    `lookup`: the view does not hold the key's page, so the app reads the key first and the
+    confirm shows (and compare-and-sets against) what is stored."""
+
+    def __init__(self, op: WriteOp, lookup: bool = False) -> None:
+        super().__init__()
+        self.op = op
+        self.lookup = lookup
+
+
+class WriteResolved(Message):
+    """A write whose old value was read from the service: ready to confirm."""
 
     def __init__(self, op: WriteOp) -> None:
         super().__init__()
@@ -120,12 +166,6 @@ class WriteFinished(Message):
         self.current_revision = current_revision
         self.current = current
         self.current_known = current_known
-
-
-class ScopeSelected(Message):
-    def __init__(self, scope: str) -> None:
-        super().__init__()
-        self.scope = scope
 
 
 class ReloadRequested(Message):

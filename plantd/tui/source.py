@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -21,6 +21,9 @@ LOGGER_SERVICE = "org.plantd.Logger"
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:9797"
 DEFAULT_STATE_BUS = "tcp://127.0.0.1:11001"
 DEFAULT_LOG_BUS = "tcp://127.0.0.1:14001"
+MAX_PAGES = 10_000  # a listing that never says "more: false" is cut here, not followed forever
+LOG_PAGE_MAX = 10_000  # the logger's maximum `limit`
+LOG_HISTORY_PAGES = 50  # log history is a convenience: a few pages, never the whole store
 
 
 # --------------------------------------------------------------------------- errors
@@ -99,6 +102,29 @@ class KeyEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyPage:
+    """One page of `list-keys`: `next` is the `after` of the following page (None: last page).
+
+    `total` counts the live keys of the scope matching the filter (None when the service did
+    not say); it is the virtual table's height."""
+
+    entries: list[KeyEntry]
+    total: int | None = None
+    more: bool = False
+    next: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScopePage:
+    """One page of `list-scopes` (names in name order)."""
+
+    scopes: list[str]
+    total: int | None = None
+    more: bool = False
+    next: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class StateChange:
     """One message of the state bus (topic = scope)."""
 
@@ -146,8 +172,19 @@ class DataSource(Protocol):
     async def workers(self) -> list[WorkerInfo]: ...
     async def broker_info(self) -> BrokerInfo: ...
     async def ping(self) -> float: ...
-    async def list_scopes(self) -> list[str]: ...
-    async def list_keys(self, scope: str) -> list[KeyEntry]: ...
+    async def list_scopes_page(
+        self, *, prefix: str = "", after: str | None = None, limit: int | None = None
+    ) -> ScopePage: ...
+    async def list_keys_page(
+        self,
+        scope: str,
+        *,
+        prefix: str = "",
+        glob: str = "",
+        after: str | None = None,
+        limit: int | None = None,
+        values: bool = True,
+    ) -> KeyPage: ...
     async def get_key(self, scope: str, key: str) -> KeyEntry | None: ...
     async def set_key(
         self, scope: str, key: str, value: Any, prev_revision: int | None = None
@@ -351,6 +388,64 @@ def parse_key_entry(doc: Mapping[str, Any]) -> KeyEntry:
     )
 
 
+def _page_fields(data: Mapping[str, Any], count: int) -> tuple[int | None, bool, str | None]:
+    """`total`, `more`, `next` of a paged reply; a reply without them is one complete page."""
+    total = data.get("total")
+    more = bool(data.get("more")) and data.get("next") is not None
+    nxt = data.get("next") if more else None
+    return (None if total is None else _int(total, count)), more, None if nxt is None else str(nxt)
+
+
+def parse_key_page(data: Any) -> KeyPage:
+    """A `list-keys` reply's data (the paging contract of docs/protocol.md)."""
+    if not isinstance(data, Mapping):
+        data = {"keys": data}
+    entries = [parse_key_entry(k) for k in data.get("keys") or [] if isinstance(k, Mapping)]
+    total, more, nxt = _page_fields(data, len(entries))
+    return KeyPage(entries, total, more, nxt)
+
+
+def parse_scope_page(data: Any) -> ScopePage:
+    """A `list-scopes` reply's data."""
+    if not isinstance(data, Mapping):
+        data = {"scopes": data}
+    scopes = [str(s) for s in data.get("scopes") or []]
+    total, more, nxt = _page_fields(data, len(scopes))
+    return ScopePage(scopes, total, more, nxt)
+
+
+async def follow_pages(
+    fetch: Callable[[Any], Awaitable[tuple[Any, bool, Any]]], max_pages: int = MAX_PAGES
+) -> list[Any]:
+    """Concatenate every page: `fetch(cursor)` returns (page document, more, next cursor).
+
+    Stops at the last page, at a cursor that does not advance (a broken server must not
+    spin the console) and after `max_pages`."""
+    docs: list[Any] = []
+    cursor: Any = None
+    for _ in range(max_pages):
+        doc, more, nxt = await fetch(cursor)
+        docs.append(doc)
+        if not more or nxt is None or nxt == cursor:
+            break
+        cursor = nxt
+    return docs
+
+
+def mmi_page_body(cursor: Any) -> tuple[bytes, ...]:
+    """Request frames of an MMI listing page: none for the first page, else `{"after": ...}`."""
+    return () if cursor is None else (json.dumps({"after": cursor}).encode(),)
+
+
+def page_more(doc: Any) -> tuple[bool, Any]:
+    """(`more`, `next`) of a listing reply (a service without paging sends neither)."""
+    if isinstance(doc, Mapping) and isinstance(doc.get("data"), Mapping):
+        doc = doc["data"]
+    if not isinstance(doc, Mapping):
+        return False, None
+    return bool(doc.get("more")), doc.get("next")
+
+
 def parse_state_change(topic: str, doc: Mapping[str, Any]) -> StateChange:
     """One state-bus message; the topic is the scope when the document lacks one.
 
@@ -381,6 +476,17 @@ def parse_log_record(topic: str, doc: Mapping[str, Any]) -> LogRecord:
         fields=fields if isinstance(fields, Mapping) else {},
         seq=None if seq is None else _int(seq),
     )
+
+
+def paging_body(fields: Mapping[str, Any], after: Any, limit: int | None) -> dict[str, Any]:
+    """A list request: only the fields that are set, so a first page at the default size
+    is the same request an unpaged client sends."""
+    body = {k: v for k, v in fields.items() if v is not None}
+    if after is not None:
+        body["after"] = after
+    if limit is not None:
+        body["limit"] = limit
+    return body
 
 
 def state_reply(doc: Any) -> Any:
@@ -456,13 +562,25 @@ class LiveSource:
             await self._reset()
             raise Disconnected(str(exc)) from exc
 
+    async def _mmi_pages(self, name: str) -> list[Any]:
+        """Every page of an MMI listing (1,000 workers a page): the Overview shows them all."""
+
+        async def fetch(cursor: Any) -> tuple[Any, bool, Any]:
+            body = mmi_page_body(cursor)
+            doc = await self._guard(lambda c: c.mmi(name, *body), broker_only=True)
+            return (doc, *page_more(doc))
+
+        return await follow_pages(fetch)
+
     async def services(self) -> list[ServiceInfo]:
-        doc = await self._guard(lambda c: c.mmi("mmi.services"), broker_only=True)
-        return parse_services(doc)
+        pages = await self._mmi_pages("mmi.services")
+        return sorted((s for doc in pages for s in parse_services(doc)), key=lambda s: s.name)
 
     async def workers(self) -> list[WorkerInfo]:
-        doc = await self._guard(lambda c: c.mmi("mmi.workers"), broker_only=True)
-        return parse_workers(doc)
+        pages = await self._mmi_pages("mmi.workers")
+        return sorted(
+            (w for doc in pages for w in parse_workers(doc)), key=lambda w: (w.service, w.identity)
+        )
 
     async def broker_info(self) -> BrokerInfo:
         doc = await self._guard(lambda c: c.mmi("mmi.broker"), broker_only=True)
@@ -475,15 +593,26 @@ class LiveSource:
         doc = await self._guard(lambda c: c.call(STATE_SERVICE, operation, body))
         return state_reply(doc)
 
-    async def list_scopes(self) -> list[str]:
-        data = await self._state("list-scopes", {})
-        scopes = data.get("scopes", []) if isinstance(data, Mapping) else data
-        return sorted(str(s) for s in scopes or [])
+    async def list_scopes_page(
+        self, *, prefix: str = "", after: str | None = None, limit: int | None = None
+    ) -> ScopePage:
+        body = paging_body({"prefix": prefix or None}, after, limit)
+        return parse_scope_page(await self._state("list-scopes", body))
 
-    async def list_keys(self, scope: str) -> list[KeyEntry]:
-        data = await self._state("list-keys", {"service": scope})
-        keys = data.get("keys", []) if isinstance(data, Mapping) else data
-        return [parse_key_entry(k) for k in keys or [] if isinstance(k, Mapping)]
+    async def list_keys_page(
+        self,
+        scope: str,
+        *,
+        prefix: str = "",
+        glob: str = "",
+        after: str | None = None,
+        limit: int | None = None,
+        values: bool = True,
+    ) -> KeyPage:
+        fields = {"service": scope, "prefix": prefix or None, "glob": glob or None}
+        if not values:
+            fields["values"] = False
+        return parse_key_page(await self._state("list-keys", paging_body(fields, after, limit)))
 
     async def get_key(self, scope: str, key: str) -> KeyEntry | None:
         """The key now (None: it or its scope does not exist); the conflict dialog's "theirs"."""
@@ -557,14 +686,23 @@ class LiveSource:
                 yield parse_log_record(topic, doc)
 
     async def query_logs(self, limit: int = 500) -> list[LogRecord]:
-        doc = await self._guard(lambda c: c.call(LOGGER_SERVICE, "query", {"limit": limit}))
-        data = state_reply(doc) if isinstance(doc, Mapping) else doc
-        records = data.get("records", []) if isinstance(data, Mapping) else data
+        """The newest `limit` records, following the logger's pages (a page is cut by bytes,
+        or short when the logger bounds a scan, and then says `more`)."""
         out: list[LogRecord] = []
-        for rec in records or []:
-            if isinstance(rec, Mapping):
-                topic = f"{rec.get('service', '?')}.{rec.get('level', 'info')}"
-                out.append(parse_log_record(topic, rec))
+
+        async def fetch(cursor: Any) -> tuple[None, bool, Any]:
+            body = paging_body({}, cursor, min(LOG_PAGE_MAX, limit - len(out)))
+            doc = await self._guard(lambda c: c.call(LOGGER_SERVICE, "query", body))
+            data = state_reply(doc) if isinstance(doc, Mapping) else doc
+            records = data.get("records", []) if isinstance(data, Mapping) else data
+            for rec in records or []:
+                if isinstance(rec, Mapping):
+                    topic = f"{rec.get('service', '?')}.{rec.get('level', 'info')}"
+                    out.append(parse_log_record(topic, rec))
+            more, nxt = page_more(data)
+            return None, more and len(out) < limit, nxt
+
+        await follow_pages(fetch, LOG_HISTORY_PAGES)
         return sorted(out, key=lambda r: r.ts)
 
     async def close(self) -> None:

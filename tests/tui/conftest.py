@@ -102,6 +102,31 @@ class Stack:
         """`plant state ARGS -o json` (bounded)."""
         return self.plant("state", *args, "-o", "json", timeout=30)
 
+    def pages_keys(self) -> bool:
+        """Does this tree's state service page listings (issue 10)? One without paging
+        rejects `limit` with invalid_argument."""
+        from plantd.client import SyncClient
+        from plantd.client.errors import RequestRejected
+
+        with SyncClient(self.source_settings().endpoint, timeout=5.0) as client:
+            try:
+                client.call("org.plantd.State", "list-scopes", {"limit": 1})
+            except RequestRejected:
+                return False
+        return True
+
+    def write_tags(self, scope: str, count: int) -> None:
+        """`count` keys `tag.000000`... of `{"v": i, "units": "degC"}`, in txns of 125."""
+        from plantd.client import SyncClient
+
+        with SyncClient(self.source_settings().endpoint, timeout=10.0) as client:
+            for start in range(0, count, 125):
+                ops = [
+                    {"op": "set", "key": f"tag.{i:06d}", "value": {"v": i, "units": "degC"}}
+                    for i in range(start, min(count, start + 125))
+                ]
+                client.call("org.plantd.State", "txn", {"service": scope, "ops": ops})
+
     def state_value(self, scope: str, key: str) -> Any:
         res = self.state("get", "-s", scope, key)
         assert res.returncode == 0, res.stderr

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import fnmatch
+from bisect import bisect_left, bisect_right
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,12 +13,15 @@ from plantd.tui.source import (
     Conflict,
     Disconnected,
     KeyEntry,
+    KeyPage,
     LogRecord,
     ReplyPart,
+    ScopePage,
     ServiceError,
     ServiceInfo,
     StateChange,
     WorkerInfo,
+    follow_pages,
 )
 
 T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC: the frozen clock of every test
@@ -54,6 +59,37 @@ def plant_state() -> dict[str, dict[str, KeyEntry]]:
         "org.plantd.line2": {"mode": entry("mode", "manual", 7)},
         "site": {"name": entry("name", "plant-a", 3)},
     }
+
+
+def big_scope(count: int) -> dict[str, KeyEntry]:
+    """`count` tags like a real plant's: `tag.000000` ... with small JSON values."""
+    return {
+        f"tag.{i:06d}": KeyEntry(
+            f"tag.{i:06d}", {"v": i, "units": "degC"}, 1000 + i, 1000 + i, 1, "2023-11-14T22:10:00Z"
+        )
+        for i in range(count)
+    }
+
+
+def many_workers(count: int, services: int = 50) -> list[WorkerInfo]:
+    """`count` healthy workers spread over `services` services, plus the usual problems."""
+    return [
+        *plant_workers(),
+        *(
+            WorkerInfo(f"w{i:05d}", f"org.plantd.module.M{i % services:03d}", 0.5, "idle")
+            for i in range(count)
+        ),
+    ]
+
+
+PAGE_DEFAULT = 1000  # the state service's and the broker's default page size
+PAGE_MAX = 10_000  # the state service's maximum `limit`
+
+
+def page_slice(names: list[str], after: str | None, limit: int) -> tuple[int, int]:
+    """[start, end) of the page of sorted `names` strictly after `after`."""
+    start = 0 if after is None else bisect_right(names, after)
+    return start, min(len(names), start + limit)
 
 
 LEVEL_CYCLE = ("info", "info", "debug", "warning", "info", "error")
@@ -100,6 +136,12 @@ class FakeSource:
         self.concurrent_write: tuple[str, str, Any] | None = None  # applied before next set
         self._state_q: asyncio.Queue[StateChange] | None = None
         self._log_q: asyncio.Queue[LogRecord] | None = None
+        self.key_requests: list[dict[str, Any]] = []  # every list-keys request, as sent
+        self.scope_requests: list[dict[str, Any]] = []
+        self.worker_requests = 0
+        self.byte_cut: int | None = None  # cut every data page to this many keys (reply bytes)
+        self.key_error: ServiceError | None = None  # raised once by the next list-keys
+        self._sorted: dict[str, tuple[tuple[int, int], list[str]]] = {}
 
     def _check(self) -> None:
         if not self.connected:
@@ -111,8 +153,19 @@ class FakeSource:
         return list(self.service_list)
 
     async def workers(self) -> list[WorkerInfo]:
+        """Every page of `mmi.workers` (1,000 a page), followed like `LiveSource` does."""
         self._check()
-        return list(self.worker_list)
+        ordered = sorted(self.worker_list, key=lambda w: (w.service, w.identity))
+
+        async def fetch(cursor: Any) -> tuple[Any, bool, Any]:
+            self.worker_requests += 1
+            await asyncio.sleep(0)
+            start = cursor or 0
+            end = min(len(ordered), start + PAGE_DEFAULT)
+            more = end < len(ordered)
+            return ordered[start:end], more, end if more else None
+
+        return [w for page in await follow_pages(fetch) for w in page]
 
     async def broker_info(self) -> BrokerInfo:
         self._check()
@@ -122,16 +175,71 @@ class FakeSource:
         self._check()
         return 0.0012
 
-    # state
-    async def list_scopes(self) -> list[str]:
-        self._check()
-        return sorted(self.state)
+    # state: pages per the paging contract (by name, `after` exclusive, limit <= 10,000)
+    def _limit(self, limit: int | None) -> int:
+        if limit is None:
+            return PAGE_DEFAULT
+        if not 1 <= limit <= PAGE_MAX:
+            raise ServiceError(f"limit: must be 1..{PAGE_MAX}", "invalid_argument")
+        return limit
 
-    async def list_keys(self, scope: str) -> list[KeyEntry]:
+    def _names(self, scope: str, glob: str) -> list[str]:
+        """Sorted key names of a scope (cached while the scope is unchanged)."""
+        keys = self.state[scope]
+        stamp = (id(keys), len(keys))
+        cached = self._sorted.get(scope)
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, sorted(keys))
+            self._sorted[scope] = cached
+        names = cached[1]
+        return fnmatch.filter(names, glob) if glob else names
+
+    async def list_scopes_page(
+        self, *, prefix: str = "", after: str | None = None, limit: int | None = None
+    ) -> ScopePage:
         self._check()
+        self.scope_requests.append({"prefix": prefix, "after": after, "limit": limit})
+        await asyncio.sleep(0)
+        names = sorted(s for s in self.state if s.startswith(prefix))
+        start, end = page_slice(names, after, self._limit(limit))
+        more = end < len(names)
+        return ScopePage(names[start:end], len(names), more, names[end - 1] if more else None)
+
+    async def list_keys_page(
+        self,
+        scope: str,
+        *,
+        prefix: str = "",
+        glob: str = "",
+        after: str | None = None,
+        limit: int | None = None,
+        values: bool = True,
+    ) -> KeyPage:
+        self._check()
+        self.key_requests.append(
+            {"scope": scope, "prefix": prefix, "glob": glob, "after": after, "limit": limit}
+        )
+        await asyncio.sleep(0)  # a reply takes a turn of the event loop, like a socket
+        if self.key_error is not None:
+            error, self.key_error = self.key_error, None
+            raise error
         if scope not in self.state:
             raise ServiceError(f"no scope {scope}", "not_found")
-        return list(self.state[scope].values())
+        page_size = self._limit(limit)
+        if values and self.byte_cut is not None:
+            page_size = min(page_size, self.byte_cut)
+        names = self._names(scope, glob)
+        lo = bisect_left(names, prefix)
+        hi = bisect_left(names, prefix + "\U0010ffff") if prefix else len(names)
+        names = names[lo:hi]
+        start, end = page_slice(names, after, page_size)
+        keys = self.state[scope]
+        entries = [keys[n] for n in names[start:end]]
+        if not values:
+            entries = [KeyEntry(e.key, None, e.mod_revision, e.create_revision) for e in entries]
+        more = end < len(names)
+        total = None if glob else len(names)  # the service counts no glob (a full scan)
+        return KeyPage(entries, total, more, names[end - 1] if more else None)
 
     async def get_key(self, scope: str, key: str) -> KeyEntry | None:
         self._check()
@@ -140,6 +248,8 @@ class FakeSource:
     def _bump(self, scope: str, key: str, value: Any) -> int:
         self.revision += 1
         old = self.state[scope].get(key)
+        if old is None:
+            self._sorted.pop(scope, None)  # a new name: the sorted names change
         self.state[scope][key] = KeyEntry(
             key,
             value,
@@ -172,6 +282,7 @@ class FakeSource:
         if prev_revision is not None and old.mod_revision != prev_revision:
             raise Conflict("revision mismatch", old.mod_revision)
         del self.state[scope][key]
+        self._sorted.pop(scope, None)
 
     async def create_scope(self, scope: str) -> None:
         self._check()
@@ -196,6 +307,20 @@ class FakeSource:
     def push_state(self, change: StateChange) -> None:
         assert self._state_q is not None, "state bus not subscribed yet"
         self._state_q.put_nowait(change)
+
+    def publish_write(
+        self, scope: str, key: str, value: Any = None, *, delete: bool = False
+    ) -> int:
+        """Someone else writes (like `plant state set`): stored, then announced on the bus."""
+        if delete:
+            del self.state[scope][key]
+            self._sorted.pop(scope, None)
+            self.revision += 1
+            self.push_state(StateChange(scope, key, "delete", None, self.revision, ""))
+            return self.revision
+        revision = self._bump(scope, key, value)
+        self.push_state(StateChange(scope, key, "set", value, revision, ""))
+        return revision
 
     def push_log(self, rec: LogRecord) -> None:
         assert self._log_q is not None, "log bus not subscribed yet"

@@ -186,10 +186,10 @@ async def test_starts_fast(fake: FakeSource) -> None:
 
 
 async def test_worker_crash_is_a_notification_not_a_traceback(fake: FakeSource) -> None:
-    async def broken() -> list[str]:
+    async def broken(**_: object) -> list[str]:
         raise RuntimeError("boom")
 
-    fake.list_scopes = broken  # type: ignore[method-assign]
+    fake.list_scopes_page = broken  # type: ignore[method-assign]
     app = make_app(fake)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause(0.1)

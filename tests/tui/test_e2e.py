@@ -22,15 +22,16 @@ from typing import Any
 
 import pytest
 from textual.widgets import DataTable, Tree
-from textual.widgets.data_table import CellDoesNotExist
 
 from plantd.tui.app import PlantApp
-from plantd.tui.source import KeyEntry, LiveSource, SourceSettings
+from plantd.tui.screens.state import StateView
+from plantd.tui.source import KeyPage, LiveSource, SourceSettings
 from plantd.tui.widgets.confirm import ConfirmDialog
 from plantd.tui.widgets.conflict import ConflictDialog
 from plantd.tui.widgets.connection import Banner, ConnectionBar
 from plantd.tui.widgets.edit import EditDialog
 from plantd.tui.widgets.logview import LogView
+from plantd.tui.widgets.virtualtable import VirtualTable
 from tests.conftest import BrokerProcess, kill_pid, start_broker
 from tests.tui.conftest import Stack
 
@@ -116,9 +117,9 @@ class CountingSource(LiveSource):
         super().__init__(settings)
         self.list_keys_calls = 0
 
-    async def list_keys(self, scope: str) -> list[KeyEntry]:
+    async def list_keys_page(self, scope: str, **kwargs: Any) -> KeyPage:
         self.list_keys_calls += 1
-        return await super().list_keys(scope)
+        return await super().list_keys_page(scope, **kwargs)
 
 
 def stack_app(stack: Stack) -> tuple[PlantApp, CountingSource]:
@@ -134,14 +135,14 @@ async def state_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str
 
 
 def rows(app: PlantApp) -> list[str]:
-    return [str(k.value) for k in app.query_one("#keys", DataTable).rows]
+    return list(app.query_one(StateView).keys)
 
 
 def cell(app: PlantApp, key: str, column: str = "value") -> str:
-    table = app.query_one("#keys", DataTable)
+    table = app.query_one("#keys", VirtualTable)
     try:
         return str(table.get_cell(key, column))
-    except CellDoesNotExist:  # row not there (yet)
+    except KeyError:  # row not there (yet)
         return ""
 
 
@@ -302,3 +303,38 @@ async def test_banner_on_broker_loss_then_recovery(stack: Stack) -> None:
         await pilot.pause(0.3)
         await state_cli(stack, "set", "-s", scope, "k", "--json", "2")
         assert await wait_until(pilot, lambda: cell(app, "k") == "2"), "state bus not back"
+
+
+# --------------------------------------------------------------------------- plant scale
+
+
+async def test_big_scope_against_real_state_service(stack: Stack) -> None:
+    """A 20,000-key scope (a listing of ~1.5 MB, over the broker's limit in one reply) opens
+    on its first page, End reaches the last key, the filter is a server-side prefix."""
+    if not await asyncio.to_thread(stack.pages_keys):
+        pytest.skip("this tree's state service does not page list-keys yet (issue 10)")
+    scope, count = "tui.e2e.big", 20_000
+    await asyncio.to_thread(stack.write_tags, scope, count)
+
+    app, source = stack_app(stack)
+    async with app.run_test(size=(80, 24)) as pilot:
+        assert await wait_until(pilot, lambda: app.connected is True), "never connected"
+        started = time.monotonic()
+        await open_scope(pilot, scope)
+        opened = time.monotonic() - started
+        view = app.query_one(StateView)
+        title = app.query_one("#scope-title")
+        assert await wait_until(pilot, lambda: "20,000 keys" in str(title.render()))
+        assert view.window is not None and view.window.held_rows <= 1_000
+        assert cell(app, "tag.000000") == '{"units":"degC","v":0}'
+
+        table = app.query_one("#keys", VirtualTable)
+        table.focus()
+        await pilot.press("end")
+        assert await wait_until(pilot, lambda: table.selected_key == "tag.019999")
+
+        await pilot.press("slash", *"tag.0150", "enter")
+        assert await wait_until(pilot, lambda: table.row_count == 100 and bool(view.keys))
+        assert next(iter(view.keys)) == "tag.015000"
+        assert "100/20,000 keys  prefix: 'tag.0150'" in str(title.render())
+        print(f"opened a {count:,}-key scope in {opened:.2f} s ({source.list_keys_calls} pages)")

@@ -36,7 +36,7 @@ from plantd.tui.source import (
 
 def test_source_layer_does_not_import_textual() -> None:
     code = (
-        "import sys, plantd.tui.source, plantd.tui.logstore, plantd.tui.model;"
+        "import sys, plantd.tui.source, plantd.tui.logstore, plantd.tui.model, plantd.tui.keywindow;"
         "bad = [m for m in sys.modules if m.startswith(('textual', 'zmq'))];"
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -16,7 +16,7 @@ from textual.pilot import Pilot
 from plantd.tui.messages import OverviewData
 from plantd.tui.source import ServiceInfo, WorkerInfo
 from tests.tui.conftest import make_app
-from tests.tui.fakes import FakeSource
+from tests.tui.fakes import FakeSource, big_scope
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
 TREND = (80.0, 95.0, 110.0, 140.0, 120.0, 100.0, 130.0, 150.0, 125.0, 120.0)
@@ -71,6 +71,42 @@ def _many_workers() -> FakeSource:
     return fake
 
 
+def _big_plant() -> FakeSource:
+    """A 100,000-key scope among 2,500 scopes: the table and the tree page (issue 10)."""
+    fake = FakeSource()
+    fake.state = {"plant.big": big_scope(100_000)}
+    for i in range(2_499):
+        fake.state[f"site.area{i // 100:02d}.unit{i % 100:03d}"] = {}
+    return fake
+
+
+async def _settled(pilot: Pilot[Any], *keys: str) -> None:
+    """Press `keys` on the State tab and wait (bounded) until no row is still loading."""
+    from plantd.tui.screens.state import StateView
+
+    await pilot.press("2", *keys)
+    table = pilot.app.query_one(StateView).table
+    for _ in range(200):
+        await pilot.pause(0.02)
+        first, last = table.visible_rows
+        last = min(last, table.row_count - 1)
+        if table.row_count and all(table.source.row(i) for i in range(first, last + 1)):
+            break
+    await pilot.pause()
+
+
+async def _big_top(pilot: Pilot[Any]) -> None:
+    await _settled(pilot)
+
+
+async def _big_end(pilot: Pilot[Any]) -> None:
+    await _settled(pilot, "end")
+
+
+async def _big_filtered(pilot: Pilot[Any]) -> None:
+    await _settled(pilot, "slash", *"tag.05", "enter", "end")
+
+
 def _disconnected() -> FakeSource:
     fake = FakeSource()
     fake.connected = False
@@ -91,6 +127,9 @@ CASES: dict[str, Case] = {
     "disconnected": ((), None, {"source": _disconnected}),
     "overview_many_workers": ((), None, {"source": _many_workers}),
     "read_only_state": (("2",), None, {"read_only": True}),
+    "state_big": ((), _big_top, {"source": _big_plant}),
+    "state_big_end": ((), _big_end, {"source": _big_plant}),
+    "state_big_filtered": ((), _big_filtered, {"source": _big_plant}),
 }
 
 

@@ -6,12 +6,14 @@ import io
 from typing import Any
 
 from rich.console import Console
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from plantd.tui.app import PlantApp
+from plantd.tui.screens.state import StateView
 from plantd.tui.widgets.confirm import ConfirmDialog
 from plantd.tui.widgets.conflict import ConflictDialog
 from plantd.tui.widgets.edit import EditDialog
+from plantd.tui.widgets.virtualtable import VirtualTable
 from tests.tui.conftest import make_app
 from tests.tui.fakes import FakeSource
 
@@ -48,7 +50,7 @@ async def test_edit_confirm_writes_with_prev_revision(fake: FakeSource) -> None:
         assert fake.writes == [("set", "org.plantd.line1", "setpoint", 13.0, 42)]
         assert fake.state["org.plantd.line1"]["setpoint"].value == 13.0
         await pilot.pause()
-        table = app.query_one("#keys", DataTable)
+        table = app.query_one("#keys", VirtualTable)
         assert table.get_cell("setpoint", "value") == "13.0"
         assert any("State set" in m for m in messages(app))
 
@@ -84,7 +86,7 @@ async def test_conflict_is_shown_not_overwritten(fake: FakeSource) -> None:
         body = body_text(app.screen)
         assert "Now (won)" in body and "false" in body and "rev 101" in body
         assert "Yours" in body and "null" in body and "not written" in body
-        table = app.query_one("#keys", DataTable)
+        table = app.query_one("#keys", VirtualTable)
         assert table.get_cell("enabled", "value") == "true"  # nothing reloaded behind the dialog
         await pilot.press("enter")  # Reload has the focus
         await pilot.pause()
@@ -197,7 +199,7 @@ async def test_state_bus_change_applies_in_place(fake: FakeSource) -> None:
     app = make_app(fake)
     async with app.run_test(size=(80, 24)) as pilot:
         await open_state(pilot)
-        table = app.query_one("#keys", DataTable)
+        table = app.query_one("#keys", VirtualTable)
         table.move_cursor(row=2)
         fake.push_state(StateChange("org.plantd.line1", "setpoint", "set", 99, 150, ""))
         fake.push_state(StateChange("org.plantd.line1", "enabled", "delete", None, 151, ""))
@@ -205,7 +207,7 @@ async def test_state_bus_change_applies_in_place(fake: FakeSource) -> None:
         await pilot.pause()
         await pilot.pause()
         assert table.get_cell("setpoint", "value") == "99"
-        assert "enabled" not in [str(k.value) for k in table.rows]
+        assert "enabled" not in app.query_one(StateView).keys
         assert "org.plantd.new" in app.query_one("StateView").scopes  # type: ignore[attr-defined]
 
 

@@ -28,6 +28,7 @@ WORKER_STYLES = {
     "?": ("?", "dim"),
 }
 
+
 def service_health(svc: ServiceInfo) -> str:
     """Broker-reported status if any; otherwise no worker = DOWN, backlog = DEGRADED."""
     if svc.status:

@@ -136,6 +136,4 @@ class ConflictDialog(ChoiceDialog):
         self.dismiss(False)
 
     def dialog_body(self) -> Group:
-        return describe_conflict(
-            self.op, self.current, self.current_known, self.conflict_revision
-        )
+        return describe_conflict(self.op, self.current, self.current_known, self.conflict_revision)
