@@ -59,9 +59,14 @@ def clean_env(home: Path) -> dict[str, str]:
     return env
 
 
-def broker_env(env: dict[str, str], health_port: int = 0) -> dict[str, str]:
-    """Broker settings on random ports with short heartbeats and queue expiry."""
+def broker_env(env: dict[str, str], health_port: int | None = None) -> dict[str, str]:
+    """Broker settings on random ports with short heartbeats and queue expiry.
+
+    The health port is handed out like the others, never 0: the kernel's pick for port 0
+    comes from the same range and once landed on a bus port handed out a moment before."""
     port = free_port()
+    if health_port is None:
+        health_port = free_port()
     env = dict(env)
     env.update(
         PLANTD_BROKER_ENDPOINT=tcp(port),
