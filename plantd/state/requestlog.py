@@ -65,6 +65,7 @@ def apply_once(b: Batch, op: Op) -> tuple[bool, Any]:
         b.request_rows.append((rid, fp, text, b.now))
     return (True, result) if error is None else (False, error)
 
+
 def record(
     db: sqlite3.Connection, rows: list[tuple[str, str, str, float]], count: int, keep: int
 ) -> int:

@@ -368,9 +368,7 @@ async def _mixed_batch(path: Path, json_each: bool) -> tuple[list[Any], list[dic
         s.add_listener(events.append)
         commits = s.commits
         gate = threading.Event()  # holds the writer's thread until every call is queued
-        blocker = asyncio.ensure_future(
-            dbthread.on_db_thread(s._writer, lambda _db: gate.wait(5))
-        )
+        blocker = asyncio.ensure_future(dbthread.on_db_thread(s._writer, lambda _db: gate.wait(5)))
         calls = [
             s.set("p", "a", 1),
             s.set("p", "a", 2),  # same key again: sees the first write (version 2)
