@@ -91,6 +91,8 @@ UPDATE_META_SQL = (
 
 @dataclass
 class KeyState:
+    """A key as a write sees it before changing it (its scope, live row, expiry)."""
+
     scope_exists: bool
     row: tuple[int, int, int] | None  # (create_revision, mod_revision, version) if live
     expired: bool  # a row exists but its TTL passed (treated as absent)
