@@ -26,7 +26,8 @@ def on_db_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], 
     aiosqlite has no public API for this: ``_execute`` and ``_conn`` are private (0.17-0.22);
     tests/state/test_store_perf_paths.py fails if they disappear.
     """
-    return conn._execute(lambda: fn(conn._conn))
+    execute: Callable[[Callable[[], T]], Awaitable[T]] = conn._execute  # untyped in aiosqlite
+    return execute(lambda: fn(conn._conn))
 
 
 def check_db_thread_api(conn: aiosqlite.Connection) -> None:

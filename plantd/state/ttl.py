@@ -48,7 +48,7 @@ async def reap_expired(
         first = await earliest_expiry()
         if first is None or first > clock():
             return total
-        n = (await submit(ReapOp(batch)))["expired"]
+        n: int = (await submit(ReapOp(batch)))["expired"]
         total += n
         if n < batch:
             return total
