@@ -250,8 +250,10 @@ def _broker_buses(env: Mapping[str, str]) -> tuple[str, str]:
 
 
 # --------------------------------------------------------------------------- parsing helpers
-# The broker's MMI documents are parsed tolerantly: a field the broker renames or drops must
-# degrade one column, never crash the console.
+# `LiveSource` reads the broker's MMI documents with the typed decoders of
+# plantd.protocol.mmi (the twins of the broker's own encoders) and the state service with
+# plantd.client.state. The tolerant `parse_*` functions below read foreign shapes (other
+# brokers, recorded documents) and stay for them.
 
 
 def _int(value: Any, default: int = 0) -> int:
@@ -385,6 +387,18 @@ def parse_key_entry(doc: Mapping[str, Any]) -> KeyEntry:
         create_revision=_int(doc.get("create_revision")),
         version=_int(doc.get("version")),
         updated=str(_first(doc, "updated", "updated_at") or ""),
+    )
+
+
+def key_entry(kv: Any) -> KeyEntry:
+    """A `plantd.client.state.KeyValue` as the console's `KeyEntry`."""
+    return KeyEntry(
+        key=kv.key,
+        value=kv.value,
+        mod_revision=kv.mod_revision,
+        create_revision=kv.create_revision,
+        version=kv.version,
+        updated="" if kv.updated is None else str(kv.updated),
     )
 
 
@@ -562,42 +576,50 @@ class LiveSource:
             await self._reset()
             raise Disconnected(str(exc)) from exc
 
-    async def _mmi_pages(self, name: str) -> list[Any]:
-        """Every page of an MMI listing (1,000 workers a page): the Overview shows them all."""
-
-        async def fetch(cursor: Any) -> tuple[Any, bool, Any]:
-            body = mmi_page_body(cursor)
-            doc = await self._guard(lambda c: c.mmi(name, *body), broker_only=True)
-            return (doc, *page_more(doc))
-
-        return await follow_pages(fetch)
-
     async def services(self) -> list[ServiceInfo]:
-        pages = await self._mmi_pages("mmi.services")
-        return sorted((s for doc in pages for s in parse_services(doc)), key=lambda s: s.name)
+        """Every service (every page of `mmi.services`, decoded by plantd.protocol.mmi)."""
+        entries = await self._guard(lambda c: c.services(), broker_only=True)
+        return sorted(
+            (ServiceInfo(s.name, s.workers, s.queue, s.requests) for s in entries),
+            key=lambda s: s.name,
+        )
 
     async def workers(self) -> list[WorkerInfo]:
-        pages = await self._mmi_pages("mmi.workers")
+        entries = await self._guard(lambda c: c.workers(), broker_only=True)
         return sorted(
-            (w for doc in pages for w in parse_workers(doc)), key=lambda w: (w.service, w.identity)
+            (WorkerInfo(w.identity, w.service, w.last_heartbeat_s, w.state) for w in entries),
+            key=lambda w: (w.service, w.identity),
         )
 
     async def broker_info(self) -> BrokerInfo:
-        doc = await self._guard(lambda c: c.mmi("mmi.broker"), broker_only=True)
-        return parse_broker(doc)
+        from plantd.protocol.mmi import encode_broker
+
+        status = await self._guard(lambda c: c.broker_status(), broker_only=True)
+        interval = _float(status.settings.get("heartbeat_interval"))
+        return BrokerInfo(
+            heartbeat_interval=interval if interval and interval > 0 else 2.5,
+            liveness=_int(status.settings.get("heartbeat_liveness"), 3) or 3,
+            version=status.version,
+            uptime=status.uptime_s,
+            raw=encode_broker(status),
+        )
 
     async def ping(self) -> float:
         return float(await self._guard(lambda c: c.ping(), broker_only=True))
 
-    async def _state(self, operation: str, body: dict[str, Any]) -> Any:
-        doc = await self._guard(lambda c: c.call(STATE_SERVICE, operation, body))
-        return state_reply(doc)
+    async def _state(self, request: Callable[[Any], Awaitable[Any]]) -> Any:
+        """One request through the typed state client over the shared `Client`."""
+        from plantd.client.state import StateClient
+
+        return await self._guard(lambda c: request(StateClient(c, service=STATE_SERVICE)))
 
     async def list_scopes_page(
         self, *, prefix: str = "", after: str | None = None, limit: int | None = None
     ) -> ScopePage:
-        body = paging_body({"prefix": prefix or None}, after, limit)
-        return parse_scope_page(await self._state("list-scopes", body))
+        page = await self._state(
+            lambda st: st.list_scopes_page(prefix=prefix, after=after, limit=limit)
+        )
+        return ScopePage([s.scope for s in page.items], page.total, page.more, page.next)
 
     async def list_keys_page(
         self,
@@ -609,43 +631,39 @@ class LiveSource:
         limit: int | None = None,
         values: bool = True,
     ) -> KeyPage:
-        fields = {"service": scope, "prefix": prefix or None, "glob": glob or None}
-        if not values:
-            fields["values"] = False
-        return parse_key_page(await self._state("list-keys", paging_body(fields, after, limit)))
+        page = await self._state(
+            lambda st: st.list_keys_page(
+                scope, prefix=prefix, glob=glob, values=values, after=after, limit=limit
+            )
+        )
+        return KeyPage([key_entry(kv) for kv in page.items], page.total, page.more, page.next)
 
     async def get_key(self, scope: str, key: str) -> KeyEntry | None:
         """The key now (None: it or its scope does not exist); the conflict dialog's "theirs"."""
         try:
-            data = await self._state("state-get", {"service": scope, "key": key})
+            kv = await self._state(lambda st: st.get(scope, key))
         except ServiceError as exc:
             if exc.code == "not_found":
                 return None
             raise
-        return parse_key_entry(data) if isinstance(data, Mapping) else None
+        return key_entry(kv)
 
     async def set_key(
         self, scope: str, key: str, value: Any, prev_revision: int | None = None
     ) -> int:
-        body: dict[str, Any] = {"service": scope, "key": key, "value": value}
-        if prev_revision is not None:
-            body["prev_revision"] = prev_revision
-        data = await self._state("state-set", body)
-        if isinstance(data, Mapping):
-            return _int(_first(data, "mod_revision", "revision"))
-        return 0
+        written = await self._state(
+            lambda st: st.set(scope, key, value, prev_revision=prev_revision)
+        )
+        return int(written.mod_revision or written.revision)
 
     async def delete_key(self, scope: str, key: str, prev_revision: int | None = None) -> None:
-        body: dict[str, Any] = {"service": scope, "key": key}
-        if prev_revision is not None:
-            body["prev_revision"] = prev_revision
-        await self._state("delete", body)
+        await self._state(lambda st: st.delete(scope, key, prev_revision=prev_revision))
 
     async def create_scope(self, scope: str) -> None:
-        await self._state("create-scope", {"service": scope})
+        await self._state(lambda st: st.create_scope(scope))
 
     async def delete_scope(self, scope: str) -> None:
-        await self._state("delete-scope", {"service": scope})
+        await self._state(lambda st: st.delete_scope(scope))
 
     async def call(self, service: str, operation: str, body: bytes) -> AsyncIterator[ReplyPart]:
         from plantd.client import errors
