@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.asyncio
@@ -18,8 +18,10 @@ from plantd.client.reply import (
     probe_async,
     timeout_error,
 )
-from plantd.protocol import mmi
 from plantd.transport import NOBLOCK, recv_frames, send_frames
+
+if TYPE_CHECKING:
+    from plantd.protocol import mmi
 
 #: idle sockets kept for reuse; more concurrent requests open more, then close the surplus
 POOL_SIZE = 16
@@ -166,7 +168,7 @@ class Client:
     async def broker_status(self, *, timeout: float | None = None) -> mmi.BrokerStatus:
         """``mmi.broker``, decoded."""
         status: mmi.BrokerStatus = decode_mmi(
-            mmi.decode_broker, await self.mmi("mmi.broker", timeout=timeout)
+            "decode_broker", await self.mmi("mmi.broker", timeout=timeout)
         )
         return status
 

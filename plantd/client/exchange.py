@@ -13,7 +13,7 @@ from typing import Any
 
 from plantd.client import errors
 from plantd.client.reply import check_reply, service_name
-from plantd.protocol import mdp, mmi
+from plantd.protocol import mdp
 
 __all__ = ["MAX_PAGES", "Exchange", "MmiListing", "decode_mmi", "next_cursor", "page_body"]
 
@@ -83,15 +83,18 @@ def next_cursor(doc: Any, after: str | None) -> str | None:
     return cursor if isinstance(cursor, str) and cursor != after else None
 
 
-def decode_mmi(decode: Any, doc: Any) -> Any:
-    """``decode(doc)`` with a malformed document reported as the client's ProtocolError."""
+def decode_mmi(decoder: str, doc: Any) -> Any:
+    """``plantd.protocol.mmi.<decoder>(doc)``, a malformed document reported as the client's
+    ProtocolError. (Imported on use: ``plant state get`` never reads an MMI document.)"""
+    from plantd.protocol import mmi
+
     try:
-        return decode(doc)
+        return getattr(mmi, decoder)(doc)
     except mmi.MalformedDocument as exc:
         raise errors.ProtocolError(f"malformed MMI reply: {exc}") from None
 
 
-_DECODERS: dict[str, Any] = {"mmi.services": mmi.decode_services, "mmi.workers": mmi.decode_workers}
+_DECODERS = {"mmi.services": "decode_services", "mmi.workers": "decode_workers"}
 
 
 class MmiListing:

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from plantd.client import errors
 
@@ -53,13 +53,16 @@ SERVICE = "org.plantd.State"  # plantd.state.service.SERVICE, without importing 
 
 T = TypeVar("T")
 
+#: ``data`` of a result built by hand. Results are NamedTuples, not dataclasses:
+#: ``plant state get`` imports this module, and 16 frozen dataclasses cost ~10 ms of start-up
+_NO_DATA: Mapping[str, Any] = MappingProxyType({})
+
 # --------------------------------------------------------------------------- results
 # Each result keeps the reply's ``data`` object as the service sent it (``data``): what
 # ``-o json`` prints, with the fields a newer service may add.
 
 
-@dataclass(frozen=True, slots=True)
-class KeyValue:
+class KeyValue(NamedTuple):
     """One key: its value and revisions (``revision``: the store revision of the read)."""
 
     scope: str
@@ -71,11 +74,10 @@ class KeyValue:
     updated: Any = None
     expires: Any = None
     revision: int = 0
-    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    data: Mapping[str, Any] = _NO_DATA
 
 
-@dataclass(frozen=True, slots=True)
-class Written:
+class Written(NamedTuple):
     """The outcome of ``set``; ``prev`` is the key before the write (``return_prev``)."""
 
     scope: str
@@ -86,61 +88,54 @@ class Written:
     mod_revision: int
     version: int
     prev: KeyValue | None = None
-    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    data: Mapping[str, Any] = _NO_DATA
 
 
-@dataclass(frozen=True, slots=True)
-class Deleted:
+class Deleted(NamedTuple):
     scope: str
     key: str
     revision: int
     prev_mod_revision: int = 0
-    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    data: Mapping[str, Any] = _NO_DATA
 
 
-@dataclass(frozen=True, slots=True)
-class ScopeCreated:
+class ScopeCreated(NamedTuple):
     """``created`` is False for a scope that existed already (no new revision)."""
 
     scope: str
     created: bool
     revision: int
-    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    data: Mapping[str, Any] = _NO_DATA
 
 
-@dataclass(frozen=True, slots=True)
-class ScopeDeleted:
+class ScopeDeleted(NamedTuple):
     scope: str
     revision: int
     deleted_keys: int
-    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    data: Mapping[str, Any] = _NO_DATA
 
 
-@dataclass(frozen=True, slots=True)
-class ScopeInfo:
+class ScopeInfo(NamedTuple):
     scope: str
     keys: int = 0
     create_revision: int = 0
-    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    data: Mapping[str, Any] = _NO_DATA
 
 
-@dataclass(frozen=True, slots=True)
-class TxnResult:
+class TxnResult(NamedTuple):
     revision: int
     results: list[Any]
-    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    data: Mapping[str, Any] = _NO_DATA
 
 
-@dataclass(frozen=True, slots=True)
-class ImportResult:
+class ImportResult(NamedTuple):
     revision: int
     scopes: int
     keys: int
-    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    data: Mapping[str, Any] = _NO_DATA
 
 
-@dataclass(frozen=True, slots=True)
-class Page(Generic[T]):
+class Page(NamedTuple, Generic[T]):
     """One page of a listing (shared paging contract): ``next`` is the ``after`` of the
     following page, ``None`` after the last; ``total`` the size of the whole listing."""
 
@@ -151,8 +146,7 @@ class Page(Generic[T]):
     revision: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ExportPage:
+class ExportPage(NamedTuple):
     """One page of an export: ``{scope: {key: value}}`` at ``revision``."""
 
     revision: int
@@ -161,8 +155,7 @@ class ExportPage:
     next: Any = None
 
 
-@dataclass(frozen=True, slots=True)
-class WatchEvent:
+class WatchEvent(NamedTuple):
     """One committed change (``op``: set, delete, expire, create-scope, delete-scope, ...);
     ``key`` is None for scope events."""
 
@@ -172,11 +165,10 @@ class WatchEvent:
     key: str | None = None
     value: Any = None
     ts: Any = None
-    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    data: Mapping[str, Any] = _NO_DATA
 
 
-@dataclass(frozen=True, slots=True)
-class WatchPage:
+class WatchPage(NamedTuple):
     """One page of the ``watch`` history: the events after the asked revision, and how
     far the history was scanned (``revision``: resume from it)."""
 
@@ -310,8 +302,7 @@ def reply_data(reply: Any) -> Any:
 # --------------------------------------------------------------------------- requests
 
 
-@dataclass(frozen=True, slots=True)
-class _Op(Generic[T]):
+class _Op(NamedTuple, Generic[T]):
     """One request and how to read its reply's ``data``: no I/O, shared by both clients."""
 
     operation: str
@@ -635,8 +626,10 @@ class StateWatch:
 
     @property
     def revision(self) -> int:
-        """Resume point: every revision up to it has been yielded (or filtered out)."""
-        return self.last
+        """Resume point: the revision of the last event yielded, or how far the history was
+        scanned past it (events filtered out). The events of one txn share a revision, so
+        a consumer that stops between two of them resumes after the whole txn."""
+        return self.current or self.last
 
     def _matches(self, ev: WatchEvent) -> bool:
         if self.scope is not None and ev.scope != self.scope:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -17,7 +17,9 @@ from plantd.client.reply import (
     probe,
     unreachable_or_timeout,
 )
-from plantd.protocol import mmi
+
+if TYPE_CHECKING:
+    from plantd.protocol import mmi
 
 
 class SyncClient:
@@ -140,7 +142,7 @@ class SyncClient:
     def broker_status(self, *, timeout: float | None = None) -> mmi.BrokerStatus:
         """``mmi.broker``, decoded."""
         status: mmi.BrokerStatus = decode_mmi(
-            mmi.decode_broker, self.mmi("mmi.broker", timeout=timeout)
+            "decode_broker", self.mmi("mmi.broker", timeout=timeout)
         )
         return status
 
