@@ -202,15 +202,15 @@ def load(
 
 def prefill(endpoint: str) -> None:
     """Write bench/k0..k999 (the keys set_body and get_body use) in 10 txns."""
-    from plantd.client import SyncClient
+    from plantd.client.state import SyncStateClient
 
-    with SyncClient(endpoint, timeout=30.0) as c:
+    with SyncStateClient.connect(endpoint, timeout=30.0) as state:
         for start in range(0, 1000, 100):
             ops = [
                 {"op": "set", "key": f"k{i}", "value": {"seq": i}}
                 for i in range(start, start + 100)
             ]
-            c.call(STATE.decode(), "txn", {"service": "bench", "ops": ops})
+            state.txn(ops, scope="bench")
 
 
 def set_body(seq: int) -> list[bytes]:
@@ -233,7 +233,8 @@ def echo_body(seq: int) -> list[bytes]:
 
 async def watch_latency(endpoint: str, bus: str, count: int) -> list[float]:
     """Sequential sets; for each, time from sending it to its event on the state bus."""
-    from plantd.client import Client, Subscriber
+    from plantd.client import Subscriber
+    from plantd.client.state import StateClient
 
     sub = Subscriber(bus, topics=["bench-watch"])
     arrived: dict[int, float] = {}
@@ -252,17 +253,13 @@ async def watch_latency(endpoint: str, bus: str, count: int) -> list[float]:
     rx = asyncio.create_task(receive())
     lat: list[float] = []
     try:
-        async with Client(endpoint, timeout=5.0) as c:
+        async with StateClient.connect(endpoint, timeout=5.0) as state:
             await asyncio.sleep(0.5)  # subscription reaches the proxy
             for seq in range(-20, count):  # 20 warm-up sets
                 fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
                 waiters[seq] = fut
                 t0 = time.perf_counter()
-                await c.call(
-                    "org.plantd.State",
-                    "state-set",
-                    {"service": "bench-watch", "key": "w", "value": seq},
-                )
+                await state.set("bench-watch", "w", seq)
                 t1 = await asyncio.wait_for(fut, 5.0)
                 if seq >= 0:
                     lat.append(t1 - t0)

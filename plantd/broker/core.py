@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from plantd import __version__
 from plantd.broker.alerts import Alerts
 from plantd.broker.fairqueue import FairQueue
-from plantd.protocol import mdp
+from plantd.protocol import mdp, mmi
 from plantd.protocol.mdp import Dialect, Kind, MalformedMessage, PeerMessage
 
 # status codes carried in error replies (see docs/protocol.md)
@@ -623,26 +623,30 @@ class BrokerCore:
         self._reply(client, msg.dialect, name, reply)
 
     def service_info(self, s: Service) -> dict[str, object]:
-        return {
-            "name": _text(s.name),
-            "workers": len(s.workers),
-            "idle": len(s.idle),
-            "busy": len(s.workers) - len(s.idle),
-            "queue": len(s.queue),
-            "requests": s.requests,
-            "failed": s.failed,
-        }
+        return mmi.encode_service(
+            mmi.ServiceEntry(
+                name=_text(s.name),
+                workers=len(s.workers),
+                idle=len(s.idle),
+                busy=len(s.workers) - len(s.idle),
+                queue=len(s.queue),
+                requests=s.requests,
+                failed=s.failed,
+            )
+        )
 
     def worker_info(self, w: Worker, now: float) -> dict[str, object]:
-        return {
-            "identity": w.identity.hex(),
-            "service": _text(w.service.name),
-            "state": "busy" if w.busy is not None else "idle",
-            "last_heartbeat_s": round(now - w.last_seen, 3),
-            "connected_s": round(now - w.connected_at, 3),
-            "served": w.served,
-            "dialect": w.dialect.name.lower(),
-        }
+        return mmi.encode_worker(
+            mmi.WorkerEntry(
+                identity=w.identity.hex(),
+                service=_text(w.service.name),
+                state="busy" if w.busy is not None else "idle",
+                last_heartbeat_s=round(now - w.last_seen, 3),
+                connected_s=round(now - w.connected_at, 3),
+                served=w.served,
+                dialect=w.dialect.name.lower(),
+            )
+        )
 
     def services_page(self, limit: int = PAGE_LIMIT, after: str | None = None) -> bytes:
         """One page of ``mmi.services``: services by name, after the cursor ``after``."""
@@ -677,20 +681,22 @@ class BrokerCore:
             parts.append(part)
             last = sort_key
         more = start + len(parts) < len(entries)
-        tail = {"more": more, "next": last if more else None}
+        tail = mmi.encode_page_tail(more, last)
         return b'{"%s":[%s],%s' % (key.encode(), b",".join(parts), _json(tail)[1:])
 
     def broker_info(self, now: float) -> dict[str, object]:
-        return {
-            "version": __version__,
-            "uptime_s": round(now - self.started, 3),
-            "services": len(self.services),
-            "workers": len(self.workers),
-            "queued": sum(len(s.queue) for s in self.services.values()),
-            "queued_bytes": sum(s.queue.bytes for s in self.services.values()),
-            "counters": asdict(self.counters),
-            "settings": {k: v for k, v in asdict(self.settings).items() if k != "endpoint"},
-        }
+        return mmi.encode_broker(
+            mmi.BrokerStatus(
+                version=__version__,
+                uptime_s=round(now - self.started, 3),
+                services=len(self.services),
+                workers=len(self.workers),
+                queued=sum(len(s.queue) for s in self.services.values()),
+                queued_bytes=sum(s.queue.bytes for s in self.services.values()),
+                counters=asdict(self.counters),
+                settings={k: v for k, v in asdict(self.settings).items() if k != "endpoint"},
+            )
+        )
 
 
 def page_arguments(body: list[bytes]) -> tuple[int, str | None]:

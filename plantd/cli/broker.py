@@ -38,8 +38,10 @@ def _client(ctx: typer.Context, timeout: float | None = None) -> Any:
 
 def services(ctx: typer.Context, output: OutputFormat | None = OUTPUT_OPT) -> None:
     """List services known to the broker (mmi.services, every page)."""
+    from plantd.protocol.mmi import encode_service
+
     with _client(ctx) as c:
-        doc = c.mmi_all("mmi.services")
+        doc = {"services": [encode_service(s) for s in c.services()]}
     emit(
         doc,
         output_format(ctx, output),
@@ -57,8 +59,10 @@ def services(ctx: typer.Context, output: OutputFormat | None = OUTPUT_OPT) -> No
 
 def workers(ctx: typer.Context, output: OutputFormat | None = OUTPUT_OPT) -> None:
     """List workers connected to the broker (mmi.workers, every page)."""
+    from plantd.protocol.mmi import encode_worker
+
     with _client(ctx) as c:
-        doc = c.mmi_all("mmi.workers")
+        doc = {"workers": [encode_worker(w) for w in c.workers()]}
     emit(doc, output_format(ctx, output))
 
 

@@ -13,7 +13,7 @@ import itertools
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import typer
@@ -21,8 +21,6 @@ import typer
 from plantd.cli import client_settings, output_format
 from plantd.cli.exitcodes import CliError, ExitCode
 from plantd.cli.output import OutputFormat, emit, emit_rows, info, one_line, resolve_format
-
-SERVICE = "org.plantd.State"  # plantd.state.service.SERVICE, without importing the store
 
 app = typer.Typer(
     help="Read, write and watch the scoped state store.",
@@ -58,36 +56,18 @@ def _settings(ctx: typer.Context, scope: str | None) -> tuple[Any, str]:
     return s, scope
 
 
-def _client(ctx: typer.Context) -> Any:
-    from plantd.client.sync import SyncClient
+def _state(ctx: typer.Context) -> Any:
+    """The blocking typed state client (``SyncStateClient``) with the CLI's settings."""
+    from plantd.client.state import SyncStateClient
 
     s = client_settings(ctx)
-    return SyncClient(s.endpoint, timeout=s.timeout, retries=s.retries)
+    return SyncStateClient.connect(s.endpoint, timeout=s.timeout, retries=s.retries)
 
 
-def _data(reply: Any) -> Any:
-    return reply.get("data", reply) if isinstance(reply, dict) else reply
-
-
-def _call(ctx: typer.Context, operation: str, doc: dict[str, Any]) -> Any:
-    """One request through the blocking client; ``success: false`` raises RequestRejected."""
-    with _client(ctx) as c:
-        return _data(c.call(SERVICE, operation, doc))
-
-
-def _pages(
-    ctx: typer.Context,
-    operation: str,
-    doc: dict[str, Any],
-    item_field: str | None = None,
-    *,
-    stream: bool = False,
-) -> Iterator[Any]:
-    """Every page (or item) of a paged operation, one page in memory at a time."""
-    from plantd.client.paging import pages_sync
-
-    with _client(ctx) as c:
-        yield from pages_sync(c, SERVICE, operation, doc, item_field, stream=stream)
+def _each(ctx: typer.Context, items: Callable[[Any], Iterator[Any]]) -> Iterator[Any]:
+    """``items(state_client)`` with the client open for as long as they are read."""
+    with _state(ctx) as st:
+        yield from items(st)
 
 
 @contextlib.contextmanager
@@ -169,7 +149,8 @@ def get(
 ) -> None:
     """Print a key (-o raw: only the value, for $(plant state get KEY -o raw))."""
     _, scope = _settings(ctx, scope)
-    data = _call(ctx, "state-get", {"service": scope, "key": key})
+    with _state(ctx) as st:
+        data = st.get(scope, key).data
     fmt = _fmt(ctx, output)
     if fmt is OutputFormat.raw:
         sys.stdout.write(_show(data.get("value")) + "\n")
@@ -200,29 +181,25 @@ def set_(
     _, scope = _settings(ctx, scope)
     if ttl is not None and ttl <= 0:
         raise CliError(f"--ttl must be > 0 seconds, got {ttl:g}", ExitCode.USAGE)
-    doc: dict[str, Any] = {
-        "service": scope,
-        "key": key,
-        "value": _parse_value(value, as_json),
-        "return_prev": True,
-        "request_id": _request_id(),
-    }
-    if prev_revision is not None:
-        doc["prev_revision"] = prev_revision
-    if if_absent:
-        doc["if_absent"] = True
-    if ttl is not None:
-        doc["ttl"] = ttl
-    data = _call(ctx, "state-set", doc)
+    with _state(ctx) as st:
+        written = st.set(
+            scope,
+            key,
+            _parse_value(value, as_json),
+            prev_revision=prev_revision,
+            if_absent=if_absent,
+            ttl=ttl,
+            return_prev=True,
+            request_id=_request_id(),
+        )
     fmt = _fmt(ctx, output)
     if fmt is OutputFormat.json:
-        emit(data, fmt)
+        emit(written.data, fmt)
         return
-    prev = data.get("prev")
-    old = "(absent)" if prev is None else _show(prev.get("value"))
+    old = "(absent)" if written.prev is None else _show(written.prev.value)
     sys.stdout.write(
-        f"{scope}/{key}: {old} -> {_show(data.get('value'))}"
-        f" (revision {data.get('mod_revision')}, version {data.get('version')})\n"
+        f"{scope}/{key}: {old} -> {_show(written.value)}"
+        f" (revision {written.mod_revision}, version {written.version})\n"
     )
     sys.stdout.flush()
 
@@ -239,11 +216,9 @@ def delete(
 ) -> None:
     """Delete a key (exit 4 if it does not exist)."""
     _, scope = _settings(ctx, scope)
-    doc: dict[str, Any] = {"service": scope, "key": key, "request_id": _request_id()}
-    if prev_revision is not None:
-        doc["prev_revision"] = prev_revision
-    data = _call(ctx, "delete", doc)
-    _report(ctx, output, data, f"deleted {scope}/{key} (revision {data.get('revision')})")
+    with _state(ctx) as st:
+        deleted = st.delete(scope, key, prev_revision=prev_revision, request_id=_request_id())
+    _report(ctx, output, deleted.data, f"deleted {scope}/{key} (revision {deleted.revision})")
 
 
 @app.command("list")
@@ -262,12 +237,12 @@ def list_keys(
     array with one key object per line (key names with --keys-only).
     """
     _, scope = _settings(ctx, scope)
-    doc: dict[str, Any] = {"service": scope, "values": values and not keys_only}
-    if prefix:
-        doc["prefix"] = prefix
-    if limit is not None:
-        doc["limit"] = min(limit, PAGE)
-    rows: Iterator[Any] = _pages(ctx, "list-keys", doc, "keys")
+    page = None if limit is None else min(limit, PAGE)
+    listed = _each(
+        ctx,
+        lambda st: st.list_keys(scope, prefix=prefix, values=values and not keys_only, limit=page),
+    )
+    rows: Iterator[Any] = (kv.data for kv in listed)
     if limit is not None:
         rows = itertools.islice(rows, limit)
     fmt = _fmt(ctx, output)
@@ -285,8 +260,8 @@ def scopes(
     output: OutputFormat | None = OUTPUT_OPT,
 ) -> None:
     """List scopes with their key counts, page by page (-o json: one JSON array)."""
-    doc = {"prefix": prefix} if prefix else {}
-    rows: Iterator[Any] = _pages(ctx, "list-scopes", doc, "details")
+    listed = _each(ctx, lambda st: st.list_scopes(prefix=prefix))
+    rows: Iterator[Any] = (info.data for info in listed)
     fmt = _fmt(ctx, output)
     if fmt is OutputFormat.raw:
         rows = (d["scope"] for d in rows)
@@ -302,12 +277,13 @@ def create_scope(
 ) -> None:
     """Create a scope (an existing one is not an error)."""
     _, scope = _settings(ctx, name if name is not None else scope)
-    data = _call(ctx, "create-scope", {"service": scope, "request_id": _request_id()})
-    if data.get("created"):
-        line = f"created scope {scope} (revision {data.get('revision')})"
+    with _state(ctx) as st:
+        created = st.create_scope(scope, request_id=_request_id())
+    if created.created:
+        line = f"created scope {scope} (revision {created.revision})"
     else:
         line = f"scope {scope} already exists"
-    _report(ctx, output, data, line)
+    _report(ctx, output, created.data, line)
 
 
 @app.command("delete-scope")
@@ -317,11 +293,10 @@ def delete_scope(
     output: OutputFormat | None = OUTPUT_OPT,
 ) -> None:
     """Delete a scope and every key in it (exit 4 if it does not exist)."""
-    data = _call(ctx, "delete-scope", {"service": name, "request_id": _request_id()})
-    line = (
-        f"deleted scope {name} ({data.get('deleted_keys')} keys, revision {data.get('revision')})"
-    )
-    _report(ctx, output, data, line)
+    with _state(ctx) as st:
+        deleted = st.delete_scope(name, request_id=_request_id())
+    line = f"deleted scope {name} ({deleted.deleted_keys} keys, revision {deleted.revision})"
+    _report(ctx, output, deleted.data, line)
 
 
 # --------------------------------------------------------------------------- backup & co
@@ -336,8 +311,8 @@ def backup(
 ) -> None:
     """Online backup by the running state daemon (a consistent snapshot)."""
     dest = os.path.abspath(os.path.expanduser(path))
-    with _progress(f"backup to {dest}"):
-        data = _call(ctx, "backup", {"path": dest, "overwrite": overwrite})
+    with _progress(f"backup to {dest}"), _state(ctx) as st:
+        data = st.call("backup", {"path": dest, "overwrite": overwrite})
     line = f"backup {data.get('path')}: revision {data.get('revision')}, {data.get('bytes')} bytes"
     _report(ctx, output, data, line)
 
@@ -399,7 +374,7 @@ def _dump(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ": "))
 
 
-def write_export(pages: Iterator[dict[str, Any]], out: Any, advance: Any) -> tuple[int, int]:
+def write_export(pages: Iterator[Any], out: Any, advance: Any) -> tuple[int, int]:
     """Write export pages as ONE export document, page by page: (revision, keys).
 
     Pages come in (scope, key) order and a scope may continue on the next page, so a scope's
@@ -410,9 +385,9 @@ def write_export(pages: Iterator[dict[str, Any]], out: Any, advance: Any) -> tup
     out.write('{\n  "format": "plantd-state",\n  "version": 1,\n')
     for n, page in enumerate(pages):
         if n == 0:
-            revision = page.get("revision", 0)
+            revision = page.revision
             out.write(f'  "revision": {revision},\n  "scopes": {{')
-        for scope, kv in page.get("scopes", {}).items():
+        for scope, kv in page.scopes.items():
             if scope != current:
                 if current is not None:
                     out.write("\n    },")
@@ -439,7 +414,7 @@ def export(
     Streamed from one snapshot of the store (one revision) and written as it arrives.
     """
     with _progress("export") as advance:
-        pages = _pages(ctx, "export", {}, stream=True)
+        pages = _each(ctx, lambda st: st.export())
         if file is None or file == "-":
             write_export(pages, sys.stdout, advance)
             sys.stdout.flush()
@@ -494,23 +469,22 @@ def import_(
     except ValueError as exc:
         raise CliError(f"{file}: not valid JSON: {one_line(exc)}", ExitCode.USAGE) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("scopes"), dict):
-        # the service words the refusal
-        data = _call(ctx, "import", {"doc": doc, "replace": replace, "request_id": _request_id()})
+        with _state(ctx) as st:  # the service words the refusal
+            st.import_(doc, replace=replace, request_id=_request_id())
     total = sum(len(kv) for kv in doc["scopes"].values() if isinstance(kv, dict))
-    data = {"revision": None, "scopes": len(doc["scopes"]), "keys": 0, "chunks": 0}
+    data: dict[str, Any] = {"revision": None, "scopes": len(doc["scopes"]), "keys": 0, "chunks": 0}
     header = {k: v for k, v in doc.items() if k != "scopes"}
-    with _progress("import", total) as advance, _client(ctx) as c:
+    with _progress("import", total) as advance, _state(ctx) as st:
         for i, chunk in enumerate(import_chunks(doc["scopes"])):
-            body = {
-                "doc": {**header, "scopes": chunk},
-                "replace": replace and i == 0,
-                "request_id": _request_id(),
-            }
-            got = _data(c.call(SERVICE, "import", body))
-            data["revision"] = got.get("revision")
-            data["keys"] += got.get("keys", 0)
+            got = st.import_(
+                {**header, "scopes": chunk},
+                replace=replace and i == 0,
+                request_id=_request_id(),
+            )
+            data["revision"] = got.revision
+            data["keys"] += got.keys
             data["chunks"] += 1
-            advance(got.get("keys", 0))
+            advance(got.keys)
     line = (
         f"imported {data['keys']} keys in {data['scopes']} scopes"
         f" (revision {data['revision']}"
@@ -522,190 +496,36 @@ def import_(
 # --------------------------------------------------------------------------- watch
 
 
-class Watcher:
-    """The gap-free change stream behind ``plant state watch``.
+def watch_line(ev: Any, fmt: OutputFormat) -> str:
+    """One ``WatchEvent`` as ``plant state watch`` prints it (a JSON object with -o json)."""
+    if fmt is OutputFormat.table:
+        where = ev.scope
+        if ev.key is not None:
+            where = f"{where}/{ev.key}"
+        value = "" if ev.op != "set" else " " + _show(ev.value)
+        return f"{ev.revision:>7} {ev.op:<12} {where}{value}"
+    return json.dumps(ev.data, separators=(",", ":"), ensure_ascii=False, default=str)
 
-    Subscribes to the state bus FIRST (every topic, so every revision is seen and a gap
-    shows as a jump), then replays the history after the start revision through the
-    ``watch`` operation and from then on prints bus events: those at or below the replayed
-    revision are duplicates and dropped, a jump in revisions is filled from the history.
-    A broker restart is noticed by probing its endpoint while idle; once it is back the
-    history since the last printed revision is replayed (resync), so nothing is lost.
-    """
 
-    #: a bus subscription needs a moment to reach the proxy: replay once more after it
-    SETTLE = 0.3
-    IDLE = 0.25
-    PROBE_EVERY = 1.0
+async def print_watch(watch: Any, fmt: OutputFormat, count: int | None, out: Any = None) -> int:
+    """Print the events of a ``StateWatch`` until ``count`` (or forever)."""
+    from plantd.client.errors import RequestRejected
 
-    def __init__(
-        self,
-        *,
-        endpoint: str,
-        bus: str,
-        timeout: float,
-        scope: str | None,
-        key: str | None,
-        revision: int | None,
-        count: int | None,
-        fmt: OutputFormat,
-        out: Any = None,
-    ) -> None:
-        self.endpoint = endpoint
-        self.bus = bus
-        self.timeout = timeout
-        self.scope = scope
-        self.key = key
-        self.start = revision
-        self.count = count
-        self.fmt = fmt
-        self.out = out or sys.stdout
-        self.last = 0  # every revision <= last has been handled
-        self.current: int | None = None  # revision being printed from the bus
-        self.printed = 0
-        self.client: Any = None
-
-    # ---- output
-
-    def _matches(self, ev: dict[str, Any]) -> bool:
-        if self.scope is not None and ev.get("scope") != self.scope:
-            return False
-        if self.key is not None and ev.get("key") != self.key:
-            return ev.get("op") == "delete-scope"  # deletes every key of the scope
-        return True
-
-    def _emit(self, ev: dict[str, Any]) -> bool:
-        """Print one event if it matches; True once --count events were printed."""
-        if not self._matches(ev):
-            return False
-        if self.fmt is OutputFormat.table:
-            where = ev.get("scope", "")
-            if ev.get("key") is not None:
-                where = f"{where}/{ev['key']}"
-            value = "" if ev.get("op") != "set" else " " + _show(ev.get("value"))
-            line = f"{ev.get('revision'):>7} {ev.get('op', ''):<12} {where}{value}"
-        else:
-            line = json.dumps(ev, separators=(",", ":"), ensure_ascii=False, default=str)
-        self.out.write(line + "\n")
-        self.out.flush()
-        self.printed += 1
-        return self.count is not None and self.printed >= self.count
-
-    # ---- history
-
-    async def _replay(self, since: int | None) -> bool:
-        """Print the history after ``since`` (None: start at the head); True when done."""
-        from plantd.client.errors import RequestRejected
-
-        if self.current is not None:  # a revision from the bus is complete by now
-            self.last, self.current = self.current, None
-        if since is not None:
-            since = max(since, self.last)
-        while True:
-            doc: dict[str, Any] = {} if since is None else {"revision": since}
-            if self.scope is not None:
-                doc["service"] = self.scope
-            try:
-                reply = await self.client.call(SERVICE, "watch", doc)
-            except RequestRejected as exc:
-                if exc.doc.get("reason") == "compacted":  # a stale start: not a usage error
-                    raise CliError(str(exc), ExitCode.REJECTED) from None
-                raise
-            data = reply.get("data", reply)
-            for ev in data.get("events", []):
-                if self._emit(ev):
-                    return True
-            since = int(data.get("revision", since or 0))
-            self.last = max(self.last, since)
-            if not data.get("more"):
-                return False
-
-    # ---- live
-
-    async def _on_bus(self, ev: Any) -> bool:
-        if not isinstance(ev, dict) or not isinstance(ev.get("revision"), int):
-            return False
-        rev = ev["revision"]
-        if rev <= self.last:
-            return False  # already replayed from the history
-        if rev == self.current:
-            return self._emit(ev)  # the next event of the same revision (a txn)
-        if self.current is not None:
-            self.last, self.current = self.current, None
-        if rev > self.last + 1:
-            # the bus lost something (reconnect, slow consumer): fill from the history
-            if await self._replay(self.last):
-                return True
-            if rev <= self.last:
-                return False
-        self.current = rev
-        return self._emit(ev)
-
-    async def run(self) -> int:
-        import asyncio
-        import time
-
-        from plantd.client import Client, Subscriber, errors
-        from plantd.client.reply import probe_async
-
-        transient = (
-            errors.BrokerUnreachable,
-            errors.RequestTimeout,
-            errors.ServiceUnavailable,
-            errors.UnknownService,
-        )
-        sub = Subscriber(self.bus, topics=[""])
-        self.client = Client(self.endpoint, timeout=self.timeout)
-        try:
-            if self.start is not None:
-                self.last = self.start
-            if await self._replay(self.start):
-                return ExitCode.OK
-            resync_at: float | None = time.monotonic() + self.SETTLE
-            next_probe = time.monotonic() + self.PROBE_EVERY
-            lost = False
-            while True:
-                try:
-                    _topic, ev = await sub.recv(timeout=self.IDLE)
-                except TimeoutError:
-                    pass
-                else:
-                    if lost:  # the bus delivers again: the broker is back
-                        lost = False
-                        info(
-                            f"broker back at {self.endpoint}; resyncing after revision"
-                            f" {self.current or self.last}"
-                        )
-                        resync_at = time.monotonic() + self.SETTLE
-                    if await self._on_bus(ev):
-                        return ExitCode.OK
-                    continue
-                now = time.monotonic()
-                if now >= next_probe:
-                    next_probe = now + self.PROBE_EVERY
-                    reason = await probe_async(self.endpoint)
-                    if reason is not None and not lost:
-                        lost = True
-                        info(f"{reason}; reconnecting (last revision {self.last})")
-                    elif reason is None and lost:
-                        lost = False
-                        info(
-                            f"broker back at {self.endpoint}; resyncing after revision"
-                            f" {self.current or self.last}"
-                        )
-                        resync_at = now + self.SETTLE
-                if resync_at is not None and not lost and now >= resync_at:
-                    try:
-                        if await self._replay(self.last):
-                            return ExitCode.OK
-                        resync_at = None
-                    except transient as exc:
-                        info(f"state service not answering ({one_line(exc)}); retrying")
-                        resync_at = now + 1.0
-                await asyncio.sleep(0)
-        finally:
-            sub.close()
-            await self.client.close()
+    out = out or sys.stdout
+    printed = 0
+    try:
+        async with contextlib.aclosing(watch.__aiter__()) as events:
+            async for ev in events:
+                out.write(watch_line(ev, fmt) + "\n")
+                out.flush()
+                printed += 1
+                if count is not None and printed >= count:
+                    break
+    except RequestRejected as exc:
+        if exc.doc.get("reason") == "compacted":  # a stale start: not a usage error
+            raise CliError(str(exc), ExitCode.REJECTED) from None
+        raise
+    return ExitCode.OK
 
 
 def state_bus_backend(explicit: str | None) -> str:
@@ -744,15 +564,21 @@ def watch(
     """
     import asyncio
 
+    from plantd.client.state import StateClient
+
     s, scope = _settings(ctx, scope)
-    watcher = Watcher(
-        endpoint=s.endpoint,
-        bus=state_bus_backend(bus),
-        timeout=s.timeout,
-        scope=None if all_scopes else scope,
-        key=key,
-        revision=revision,
-        count=count,
-        fmt=_fmt(ctx, output),
-    )
-    raise typer.Exit(asyncio.run(watcher.run()))
+    backend = state_bus_backend(bus)
+    fmt = _fmt(ctx, output)
+
+    async def run() -> int:
+        async with StateClient.connect(s.endpoint, timeout=s.timeout) as state:
+            events = state.watch(
+                revision,
+                bus=backend,
+                scope=None if all_scopes else scope,
+                key=key,
+                notify=info,
+            )
+            return await print_watch(events, fmt, count)
+
+    raise typer.Exit(asyncio.run(run()))

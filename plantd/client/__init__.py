@@ -11,14 +11,25 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from plantd.client.bus import Publisher, Subscriber
     from plantd.client.client import Client
+    from plantd.client.state import StateClient, SyncStateClient
     from plantd.client.sync import SyncClient
     from plantd.client.worker import Worker
 
-__all__ = ["Client", "Publisher", "Subscriber", "SyncClient", "Worker"]
+__all__ = [
+    "Client",
+    "Publisher",
+    "StateClient",
+    "Subscriber",
+    "SyncClient",
+    "SyncStateClient",
+    "Worker",
+]
 
 _WHERE = {
     "Client": "plantd.client.client",
     "SyncClient": "plantd.client.sync",
+    "StateClient": "plantd.client.state",
+    "SyncStateClient": "plantd.client.state",
     "Worker": "plantd.client.worker",
     "Publisher": "plantd.client.bus",
     "Subscriber": "plantd.client.bus",

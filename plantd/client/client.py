@@ -4,24 +4,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.asyncio
 
 from plantd.client import errors
+from plantd.client.exchange import Exchange, MmiListing, decode_mmi
 from plantd.client.reply import (
     DEFAULT_ENDPOINT,
     call_body,
-    check_reply,
     decode_document,
     probe_async,
-    service_name,
     timeout_error,
 )
-from plantd.client.sync import MAX_PAGES, next_cursor, page_body
-from plantd.protocol import mdp
 from plantd.transport import NOBLOCK, recv_frames, send_frames
+
+if TYPE_CHECKING:
+    from plantd.protocol.mmi import BrokerStatus, ServiceEntry, WorkerEntry
 
 #: idle sockets kept for reuse; more concurrent requests open more, then close the surplus
 POOL_SIZE = 16
@@ -86,36 +86,37 @@ class Client:
         ``timeout`` bounds the wait for each part. A request is retried (``retries``) only
         if nothing was received for it yet.
         """
-        name = service_name(service)
-        wait = self.timeout if timeout is None else timeout
-        request = mdp.encode_request(name, list(body))
-        for attempt in range(self.retries + 1):
+        ex = Exchange(
+            service,
+            body,
+            timeout=self.timeout if timeout is None else timeout,
+            retries=self.retries,
+        )
+        while True:
             sock = self._take()
-            received = False
             ok = False
             try:
                 try:
-                    send_frames(sock, request, NOBLOCK)
+                    send_frames(sock, ex.request, NOBLOCK)
                 except zmq.Again:
-                    await sock.send_multipart(request)
+                    await sock.send_multipart(ex.request)
+                ex.sent(time.monotonic())
                 while True:
-                    deadline = time.monotonic() + wait
-                    reply = None
-                    while reply is None:
-                        left = deadline - time.monotonic()
-                        if left <= 0 or not await sock.poll(left * 1000):
-                            raise TimeoutError
-                        reply = check_reply(recv_frames(sock, NOBLOCK), name)
-                    received = True
+                    left = ex.time_left(time.monotonic())
+                    if left <= 0 or not await sock.poll(left * 1000):
+                        raise TimeoutError
+                    reply = ex.received_frames(recv_frames(sock, NOBLOCK), time.monotonic())
+                    if reply is None:
+                        continue
                     if reply.final:
                         ok = True
                         yield reply.body
                         return
                     yield reply.body
             except TimeoutError:
-                if received or attempt >= self.retries:
+                if not ex.timed_out():
                     reason = await probe_async(self.endpoint)
-                    raise timeout_error(self.endpoint, name, wait, reason) from None
+                    raise timeout_error(self.endpoint, ex.service, ex.timeout, reason) from None
             finally:
                 if ok:
                     self._give_back(sock)
@@ -146,19 +147,30 @@ class Client:
         reply = await self.request(name, *body, timeout=timeout)
         return decode_document(reply)
 
+    async def _listing(self, listing: MmiListing, timeout: float | None) -> MmiListing:
+        while listing.add(await self.mmi(listing.name, *listing.body(), timeout=timeout)):
+            pass
+        return listing
+
     async def mmi_all(self, name: str, *, timeout: float | None = None) -> dict[str, list[Any]]:
         """Every entry of a paged MMI listing (``mmi.workers``, ``mmi.services``), following
         the pages: ``{"workers": [...]}`` as one unpaged reply would be."""
-        key = name.removeprefix("mmi.")
-        entries: list[Any] = []
-        after = None
-        for _ in range(MAX_PAGES):
-            doc = await self.mmi(name, *page_body(after), timeout=timeout)
-            entries.extend(doc.get(key, []) if isinstance(doc, dict) else [])
-            after = next_cursor(doc, after)
-            if after is None:
-                break
-        return {key: entries}
+        return (await self._listing(MmiListing(name), timeout)).document()
+
+    async def services(self, *, timeout: float | None = None) -> list[ServiceEntry]:
+        """Every service the broker knows (``mmi.services``, all pages), decoded."""
+        return (await self._listing(MmiListing("mmi.services", typed=True), timeout)).entries
+
+    async def workers(self, *, timeout: float | None = None) -> list[WorkerEntry]:
+        """Every connected worker (``mmi.workers``, all pages), decoded."""
+        return (await self._listing(MmiListing("mmi.workers", typed=True), timeout)).entries
+
+    async def broker_status(self, *, timeout: float | None = None) -> BrokerStatus:
+        """``mmi.broker``, decoded."""
+        status: BrokerStatus = decode_mmi(
+            "decode_broker", await self.mmi("mmi.broker", timeout=timeout)
+        )
+        return status
 
     async def mmi_service(self, service: str, *, timeout: float | None = None) -> str:
         """RFC 8 ``mmi.service``: ``"200"`` if a worker serves ``service``, else ``"404"``."""

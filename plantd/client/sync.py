@@ -2,41 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from plantd.client import errors
+from plantd.client.exchange import Exchange, MmiListing, decode_mmi
 from plantd.client.reply import (
     DEFAULT_ENDPOINT,
     call_body,
-    check_reply,
     decode_document,
     probe,
-    service_name,
     unreachable_or_timeout,
 )
-from plantd.protocol import mdp
 
-#: longest chain of pages an MMI listing follows (a broker gives at most 1000 entries each)
-MAX_PAGES = 100_000
-
-
-def page_body(after: str | None) -> tuple[bytes, ...]:
-    """Request body of a paged MMI listing: nothing for the first page."""
-    return () if after is None else (json.dumps({"after": after}).encode(),)
-
-
-def next_cursor(doc: Any, after: str | None) -> str | None:
-    """The cursor of the page after ``doc``, or ``None`` when ``doc`` was the last one (also
-    for a broker that does not page, and for a cursor that would not move)."""
-    if not isinstance(doc, dict) or not doc.get("more"):
-        return None
-    cursor = doc.get("next")
-    return cursor if isinstance(cursor, str) and cursor != after else None
+if TYPE_CHECKING:
+    from plantd.protocol.mmi import BrokerStatus, ServiceEntry, WorkerEntry
 
 
 class SyncClient:
@@ -91,30 +74,31 @@ class SyncClient:
         self, service: str | bytes, *body: bytes, timeout: float | None = None
     ) -> Iterator[list[bytes]]:
         """Yield each reply part's body: the PARTIALs, then the FINAL."""
-        name = service_name(service)
-        wait = self.timeout if timeout is None else timeout
-        request = mdp.encode_request(name, list(body))
-        for attempt in range(self.retries + 1):
+        ex = Exchange(
+            service,
+            body,
+            timeout=self.timeout if timeout is None else timeout,
+            retries=self.retries,
+        )
+        while True:
             sock = self._socket()
-            received = False
             try:
-                sock.send_multipart(request)
+                sock.send_multipart(ex.request)
+                ex.sent(time.monotonic())
                 while True:
-                    deadline = time.monotonic() + wait
-                    reply = None
-                    while reply is None:
-                        left = deadline - time.monotonic()
-                        if left <= 0 or not sock.poll(int(left * 1000), zmq.POLLIN):
-                            raise TimeoutError
-                        reply = check_reply(sock.recv_multipart(), name)
-                    received = True
+                    left = ex.time_left(time.monotonic())
+                    if left <= 0 or not sock.poll(int(left * 1000), zmq.POLLIN):
+                        raise TimeoutError
+                    reply = ex.received_frames(sock.recv_multipart(), time.monotonic())
+                    if reply is None:
+                        continue
                     yield reply.body
                     if reply.final:
                         return
             except TimeoutError:
                 self.close()
-                if received or attempt >= self.retries:
-                    raise unreachable_or_timeout(self.endpoint, name, wait) from None
+                if not ex.timed_out():
+                    raise unreachable_or_timeout(self.endpoint, ex.service, ex.timeout) from None
             except BaseException:
                 self.close()  # an abandoned stream leaves replies behind: drop the socket
                 raise
@@ -137,19 +121,28 @@ class SyncClient:
     def mmi(self, name: str, *body: bytes, timeout: float | None = None) -> Any:
         return decode_document(self.request(name, *body, timeout=timeout))
 
+    def _listing(self, listing: MmiListing, timeout: float | None) -> MmiListing:
+        while listing.add(self.mmi(listing.name, *listing.body(), timeout=timeout)):
+            pass
+        return listing
+
     def mmi_all(self, name: str, *, timeout: float | None = None) -> dict[str, list[Any]]:
         """Every entry of a paged MMI listing (``mmi.workers``, ``mmi.services``), following
         the pages: ``{"workers": [...]}`` as one unpaged reply would be."""
-        key = name.removeprefix("mmi.")
-        entries: list[Any] = []
-        after = None
-        for _ in range(MAX_PAGES):
-            doc = self.mmi(name, *page_body(after), timeout=timeout)
-            entries.extend(doc.get(key, []) if isinstance(doc, dict) else [])
-            after = next_cursor(doc, after)
-            if after is None:
-                break
-        return {key: entries}
+        return self._listing(MmiListing(name), timeout).document()
+
+    def services(self, *, timeout: float | None = None) -> list[ServiceEntry]:
+        """Every service the broker knows (``mmi.services``, all pages), decoded."""
+        return self._listing(MmiListing("mmi.services", typed=True), timeout).entries
+
+    def workers(self, *, timeout: float | None = None) -> list[WorkerEntry]:
+        """Every connected worker (``mmi.workers``, all pages), decoded."""
+        return self._listing(MmiListing("mmi.workers", typed=True), timeout).entries
+
+    def broker_status(self, *, timeout: float | None = None) -> BrokerStatus:
+        """``mmi.broker``, decoded."""
+        status: BrokerStatus = decode_mmi("decode_broker", self.mmi("mmi.broker", timeout=timeout))
+        return status
 
     def mmi_service(self, service: str, *, timeout: float | None = None) -> str:
         reply = self.request("mmi.service", service.encode(), timeout=timeout)

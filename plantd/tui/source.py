@@ -250,8 +250,10 @@ def _broker_buses(env: Mapping[str, str]) -> tuple[str, str]:
 
 
 # --------------------------------------------------------------------------- parsing helpers
-# The broker's MMI documents are parsed tolerantly: a field the broker renames or drops must
-# degrade one column, never crash the console.
+# `LiveSource` reads the broker's MMI documents with the typed decoders of
+# plantd.protocol.mmi (the twins of the broker's own encoders) and the state service with
+# plantd.client.state. The tolerant `parse_*` functions below read foreign shapes (other
+# brokers, recorded documents) and stay for them.
 
 
 def _int(value: Any, default: int = 0) -> int:
@@ -275,95 +277,6 @@ def _first(doc: Mapping[str, Any], *names: str) -> Any:
     return None
 
 
-def _items(doc: Any, *containers: str) -> list[tuple[str | None, Any]]:
-    """Turn `[...]`, `{name: {...}}` or `{"services": [...]}` into (name, entry) pairs."""
-    if isinstance(doc, Mapping):
-        if "data" in doc and isinstance(doc["data"], Mapping | list):
-            return _items(doc["data"], *containers)
-        for name in containers:
-            if name in doc and isinstance(doc[name], Mapping | list):
-                return _items(doc[name])
-        return [(str(k), v) for k, v in doc.items()]
-    if isinstance(doc, list):
-        return [(None, v) for v in doc]
-    return []
-
-
-def parse_services(doc: Any) -> list[ServiceInfo]:
-    """Normalise an `mmi.services` reply into `ServiceInfo`s sorted by name."""
-    out: list[ServiceInfo] = []
-    for name, entry in _items(doc, "services"):
-        if isinstance(entry, str):
-            out.append(ServiceInfo(name=entry))
-            continue
-        if not isinstance(entry, Mapping):
-            if name is not None:
-                out.append(ServiceInfo(name=name, workers=_int(entry)))
-            continue
-        svc_name = str(_first(entry, "name", "service") or name or "?")
-        workers = _first(entry, "workers", "worker_count", "n_workers")
-        if isinstance(workers, list):
-            workers = len(workers)
-        elif workers is None:
-            workers = _int(entry.get("idle")) + _int(entry.get("busy"))
-        requests = _first(entry, "requests", "requests_total", "handled", "served")
-        status = _first(entry, "status", "health")
-        out.append(
-            ServiceInfo(
-                name=svc_name,
-                workers=_int(workers),
-                queue=_int(_first(entry, "queue", "queue_depth", "queued", "pending")),
-                requests=None if requests is None else _int(requests),
-                rate=_float(_first(entry, "rate", "requests_per_second", "rps")),
-                status=None if status is None else str(status),
-            )
-        )
-    return sorted(out, key=lambda s: s.name)
-
-
-def parse_workers(doc: Any, now: float | None = None) -> list[WorkerInfo]:
-    """Normalise an `mmi.workers` reply; `now` (wall clock) turns last-seen stamps into ages."""
-    now = time.time() if now is None else now
-    out: list[WorkerInfo] = []
-    for name, entry in _items(doc, "workers"):
-        if not isinstance(entry, Mapping):
-            continue
-        age = _float(
-            _first(entry, "heartbeat_age", "last_heartbeat_s", "age", "last_heartbeat_age")
-        )
-        if age is None:
-            seen = _first(entry, "last_heartbeat", "last_seen", "heartbeat_at")
-            stamp = parse_ts(seen) if seen is not None else None
-            age = max(0.0, now - stamp) if stamp else None
-        out.append(
-            WorkerInfo(
-                identity=str(_first(entry, "identity", "id", "address", "name") or name or "?"),
-                service=str(_first(entry, "service") or ""),
-                heartbeat_age=age,
-                state=str(_first(entry, "state", "status") or ""),
-            )
-        )
-    return sorted(out, key=lambda w: (w.service, w.identity))
-
-
-def parse_broker(doc: Any) -> BrokerInfo:
-    """Normalise an `mmi.broker` reply (heartbeat settings decide late/expired)."""
-    if isinstance(doc, Mapping) and isinstance(doc.get("data"), Mapping):
-        doc = doc["data"]
-    if not isinstance(doc, Mapping):
-        return BrokerInfo()
-    settings = s if isinstance(s := doc.get("settings"), Mapping) else doc
-    interval = _float(_first(settings, "heartbeat_interval", "heartbeat"))
-    liveness = _first(settings, "heartbeat_liveness", "liveness")
-    return BrokerInfo(
-        heartbeat_interval=interval if interval and interval > 0 else 2.5,
-        liveness=_int(liveness, 3) or 3,
-        version=str(_first(doc, "version") or ""),
-        uptime=_float(_first(doc, "uptime_s", "uptime", "uptime_seconds")),
-        raw=dict(doc),
-    )
-
-
 def parse_ts(value: Any) -> float | None:
     """Epoch seconds from an epoch number or an ISO-8601 string (the bus uses either)."""
     if isinstance(value, int | float):
@@ -385,6 +298,18 @@ def parse_key_entry(doc: Mapping[str, Any]) -> KeyEntry:
         create_revision=_int(doc.get("create_revision")),
         version=_int(doc.get("version")),
         updated=str(_first(doc, "updated", "updated_at") or ""),
+    )
+
+
+def key_entry(kv: Any) -> KeyEntry:
+    """A `plantd.client.state.KeyValue` as the console's `KeyEntry`."""
+    return KeyEntry(
+        key=kv.key,
+        value=kv.value,
+        mod_revision=kv.mod_revision,
+        create_revision=kv.create_revision,
+        version=kv.version,
+        updated="" if kv.updated is None else str(kv.updated),
     )
 
 
@@ -562,42 +487,50 @@ class LiveSource:
             await self._reset()
             raise Disconnected(str(exc)) from exc
 
-    async def _mmi_pages(self, name: str) -> list[Any]:
-        """Every page of an MMI listing (1,000 workers a page): the Overview shows them all."""
-
-        async def fetch(cursor: Any) -> tuple[Any, bool, Any]:
-            body = mmi_page_body(cursor)
-            doc = await self._guard(lambda c: c.mmi(name, *body), broker_only=True)
-            return (doc, *page_more(doc))
-
-        return await follow_pages(fetch)
-
     async def services(self) -> list[ServiceInfo]:
-        pages = await self._mmi_pages("mmi.services")
-        return sorted((s for doc in pages for s in parse_services(doc)), key=lambda s: s.name)
+        """Every service (every page of `mmi.services`, decoded by plantd.protocol.mmi)."""
+        entries = await self._guard(lambda c: c.services(), broker_only=True)
+        return sorted(
+            (ServiceInfo(s.name, s.workers, s.queue, s.requests) for s in entries),
+            key=lambda s: s.name,
+        )
 
     async def workers(self) -> list[WorkerInfo]:
-        pages = await self._mmi_pages("mmi.workers")
+        entries = await self._guard(lambda c: c.workers(), broker_only=True)
         return sorted(
-            (w for doc in pages for w in parse_workers(doc)), key=lambda w: (w.service, w.identity)
+            (WorkerInfo(w.identity, w.service, w.last_heartbeat_s, w.state) for w in entries),
+            key=lambda w: (w.service, w.identity),
         )
 
     async def broker_info(self) -> BrokerInfo:
-        doc = await self._guard(lambda c: c.mmi("mmi.broker"), broker_only=True)
-        return parse_broker(doc)
+        from plantd.protocol.mmi import encode_broker
+
+        status = await self._guard(lambda c: c.broker_status(), broker_only=True)
+        interval = _float(status.settings.get("heartbeat_interval"))
+        return BrokerInfo(
+            heartbeat_interval=interval if interval and interval > 0 else 2.5,
+            liveness=_int(status.settings.get("heartbeat_liveness"), 3) or 3,
+            version=status.version,
+            uptime=status.uptime_s,
+            raw=encode_broker(status),
+        )
 
     async def ping(self) -> float:
         return float(await self._guard(lambda c: c.ping(), broker_only=True))
 
-    async def _state(self, operation: str, body: dict[str, Any]) -> Any:
-        doc = await self._guard(lambda c: c.call(STATE_SERVICE, operation, body))
-        return state_reply(doc)
+    async def _state(self, request: Callable[[Any], Awaitable[Any]]) -> Any:
+        """One request through the typed state client over the shared `Client`."""
+        from plantd.client.state import StateClient
+
+        return await self._guard(lambda c: request(StateClient(c, service=STATE_SERVICE)))
 
     async def list_scopes_page(
         self, *, prefix: str = "", after: str | None = None, limit: int | None = None
     ) -> ScopePage:
-        body = paging_body({"prefix": prefix or None}, after, limit)
-        return parse_scope_page(await self._state("list-scopes", body))
+        page = await self._state(
+            lambda st: st.list_scopes_page(prefix=prefix, after=after, limit=limit)
+        )
+        return ScopePage([s.scope for s in page.items], page.total, page.more, page.next)
 
     async def list_keys_page(
         self,
@@ -609,43 +542,39 @@ class LiveSource:
         limit: int | None = None,
         values: bool = True,
     ) -> KeyPage:
-        fields: dict[str, Any] = {"service": scope, "prefix": prefix or None, "glob": glob or None}
-        if not values:
-            fields["values"] = False
-        return parse_key_page(await self._state("list-keys", paging_body(fields, after, limit)))
+        page = await self._state(
+            lambda st: st.list_keys_page(
+                scope, prefix=prefix, glob=glob, values=values, after=after, limit=limit
+            )
+        )
+        return KeyPage([key_entry(kv) for kv in page.items], page.total, page.more, page.next)
 
     async def get_key(self, scope: str, key: str) -> KeyEntry | None:
         """The key now (None: it or its scope does not exist); the conflict dialog's "theirs"."""
         try:
-            data = await self._state("state-get", {"service": scope, "key": key})
+            kv = await self._state(lambda st: st.get(scope, key))
         except ServiceError as exc:
             if exc.code == "not_found":
                 return None
             raise
-        return parse_key_entry(data) if isinstance(data, Mapping) else None
+        return key_entry(kv)
 
     async def set_key(
         self, scope: str, key: str, value: Any, prev_revision: int | None = None
     ) -> int:
-        body: dict[str, Any] = {"service": scope, "key": key, "value": value}
-        if prev_revision is not None:
-            body["prev_revision"] = prev_revision
-        data = await self._state("state-set", body)
-        if isinstance(data, Mapping):
-            return _int(_first(data, "mod_revision", "revision"))
-        return 0
+        written = await self._state(
+            lambda st: st.set(scope, key, value, prev_revision=prev_revision)
+        )
+        return int(written.mod_revision or written.revision)
 
     async def delete_key(self, scope: str, key: str, prev_revision: int | None = None) -> None:
-        body: dict[str, Any] = {"service": scope, "key": key}
-        if prev_revision is not None:
-            body["prev_revision"] = prev_revision
-        await self._state("delete", body)
+        await self._state(lambda st: st.delete(scope, key, prev_revision=prev_revision))
 
     async def create_scope(self, scope: str) -> None:
-        await self._state("create-scope", {"service": scope})
+        await self._state(lambda st: st.create_scope(scope))
 
     async def delete_scope(self, scope: str) -> None:
-        await self._state("delete-scope", {"service": scope})
+        await self._state(lambda st: st.delete_scope(scope))
 
     async def call(self, service: str, operation: str, body: bytes) -> AsyncIterator[ReplyPart]:
         from plantd.client import errors

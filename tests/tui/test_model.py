@@ -24,12 +24,9 @@ from plantd.tui.source import (
     ServiceError,
     SourceSettings,
     WorkerInfo,
-    parse_broker,
     parse_key_entry,
     parse_log_record,
-    parse_services,
     parse_state_change,
-    parse_workers,
     state_reply,
 )
 
@@ -44,42 +41,6 @@ def test_source_layer_does_not_import_textual() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-@pytest.mark.parametrize(
-    "doc",
-    [
-        [{"name": "a", "workers": 2, "queue": 1, "requests": 10}],
-        {"services": [{"service": "a", "worker_count": 2, "queue_depth": 1, "requests": 10}]},
-        {"a": {"workers": ["w1", "w2"], "pending": 1, "requests_total": 10}},
-        {
-            "success": True,
-            "data": {"services": [{"name": "a", "idle": 1, "busy": 1, "queue": 1, "requests": 10}]},
-        },
-    ],
-)
-def test_parse_services_shapes(doc: object) -> None:
-    [svc] = parse_services(doc)
-    assert (svc.name, svc.workers, svc.queue, svc.requests) == ("a", 2, 1, 10)
-
-
-def test_parse_services_names_only_and_garbage() -> None:
-    assert [s.name for s in parse_services(["b", "a"])] == ["a", "b"]
-    assert parse_services(None) == []
-    assert parse_services("nonsense") == []
-
-
-def test_parse_workers_age_from_timestamp() -> None:
-    [w] = parse_workers([{"identity": "ab", "service": "s", "last_seen": 95.0}], now=100.0)
-    assert w.heartbeat_age == 5.0
-    [w] = parse_workers({"workers": [{"id": "x", "service": "s", "age": 1.5}]})
-    assert w.heartbeat_age == 1.5
-
-
-def test_parse_broker_defaults() -> None:
-    info = parse_broker({"settings": {"heartbeat_interval": 1.0, "heartbeat_liveness": 5}})
-    assert (info.heartbeat_interval, info.liveness) == (1.0, 5)
-    assert parse_broker("x").heartbeat_interval == 2.5
 
 
 def test_state_reply_conflict_and_errors() -> None:
@@ -209,43 +170,6 @@ def test_logstore_filter() -> None:
     assert [r.seq for r in store.view] == [2]
     store.set_filter(LogFilter(service="s"))
     assert [r.seq for r in store.view] == [1]
-
-
-def test_parse_real_broker_mmi_shapes() -> None:
-    """The documents plantd.broker.core actually sends."""
-    services = {
-        "services": [
-            {
-                "name": "e",
-                "workers": 1,
-                "idle": 1,
-                "busy": 0,
-                "queue": 0,
-                "requests": 5,
-                "failed": 0,
-            }
-        ]
-    }
-    assert parse_services(services)[0].requests == 5
-    workers = {
-        "workers": [
-            {
-                "identity": "ab",
-                "service": "e",
-                "state": "idle",
-                "last_heartbeat_s": 0.2,
-                "connected_s": 3.0,
-            }
-        ]
-    }
-    assert parse_workers(workers)[0].heartbeat_age == 0.2
-    broker = {
-        "version": "0.1.0",
-        "uptime_s": 3.5,
-        "settings": {"heartbeat_interval": 0.25, "heartbeat_liveness": 3},
-    }
-    info = parse_broker(broker)
-    assert (info.heartbeat_interval, info.uptime) == (0.25, 3.5)
 
 
 def test_worker_rows_fold_healthy_workers_and_keep_problems_first() -> None:
