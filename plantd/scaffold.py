@@ -6,6 +6,8 @@ import keyword
 import re
 from pathlib import Path
 
+from plantd.vocabulary import MODULE_SERVICE_PREFIX
+
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 
@@ -25,7 +27,7 @@ def files(name: str) -> dict[str, str]:
     """Relative path -> content of the package for module ``name``."""
     check_name(name)
     cls = "".join(part.capitalize() for part in name.split("_")) + "Module"
-    service = "org.plantd.module." + "".join(p.capitalize() for p in name.split("_"))
+    service = MODULE_SERVICE_PREFIX + "".join(p.capitalize() for p in name.split("_"))
     pkg = f"plantd_{name}"
     return {
         "pyproject.toml": f'''[build-system]

@@ -21,8 +21,9 @@ import typer
 from plantd.cli import client_settings, output_format
 from plantd.cli.exitcodes import CliError, ExitCode
 from plantd.cli.output import OutputFormat, emit, info
+from plantd.vocabulary import LEVELS, LOGGER_SERVICE
 
-SERVICE = "org.plantd.Logger"  # plantd.logger.SERVICE, without importing the package
+SERVICE = LOGGER_SERVICE
 
 app = typer.Typer(
     help="Read the log: live from the log bus or stored by the logger.", no_args_is_help=True
@@ -37,7 +38,7 @@ BUS_OPT = typer.Option(
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
-_LEVELS = ("debug", "info", "warning", "error", "critical")
+_LEVELS = LEVELS
 #: records per request when following pages (the logger's and metric module's maximum)
 PAGE_LIMIT = 10_000
 

@@ -21,9 +21,10 @@ import typer
 from plantd.cli.exitcodes import CliError, ExitCode
 from plantd.cli.log import _fmt, follow_pages, parse_when
 from plantd.cli.output import OutputFormat, emit
+from plantd.vocabulary import METRIC_SERVICE, METRIC_TOPIC_PREFIX
 
-SERVICE = "org.plantd.module.Metric"  # plantd.metric.SERVICE
-TOPIC_PREFIX = "org.plantd.Metric."
+SERVICE = METRIC_SERVICE
+TOPIC_PREFIX = METRIC_TOPIC_PREFIX
 
 app = typer.Typer(help="Metric channels, latest values and live samples.", no_args_is_help=True)
 

@@ -21,8 +21,9 @@ import typer
 from plantd.cli import client_settings, output_format
 from plantd.cli.exitcodes import CliError, ExitCode
 from plantd.cli.output import OutputFormat, emit, emit_rows, info, one_line, resolve_format
+from plantd.vocabulary import STATE_SERVICE
 
-SERVICE = "org.plantd.State"  # plantd.state.service.SERVICE, without importing the store
+SERVICE = STATE_SERVICE
 
 app = typer.Typer(
     help="Read, write and watch the scoped state store.",

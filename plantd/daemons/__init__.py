@@ -14,6 +14,8 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from plantd.exitcodes import ExitCode
+
 if TYPE_CHECKING:
     from plantd.daemons.lifecycle import Daemon
 
@@ -32,6 +34,8 @@ _ROOT = Path(__file__).resolve().parent.parent  # the plantd package directory
 
 class UnknownDaemon(LookupError):
     """The name is not a registered daemon, or its module is not installed."""
+
+    exit_code = ExitCode.USAGE
 
 
 def _module_exists(module: str) -> bool:

@@ -14,16 +14,15 @@ from typing import Any
 
 from plantd.config import DaemonSettings
 from plantd.daemons.lifecycle import Daemon, DaemonContext
-
-BUS_NAMES = ("state", "event", "metric", "log")
+from plantd.vocabulary import BROKER_ENDPOINT, BUS_NAMES, HEALTH_PORTS, bus
 
 
 @dataclass
 class BrokerDaemonSettings(DaemonSettings):
     """Broker tunables (``PLANTD_BROKER_*``); the first block mirrors ``BrokerSettings``."""
 
-    health_port: int = 8081
-    endpoint: str = "tcp://127.0.0.1:9797"
+    health_port: int = HEALTH_PORTS["broker"]
+    endpoint: str = BROKER_ENDPOINT
     heartbeat_interval: float = 2.5
     heartbeat_liveness: int = 3
     busy_timeout: float = 30.0
@@ -40,14 +39,14 @@ class BrokerDaemonSettings(DaemonSettings):
     max_message_bytes: int = 1 << 20
     #: run the bus proxies in this process (disable to run a bare broker)
     buses: bool = True
-    state_frontend: str = "tcp://127.0.0.1:11000"
-    state_backend: str = "tcp://127.0.0.1:11001"
-    event_frontend: str = "tcp://127.0.0.1:12000"
-    event_backend: str = "tcp://127.0.0.1:12001"
-    metric_frontend: str = "tcp://127.0.0.1:13000"
-    metric_backend: str = "tcp://127.0.0.1:13001"
-    log_frontend: str = "tcp://127.0.0.1:14000"
-    log_backend: str = "tcp://127.0.0.1:14001"
+    state_frontend: str = bus("state").publish
+    state_backend: str = bus("state").subscribe
+    event_frontend: str = bus("event").publish
+    event_backend: str = bus("event").subscribe
+    metric_frontend: str = bus("metric").publish
+    metric_backend: str = bus("metric").subscribe
+    log_frontend: str = bus("log").publish
+    log_backend: str = bus("log").subscribe
 
     def bus_endpoints(self, bus: str) -> tuple[str, str]:
         """(frontend, backend) of ``bus``: publishers connect to one, subscribers to the other."""

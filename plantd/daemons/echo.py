@@ -9,15 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from plantd.module import Module, ModuleSettings, operation
+from plantd.vocabulary import ECHO_SERVICE, HEALTH_PORTS
 
-SERVICE = "org.plantd.module.Echo"
+SERVICE = ECHO_SERVICE
 
 
 @dataclass
 class EchoSettings(ModuleSettings):
     """``PLANTD_ECHO_*``: which broker to serve and how to heartbeat it."""
 
-    health_port: int = 8084
+    health_port: int = HEALTH_PORTS["echo"]
 
 
 class EchoModule(Module):

@@ -19,13 +19,15 @@ from plantd.logger.loki import LokiForwarder
 from plantd.logger.paging import QueryError, invalid_argument, parse_stream
 from plantd.logger.store import LogStore, StoreSettings
 from plantd.module import Module, ModuleSettings, operation
+from plantd.protocol.envelope import ok
+from plantd.vocabulary import HEALTH_PORTS
 
 
 @dataclass
 class LoggerSettings(ModuleSettings):
     """``PLANTD_LOGGER_*``; stores ``log_bus_sub`` and ``event_bus_sub`` ("" disables one)."""
 
-    health_port: int = 8083
+    health_port: int = HEALTH_PORTS["logger"]
     #: SQLite file (default ``$PLANTD_HOME/data/logger.sqlite``)
     database: Path | None = None
     #: retention: seconds (0 = forever) and rows (0 = unlimited)
@@ -45,10 +47,6 @@ class LoggerSettings(ModuleSettings):
     loki_batch_wait: float = 1.0
     loki_max_queue: int = 50_000
     loki_timeout: float = 5.0
-
-
-def _ok(data: Any) -> dict[str, Any]:
-    return {"success": True, "data": data}
 
 
 class LoggerModule(Module):
@@ -113,16 +111,16 @@ class LoggerModule(Module):
         try:
             stream, total = parse_stream(params)
             if not stream:
-                yield _ok(await self.store.query_page(params))
+                yield ok(await self.store.query_page(params))
                 return
             async for page in self.store.query_pages(params, total=total):
-                yield _ok(page)
+                yield ok(page)
         except QueryError as exc:  # raised before the first page: arguments are checked first
             yield invalid_argument(exc)
 
     @operation("stats")
     async def stats(self, _doc: Any) -> dict[str, Any]:
-        return _ok(await self.store.stats())
+        return ok(await self.store.stats())
 
     def health(self) -> dict[str, Any]:
         counters = self.store.counters()

@@ -20,13 +20,15 @@ from plantd.metric.producer import MetricProducer
 from plantd.metric.sources import HostSource, Source, parse_signal
 from plantd.metric.store import MetricStore, MetricStoreSettings
 from plantd.module import Module, ModuleSettings, operation
+from plantd.protocol.envelope import ok
+from plantd.vocabulary import HEALTH_PORTS
 
 
 @dataclass
 class MetricSettings(ModuleSettings):
     """``PLANTD_METRIC_*``; publishes on ``metric_bus``, consumes ``metric_bus_sub``."""
 
-    health_port: int = 8085
+    health_port: int = HEALTH_PORTS["metric"]
     #: producer: host metrics every ``host_interval`` seconds (0 = off)
     host_interval: float = 5.0
     #: device name of the host metrics (default: the hostname)
@@ -41,10 +43,6 @@ class MetricSettings(ModuleSettings):
     max_rows: int = 1_000_000
     flush_interval: float = 0.2
     retention_interval: float = 10.0
-
-
-def _ok(data: Any) -> dict[str, Any]:
-    return {"success": True, "data": data}
 
 
 def _filter(doc: Any, name: str) -> str | None:
@@ -116,7 +114,7 @@ class MetricModule(Module):
         except QueryError as exc:
             return invalid_argument(exc)
         page["channels"] = [self.store.channel_row(d) for d in page.pop("items")]
-        return _ok(page)
+        return ok(page)
 
     @operation("latest")
     async def latest(self, doc: Any) -> dict[str, Any]:
@@ -127,7 +125,7 @@ class MetricModule(Module):
         except QueryError as exc:
             return invalid_argument(exc)
         page["samples"] = page.pop("items")
-        return _ok(page)
+        return ok(page)
 
     @operation("range")
     async def sample_range(self, doc: Any) -> AsyncIterator[dict[str, Any]]:
@@ -137,10 +135,10 @@ class MetricModule(Module):
         try:
             stream, total = parse_stream(params)
             if not stream:
-                yield _ok(await self.store.range_page(params))
+                yield ok(await self.store.range_page(params))
                 return
             async for page in self.store.range_pages(params, total=total):
-                yield _ok(page)
+                yield ok(page)
         except QueryError as exc:  # raised before the first page: arguments are checked first
             yield invalid_argument(exc)
 

@@ -15,19 +15,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plantd.cli.exitcodes import ExitCode
 from plantd.config import DaemonSettings
 from plantd.daemons.lifecycle import Daemon, DaemonContext, StartupRefused
+from plantd.exitcodes import ExitCode
+from plantd.vocabulary import BROKER_ENDPOINT, HEALTH_PORTS, STATE_SERVICE, bus
 
-SERVICE = "org.plantd.State"
+SERVICE = STATE_SERVICE
 
 
 @dataclass
 class StateSettings(DaemonSettings):
     """``PLANTD_STATE_*``."""
 
-    health_port: int = 8082
-    endpoint: str = "tcp://127.0.0.1:9797"
+    health_port: int = HEALTH_PORTS["state"]
+    endpoint: str = BROKER_ENDPOINT
     service: str = SERVICE
     heartbeat_interval: float = 2.5
     liveness: int = 3
@@ -35,7 +36,7 @@ class StateSettings(DaemonSettings):
     db: Path | None = None
     #: state bus frontend: every committed change is published here (topic = scope);
     #: named as in ModuleSettings
-    state_bus: str = "tcp://127.0.0.1:11000"
+    state_bus: str = bus("state").publish
     #: MDP workers in this process = requests served concurrently (group commit width)
     workers: int = 32
     history_size: int = 10_000

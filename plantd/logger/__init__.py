@@ -8,6 +8,8 @@ are the module :mod:`plantd.daemons.logger`.
 
 from __future__ import annotations
 
-SERVICE = "org.plantd.Logger"
+from plantd.vocabulary import LOGGER_SERVICE
+
+SERVICE = LOGGER_SERVICE
 
 __all__ = ["SERVICE"]

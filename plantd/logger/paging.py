@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
-from plantd.client.worker import error_document
 from plantd.protocol import jsoncodec
+from plantd.protocol.envelope import INVALID_ARGUMENT, error_doc
 
 __all__ = [
     "REPLY_BUDGET",
@@ -40,10 +40,7 @@ class QueryError(ValueError):
 
 def invalid_argument(exc: QueryError) -> dict[str, Any]:
     """The error reply for ``exc`` (``field`` names the argument, as the state service does)."""
-    doc = error_document("invalid_argument", str(exc))
-    if exc.field:
-        doc["field"] = exc.field
-    return doc
+    return error_doc(INVALID_ARGUMENT, str(exc), **({"field": exc.field} if exc.field else {}))
 
 
 def parse_limit(params: dict[str, Any], default: int, maximum: int) -> int:

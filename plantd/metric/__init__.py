@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
-SERVICE = "org.plantd.module.Metric"
-TOPIC_PREFIX = "org.plantd.Metric."
+from plantd.vocabulary import METRIC_SERVICE, METRIC_TOPIC_PREFIX
+
+SERVICE = METRIC_SERVICE
+TOPIC_PREFIX = METRIC_TOPIC_PREFIX
 
 __all__ = ["SERVICE", "TOPIC_PREFIX", "topic_for"]
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-STATE_SERVICE = "org.plantd.State"
-LOGGER_SERVICE = "org.plantd.Logger"
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:9797"
-DEFAULT_STATE_BUS = "tcp://127.0.0.1:11001"
-DEFAULT_LOG_BUS = "tcp://127.0.0.1:14001"
+from plantd.vocabulary import BROKER_ENDPOINT, LOGGER_SERVICE, STATE_SERVICE, bus
+
+DEFAULT_ENDPOINT = BROKER_ENDPOINT
+DEFAULT_STATE_BUS = bus("state").subscribe
+DEFAULT_LOG_BUS = bus("log").subscribe
 MAX_PAGES = 10_000  # a listing that never says "more: false" is cut here, not followed forever
 LOG_PAGE_MAX = 10_000  # the logger's maximum `limit`
 LOG_HISTORY_PAGES = 50  # log history is a convenience: a few pages, never the whole store
