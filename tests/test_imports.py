@@ -49,3 +49,33 @@ def test_cli_help_runs_without_heavy_imports() -> None:
         "    assert run(['daemon', '--help']) == 0"
     )
     assert loaded_after(statement, ("textual", "zmq", "aiohttp")) == []
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["plantd.vocabulary", "plantd.exitcodes", "plantd.protocol.envelope", "plantd.broker.settings"],
+)
+def test_vocabulary_modules_import_nothing_heavy(module: str) -> None:
+    """The shared vocabulary is importable by every layer: no third-party library, no daemon,
+    no CLI comes with it."""
+    loaded = loaded_after(
+        f"import {module}",
+        (*HEAVY_FOR_CLI, "orjson", "typer", "click", "plantd.cli", "plantd.daemons"),
+    )
+    assert loaded == []
+
+
+@pytest.mark.parametrize(
+    "module", ["plantd.daemons.lifecycle", "plantd.daemons.broker", "plantd.daemons.state"]
+)
+def test_daemons_do_not_import_the_cli(module: str) -> None:
+    assert loaded_after(f"import {module}", ("plantd.cli",)) == []
+
+
+def test_bus_endpoint_resolution_imports_no_daemon() -> None:
+    """The CLI and the console learn the bus endpoints without importing a daemon module."""
+    statement = (
+        "from plantd.broker.settings import bus_endpoint\n"
+        "assert bus_endpoint('state', env={'XDG_CONFIG_HOME': '/nonexistent'}).endswith(':11001')"
+    )
+    assert loaded_after(statement, ("plantd.daemons", "zmq")) == []

@@ -33,7 +33,7 @@ OUTPUT_OPT = typer.Option(None, "--output", "-o", help="Output format (json: one
 SERVICE_OPT = typer.Option(None, "--service", "-s", help="Service name (globs: org.plantd.*).")
 LEVEL_OPT = typer.Option(None, "--level", "-l", help="Minimum level: debug..critical.")
 BUS_OPT = typer.Option(
-    None, "--bus", help="Log bus backend (default: PLANTD_CLIENT_LOG_BUS or broker config)."
+    None, "--bus", help="Log bus subscribe side (default: PLANTD_CLIENT_LOG_BUS_SUB or broker)."
 )
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -175,21 +175,6 @@ def _query_doc(**params: Any) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None}
 
 
-def log_bus_backend(explicit: str | None) -> str:
-    """The log bus backend: ``--bus``, ``PLANTD_CLIENT_LOG_BUS`` or the broker's settings."""
-    import os
-
-    if explicit:
-        return explicit
-    env = os.environ.get("PLANTD_CLIENT_LOG_BUS", "").strip()
-    if env:
-        return env
-    from plantd.config import load_settings
-    from plantd.daemons.broker import BrokerDaemonSettings
-
-    return load_settings(BrokerDaemonSettings, "broker").bus_endpoints("log")[1]
-
-
 @app.command("tail")
 def tail(
     ctx: typer.Context,
@@ -231,7 +216,9 @@ def tail(
         return
     import asyncio
 
-    endpoint = log_bus_backend(bus)
+    from plantd.broker.settings import bus_endpoint
+
+    endpoint = bus_endpoint("log", bus)
     seen: dict[tuple[Any, Any, Any], int] = {}
     for rec in history:
         if isinstance(rec.get("seq"), int):

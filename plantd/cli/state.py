@@ -710,16 +710,10 @@ class Watcher:
 
 
 def state_bus_backend(explicit: str | None) -> str:
-    """The state bus backend: ``--bus``, ``PLANTD_CLIENT_STATE_BUS`` or the broker's settings."""
-    if explicit:
-        return explicit
-    env = os.environ.get("PLANTD_CLIENT_STATE_BUS", "").strip()
-    if env:
-        return env
-    from plantd.config import load_settings
-    from plantd.daemons.broker import BrokerDaemonSettings
+    """The state bus subscribe side (:func:`plantd.broker.settings.bus_endpoint`)."""
+    from plantd.broker.settings import bus_endpoint
 
-    return load_settings(BrokerDaemonSettings, "broker").bus_endpoints("state")[1]
+    return bus_endpoint("state", explicit)
 
 
 @app.command("watch")

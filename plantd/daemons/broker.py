@@ -9,50 +9,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
-from plantd.config import DaemonSettings
+from plantd.broker.settings import BrokerDaemonSettings
 from plantd.daemons.lifecycle import Daemon, DaemonContext
-from plantd.vocabulary import BROKER_ENDPOINT, BUS_NAMES, HEALTH_PORTS, bus
+from plantd.vocabulary import BUS_NAMES
 
-
-@dataclass
-class BrokerDaemonSettings(DaemonSettings):
-    """Broker tunables (``PLANTD_BROKER_*``); the first block mirrors ``BrokerSettings``."""
-
-    health_port: int = HEALTH_PORTS["broker"]
-    endpoint: str = BROKER_ENDPOINT
-    heartbeat_interval: float = 2.5
-    heartbeat_liveness: int = 3
-    busy_timeout: float = 30.0
-    #: queue expiry while the service makes no progress; below the Guide's 2.5 s and our
-    #: clients' 5 s timeouts so an RFC 18 caller gets the broker's precise answer (unknown
-    #: service / no worker / all busy) in time, never after it gave up
-    request_timeout: float = 2.0
-    #: the longest a request is held (a queue that keeps moving; dialects without errors)
-    max_wait: float = 60.0
-    max_queue_bytes: int = 64 << 20
-    max_client_queue_bytes: int = 32 << 20
-    max_queue: int = 1_000_000
-    max_backlog_bytes: int = 64 << 20
-    max_message_bytes: int = 1 << 20
-    #: run the bus proxies in this process (disable to run a bare broker)
-    buses: bool = True
-    state_frontend: str = bus("state").publish
-    state_backend: str = bus("state").subscribe
-    event_frontend: str = bus("event").publish
-    event_backend: str = bus("event").subscribe
-    metric_frontend: str = bus("metric").publish
-    metric_backend: str = bus("metric").subscribe
-    log_frontend: str = bus("log").publish
-    log_backend: str = bus("log").subscribe
-
-    def bus_endpoints(self, bus: str) -> tuple[str, str]:
-        """(frontend, backend) of ``bus``: publishers connect to one, subscribers to the other."""
-        if bus not in BUS_NAMES:
-            raise ValueError(f"unknown bus {bus!r} (known: {', '.join(BUS_NAMES)})")
-        return getattr(self, f"{bus}_frontend"), getattr(self, f"{bus}_backend")
+__all__ = ["BUS_NAMES", "BrokerDaemon", "BrokerDaemonSettings"]
 
 
 class _BrokerCollector:

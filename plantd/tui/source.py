@@ -240,11 +240,9 @@ class SourceSettings:
 def _broker_buses(env: Mapping[str, str]) -> tuple[str, str]:
     """Backends (subscriber side) of the state and log buses from the broker's settings."""
     try:
-        from plantd.config import load_settings
-        from plantd.daemons.broker import BrokerDaemonSettings
+        from plantd.broker.settings import bus_endpoint
 
-        broker = load_settings(BrokerDaemonSettings, "broker", env=env)
-        return broker.bus_endpoints("state")[1], broker.bus_endpoints("log")[1]
+        return bus_endpoint("state", env=env), bus_endpoint("log", env=env)
     except Exception:  # a broken broker config must not keep the console from starting
         return DEFAULT_STATE_BUS, DEFAULT_LOG_BUS
 
