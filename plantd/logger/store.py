@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from plantd.logbus import LEVEL_NAMES, level_name, level_number
-from plantd.logger.ingest import Batcher, BusStore, Database, parse_ts
-from plantd.logger.paging import (
+from plantd.storage.ingest import Batcher, BusStore, Database, parse_ts
+from plantd.storage.paging import (
     REPLY_BUDGET,
     QueryError,
     fit_page,

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plantd.logger.ingest import Batcher, BusStore, Database, parse_ts
-from plantd.logger.paging import (
+from plantd.metric import TOPIC_PREFIX
+from plantd.storage.ingest import Batcher, BusStore, Database, parse_ts
+from plantd.storage.paging import (
     REPLY_BUDGET,
     QueryError,
     fit_page,
@@ -27,7 +28,6 @@ from plantd.logger.paging import (
     parse_limit,
     parse_record_cursor,
 )
-from plantd.metric import TOPIC_PREFIX
 from plantd.vocabulary import bus
 
 __all__ = ["MetricStore", "MetricStoreSettings", "QueryError"]
