@@ -37,13 +37,22 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from plantd.config import DaemonSettings
+from plantd.daemons import ENTRY_POINT_GROUP, installed, load_installed
 from plantd.daemons.lifecycle import Daemon, DaemonContext
 from plantd.vocabulary import BROKER_ENDPOINT, MODULE_SERVICE_PREFIX
 from plantd.vocabulary import bus as default_bus
 
-__all__ = ["Module", "ModuleSettings", "every", "operation", "subscribe"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Module",
+    "ModuleSettings",
+    "every",
+    "installed",
+    "load",
+    "operation",
+    "subscribe",
+]
 
-ENTRY_POINT_GROUP = "plantd.modules"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -280,20 +289,9 @@ class _Collector:
         return []  # names are only known at scrape time: skip the registry's duplicate check
 
 
-def installed() -> dict[str, str]:
-    """Modules that installed packages declare: name -> ``module:Class``."""
-    from importlib.metadata import entry_points
-
-    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
-
-
 def load(name: str) -> type[Module]:
     """The Module class registered as ``name`` in the ``plantd.modules`` entry points."""
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group=ENTRY_POINT_GROUP, name=name):
-        cls = ep.load()
-        if not (isinstance(cls, type) and issubclass(cls, Module)):
-            raise TypeError(f"entry point {name} = {ep.value} is not a plantd Module")
-        return cls
-    raise LookupError(name)
+    cls = load_installed(name)
+    if not issubclass(cls, Module):
+        raise TypeError(f"entry point {name} = {installed()[name]} is not a plantd Module")
+    return cls

@@ -66,10 +66,29 @@ def test_vocabulary_modules_import_nothing_heavy(module: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["plantd.daemons.lifecycle", "plantd.daemons.broker", "plantd.daemons.state"]
+    "module",
+    [
+        "plantd.daemons.lifecycle",
+        "plantd.broker.daemon",
+        "plantd.state.daemon",
+        "plantd.logger.daemon",
+        "plantd.metric.daemon",
+        "plantd.echo",
+    ],
 )
 def test_daemons_do_not_import_the_cli(module: str) -> None:
     assert loaded_after(f"import {module}", ("plantd.cli",)) == []
+
+
+def test_the_daemon_framework_does_not_import_the_sdk_or_a_service() -> None:
+    """plantd.daemons is the framework; the module SDK and the services sit on top of it."""
+    statement = (
+        "import plantd.daemons, plantd.daemons.lifecycle, plantd.daemons.process\n"
+        "import plantd.daemons.health, plantd.daemons.run\n"
+        "assert plantd.daemons.available()"
+    )
+    above = ("plantd.module", "plantd.state", "plantd.logger", "plantd.metric", "plantd.broker")
+    assert loaded_after(statement, above) == []
 
 
 def test_bus_endpoint_resolution_imports_no_daemon() -> None:

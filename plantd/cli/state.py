@@ -348,7 +348,7 @@ def _db_path(db: str | None) -> tuple[Any, Any]:
     from pathlib import Path
 
     from plantd.config import load_settings, plantd_home
-    from plantd.daemons.state import StateSettings
+    from plantd.state.daemon import StateSettings
 
     home = plantd_home()
     if db:

@@ -5,7 +5,7 @@
   ``org.plantd.Metric.<device>``;
 * consumer (:mod:`.store`): keeps the latest sample per channel in memory and recent samples
   in SQLite with retention;
-* the module :mod:`plantd.daemons.metric`: runs both and serves ``list``, ``latest``,
+* the module :mod:`plantd.metric.daemon`: runs both and serves ``list``, ``latest``,
   ``range``, ``health`` over MDP.
 """
 
