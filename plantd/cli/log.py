@@ -192,7 +192,12 @@ def tail(
     output: OutputFormat | None = OUTPUT_OPT,
 ) -> None:
     """Show the last records; with -f keep following the log bus."""
-    from plantd.client.errors import PlantdError, ServiceUnavailable, UnknownService
+    from plantd.client.errors import (
+        BrokerUnreachable,
+        PlantdError,
+        ServiceUnavailable,
+        UnknownService,
+    )
 
     fmt = _fmt(ctx, output)
     level = check_level(level)
@@ -208,7 +213,7 @@ def tail(
                 raise
             info(f"logger unavailable ({exc}); following the bus only")
         except PlantdError as exc:
-            if not follow or type(exc).__name__ == "BrokerUnreachable":
+            if not follow or isinstance(exc, BrokerUnreachable):
                 raise
             info(f"logger query failed ({exc}); following the bus only")
     print_records(history, fmt)

@@ -18,9 +18,11 @@ from typing import Any
 
 __all__ = [
     "BAD_REQUEST",
+    "CONFLICT",
     "INTERNAL",
     "INVALID_ARGUMENT",
     "INVALID_JSON",
+    "NOT_FOUND",
     "REPLY_TOO_LARGE",
     "UNKNOWN_OPERATION",
     "error_doc",
@@ -40,6 +42,10 @@ UNKNOWN_OPERATION = "unknown_operation"
 INTERNAL = "internal"
 #: the reply would exceed the broker's message limit
 REPLY_TOO_LARGE = "reply_too_large"
+#: the thing asked for does not exist (key, scope, ...)
+NOT_FOUND = "not_found"
+#: a compare-and-set lost: someone else wrote first (``revision`` says the current one)
+CONFLICT = "conflict"
 
 
 def ok(data: Any) -> dict[str, Any]:
