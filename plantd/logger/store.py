@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plantd.logbus import LEVEL_NAMES, level_name, level_number
 from plantd.storage.ingest import Batcher, BusStore, Database, parse_ts
 from plantd.storage.paging import (
     REPLY_BUDGET,
@@ -29,7 +28,7 @@ from plantd.storage.paging import (
     parse_limit,
     parse_record_cursor,
 )
-from plantd.vocabulary import bus
+from plantd.vocabulary import LEVEL_NAMES, bus, level_name, level_number
 
 __all__ = ["LogStore", "QueryError", "StoreSettings"]
 
