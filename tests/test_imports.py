@@ -98,3 +98,21 @@ def test_bus_endpoint_resolution_imports_no_daemon() -> None:
         "assert bus_endpoint('state', env={'XDG_CONFIG_HOME': '/nonexistent'}).endswith(':11001')"
     )
     assert loaded_after(statement, ("plantd.daemons", "zmq")) == []
+
+
+def test_entry_points_and_old_daemon_paths_name_the_same_classes() -> None:
+    """pyproject's plantd.modules entry points resolve to modules, and the deprecated
+    plantd.daemons.<name> aliases (installed metadata may still name them) give the same class."""
+    import importlib
+    import tomllib
+    from pathlib import Path
+
+    from plantd.module import Module
+
+    pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    for name, target in pyproject["project"]["entry-points"]["plantd.modules"].items():
+        module, _, attr = target.partition(":")
+        cls = getattr(importlib.import_module(module), attr)
+        assert issubclass(cls, Module) and cls.name == name
+        old = importlib.import_module(f"plantd.daemons.{name}")
+        assert getattr(old, attr) is cls

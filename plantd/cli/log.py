@@ -38,7 +38,6 @@ BUS_OPT = typer.Option(
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
-_LEVELS = LEVELS
 #: records per request when following pages (the logger's and metric module's maximum)
 PAGE_LIMIT = 10_000
 
@@ -77,8 +76,8 @@ def check_level(level: str | None) -> str | None:
     name = {"warn": "warning", "err": "error", "fatal": "critical", "crit": "critical"}.get(
         name, name
     )
-    if name not in _LEVELS:
-        raise CliError(f"invalid level {level!r} (use {', '.join(_LEVELS)})", ExitCode.USAGE)
+    if name not in LEVELS:
+        raise CliError(f"invalid level {level!r} (use {', '.join(LEVELS)})", ExitCode.USAGE)
     return name
 
 
@@ -247,7 +246,7 @@ async def _follow(
 
     glob = service is not None and any(ch in service for ch in "*?[")
     topics = [f"{service}."] if service and not glob else [""]
-    min_rank = _LEVELS.index(level) if level else 0
+    min_rank = LEVELS.index(level) if level else 0
     sub = Subscriber(endpoint, topics=topics)
     printed = 0
     try:
@@ -261,7 +260,7 @@ async def _follow(
             if glob and not fnmatch.fnmatchcase(str(rec.get("service", "")), service or ""):
                 continue
             lvl = str(rec.get("level", "info"))
-            if lvl in _LEVELS and _LEVELS.index(lvl) < min_rank:
+            if lvl in LEVELS and LEVELS.index(lvl) < min_rank:
                 continue
             seq = rec.get("seq")
             if isinstance(seq, int) and seen:
@@ -320,7 +319,7 @@ def stats(ctx: typer.Context, output: OutputFormat | None = OUTPUT_OPT) -> None:
     out = sys.stdout
     out.write(f"records: {data.get('total', 0)}  missed: {data.get('missed', 0)}\n\n")
     levels = data.get("levels", {})
-    rows = [{"level": name, "records": levels[name]} for name in _LEVELS if name in levels]
+    rows = [{"level": name, "records": levels[name]} for name in LEVELS if name in levels]
     if rows:
         emit(rows, fmt)
         out.write("\n")
