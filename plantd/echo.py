@@ -21,7 +21,7 @@ class EchoSettings(ModuleSettings):
     health_port: int = HEALTH_PORTS["echo"]
 
 
-class EchoModule(Module):
+class EchoModule(Module[EchoSettings]):
     name = "echo"
     service = SERVICE
     settings_class = EchoSettings

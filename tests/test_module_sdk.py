@@ -162,7 +162,15 @@ def test_scaffolded_module_joins_and_leaves_a_running_system(
         # runs (module authors develop next to one): the default ports are taken
         with default_ports_taken():
             own = subprocess.run(
-                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(package / "tests")],
+                [
+                    sys.executable,
+                    "-m",
+                    "pytest",
+                    "-q",
+                    "-p",
+                    "no:cacheprovider",
+                    str(package / "tests"),
+                ],
                 capture_output=True,
                 text=True,
                 timeout=120,

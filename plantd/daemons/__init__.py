@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from plantd.exitcodes import ExitCode
 
@@ -78,7 +78,7 @@ def installed() -> dict[str, str]:
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
-def load_installed(name: str) -> type[Daemon]:
+def load_installed(name: str) -> type[Daemon[Any]]:
     """The class an installed package declares as module ``name`` (LookupError if none)."""
     from importlib.metadata import entry_points
 
@@ -112,7 +112,7 @@ def resolve(names: list[str] | tuple[str, ...]) -> list[str]:
     return [n for n in REGISTRY if n in wanted] + modules
 
 
-def load(name: str) -> type[Daemon]:
+def load(name: str) -> type[Daemon[Any]]:
     """Import the daemon module and return its Daemon class."""
     from plantd.daemons.lifecycle import Daemon
 

@@ -49,7 +49,7 @@ class LoggerSettings(ModuleSettings):
     loki_timeout: float = 5.0
 
 
-class LoggerModule(Module):
+class LoggerModule(Module[LoggerSettings]):
     name = "logger"
     service = SERVICE
     settings_class = LoggerSettings
@@ -61,7 +61,7 @@ class LoggerModule(Module):
 
     async def setup(self) -> None:
         assert self.ctx is not None
-        s: LoggerSettings = self.settings  # type: ignore[assignment]
+        s = self.settings
         path = Path(s.database or self.ctx.home.data / "logger.sqlite")
         self.store = LogStore(
             StoreSettings(

@@ -120,5 +120,3 @@ def test_soak_with_worker_kills(tmp_path: Path) -> None:
     zombies = [p for p in psutil.Process().children() if p.status() == psutil.STATUS_ZOMBIE]
     assert not zombies
     assert all(p.poll() is not None for p in procs)
-
-
