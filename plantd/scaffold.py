@@ -59,6 +59,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from plantd.module import Module, ModuleSettings, operation
+from plantd.protocol.envelope import ok
 
 
 @dataclass
@@ -78,7 +79,7 @@ class {cls}(Module[{cls[:-6]}Settings]):
     async def greet(self, doc: dict[str, Any]) -> dict[str, Any]:
         """Request [b"greet", {{"name": "..."}}] -> {{"success": true, "data": {{...}}}}."""
         who = doc.get("name", "world")
-        return {{"success": True, "data": {{"message": f"{{self.settings.greeting}} {{who}}"}}}}
+        return ok({{"message": f"{{self.settings.greeting}} {{who}}"}})
 ''',
         "tests/test_module.py": f'''"""A real broker and the module as processes; call it."""
 

@@ -731,4 +731,4 @@ class StateService:
             doc["scope"] = scope
             doc["scope_exists"] = await self.store.scope_exists(scope)
         # the status at the top too, for `plant call org.plantd.State health`
-        return {"success": True, "data": doc, "status": doc["status"]}
+        return {**ok(doc), "status": doc["status"]}
