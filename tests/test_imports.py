@@ -29,8 +29,8 @@ def loaded_after(statement: str, names: tuple[str, ...]) -> list[str]:
         "plantd.protocol",
         "plantd.config",
         "plantd.daemons.lifecycle",
-        "plantd.daemons.broker",
-        "plantd.daemons.echo",
+        "plantd.broker.daemon",
+        "plantd.echo",
     ],
 )
 def test_no_textual(module: str) -> None:
