@@ -62,7 +62,7 @@ def run_logger(endpoint: str, back: str, path: str, flush_interval: float) -> No
     from plantd.config import Home
     from plantd.daemons.health import HealthRegistry
     from plantd.daemons.lifecycle import DaemonContext
-    from plantd.daemons.logger import LoggerModule, LoggerSettings
+    from plantd.logger.daemon import LoggerModule, LoggerSettings
 
     async def main() -> None:
         stop = asyncio.Event()

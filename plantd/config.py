@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from plantd.exitcodes import ExitCode
+from plantd.vocabulary import BROKER_ENDPOINT, CLIENT_SCOPE, bus
+
 __all__ = [
     "ClientSettings",
     "ConfigError",
@@ -40,6 +43,8 @@ _FALSE = {"0", "false", "no", "off", "n", "f", ""}
 class ConfigError(ValueError):
     """A setting could not be loaded; the message names the source (file or variable)."""
 
+    exit_code = ExitCode.USAGE
+
 
 @dataclass
 class DaemonSettings:
@@ -49,17 +54,17 @@ class DaemonSettings:
     health_host: str = "127.0.0.1"
     log_level: str = "info"
     #: log bus frontend the daemon also publishes its log records to ("" = off)
-    log_bus: str = "tcp://127.0.0.1:14000"
+    log_bus: str = bus("log").publish
 
 
 @dataclass
 class ClientSettings:
     """How the CLI and the TUI reach the broker (``PLANTD_CLIENT_*``)."""
 
-    endpoint: str = "tcp://127.0.0.1:9797"
+    endpoint: str = BROKER_ENDPOINT
     timeout: float = 5.0
     retries: int = 0
-    scope: str = "org.plantd.Client"
+    scope: str = CLIENT_SCOPE
 
 
 @dataclass(frozen=True)

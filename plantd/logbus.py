@@ -22,48 +22,11 @@ import threading
 import traceback
 from typing import Any
 
+from plantd.vocabulary import LEVEL_NAMES, level_name, level_number
+
 __all__ = ["LEVEL_NAMES", "LogBusHandler", "install_log_bus", "level_name", "level_number"]
 
-#: canonical lowercase level names on the bus, by ``logging`` number
-LEVEL_NAMES = {
-    logging.DEBUG: "debug",
-    logging.INFO: "info",
-    logging.WARNING: "warning",
-    logging.ERROR: "error",
-    logging.CRITICAL: "critical",
-}
-_NUMBERS = {name: number for number, name in LEVEL_NAMES.items()}
-_NUMBERS.update(
-    warn=logging.WARNING,
-    err=logging.ERROR,
-    fatal=logging.CRITICAL,
-    crit=logging.CRITICAL,
-    trace=5,
-    notset=0,
-)
-
-
-def level_name(levelno: int) -> str:
-    """The bus name of a level; custom levels round down to the nearest standard one."""
-    name = LEVEL_NAMES.get(levelno)
-    if name is not None:
-        return name
-    below = [n for n in LEVEL_NAMES if n <= levelno]
-    return LEVEL_NAMES[max(below)] if below else "debug"
-
-
-def level_number(level: str | int | None, default: int = logging.INFO) -> int:
-    """``"warning"``/``"WARN"``/``30``/``"30"`` -> 30; unknown names give ``default``."""
-    if level is None:
-        return default
-    if isinstance(level, bool):
-        return default
-    if isinstance(level, int):
-        return level
-    text = str(level).strip().lower()
-    if text.isdigit():
-        return int(text)
-    return _NUMBERS.get(text, default)
+# the level table is the vocabulary's (re-exported: callers import these names from here)
 
 
 class LogBusHandler(logging.Handler):

@@ -37,11 +37,22 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from plantd.config import DaemonSettings
+from plantd.daemons import ENTRY_POINT_GROUP, installed, load_installed
 from plantd.daemons.lifecycle import Daemon, DaemonContext
+from plantd.vocabulary import BROKER_ENDPOINT, MODULE_SERVICE_PREFIX
+from plantd.vocabulary import bus as default_bus
 
-__all__ = ["Module", "ModuleSettings", "every", "operation", "subscribe"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Module",
+    "ModuleSettings",
+    "every",
+    "installed",
+    "load",
+    "operation",
+    "subscribe",
+]
 
-ENTRY_POINT_GROUP = "plantd.modules"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -52,19 +63,19 @@ class ModuleSettings(DaemonSettings):
     so any number of modules can run side by side without choosing ports."""
 
     health_port: int = 0
-    endpoint: str = "tcp://127.0.0.1:9797"
+    endpoint: str = BROKER_ENDPOINT
     #: MDP service name; empty = the module class's ``service``
     service: str = ""
     heartbeat_interval: float = 2.5
     liveness: int = 3
     # bus frontends (publish) and backends (subscribe); log_bus comes from DaemonSettings
-    state_bus: str = "tcp://127.0.0.1:11000"
-    state_bus_sub: str = "tcp://127.0.0.1:11001"
-    event_bus: str = "tcp://127.0.0.1:12000"
-    event_bus_sub: str = "tcp://127.0.0.1:12001"
-    metric_bus: str = "tcp://127.0.0.1:13000"
-    metric_bus_sub: str = "tcp://127.0.0.1:13001"
-    log_bus_sub: str = "tcp://127.0.0.1:14001"
+    state_bus: str = default_bus("state").publish
+    state_bus_sub: str = default_bus("state").subscribe
+    event_bus: str = default_bus("event").publish
+    event_bus_sub: str = default_bus("event").subscribe
+    metric_bus: str = default_bus("metric").publish
+    metric_bus_sub: str = default_bus("metric").subscribe
+    log_bus_sub: str = default_bus("log").subscribe
 
 
 def operation(name: str, *, raw: bool = False) -> Callable[[F], F]:
@@ -119,7 +130,7 @@ class Module(Daemon[ModuleSettingsT]):
 
     def service_name(self) -> str:
         configured = str(getattr(self.settings, "service", "") or "")
-        return configured or self.service or f"org.plantd.module.{self.name.capitalize()}"
+        return configured or self.service or MODULE_SERVICE_PREFIX + self.name.capitalize()
 
     # --- hooks for subclasses ---------------------------------------------------------
 
@@ -285,20 +296,9 @@ class _Collector:
         return []  # names are only known at scrape time: skip the registry's duplicate check
 
 
-def installed() -> dict[str, str]:
-    """Modules that installed packages declare: name -> ``module:Class``."""
-    from importlib.metadata import entry_points
-
-    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
-
-
 def load(name: str) -> type[Module[Any]]:
     """The Module class registered as ``name`` in the ``plantd.modules`` entry points."""
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group=ENTRY_POINT_GROUP, name=name):
-        cls = ep.load()
-        if not (isinstance(cls, type) and issubclass(cls, Module)):
-            raise TypeError(f"entry point {name} = {ep.value} is not a plantd Module")
-        return cls
-    raise LookupError(name)
+    cls = load_installed(name)
+    if not issubclass(cls, Module):
+        raise TypeError(f"entry point {name} = {installed()[name]} is not a plantd Module")
+    return cls

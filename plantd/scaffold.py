@@ -6,6 +6,8 @@ import keyword
 import re
 from pathlib import Path
 
+from plantd.vocabulary import MODULE_SERVICE_PREFIX
+
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 
@@ -25,7 +27,7 @@ def files(name: str) -> dict[str, str]:
     """Relative path -> content of the package for module ``name``."""
     check_name(name)
     cls = "".join(part.capitalize() for part in name.split("_")) + "Module"
-    service = "org.plantd.module." + "".join(p.capitalize() for p in name.split("_"))
+    service = MODULE_SERVICE_PREFIX + "".join(p.capitalize() for p in name.split("_"))
     pkg = f"plantd_{name}"
     return {
         "pyproject.toml": f'''[build-system]
@@ -57,6 +59,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from plantd.module import Module, ModuleSettings, operation
+from plantd.protocol.envelope import ok
 
 
 @dataclass
@@ -76,7 +79,7 @@ class {cls}(Module[{cls[:-6]}Settings]):
     async def greet(self, doc: dict[str, Any]) -> dict[str, Any]:
         """Request [b"greet", {{"name": "..."}}] -> {{"success": true, "data": {{...}}}}."""
         who = doc.get("name", "world")
-        return {{"success": True, "data": {{"message": f"{{self.settings.greeting}} {{who}}"}}}}
+        return ok({{"message": f"{{self.settings.greeting}} {{who}}"}})
 ''',
         "tests/test_module.py": f'''"""A real broker and the module as processes; call it."""
 

@@ -29,8 +29,8 @@ def loaded_after(statement: str, names: tuple[str, ...]) -> list[str]:
         "plantd.protocol",
         "plantd.config",
         "plantd.daemons.lifecycle",
-        "plantd.daemons.broker",
-        "plantd.daemons.echo",
+        "plantd.broker.daemon",
+        "plantd.echo",
     ],
 )
 def test_no_textual(module: str) -> None:
@@ -49,3 +49,70 @@ def test_cli_help_runs_without_heavy_imports() -> None:
         "    assert run(['daemon', '--help']) == 0"
     )
     assert loaded_after(statement, ("textual", "zmq", "aiohttp")) == []
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["plantd.vocabulary", "plantd.exitcodes", "plantd.protocol.envelope", "plantd.broker.settings"],
+)
+def test_vocabulary_modules_import_nothing_heavy(module: str) -> None:
+    """The shared vocabulary is importable by every layer: no third-party library, no daemon,
+    no CLI comes with it."""
+    loaded = loaded_after(
+        f"import {module}",
+        (*HEAVY_FOR_CLI, "orjson", "typer", "click", "plantd.cli", "plantd.daemons"),
+    )
+    assert loaded == []
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "plantd.daemons.lifecycle",
+        "plantd.broker.daemon",
+        "plantd.state.daemon",
+        "plantd.logger.daemon",
+        "plantd.metric.daemon",
+        "plantd.echo",
+    ],
+)
+def test_daemons_do_not_import_the_cli(module: str) -> None:
+    assert loaded_after(f"import {module}", ("plantd.cli",)) == []
+
+
+def test_the_daemon_framework_does_not_import_the_sdk_or_a_service() -> None:
+    """plantd.daemons is the framework; the module SDK and the services sit on top of it."""
+    statement = (
+        "import plantd.daemons, plantd.daemons.lifecycle, plantd.daemons.process\n"
+        "import plantd.daemons.health, plantd.daemons.run\n"
+        "assert plantd.daemons.available()"
+    )
+    above = ("plantd.module", "plantd.state", "plantd.logger", "plantd.metric", "plantd.broker")
+    assert loaded_after(statement, above) == []
+
+
+def test_bus_endpoint_resolution_imports_no_daemon() -> None:
+    """The CLI and the console learn the bus endpoints without importing a daemon module."""
+    statement = (
+        "from plantd.broker.settings import bus_endpoint\n"
+        "assert bus_endpoint('state', env={'XDG_CONFIG_HOME': '/nonexistent'}).endswith(':11001')"
+    )
+    assert loaded_after(statement, ("plantd.daemons", "zmq")) == []
+
+
+def test_entry_points_and_old_daemon_paths_name_the_same_classes() -> None:
+    """pyproject's plantd.modules entry points resolve to modules, and the deprecated
+    plantd.daemons.<name> aliases (installed metadata may still name them) give the same class."""
+    import importlib
+    import tomllib
+    from pathlib import Path
+
+    from plantd.module import Module
+
+    pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    for name, target in pyproject["project"]["entry-points"]["plantd.modules"].items():
+        module, _, attr = target.partition(":")
+        cls = getattr(importlib.import_module(module), attr)
+        assert issubclass(cls, Module) and cls.name == name
+        old = importlib.import_module(f"plantd.daemons.{name}")
+        assert getattr(old, attr) is cls

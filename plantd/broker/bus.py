@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import zmq
 
+from plantd.vocabulary import BUSES
+
 log = logging.getLogger("plantd.bus")
 
 
@@ -31,12 +33,7 @@ class BusSpec:
 
 
 #: The buses of a plantd installation and their default endpoints (contract with upstream).
-DEFAULT_BUSES = (
-    BusSpec("state", "tcp://127.0.0.1:11000", "tcp://127.0.0.1:11001"),
-    BusSpec("event", "tcp://127.0.0.1:12000", "tcp://127.0.0.1:12001"),
-    BusSpec("metric", "tcp://127.0.0.1:13000", "tcp://127.0.0.1:13001"),
-    BusSpec("log", "tcp://127.0.0.1:14000", "tcp://127.0.0.1:14001"),
-)
+DEFAULT_BUSES = tuple(BusSpec(b.name, b.publish, b.subscribe) for b in BUSES)
 
 
 class BusProxy:

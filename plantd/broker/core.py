@@ -30,6 +30,7 @@ from plantd.broker.alerts import Alerts
 from plantd.broker.fairqueue import FairQueue
 from plantd.protocol import mdp, mmi
 from plantd.protocol.mdp import Dialect, Kind, MalformedMessage, PeerMessage
+from plantd.vocabulary import BROKER_ENDPOINT
 
 # status codes carried in error replies (see docs/protocol.md)
 BAD_REQUEST = 400
@@ -51,7 +52,7 @@ PAGE_LIMIT = 1000
 class BrokerSettings:
     """Tunables of the broker; times in seconds."""
 
-    endpoint: str = "tcp://127.0.0.1:9797"
+    endpoint: str = BROKER_ENDPOINT
     heartbeat_interval: float = 2.5
     heartbeat_liveness: int = 3
     #: how long a busy worker that never heartbeats while busy (foreign workers) may stay silent

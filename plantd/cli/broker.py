@@ -118,13 +118,12 @@ def tail(
     """Print messages published on a bus, one per line."""
     import asyncio
 
-    from plantd.config import load_settings
-    from plantd.daemons.broker import BUS_NAMES, BrokerDaemonSettings
+    from plantd.broker.settings import bus_endpoint
+    from plantd.vocabulary import BUS_NAMES
 
     if bus not in BUS_NAMES:
         raise CliError(f"unknown bus {bus!r} (known: {', '.join(BUS_NAMES)})", ExitCode.USAGE)
-    if endpoint is None:
-        endpoint = load_settings(BrokerDaemonSettings, "broker").bus_endpoints(bus)[1]
+    endpoint = bus_endpoint(bus, endpoint)
     fmt = resolve_format(output_format(ctx, output))
     raise typer.Exit(asyncio.run(_tail(endpoint, topic or [""], count, timeout, fmt)))
 

@@ -21,8 +21,9 @@ import typer
 from plantd.cli import client_settings, output_format
 from plantd.cli.exitcodes import CliError, ExitCode
 from plantd.cli.output import OutputFormat, emit, info
+from plantd.vocabulary import LEVELS, LOGGER_SERVICE
 
-SERVICE = "org.plantd.Logger"  # plantd.logger.SERVICE, without importing the package
+SERVICE = LOGGER_SERVICE
 
 app = typer.Typer(
     help="Read the log: live from the log bus or stored by the logger.", no_args_is_help=True
@@ -32,12 +33,11 @@ OUTPUT_OPT = typer.Option(None, "--output", "-o", help="Output format (json: one
 SERVICE_OPT = typer.Option(None, "--service", "-s", help="Service name (globs: org.plantd.*).")
 LEVEL_OPT = typer.Option(None, "--level", "-l", help="Minimum level: debug..critical.")
 BUS_OPT = typer.Option(
-    None, "--bus", help="Log bus backend (default: PLANTD_CLIENT_LOG_BUS or broker config)."
+    None, "--bus", help="Log bus subscribe side (default: PLANTD_CLIENT_LOG_BUS_SUB or broker)."
 )
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
-_LEVELS = ("debug", "info", "warning", "error", "critical")
 #: records per request when following pages (the logger's and metric module's maximum)
 PAGE_LIMIT = 10_000
 
@@ -76,8 +76,8 @@ def check_level(level: str | None) -> str | None:
     name = {"warn": "warning", "err": "error", "fatal": "critical", "crit": "critical"}.get(
         name, name
     )
-    if name not in _LEVELS:
-        raise CliError(f"invalid level {level!r} (use {', '.join(_LEVELS)})", ExitCode.USAGE)
+    if name not in LEVELS:
+        raise CliError(f"invalid level {level!r} (use {', '.join(LEVELS)})", ExitCode.USAGE)
     return name
 
 
@@ -174,21 +174,6 @@ def _query_doc(**params: Any) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None}
 
 
-def log_bus_backend(explicit: str | None) -> str:
-    """The log bus backend: ``--bus``, ``PLANTD_CLIENT_LOG_BUS`` or the broker's settings."""
-    import os
-
-    if explicit:
-        return explicit
-    env = os.environ.get("PLANTD_CLIENT_LOG_BUS", "").strip()
-    if env:
-        return env
-    from plantd.config import load_settings
-    from plantd.daemons.broker import BrokerDaemonSettings
-
-    return load_settings(BrokerDaemonSettings, "broker").bus_endpoints("log")[1]
-
-
 @app.command("tail")
 def tail(
     ctx: typer.Context,
@@ -206,7 +191,12 @@ def tail(
     output: OutputFormat | None = OUTPUT_OPT,
 ) -> None:
     """Show the last records; with -f keep following the log bus."""
-    from plantd.client.errors import PlantdError, ServiceUnavailable, UnknownService
+    from plantd.client.errors import (
+        BrokerUnreachable,
+        PlantdError,
+        ServiceUnavailable,
+        UnknownService,
+    )
 
     fmt = _fmt(ctx, output)
     level = check_level(level)
@@ -222,7 +212,7 @@ def tail(
                 raise
             info(f"logger unavailable ({exc}); following the bus only")
         except PlantdError as exc:
-            if not follow or type(exc).__name__ == "BrokerUnreachable":
+            if not follow or isinstance(exc, BrokerUnreachable):
                 raise
             info(f"logger query failed ({exc}); following the bus only")
     print_records(history, fmt)
@@ -230,7 +220,9 @@ def tail(
         return
     import asyncio
 
-    endpoint = log_bus_backend(bus)
+    from plantd.broker.settings import bus_endpoint
+
+    endpoint = bus_endpoint("log", bus)
     seen: dict[tuple[Any, Any, Any], int] = {}
     for rec in history:
         if isinstance(rec.get("seq"), int):
@@ -254,7 +246,7 @@ async def _follow(
 
     glob = service is not None and any(ch in service for ch in "*?[")
     topics = [f"{service}."] if service and not glob else [""]
-    min_rank = _LEVELS.index(level) if level else 0
+    min_rank = LEVELS.index(level) if level else 0
     sub = Subscriber(endpoint, topics=topics)
     printed = 0
     try:
@@ -268,7 +260,7 @@ async def _follow(
             if glob and not fnmatch.fnmatchcase(str(rec.get("service", "")), service or ""):
                 continue
             lvl = str(rec.get("level", "info"))
-            if lvl in _LEVELS and _LEVELS.index(lvl) < min_rank:
+            if lvl in LEVELS and LEVELS.index(lvl) < min_rank:
                 continue
             seq = rec.get("seq")
             if isinstance(seq, int) and seen:
@@ -327,7 +319,7 @@ def stats(ctx: typer.Context, output: OutputFormat | None = OUTPUT_OPT) -> None:
     out = sys.stdout
     out.write(f"records: {data.get('total', 0)}  missed: {data.get('missed', 0)}\n\n")
     levels = data.get("levels", {})
-    rows = [{"level": name, "records": levels[name]} for name in _LEVELS if name in levels]
+    rows = [{"level": name, "records": levels[name]} for name in LEVELS if name in levels]
     if rows:
         emit(rows, fmt)
         out.write("\n")

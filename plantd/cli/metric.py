@@ -21,9 +21,10 @@ import typer
 from plantd.cli.exitcodes import CliError, ExitCode
 from plantd.cli.log import _fmt, follow_pages, parse_when
 from plantd.cli.output import OutputFormat, emit
+from plantd.vocabulary import METRIC_SERVICE, METRIC_TOPIC_PREFIX
 
-SERVICE = "org.plantd.module.Metric"  # plantd.metric.SERVICE
-TOPIC_PREFIX = "org.plantd.Metric."
+SERVICE = METRIC_SERVICE
+TOPIC_PREFIX = METRIC_TOPIC_PREFIX
 
 app = typer.Typer(help="Metric channels, latest values and live samples.", no_args_is_help=True)
 
@@ -116,20 +117,6 @@ def range_(
     _emit_pages(follow_pages(ctx, SERVICE, "range", doc, "samples", limit), fmt, COLUMNS)
 
 
-def metric_bus_backend(explicit: str | None) -> str:
-    import os
-
-    if explicit:
-        return explicit
-    env = os.environ.get("PLANTD_CLIENT_METRIC_BUS", "").strip()
-    if env:
-        return env
-    from plantd.config import load_settings
-    from plantd.daemons.broker import BrokerDaemonSettings
-
-    return load_settings(BrokerDaemonSettings, "broker").bus_endpoints("metric")[1]
-
-
 @app.command("watch")
 def watch(
     ctx: typer.Context,
@@ -140,7 +127,7 @@ def watch(
         None, "--idle", min=0.01, help="Stop (exit 7) after this long without samples."
     ),
     bus: str | None = typer.Option(
-        None, "--bus", help="Metric bus backend (default: PLANTD_CLIENT_METRIC_BUS or broker)."
+        None, "--bus", help="Metric bus subscribe side (PLANTD_CLIENT_METRIC_BUS_SUB or broker)."
     ),
     output: OutputFormat | None = OUTPUT_OPT,
 ) -> None:
@@ -148,7 +135,9 @@ def watch(
     import asyncio
 
     fmt = _fmt(ctx, output)
-    endpoint = metric_bus_backend(bus)
+    from plantd.broker.settings import bus_endpoint
+
+    endpoint = bus_endpoint("metric", bus)
     raise typer.Exit(asyncio.run(_watch(endpoint, device, channel, count, idle, fmt)))
 
 

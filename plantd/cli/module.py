@@ -22,7 +22,7 @@ DIR_OPT = typer.Option(Path("."), "--dir", "-d", help="Where to create it.")
 
 
 def _known(name: str) -> str:
-    from plantd.module import installed
+    from plantd.daemons import installed
 
     if name not in installed():
         raise CliError(
@@ -37,8 +37,7 @@ def list_modules(
     output: OutputFormat | None = OUTPUT_OPT,
 ) -> None:
     """Modules that installed packages provide, and whether each one runs."""
-    from plantd.daemons import process
-    from plantd.module import installed
+    from plantd.daemons import installed, process
 
     rows: list[dict[str, Any]] = []
     for name, target in sorted(installed().items()):

@@ -322,7 +322,7 @@ def _db_path(db: str | None) -> tuple[Any, Any]:
     from pathlib import Path
 
     from plantd.config import load_settings, plantd_home
-    from plantd.daemons.state import StateSettings
+    from plantd.state.daemon import StateSettings
 
     home = plantd_home()
     if db:
@@ -529,16 +529,10 @@ async def print_watch(watch: Any, fmt: OutputFormat, count: int | None, out: Any
 
 
 def state_bus_backend(explicit: str | None) -> str:
-    """The state bus backend: ``--bus``, ``PLANTD_CLIENT_STATE_BUS`` or the broker's settings."""
-    if explicit:
-        return explicit
-    env = os.environ.get("PLANTD_CLIENT_STATE_BUS", "").strip()
-    if env:
-        return env
-    from plantd.config import load_settings
-    from plantd.daemons.broker import BrokerDaemonSettings
+    """The state bus subscribe side (:func:`plantd.broker.settings.bus_endpoint`)."""
+    from plantd.broker.settings import bus_endpoint
 
-    return load_settings(BrokerDaemonSettings, "broker").bus_endpoints("state")[1]
+    return bus_endpoint("state", explicit)
 
 
 @app.command("watch")

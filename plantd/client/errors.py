@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from plantd.exitcodes import ExitCode
+
 
 class PlantdError(Exception):
     """Base class of every error the client raises."""
@@ -12,9 +14,13 @@ class PlantdError(Exception):
 class BrokerUnreachable(PlantdError):
     """Nothing accepts connections at the broker endpoint."""
 
+    exit_code = ExitCode.UNREACHABLE
+
 
 class RequestTimeout(PlantdError):
     """The broker is reachable but no reply arrived in time."""
+
+    exit_code = ExitCode.TIMEOUT
 
 
 class ProtocolError(PlantdError):
@@ -24,18 +30,26 @@ class ProtocolError(PlantdError):
 class MessageTooLarge(ProtocolError):
     """The broker refused a request over its size limit (status 413)."""
 
+    exit_code = ExitCode.USAGE
+
 
 class NotAuthorized(PlantdError):
     """The broker refused the request (status 403)."""
+
+    exit_code = ExitCode.AUTH
 
 
 class UnknownService(PlantdError):
     """No worker has ever registered the service (status 404)."""
 
+    exit_code = ExitCode.UNKNOWN_SERVICE
+
 
 class ServiceUnavailable(PlantdError):
     """The service exists but no worker answered: none idle in time, queue full, or the
     worker died while serving the request (status 503/504)."""
+
+    exit_code = ExitCode.UNKNOWN_SERVICE
 
 
 class RequestRejected(PlantdError):

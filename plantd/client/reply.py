@@ -9,8 +9,9 @@ from urllib.parse import urlsplit
 
 from plantd.client import errors
 from plantd.protocol import mdp
+from plantd.vocabulary import BROKER_ENDPOINT
 
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:9797"
+DEFAULT_ENDPOINT = BROKER_ENDPOINT
 
 
 def format_bytes(n: int) -> str:

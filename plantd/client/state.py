@@ -25,6 +25,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from plantd.client import errors
+from plantd.vocabulary import STATE_SERVICE
 
 if TYPE_CHECKING:
     from plantd.client.client import Client
@@ -49,7 +50,7 @@ __all__ = [
     "Written",
 ]
 
-SERVICE = "org.plantd.State"  # plantd.state.service.SERVICE, without importing the store
+SERVICE = STATE_SERVICE
 
 T = TypeVar("T")
 

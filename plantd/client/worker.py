@@ -20,6 +20,7 @@ import zmq.asyncio
 
 from plantd.client.reply import DEFAULT_ENDPOINT, format_bytes
 from plantd.protocol import jsoncodec, mdp
+from plantd.protocol.envelope import REPLY_TOO_LARGE, error_doc
 from plantd.protocol.mdp import Kind
 from plantd.transport import NOBLOCK, readable, recv_frames, send_frames
 
@@ -41,8 +42,8 @@ class Operation:
 
 
 def error_document(code: str, message: str) -> dict[str, Any]:
-    """The reply every plantd service gives when it refuses a request."""
-    return {"success": False, "error": message, "code": code}
+    """The reply every plantd service gives when it refuses a request (the envelope's)."""
+    return error_doc(code, message)
 
 
 def _json_frame(doc: Any) -> list[bytes]:
@@ -344,7 +345,7 @@ class Worker:
             f" the {format_bytes(self.max_reply_bytes)} limit"
         )
         log.warning("%s: %s; sent an error instead", self.service, text)
-        doc = {"success": False, "code": "reply_too_large", "error": text}
+        doc = error_doc(REPLY_TOO_LARGE, text)
         self._send(sock, mdp.encode_worker_reply(client, _json_frame(doc), True))
         return False
 

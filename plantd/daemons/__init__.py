@@ -6,6 +6,12 @@ written separately) is simply absent from :func:`available`.
 
 A daemon module exposes its :class:`plantd.daemons.lifecycle.Daemon` subclass either as the
 module attribute ``DAEMON`` or as the only ``Daemon`` subclass defined in the module.
+
+Layers: this package is the daemon framework (registry, :mod:`.lifecycle`, :mod:`.process`,
+:mod:`.health`, :mod:`.run`); :mod:`plantd.module` is the SDK on top of it; each service's
+daemon lives with its service (``plantd/<service>/daemon.py``) and is found here by name, never
+imported, so the framework imports neither the SDK nor a service. ``plantd.daemons.<name>``
+modules of the built-in daemons are deprecated aliases of their new homes.
 """
 
 from __future__ import annotations
@@ -14,24 +20,30 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from plantd.exitcodes import ExitCode
+
 if TYPE_CHECKING:
     from plantd.daemons.lifecycle import Daemon
 
 # name -> candidate modules (first existing wins); dict order is the start order (stop order
-# is the reverse). Services may keep their daemon next to their code (plantd/state/daemon.py).
+# is the reverse). Each service keeps its daemon next to its code.
 REGISTRY: dict[str, tuple[str, ...]] = {
-    "broker": ("plantd.daemons.broker",),
-    "state": ("plantd.daemons.state", "plantd.state.daemon"),
-    "logger": ("plantd.daemons.logger", "plantd.logger.daemon"),
-    "echo": ("plantd.daemons.echo",),
-    "metric": ("plantd.daemons.metric",),
+    "broker": ("plantd.broker.daemon",),
+    "state": ("plantd.state.daemon",),
+    "logger": ("plantd.logger.daemon",),
+    "echo": ("plantd.echo",),
+    "metric": ("plantd.metric.daemon",),
 }
+#: entry-point group where installed packages declare their modules (``name = "pkg.mod:Class"``)
+ENTRY_POINT_GROUP = "plantd.modules"
 
 _ROOT = Path(__file__).resolve().parent.parent  # the plantd package directory
 
 
 class UnknownDaemon(LookupError):
     """The name is not a registered daemon, or its module is not installed."""
+
+    exit_code = ExitCode.USAGE
 
 
 def _module_exists(module: str) -> bool:
@@ -56,9 +68,28 @@ def exists(name: str) -> bool:
 
 def is_module(name: str) -> bool:
     """``name`` is a module an installed package declares (``plantd.modules`` entry points)."""
-    from plantd.module import installed
-
     return name not in REGISTRY and name in installed()
+
+
+def installed() -> dict[str, str]:
+    """Modules that installed packages declare: name -> ``module:Class``."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def load_installed(name: str) -> type[Daemon[Any]]:
+    """The class an installed package declares as module ``name`` (LookupError if none)."""
+    from importlib.metadata import entry_points
+
+    from plantd.daemons.lifecycle import Daemon
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP, name=name):
+        cls = ep.load()
+        if not (isinstance(cls, type) and issubclass(cls, Daemon)):
+            raise TypeError(f"entry point {name} = {ep.value} is not a plantd Module")
+        return cls
+    raise LookupError(name)
 
 
 def available() -> list[str]:
@@ -86,10 +117,8 @@ def load(name: str) -> type[Daemon[Any]]:
     from plantd.daemons.lifecycle import Daemon
 
     if name not in REGISTRY:
-        from plantd import module
-
         try:
-            return module.load(name)
+            return load_installed(name)
         except LookupError:
             raise UnknownDaemon(
                 f"unknown daemon or module {name!r} (daemons: {', '.join(REGISTRY)}; "

@@ -36,10 +36,11 @@ from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 from plantd import __version__
-from plantd.cli.exitcodes import ExitCode
 from plantd.config import ConfigError, DaemonSettings, Home, load_settings, plantd_home
 from plantd.daemons import process
 from plantd.daemons.health import Check, HealthRegistry, HealthServer
+from plantd.exitcodes import ExitCode
+from plantd.vocabulary import LEVEL_NAMES, SERVICE_PREFIX
 
 __all__ = [
     "Daemon",
@@ -53,14 +54,8 @@ __all__ = [
 # How long a daemon gets to return from run() after stop is set before it is cancelled.
 STOP_GRACE_SECONDS = 10.0
 
-_LEVELS = {
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "warning": logging.WARNING,
-    "warn": logging.WARNING,
-    "error": logging.ERROR,
-    "critical": logging.CRITICAL,
-}
+#: the ``log_level`` setting accepts the canonical names and ``warn``
+_LEVELS = {**{name: number for number, name in LEVEL_NAMES.items()}, "warn": logging.WARNING}
 
 
 class StartupRefused(Exception):
@@ -98,7 +93,7 @@ class Daemon(ABC, Generic[SettingsT]):
         """Serve until ``ctx.stop`` is set, then clean up and return."""
 
     def service_name(self) -> str:
-        return self.service or f"org.plantd.{self.name.capitalize()}"
+        return self.service or SERVICE_PREFIX + self.name.capitalize()
 
     def log_bus_endpoint(self) -> str | None:
         """Where to publish log records (``settings.log_bus``; empty or "off" disables)."""

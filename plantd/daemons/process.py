@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from plantd.config import Home, env_var, plantd_home
+from plantd.exitcodes import ExitCode
 
 __all__ = [
     "AlreadyRunning",
@@ -52,9 +53,13 @@ class DaemonError(Exception):
 class AlreadyRunning(DaemonError):
     """A live daemon of that name already owns the pid file."""
 
+    exit_code = ExitCode.CONFLICT
+
 
 class StartFailed(DaemonError):
     """The daemon exited or did not become healthy in time."""
+
+    exit_code = ExitCode.REJECTED
 
 
 @dataclass

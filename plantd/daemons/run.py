@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from plantd.cli.exitcodes import ExitCode
+from plantd.exitcodes import ExitCode
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,19 +1,15 @@
-"""Paged replies of the logger and metric services (the shared contract of docs/protocol.md).
+"""Moved to :mod:`plantd.storage.paging` (shared with the metric module); kept as an alias."""
 
-A page is bounded twice: by ``limit`` (records) and by bytes (:data:`REPLY_BUDGET`, well below
-the broker's 1 MiB message limit), so no request can make a reply the broker or the worker SDK
-refuses. Cursors are keys of the query's own order (``[ts, id]`` for records, names for
-channels): stable while rows keep arriving, since a page starts strictly after the last row the
-client has seen, whatever arrived in between.
-"""
-
-from __future__ import annotations
-
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
-
-from plantd.client.worker import error_document
-from plantd.protocol import jsoncodec
+from plantd.storage.paging import (
+    REPLY_BUDGET,
+    QueryError,
+    fit_page,
+    follow_pages,
+    invalid_argument,
+    parse_limit,
+    parse_record_cursor,
+    parse_stream,
+)
 
 __all__ = [
     "REPLY_BUDGET",
@@ -25,112 +21,3 @@ __all__ = [
     "parse_record_cursor",
     "parse_stream",
 ]
-
-#: bytes of records in one reply (the envelope adds well under 1 KiB); the broker limit is 1 MiB
-REPLY_BUDGET = 768 * 1024
-
-
-class QueryError(ValueError):
-    """A request argument is invalid: ``invalid_argument`` naming ``field``."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-def invalid_argument(exc: QueryError) -> dict[str, Any]:
-    """The error reply for ``exc`` (``field`` names the argument, as the state service does)."""
-    doc = error_document("invalid_argument", str(exc))
-    if exc.field:
-        doc["field"] = exc.field
-    return doc
-
-
-def parse_limit(params: dict[str, Any], default: int, maximum: int) -> int:
-    """``limit``: an integer 1..maximum (absent = ``default``); QueryError naming ``limit``."""
-    limit = params.get("limit")
-    if limit is None:
-        return default
-    if isinstance(limit, bool) or not isinstance(limit, int):
-        raise QueryError(f"limit: expected an integer 1..{maximum}, got {limit!r}", "limit")
-    if limit < 1 or limit > maximum:
-        raise QueryError(f"limit: {limit} is outside 1..{maximum} (the maximum)", "limit")
-    return limit
-
-
-def parse_record_cursor(value: Any, shape: str = "[ts, id]") -> tuple[float, int] | None:
-    """``after`` of a record stream ordered by time: ``[ts, id]``, a previous page's ``next``."""
-    if value is None:
-        return None
-    if (
-        isinstance(value, list | tuple)
-        and len(value) == 2
-        and isinstance(value[0], int | float)
-        and not isinstance(value[0], bool)
-        and isinstance(value[1], int)
-        and not isinstance(value[1], bool)
-    ):
-        return float(value[0]), value[1]
-    raise QueryError(
-        f"after: expected the {shape} cursor of a previous page's next, got {value!r}", "after"
-    )
-
-
-def parse_stream(params: dict[str, Any]) -> tuple[bool, int | None]:
-    """``stream`` (bool) and ``max_records`` (total records of a stream, absent = all)."""
-    stream = params.get("stream", False)
-    if not isinstance(stream, bool):
-        raise QueryError(f"stream: expected true or false, got {stream!r}", "stream")
-    total = params.get("max_records")
-    if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 1):
-        raise QueryError(f"max_records: expected an integer >= 1, got {total!r}", "max_records")
-    return stream, total
-
-
-def fit_page(
-    docs: Sequence[dict[str, Any]],
-    budget: int = REPLY_BUDGET,
-    shrink: Callable[[dict[str, Any], int], dict[str, Any]] | None = None,
-) -> tuple[list[dict[str, Any]], bool]:
-    """The leading ``docs`` whose JSON fits in ``budget`` bytes, and whether any were cut.
-
-    A first document larger than the whole budget would make every page empty: it goes out
-    through ``shrink(doc, budget)`` (which must make it fit) instead of never.
-    """
-    out: list[dict[str, Any]] = []
-    size = 0
-    for doc in docs:
-        n = len(jsoncodec.dumps(doc, default=str)) + 1
-        if size + n > budget:
-            if out or shrink is None:
-                return out, True
-            doc = shrink(doc, budget)
-            n = len(jsoncodec.dumps(doc, default=str)) + 1
-            if n > budget:
-                raise ValueError("shrink() did not make the document fit the budget")
-        out.append(doc)
-        size += n
-    return out, False
-
-
-async def follow_pages(
-    page: Callable[[Any, int], Awaitable[dict[str, Any]]],
-    items: str,
-    limit: int,
-    after: Any,
-    total: int | None = None,
-) -> AsyncIterator[dict[str, Any]]:
-    """Pages of ``page(after, limit)`` following ``next``, up to ``total`` items if given.
-
-    The last page says ``more: false`` unless ``total`` ended the run first (then its
-    ``next`` continues where the stream stopped).
-    """
-    sent = 0
-    while True:
-        want = limit if total is None else min(limit, total - sent)
-        doc = await page(after, want)
-        sent += len(doc[items])
-        yield doc
-        if not doc["more"] or (total is not None and sent >= total):
-            return
-        after = tuple(doc["next"])

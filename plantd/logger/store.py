@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plantd.logbus import LEVEL_NAMES, level_name, level_number
-from plantd.logger.ingest import Batcher, BusStore, Database, parse_ts
-from plantd.logger.paging import (
+from plantd.storage.ingest import Batcher, BusStore, Database, parse_ts
+from plantd.storage.paging import (
     REPLY_BUDGET,
     QueryError,
     fit_page,
@@ -29,6 +28,7 @@ from plantd.logger.paging import (
     parse_limit,
     parse_record_cursor,
 )
+from plantd.vocabulary import LEVEL_NAMES, bus, level_name, level_number
 
 __all__ = ["LogStore", "QueryError", "StoreSettings"]
 
@@ -124,8 +124,8 @@ class StoreSettings:
     """Tunables of the store (the logger daemon maps ``PLANTD_LOGGER_*`` onto these)."""
 
     path: Path
-    log_backend: str | None = "tcp://127.0.0.1:14001"
-    event_backend: str | None = "tcp://127.0.0.1:12001"
+    log_backend: str | None = bus("log").subscribe
+    event_backend: str | None = bus("event").subscribe
     #: seconds; records older than this are deleted (0 = keep forever)
     max_age: float = 7 * 24 * 3600.0
     #: rows; the oldest beyond this are deleted (0 = unlimited)

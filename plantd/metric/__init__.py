@@ -5,14 +5,16 @@
   ``org.plantd.Metric.<device>``;
 * consumer (:mod:`.store`): keeps the latest sample per channel in memory and recent samples
   in SQLite with retention;
-* the module :mod:`plantd.daemons.metric`: runs both and serves ``list``, ``latest``,
+* the module :mod:`plantd.metric.daemon`: runs both and serves ``list``, ``latest``,
   ``range``, ``health`` over MDP.
 """
 
 from __future__ import annotations
 
-SERVICE = "org.plantd.module.Metric"
-TOPIC_PREFIX = "org.plantd.Metric."
+from plantd.vocabulary import METRIC_SERVICE, METRIC_TOPIC_PREFIX
+
+SERVICE = METRIC_SERVICE
+TOPIC_PREFIX = METRIC_TOPIC_PREFIX
 
 __all__ = ["SERVICE", "TOPIC_PREFIX", "topic_for"]
 

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plantd.logger.ingest import Batcher, BusStore, Database, parse_ts
-from plantd.logger.paging import (
+from plantd.metric import TOPIC_PREFIX
+from plantd.storage.ingest import Batcher, BusStore, Database, parse_ts
+from plantd.storage.paging import (
     REPLY_BUDGET,
     QueryError,
     fit_page,
@@ -27,7 +28,7 @@ from plantd.logger.paging import (
     parse_limit,
     parse_record_cursor,
 )
-from plantd.metric import TOPIC_PREFIX
+from plantd.vocabulary import bus
 
 __all__ = ["MetricStore", "MetricStoreSettings", "QueryError"]
 
@@ -61,7 +62,7 @@ Row = tuple[float, str, str, float, str, str | None]
 @dataclass
 class MetricStoreSettings:
     path: Path
-    backend: str | None = "tcp://127.0.0.1:13001"
+    backend: str | None = bus("metric").subscribe
     topics: tuple[str, ...] = (TOPIC_PREFIX,)
     #: seconds of samples kept (0 = forever)
     max_age: float = 24 * 3600.0

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from plantd.protocol.envelope import error_doc
+
 __all__ = [
     "Compacted",
     "Conflict",
@@ -40,7 +42,7 @@ class StateError(Exception):
 
     def to_dict(self) -> dict[str, Any]:
         """Error reply document: ``{"success": false, "error", "code", **extra}``."""
-        return {"success": False, "error": self.message, "code": self.code, **self.extra}
+        return error_doc(self.code, self.message, **self.extra)
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> StateError:

@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from plantd.protocol import jsoncodec
+from plantd.protocol.envelope import error_doc, ok
 from plantd.state.errors import Compacted, Conflict, StateError
 from plantd.state.store import StateStore
+from plantd.vocabulary import STATE_SERVICE
 
 __all__ = ["OPERATIONS", "SERVICE", "StateService", "error_doc"]
 
-SERVICE = "org.plantd.State"
+SERVICE = STATE_SERVICE
 
 #: failpoint name for the fault suite: exit hard after a write committed, before the reply
 CRASH_AFTER_COMMIT = "crash-after-commit"
@@ -53,15 +55,6 @@ _JSON_TYPES = {
 
 def _type_name(value: Any) -> str:
     return _JSON_TYPES.get(type(value), type(value).__name__)
-
-
-def ok(data: Any) -> dict[str, Any]:
-    return {"success": True, "data": data}
-
-
-def error_doc(code: str, message: str, **extra: Any) -> dict[str, Any]:
-    """The refusal document every plantd service sends."""
-    return {"success": False, "error": message, "code": code, **extra}
 
 
 class Reject(Exception):
@@ -738,4 +731,4 @@ class StateService:
             doc["scope"] = scope
             doc["scope_exists"] = await self.store.scope_exists(scope)
         # the status at the top too, for `plant call org.plantd.State health`
-        return {"success": True, "data": doc, "status": doc["status"]}
+        return {**ok(doc), "status": doc["status"]}

@@ -12,18 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from plantd.tui.source import LogRecord
+from plantd.vocabulary import LEVELS, level_rank
 
-LEVELS = ("debug", "info", "warning", "error", "critical")
-_ALIASES = {"warn": "warning", "err": "error", "fatal": "critical", "crit": "critical"}
-
-
-def level_rank(level: str) -> int:
-    """Severity order; unknown levels rank as info so they are not hidden by default."""
-    level = _ALIASES.get(level.lower(), level.lower())
-    try:
-        return LEVELS.index(level)
-    except ValueError:
-        return 1
+__all__ = ["LEVELS", "LogFilter", "LogStore", "level_rank"]
 
 
 @dataclass(frozen=True, slots=True)

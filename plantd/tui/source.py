@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-STATE_SERVICE = "org.plantd.State"
-LOGGER_SERVICE = "org.plantd.Logger"
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:9797"
-DEFAULT_STATE_BUS = "tcp://127.0.0.1:11001"
-DEFAULT_LOG_BUS = "tcp://127.0.0.1:14001"
+from plantd.vocabulary import BROKER_ENDPOINT, LOGGER_SERVICE, STATE_SERVICE, bus
+
+DEFAULT_ENDPOINT = BROKER_ENDPOINT
+DEFAULT_STATE_BUS = bus("state").subscribe
+DEFAULT_LOG_BUS = bus("log").subscribe
 MAX_PAGES = 10_000  # a listing that never says "more: false" is cut here, not followed forever
 LOG_PAGE_MAX = 10_000  # the logger's maximum `limit`
 LOG_HISTORY_PAGES = 50  # log history is a convenience: a few pages, never the whole store
@@ -240,11 +240,9 @@ class SourceSettings:
 def _broker_buses(env: Mapping[str, str]) -> tuple[str, str]:
     """Backends (subscriber side) of the state and log buses from the broker's settings."""
     try:
-        from plantd.config import load_settings
-        from plantd.daemons.broker import BrokerDaemonSettings
+        from plantd.broker.settings import bus_endpoint
 
-        broker = load_settings(BrokerDaemonSettings, "broker", env=env)
-        return broker.bus_endpoints("state")[1], broker.bus_endpoints("log")[1]
+        return bus_endpoint("state", env=env), bus_endpoint("log", env=env)
     except Exception:  # a broken broker config must not keep the console from starting
         return DEFAULT_STATE_BUS, DEFAULT_LOG_BUS
 

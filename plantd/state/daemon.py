@@ -1,0 +1,195 @@
+"""The state daemon ``org.plantd.State``: the durable store served over MDP.
+
+One process owns the database (the store's file lock refuses a second one). It registers
+``workers`` MDP workers for the service: a Majordomo worker serves one request at a time,
+so several workers are what lets concurrent clients reach the store together and share a
+group commit (one fsync for many writes) instead of queueing one fsync each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from plantd.config import DaemonSettings
+from plantd.daemons.lifecycle import Daemon, DaemonContext, StartupRefused
+from plantd.exitcodes import ExitCode
+from plantd.vocabulary import BROKER_ENDPOINT, HEALTH_PORTS, STATE_SERVICE, bus
+
+SERVICE = STATE_SERVICE
+
+
+@dataclass
+class StateSettings(DaemonSettings):
+    """``PLANTD_STATE_*``."""
+
+    health_port: int = HEALTH_PORTS["state"]
+    endpoint: str = BROKER_ENDPOINT
+    service: str = SERVICE
+    heartbeat_interval: float = 2.5
+    liveness: int = 3
+    #: SQLite file (default ``$PLANTD_HOME/data/state.db``)
+    db: Path | None = None
+    #: state bus frontend: every committed change is published here (topic = scope);
+    #: named as in ModuleSettings
+    state_bus: str = bus("state").publish
+    #: MDP workers in this process = requests served concurrently (group commit width)
+    workers: int = 32
+    history_size: int = 10_000
+    request_history: int = 10_000
+    batch_max: int = 256
+    reap_interval: float = 1.0
+    max_value_bytes: int = 512 * 1024
+    max_txn_ops: int = 128
+    #: events per ``watch`` reply page
+    watch_limit: int = 1000
+    #: page cache of the writer connection (MiB): bounds RSS, speeds random writes at 10^6 keys
+    cache_mib: int = 64
+    #: fault injection for tests only: "crash-after-commit"
+    failpoint: str = ""
+
+
+class _StateCollector:
+    """Prometheus collector reading the store and service counters on scrape."""
+
+    def __init__(self, service: Any) -> None:
+        self.service = service
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        store, svc = self.service.store, self.service
+        gauges = {
+            "revision": ("Current global revision", store.revision),
+            "compact_revision": ("Newest revision dropped from history", store.compact_revision),
+            "queue_depth": ("Writes waiting for the committer", store.queue_depth),
+        }
+        for name, (doc, value) in gauges.items():
+            yield GaugeMetricFamily(f"plantd_state_{name}", doc, value=value)
+        counters = {
+            "commits": ("Durable write transactions", store.commits),
+            "ops_applied": ("Write operations applied", store.ops_applied),
+            "requests": ("MDP requests served", svc.requests),
+            "rejected": ("MDP requests refused", svc.rejected),
+            "events_published": ("Changes published on the state bus", svc.published),
+            "events_dropped": ("Changes the bus publisher dropped", svc.publish_dropped),
+        }
+        for name, (doc, value) in counters.items():
+            yield CounterMetricFamily(f"plantd_state_{name}", doc, value=value)
+
+
+class StateDaemon(Daemon[StateSettings]):
+    name = "state"
+    service = SERVICE
+    settings_class = StateSettings
+    description = "plantd state: durable scoped key-value store"
+
+    def db_path(self, ctx: DaemonContext) -> Path:
+        s = self.settings
+        return Path(s.db) if s.db else ctx.home.data / "state.db"
+
+    async def run(self, ctx: DaemonContext) -> None:
+        from plantd.client import Publisher, Worker
+        from plantd.state import CorruptDatabase, Limits, StateStore, StoreLocked
+        from plantd.state.service import StateService
+
+        s = self.settings
+        if s.workers < 1:
+            raise ValueError(f"PLANTD_STATE_WORKERS must be >= 1, got {s.workers}")
+        path = self.db_path(ctx)
+        try:
+            store = await StateStore.open(
+                path,
+                limits=Limits(max_value_bytes=s.max_value_bytes, max_txn_ops=s.max_txn_ops),
+                history_size=s.history_size,
+                request_history=s.request_history,
+                batch_max=s.batch_max,
+                reap_interval=s.reap_interval,
+                cache_bytes=s.cache_mib << 20,
+            )
+        except StoreLocked as exc:
+            raise StartupRefused(exc.message, ExitCode.CONFLICT) from None
+        except CorruptDatabase as exc:
+            raise StartupRefused(exc.message) from None
+        publisher = Publisher(s.state_bus) if s.state_bus.strip() else None
+        try:
+            service = StateService(
+                store,
+                publish=publisher.publish_nowait if publisher else None,
+                failpoint=s.failpoint,
+                watch_limit=s.watch_limit,
+                service=s.service,
+            )
+            if s.failpoint:
+                ctx.log.warning("FAILPOINT %s is armed (tests only)", s.failpoint)
+            ctx.metrics.register(_StateCollector(service))
+            workers = []
+            for _ in range(s.workers):
+                worker = Worker(
+                    s.endpoint,
+                    s.service,
+                    heartbeat_interval=s.heartbeat_interval,
+                    liveness=s.liveness,
+                )
+                service.attach(worker)
+                workers.append(worker)
+
+            def registered() -> tuple[str, dict[str, Any]]:
+                up = sum(w.connected.is_set() for w in workers)
+                if up:
+                    served = sum(w.served for w in workers)
+                    return "pass", {
+                        "observedValue": served,
+                        "observedUnit": "requests",
+                        "workers": up,
+                    }
+                return "warn", {"output": f"not registered with broker {s.endpoint}"}
+
+            def storage() -> tuple[str, dict[str, Any]]:
+                if store.last_error:
+                    return "warn", {"output": store.last_error}
+                return "pass", {"observedValue": store.revision, "observedUnit": "revision"}
+
+            ctx.add_check("state:worker", registered)
+            ctx.add_check("state:store", storage)
+            tasks = [
+                asyncio.create_task(w.run(), name=f"state.worker{i}") for i, w in enumerate(workers)
+            ]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(workers[0].connected.wait(), 3.0)
+            ctx.set_ready()
+            ctx.log.info(
+                "state serving %s from %s (revision %d) via %s with %d workers",
+                s.service,
+                path,
+                store.revision,
+                s.endpoint,
+                len(workers),
+            )
+            stop = asyncio.create_task(ctx.stop.wait())
+            try:
+                done, _ = await asyncio.wait({*tasks, stop}, return_when=asyncio.FIRST_COMPLETED)
+                failed = [t for t in done if t is not stop and not t.cancelled() and t.exception()]
+            finally:
+                stop.cancel()
+                await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            if failed:
+                raise failed[0].exception()  # type: ignore[misc]
+        finally:
+            await store.close()
+            if publisher is not None:
+                publisher.close()
+            ctx.log.info("state database %s closed at revision %d", path, store.revision)
+
+
+DAEMON = StateDaemon
