@@ -100,19 +100,24 @@ def test_bus_endpoint_resolution_imports_no_daemon() -> None:
     assert loaded_after(statement, ("plantd.daemons", "zmq")) == []
 
 
-def test_entry_points_and_old_daemon_paths_name_the_same_classes() -> None:
-    """pyproject's plantd.modules entry points resolve to modules, and the deprecated
-    plantd.daemons.<name> aliases (installed metadata may still name them) give the same class."""
+def test_entry_points_name_the_daemons_new_homes() -> None:
+    """pyproject's plantd.modules entry points resolve to modules, the installed metadata
+    names the same targets, and the old plantd.daemons.<name> aliases are gone."""
     import importlib
     import tomllib
+    from importlib.metadata import entry_points
     from pathlib import Path
 
+    from plantd import daemons
     from plantd.module import Module
 
     pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
-    for name, target in pyproject["project"]["entry-points"]["plantd.modules"].items():
+    declared = pyproject["project"]["entry-points"]["plantd.modules"]
+    for name, target in declared.items():
         module, _, attr = target.partition(":")
         cls = getattr(importlib.import_module(module), attr)
         assert issubclass(cls, Module) and cls.name == name
-        old = importlib.import_module(f"plantd.daemons.{name}")
-        assert getattr(old, attr) is cls
+    installed = {ep.name: ep.value for ep in entry_points(group=daemons.ENTRY_POINT_GROUP)}
+    assert {name: installed.get(name) for name in declared} == declared
+    for name in daemons.REGISTRY:
+        assert not daemons._module_exists(f"plantd.daemons.{name}")

@@ -322,13 +322,12 @@ def _db_path(db: str | None) -> tuple[Any, Any]:
     from pathlib import Path
 
     from plantd.config import load_settings, plantd_home
-    from plantd.state.daemon import StateSettings
+    from plantd.state.settings import StateSettings, db_path
 
     home = plantd_home()
     if db:
         return home, Path(db).expanduser().absolute()
-    settings = load_settings(StateSettings, "state")
-    return home, Path(settings.db) if settings.db else home.data / "state.db"
+    return home, db_path(load_settings(StateSettings, "state"), home)
 
 
 @app.command("restore")

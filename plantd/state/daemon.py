@@ -11,46 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plantd.config import DaemonSettings
 from plantd.daemons.lifecycle import Daemon, DaemonContext, StartupRefused
 from plantd.exitcodes import ExitCode
-from plantd.vocabulary import BROKER_ENDPOINT, HEALTH_PORTS, STATE_SERVICE, bus
+from plantd.state.settings import SERVICE, StateSettings, db_path
 
-SERVICE = STATE_SERVICE
-
-
-@dataclass
-class StateSettings(DaemonSettings):
-    """``PLANTD_STATE_*``."""
-
-    health_port: int = HEALTH_PORTS["state"]
-    endpoint: str = BROKER_ENDPOINT
-    service: str = SERVICE
-    heartbeat_interval: float = 2.5
-    liveness: int = 3
-    #: SQLite file (default ``$PLANTD_HOME/data/state.db``)
-    db: Path | None = None
-    #: state bus frontend: every committed change is published here (topic = scope);
-    #: named as in ModuleSettings
-    state_bus: str = bus("state").publish
-    #: MDP workers in this process = requests served concurrently (group commit width)
-    workers: int = 32
-    history_size: int = 10_000
-    request_history: int = 10_000
-    batch_max: int = 256
-    reap_interval: float = 1.0
-    max_value_bytes: int = 512 * 1024
-    max_txn_ops: int = 128
-    #: events per ``watch`` reply page
-    watch_limit: int = 1000
-    #: page cache of the writer connection (MiB): bounds RSS, speeds random writes at 10^6 keys
-    cache_mib: int = 64
-    #: fault injection for tests only: "crash-after-commit"
-    failpoint: str = ""
+__all__ = ["DAEMON", "SERVICE", "StateDaemon", "StateSettings"]
 
 
 class _StateCollector:
@@ -92,8 +60,7 @@ class StateDaemon(Daemon[StateSettings]):
     description = "plantd state: durable scoped key-value store"
 
     def db_path(self, ctx: DaemonContext) -> Path:
-        s = self.settings
-        return Path(s.db) if s.db else ctx.home.data / "state.db"
+        return db_path(self.settings, ctx.home)
 
     async def run(self, ctx: DaemonContext) -> None:
         from plantd.client import Publisher, Worker

@@ -19,8 +19,8 @@ from plantd.client.errors import RequestRejected
 from plantd.client.reply import call_body
 from plantd.logbus import LogBusHandler
 from plantd.logger import SERVICE
-from plantd.logger.paging import REPLY_BUDGET
 from plantd.logger.store import MAX_LIMIT, LogStore, StoreSettings
+from plantd.storage.paging import REPLY_BUDGET
 from tests.logger.conftest import Bus
 from tests.logger.test_store import bus_logger, join, running_logger
 

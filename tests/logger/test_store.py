@@ -14,9 +14,9 @@ import pytest
 
 from plantd.client import Client, Publisher
 from plantd.client.errors import RequestRejected
-from plantd.daemons.logger import LoggerModule, LoggerSettings
 from plantd.logbus import LogBusHandler, install_log_bus
 from plantd.logger import SERVICE
+from plantd.logger.daemon import LoggerModule, LoggerSettings
 from plantd.logger.store import LogStore, QueryError, StoreSettings, build_query
 from tests.logger.conftest import Bus, eventually, running_module
 
@@ -261,7 +261,7 @@ async def test_burst_is_stored_completely_in_batches(
 
 
 async def test_batcher_flushes_by_size_and_by_time_and_bounds_memory() -> None:
-    from plantd.logger.ingest import Batcher
+    from plantd.storage.ingest import Batcher
 
     batches: list[list[int]] = []
 

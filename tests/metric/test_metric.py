@@ -10,8 +10,8 @@ import pytest
 
 from plantd.client import Client, Subscriber
 from plantd.client.errors import RequestRejected
-from plantd.daemons.metric import MetricModule, MetricSettings
 from plantd.metric import SERVICE
+from plantd.metric.daemon import MetricModule, MetricSettings
 from plantd.metric.sources import HostSource, SignalSource, parse_signal
 from plantd.metric.store import MetricStore, MetricStoreSettings
 from tests.logger.conftest import eventually, running_module

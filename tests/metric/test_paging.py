@@ -13,10 +13,10 @@ import pytest
 from plantd.client import Client
 from plantd.client.errors import RequestRejected
 from plantd.client.reply import call_body
-from plantd.daemons.metric import MetricModule, MetricSettings
-from plantd.logger.paging import REPLY_BUDGET
 from plantd.metric import SERVICE
+from plantd.metric.daemon import MetricModule, MetricSettings
 from plantd.metric.store import MAX_LIMIT
+from plantd.storage.paging import REPLY_BUDGET
 from tests.logger.conftest import running_module
 
 pytestmark = pytest.mark.timeout(60)

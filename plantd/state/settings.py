@@ -1,0 +1,51 @@
+"""The state daemon's settings, light enough for the CLI (no store, no aiosqlite).
+
+The offline commands (``plant state restore``) resolve the database path exactly as the
+daemon does without importing the daemon; :mod:`plantd.state.daemon` re-exports
+:class:`StateSettings`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from plantd.config import DaemonSettings, Home
+from plantd.vocabulary import BROKER_ENDPOINT, HEALTH_PORTS, STATE_SERVICE, bus
+
+SERVICE = STATE_SERVICE
+
+
+@dataclass
+class StateSettings(DaemonSettings):
+    """``PLANTD_STATE_*``."""
+
+    health_port: int = HEALTH_PORTS["state"]
+    endpoint: str = BROKER_ENDPOINT
+    service: str = SERVICE
+    heartbeat_interval: float = 2.5
+    liveness: int = 3
+    #: SQLite file (default ``$PLANTD_HOME/data/state.db``)
+    db: Path | None = None
+    #: state bus frontend: every committed change is published here (topic = scope);
+    #: named as in ModuleSettings
+    state_bus: str = bus("state").publish
+    #: MDP workers in this process = requests served concurrently (group commit width)
+    workers: int = 32
+    history_size: int = 10_000
+    request_history: int = 10_000
+    batch_max: int = 256
+    reap_interval: float = 1.0
+    max_value_bytes: int = 512 * 1024
+    max_txn_ops: int = 128
+    #: events per ``watch`` reply page
+    watch_limit: int = 1000
+    #: page cache of the writer connection (MiB): bounds RSS, speeds random writes at 10^6 keys
+    cache_mib: int = 64
+    #: fault injection for tests only: "crash-after-commit"
+    failpoint: str = ""
+
+
+def db_path(settings: StateSettings, home: Home) -> Path:
+    """The database file: ``PLANTD_STATE_DB``, else ``$PLANTD_HOME/data/state.db``."""
+    return Path(settings.db) if settings.db else home.data / "state.db"
