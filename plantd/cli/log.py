@@ -20,7 +20,7 @@ import typer
 
 from plantd.cli import client_settings, output_format
 from plantd.cli.exitcodes import CliError, ExitCode
-from plantd.cli.output import OutputFormat, emit, info
+from plantd.cli.output import OutputFormat, emit, info, resolve_format
 from plantd.vocabulary import LEVELS, LOGGER_SERVICE
 
 SERVICE = LOGGER_SERVICE
@@ -82,17 +82,7 @@ def check_level(level: str | None) -> str | None:
 
 
 def _fmt(ctx: typer.Context, output: OutputFormat | None) -> OutputFormat:
-    fmt = output_format(ctx, output)
-    if fmt is None:
-        import os
-
-        fmt = os.environ.get("PLANTD_CLIENT_OUTPUT") or None
-    if fmt is None:
-        return OutputFormat.table if sys.stdout.isatty() else OutputFormat.json
-    try:
-        return OutputFormat(fmt)
-    except ValueError:
-        raise CliError(f"invalid output format {fmt!r}", ExitCode.USAGE) from None
+    return resolve_format(output_format(ctx, output))
 
 
 def format_record(rec: dict[str, Any]) -> str:
@@ -148,26 +138,17 @@ def follow_pages(
     total: int | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """The ``items`` of each page of ``operation``, following ``next`` until ``total`` items
-    (None: all) or the last page; a service that does not page answers one page."""
+    (None: all) or the last page (:func:`plantd.client.paging.pages_sync`)."""
     from plantd.client import SyncClient
+    from plantd.client.paging import pages_sync
 
     s = client_settings(ctx)
-    left = total
-    after: Any = None
     with SyncClient(s.endpoint, timeout=s.timeout, retries=s.retries) as c:
-        while left is None or left > 0:
-            request = dict(doc, limit=PAGE_LIMIT if left is None else min(left, PAGE_LIMIT))
-            if after is not None:
-                request["after"] = after
-            reply = c.call(service, operation, request)  # RequestRejected on success: false
-            data = reply.get("data", reply) if isinstance(reply, dict) else {}
-            page = data.get(items, []) if isinstance(data, dict) else []
-            yield page
-            if left is not None:
-                left -= len(page)
-            after = data.get("next") if isinstance(data, dict) else None
-            if not data.get("more") or after is None:  # a short or empty page may say more
-                return
+        # RequestRejected on success: false
+        for data in pages_sync(
+            c, service, operation, doc, page_size=PAGE_LIMIT, total=total, count_field=items
+        ):
+            yield data.get(items) or []
 
 
 def _query_doc(**params: Any) -> dict[str, Any]:

@@ -12,8 +12,10 @@ ONE request (read with ``stream()``), no round trip per page.
 
 ``item_field`` names the list in each page to yield item by item (a JSON object is yielded
 as its ``(name, value)`` pairs); without it whole pages (the ``data`` objects) are yielded.
-Memory stays at one page. The client objects are taken as parameters (``Client`` or
-``SyncClient``), so this module imports neither.
+``page_size`` sets each request's ``limit``; ``total`` stops after that many items of
+``item_field`` (or of ``count_field`` when whole pages are yielded), asking the last page for
+no more than are left. Memory stays at one page. The client objects are taken as parameters
+(``Client`` or ``SyncClient``), so this module imports neither.
 """
 
 from __future__ import annotations
@@ -48,14 +50,35 @@ def _items(data: dict[str, Any], field: str | None) -> Iterator[Any]:
         yield from value
 
 
-def _advance(doc: dict[str, Any], data: dict[str, Any], seen: int) -> dict[str, Any] | None:
-    """The request of the next page, or None after the last one."""
-    if not data.get("more"):
-        return None
-    nxt = data.get("next")
-    if nxt is None or nxt == doc.get("after") or seen >= MAX_PAGES:
-        raise errors.ProtocolError(f"paged reply says more but its cursor is stuck at {nxt!r}")
-    return {**doc, "after": nxt}
+class _Pager:
+    """The requests of one paged read, without I/O: the first, then one per page with
+    ``after`` = the page's ``next``, each ``limit`` = ``page_size`` or the items still wanted."""
+
+    def __init__(
+        self, doc: dict[str, Any], page_size: int | None, total: int | None, field: str | None
+    ) -> None:
+        self.page_size, self.left, self.field = page_size, total, field
+        self.pages = 0
+        self.next: dict[str, Any] | None = self._limited(doc)
+
+    def _limited(self, doc: dict[str, Any]) -> dict[str, Any] | None:
+        sizes = [n for n in (self.page_size, self.left) if n is not None]
+        if self.left is not None and self.left <= 0:
+            return None
+        return {**doc, "limit": min(sizes)} if sizes else doc
+
+    def feed(self, data: dict[str, Any]) -> None:
+        """Read a page's ``more``/``next`` (and its item count against ``total``)."""
+        doc, self.next = self.next or {}, None
+        self.pages += 1
+        if self.left is not None and self.field is not None:
+            self.left -= len(data.get(self.field) or ())
+        if not data.get("more"):
+            return
+        nxt = data.get("next")
+        if nxt is None or nxt == doc.get("after") or self.pages >= MAX_PAGES:
+            raise errors.ProtocolError(f"paged reply says more but its cursor is stuck at {nxt!r}")
+        self.next = self._limited({**doc, "after": nxt})
 
 
 async def pages(
@@ -67,6 +90,9 @@ async def pages(
     *,
     stream: bool = False,
     timeout: float | None = None,
+    page_size: int | None = None,
+    total: int | None = None,
+    count_field: str | None = None,
 ) -> AsyncIterator[Any]:
     """Every page (or every item of ``item_field``) of ``operation`` with a ``Client``."""
     request = dict(doc or {})
@@ -76,14 +102,12 @@ async def pages(
             for item in _items(_data(decode_document(part)), item_field):
                 yield item
         return
-    count = 0
-    next_request: dict[str, Any] | None = request
-    while next_request is not None:
-        data = _data(await client.call(service, operation, next_request, timeout=timeout))
+    pager = _Pager(request, page_size, total, item_field or count_field)
+    while pager.next is not None:
+        data = _data(await client.call(service, operation, pager.next, timeout=timeout))
+        pager.feed(data)
         for item in _items(data, item_field):
             yield item
-        count += 1
-        next_request = _advance(next_request, data, count)
 
 
 def pages_sync(
@@ -95,6 +119,9 @@ def pages_sync(
     *,
     stream: bool = False,
     timeout: float | None = None,
+    page_size: int | None = None,
+    total: int | None = None,
+    count_field: str | None = None,
 ) -> Iterator[Any]:
     """:func:`pages` with a blocking ``SyncClient``."""
     request = dict(doc or {})
@@ -103,10 +130,8 @@ def pages_sync(
         for part in client.stream(service, *body, timeout=timeout):
             yield from _items(_data(decode_document(part)), item_field)
         return
-    count = 0
-    next_request: dict[str, Any] | None = request
-    while next_request is not None:
-        data = _data(client.call(service, operation, next_request, timeout=timeout))
+    pager = _Pager(request, page_size, total, item_field or count_field)
+    while pager.next is not None:
+        data = _data(client.call(service, operation, pager.next, timeout=timeout))
+        pager.feed(data)
         yield from _items(data, item_field)
-        count += 1
-        next_request = _advance(next_request, data, count)

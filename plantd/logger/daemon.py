@@ -19,7 +19,7 @@ from plantd.logger.loki import LokiForwarder
 from plantd.logger.store import LogStore, StoreSettings
 from plantd.module import Module, ModuleSettings, operation
 from plantd.protocol.envelope import ok
-from plantd.storage.paging import QueryError, invalid_argument, parse_stream
+from plantd.storage.paging import serve_pages
 from plantd.vocabulary import HEALTH_PORTS
 
 
@@ -107,16 +107,11 @@ class LoggerModule(Module[LoggerSettings]):
     @operation("query")
     async def query(self, doc: Any) -> AsyncIterator[dict[str, Any]]:
         """One page; with ``stream: true`` every page (PARTIAL replies), up to ``max_records``."""
-        params = doc if isinstance(doc, dict) else {}
-        try:
-            stream, total = parse_stream(params)
-            if not stream:
-                yield ok(await self.store.query_page(params))
-                return
-            async for page in self.store.query_pages(params, total=total):
-                yield ok(page)
-        except QueryError as exc:  # raised before the first page: arguments are checked first
-            yield invalid_argument(exc)
+        store = self.store
+        async for reply in serve_pages(
+            doc, store.query_page, lambda params, total: store.query_pages(params, total=total)
+        ):
+            yield reply
 
     @operation("stats")
     async def stats(self, _doc: Any) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The logger's record store: ``log`` and ``event`` bus records in one SQLite file.
 
 Records arrive at bus speed, are parsed and gap-checked on the event loop (cheap), and are
-written in batches by the :class:`~plantd.logger.ingest.Batcher` on the writer thread, so
+written in batches by the :class:`~plantd.storage.ingest.Batcher` on the writer thread, so
 10,000 records/s cost one transaction every ~100 ms. Retention trims by age and by row count
 in bounded chunks between batches. Each producer ``(host, pid, service)`` has its last ``seq``
 tracked: a jump from 41 to 45 counts 3 records missed, which is how bus loss becomes visible.
@@ -414,7 +414,7 @@ class LogStore(BusStore):
     async def query_pages(
         self, params: dict[str, Any], budget: int = REPLY_BUDGET, total: int | None = None
     ) -> AsyncIterator[dict[str, Any]]:
-        """Every page of a query (:func:`~plantd.logger.paging.follow_pages`)."""
+        """Every page of a query (:func:`~plantd.storage.paging.follow_pages`)."""
         q = parse_query(params)
 
         async def page(after: tuple[float, int] | None, limit: int) -> dict[str, Any]:

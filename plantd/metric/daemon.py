@@ -20,7 +20,7 @@ from plantd.metric.sources import HostSource, Source, parse_signal
 from plantd.metric.store import MetricStore, MetricStoreSettings
 from plantd.module import Module, ModuleSettings, operation
 from plantd.protocol.envelope import ok
-from plantd.storage.paging import QueryError, invalid_argument, parse_stream
+from plantd.storage.paging import QueryError, invalid_argument, serve_pages
 from plantd.vocabulary import HEALTH_PORTS
 
 
@@ -131,16 +131,11 @@ class MetricModule(Module[MetricSettings]):
     async def sample_range(self, doc: Any) -> AsyncIterator[dict[str, Any]]:
         """One page; with ``stream: true`` every page (PARTIAL replies), up to ``max_records``."""
         assert self.store is not None
-        params = doc if isinstance(doc, dict) else {}
-        try:
-            stream, total = parse_stream(params)
-            if not stream:
-                yield ok(await self.store.range_page(params))
-                return
-            async for page in self.store.range_pages(params, total=total):
-                yield ok(page)
-        except QueryError as exc:  # raised before the first page: arguments are checked first
-            yield invalid_argument(exc)
+        store = self.store
+        async for reply in serve_pages(
+            doc, store.range_page, lambda params, total: store.range_pages(params, total=total)
+        ):
+            yield reply
 
     def health(self) -> dict[str, Any]:
         if self.store is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from plantd.protocol.envelope import error_doc
+from plantd.protocol.envelope import CONFLICT, INVALID_ARGUMENT, NOT_FOUND, error_doc
 
 __all__ = [
     "Compacted",
@@ -67,13 +67,13 @@ class StateError(Exception):
 class NotFound(StateError):
     """Missing scope or key (never an empty value)."""
 
-    code = "not_found"
+    code = NOT_FOUND
 
 
 class Conflict(StateError):
     """A compare (prev_revision / if_absent) failed; carries ``current_revision`` (0 = absent)."""
 
-    code = "conflict"
+    code = CONFLICT
 
     def __init__(self, message: str, *, current_revision: int, **extra: Any) -> None:
         super().__init__(message, current_revision=current_revision, **extra)
@@ -110,7 +110,7 @@ class LimitExceeded(StateError):
 class InvalidArgument(StateError):
     """Malformed request (bad type, empty name, non-JSON value, ...)."""
 
-    code = "invalid_argument"
+    code = INVALID_ARGUMENT
 
 
 class StorageError(StateError):

@@ -12,7 +12,6 @@ store listener, i.e. in commit order and before the writer is acknowledged.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -22,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from plantd.protocol import jsoncodec
-from plantd.protocol.envelope import error_doc, ok
+from plantd.protocol.envelope import INVALID_ARGUMENT, NOT_FOUND, error_doc, ok
 from plantd.state.errors import Compacted, Conflict, StateError
 from plantd.state.store import StateStore
+from plantd.storage.paging import QueryError, bad_field, json_type, parse_limit
 from plantd.vocabulary import STATE_SERVICE
 
 __all__ = ["OPERATIONS", "SERVICE", "StateService", "error_doc"]
@@ -41,20 +41,6 @@ DEFAULT_PAGE = 1000
 MAX_PAGE = 10_000
 
 log = logging.getLogger("plantd.state.service")
-
-_JSON_TYPES = {
-    dict: "object",
-    list: "array",
-    str: "string",
-    int: "integer",
-    float: "number",
-    bool: "boolean",
-    type(None): "null",
-}
-
-
-def _type_name(value: Any) -> str:
-    return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
 class Reject(Exception):
@@ -77,29 +63,28 @@ class Request:
         unknown = sorted(set(doc) - allowed)
         if unknown:
             raise Reject(
-                "invalid_argument",
+                INVALID_ARGUMENT,
                 f"{op}: unknown field(s) {', '.join(map(repr, unknown))}"
                 f" (allowed: {', '.join(sorted(allowed)) or 'none'})",
                 field=unknown[0],
             )
 
+    def _reject(self, exc: QueryError) -> Reject:
+        """The refusal of ``exc`` (the shared paging and field checks), naming the operation."""
+        return Reject(INVALID_ARGUMENT, f"{self.op}: {exc}", field=exc.field, **exc.extra)
+
     def _bad(self, name: str, expected: str, value: Any) -> Reject:
-        return Reject(
-            "invalid_argument",
-            f"{self.op}: field '{name}' must be {expected}, got {_type_name(value)}"
-            f" {json.dumps(value, default=str)[:60]}",
-            field=name,
-        )
+        return self._reject(bad_field(name, expected, value))
 
     def missing(self, name: str) -> Reject:
-        return Reject("invalid_argument", f"{self.op}: missing field '{name}'", field=name)
+        return Reject(INVALID_ARGUMENT, f"{self.op}: missing field '{name}'", field=name)
 
     def scope(self) -> str:
         """The scope: required."""
         value = self.opt_scope()
         if value is None:
             raise Reject(
-                "invalid_argument",
+                INVALID_ARGUMENT,
                 f"{self.op}: missing field 'service' (the scope; 'scope' is accepted too)",
                 field="service",
             )
@@ -110,7 +95,7 @@ class Request:
         svc, scope = self.doc.get("service"), self.doc.get("scope")
         if svc is not None and scope is not None and svc != scope:
             raise Reject(
-                "invalid_argument",
+                INVALID_ARGUMENT,
                 f"{self.op}: 'service' ({svc!r}) and 'scope' ({scope!r}) disagree; send one",
                 field="service",
             )
@@ -121,7 +106,7 @@ class Request:
         if not isinstance(value, str):
             raise self._bad(name, "a string", value)
         if not value:
-            raise Reject("invalid_argument", f"{self.op}: field '{name}' is empty", field=name)
+            raise Reject(INVALID_ARGUMENT, f"{self.op}: field '{name}' is empty", field=name)
         return value
 
     def string(self, name: str) -> str:
@@ -130,7 +115,7 @@ class Request:
         if value is None:
             raise self.missing(name)
         if not value:
-            raise Reject("invalid_argument", f"{self.op}: field '{name}' is empty", field=name)
+            raise Reject(INVALID_ARGUMENT, f"{self.op}: field '{name}' is empty", field=name)
         return value
 
     def opt_string(self, name: str) -> str | None:
@@ -149,7 +134,7 @@ class Request:
             raise self._bad(name, f"an integer >= {minimum}", value)
         if value < minimum:
             raise Reject(
-                "invalid_argument",
+                INVALID_ARGUMENT,
                 f"{self.op}: field '{name}' must be >= {minimum}, got {value}",
                 field=name,
             )
@@ -163,7 +148,7 @@ class Request:
             raise self._bad(name, "a number", value)
         if not math.isfinite(value) or value <= 0:
             raise Reject(
-                "invalid_argument",
+                INVALID_ARGUMENT,
                 f"{self.op}: field '{name}' must be a number > 0, got {value}",
                 field=name,
             )
@@ -171,19 +156,10 @@ class Request:
 
     def limit(self, default: int, maximum: int) -> int:
         """The page size: ``limit`` (1..maximum), else ``default``."""
-        value = self.doc.get("limit")
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
-            got = f"{_type_name(value)} {json.dumps(value, default=str)[:40]}"
-            raise Reject(
-                "invalid_argument",
-                f"{self.op}: field 'limit' must be >= 1 and <= {maximum} (the maximum page"
-                f" size), got {got}",
-                field="limit",
-                maximum=maximum,
-            )
-        return value
+        try:
+            return parse_limit(self.doc, default, maximum)
+        except QueryError as exc:
+            raise self._reject(exc) from None
 
     def after_name(self) -> str | None:
         """A name cursor: ``after`` = the last name of the previous page."""
@@ -339,8 +315,8 @@ class StateService:
             raise Reject("invalid_json", f"{op}: request is not valid JSON: {exc}") from None
         if not isinstance(doc, dict):
             raise Reject(
-                "invalid_argument",
-                f"{op}: request must be a JSON object, got {_type_name(doc)}",
+                INVALID_ARGUMENT,
+                f"{op}: request must be a JSON object, got {json_type(doc)}",
             )
         return doc
 
@@ -509,7 +485,7 @@ class StateService:
                 got = await self.store.get(scope, key)
                 previous = {"value": got["value"], "mod_revision": got["mod_revision"]}
             except StateError as exc:
-                if exc.code != "not_found":
+                if exc.code != NOT_FOUND:
                     raise
         res = await self.store.set(
             scope,
@@ -547,8 +523,8 @@ class StateService:
         for i, raw in enumerate(ops):
             if not isinstance(raw, dict):
                 raise Reject(
-                    "invalid_argument",
-                    f"txn: ops[{i}] must be an object, got {_type_name(raw)}",
+                    INVALID_ARGUMENT,
+                    f"txn: ops[{i}] must be an object, got {json_type(raw)}",
                     field="ops",
                     index=i,
                 )
@@ -557,7 +533,7 @@ class StateService:
                 svc = item.pop("service")
                 if item.get("scope", svc) != svc:
                     raise Reject(
-                        "invalid_argument",
+                        INVALID_ARGUMENT,
                         f"txn: ops[{i}]: 'service' and 'scope' disagree",
                         field="ops",
                         index=i,
@@ -594,7 +570,7 @@ class StateService:
             events = await self.store.changes_since(since, limit=limit)
         except Compacted as exc:  # a stale cursor (paging contract)
             raise Reject(
-                "invalid_argument",
+                INVALID_ARGUMENT,
                 f"watch: field '{field}': {exc.message}",
                 field=field,
                 reason="compacted",
@@ -647,7 +623,7 @@ class StateService:
         after, rev = req.integer("after"), req.integer("revision")
         if after is not None and rev is not None and after != rev:
             raise Reject(
-                "invalid_argument",
+                INVALID_ARGUMENT,
                 f"watch: 'after' ({after}) and 'revision' ({rev}) disagree; send one",
                 field="after",
             )
@@ -657,7 +633,7 @@ class StateService:
         path = req.string("path")
         if not Path(path).is_absolute():
             raise Reject(
-                "invalid_argument",
+                INVALID_ARGUMENT,
                 f"backup: path must be absolute (the daemon's working directory is not"
                 f" yours), got {path!r}",
                 field="path",

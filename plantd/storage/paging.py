@@ -9,49 +9,87 @@ client has seen, whatever arrived in between.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from plantd.protocol import jsoncodec
-from plantd.protocol.envelope import INVALID_ARGUMENT, error_doc
+from plantd.protocol.envelope import INVALID_ARGUMENT, error_doc, ok
 
 __all__ = [
     "REPLY_BUDGET",
     "QueryError",
+    "bad_field",
+    "describe",
     "fit_page",
     "follow_pages",
     "invalid_argument",
+    "json_type",
     "parse_limit",
     "parse_record_cursor",
     "parse_stream",
+    "serve_pages",
 ]
 
 #: bytes of records in one reply (the envelope adds well under 1 KiB); the broker limit is 1 MiB
 REPLY_BUDGET = 768 * 1024
 
 
-class QueryError(ValueError):
-    """A request argument is invalid: ``invalid_argument`` naming ``field``."""
+_JSON_TYPES = {
+    dict: "object",
+    list: "array",
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
 
-    def __init__(self, message: str, field: str | None = None) -> None:
+
+class QueryError(ValueError):
+    """A request argument is invalid: ``invalid_argument`` naming ``field`` (``extra``: more
+    fields of the error reply, e.g. the ``maximum`` of ``limit``)."""
+
+    def __init__(self, message: str, field: str | None = None, **extra: Any) -> None:
         super().__init__(message)
         self.field = field
+        self.extra = extra
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of ``value``'s type ("object", "string", ...), for error messages."""
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def describe(value: Any) -> str:
+    """A request value in an error message: its JSON type and (the start of) its JSON text."""
+    return f"{json_type(value)} {json.dumps(value, default=str)[:60]}"
+
+
+def bad_field(name: str, expected: str, value: Any) -> QueryError:
+    """The error of field ``name`` holding ``value`` where ``expected`` was wanted."""
+    return QueryError(f"field '{name}' must be {expected}, got {describe(value)}", name)
 
 
 def invalid_argument(exc: QueryError) -> dict[str, Any]:
     """The error reply for ``exc`` (``field`` names the argument, as the state service does)."""
-    return error_doc(INVALID_ARGUMENT, str(exc), **({"field": exc.field} if exc.field else {}))
+    field = {"field": exc.field} if exc.field else {}
+    return error_doc(INVALID_ARGUMENT, str(exc), **field, **exc.extra)
 
 
 def parse_limit(params: dict[str, Any], default: int, maximum: int) -> int:
-    """``limit``: an integer 1..maximum (absent = ``default``); QueryError naming ``limit``."""
+    """``limit``: an integer 1..maximum (absent = ``default``); QueryError naming ``limit``
+    and its ``maximum``. Every paged service reads its page size here."""
     limit = params.get("limit")
     if limit is None:
         return default
-    if isinstance(limit, bool) or not isinstance(limit, int):
-        raise QueryError(f"limit: expected an integer 1..{maximum}, got {limit!r}", "limit")
-    if limit < 1 or limit > maximum:
-        raise QueryError(f"limit: {limit} is outside 1..{maximum} (the maximum)", "limit")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= maximum:
+        raise QueryError(
+            f"field 'limit' must be >= 1 and <= {maximum} (the maximum page size),"
+            f" got {describe(limit)}",
+            "limit",
+            maximum=maximum,
+        )
     return limit
 
 
@@ -68,19 +106,17 @@ def parse_record_cursor(value: Any, shape: str = "[ts, id]") -> tuple[float, int
         and not isinstance(value[1], bool)
     ):
         return float(value[0]), value[1]
-    raise QueryError(
-        f"after: expected the {shape} cursor of a previous page's next, got {value!r}", "after"
-    )
+    raise bad_field("after", f"the {shape} cursor of a previous page's next", value)
 
 
 def parse_stream(params: dict[str, Any]) -> tuple[bool, int | None]:
     """``stream`` (bool) and ``max_records`` (total records of a stream, absent = all)."""
     stream = params.get("stream", False)
     if not isinstance(stream, bool):
-        raise QueryError(f"stream: expected true or false, got {stream!r}", "stream")
+        raise bad_field("stream", "true or false", stream)
     total = params.get("max_records")
     if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 1):
-        raise QueryError(f"max_records: expected an integer >= 1, got {total!r}", "max_records")
+        raise bad_field("max_records", "an integer >= 1", total)
     return stream, total
 
 
@@ -131,3 +167,23 @@ async def follow_pages(
         if not doc["more"] or (total is not None and sent >= total):
             return
         after = tuple(doc["next"])
+
+
+async def serve_pages(
+    doc: Any,
+    page: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
+    pages: Callable[[dict[str, Any], int | None], AsyncIterator[dict[str, Any]]],
+) -> AsyncIterator[dict[str, Any]]:
+    """The replies of a paged operation: ``page(params)``, or with ``stream: true`` every
+    ``pages(params, max_records)`` as a reply part. A bad argument is raised before the first
+    page (arguments are checked first) and answered as ``invalid_argument``."""
+    params = doc if isinstance(doc, dict) else {}
+    try:
+        stream, total = parse_stream(params)
+        if not stream:
+            yield ok(await page(params))
+            return
+        async for one in pages(params, total):
+            yield ok(one)
+    except QueryError as exc:
+        yield invalid_argument(exc)

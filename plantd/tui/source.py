@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from plantd.protocol.envelope import CONFLICT, NOT_FOUND
 from plantd.vocabulary import BROKER_ENDPOINT, LOGGER_SERVICE, STATE_SERVICE, bus
 
 DEFAULT_ENDPOINT = BROKER_ENDPOINT
@@ -49,7 +50,7 @@ class Conflict(ServiceError):
     """Compare-and-set failed: someone else wrote the key first; never overwrite silently."""
 
     def __init__(self, message: str, revision: int | None = None) -> None:
-        super().__init__(message, code="conflict")
+        super().__init__(message, code=CONFLICT)
         self.revision = revision
 
 
@@ -215,36 +216,34 @@ class SourceSettings:
     def from_env(
         cls, endpoint: str | None = None, env: Mapping[str, str] | None = None
     ) -> SourceSettings:
-        """Like `plant state watch`/`plant log tail`: `PLANTD_CLIENT_*_BUS`, else the broker's
-        own bus settings (file/env), else the defaults; the console must find the buses of
-        the stack `plant up` started without extra configuration."""
+        """Like `plant state watch`/`plant log tail`: each bus's subscribe side from
+        :func:`plantd.broker.settings.bus_endpoint` (`PLANTD_CLIENT_<BUS>_BUS_SUB`, its
+        deprecated alias `PLANTD_CLIENT_<BUS>_BUS`, else the broker's own bus settings), so
+        the console finds the buses of the stack `plant up` started without extra
+        configuration."""
         env = os.environ if env is None else env
         try:
             timeout = float(env.get("PLANTD_CLIENT_TIMEOUT", "3.0"))
         except ValueError:
             timeout = 3.0
-        state_bus = env.get("PLANTD_CLIENT_STATE_BUS", "").strip()
-        log_bus = env.get("PLANTD_CLIENT_LOG_BUS", "").strip()
-        if not (state_bus and log_bus):
-            broker_state, broker_log = _broker_buses(env)
-            state_bus = state_bus or broker_state
-            log_bus = log_bus or broker_log
         return cls(
             endpoint=endpoint or env.get("PLANTD_CLIENT_ENDPOINT") or DEFAULT_ENDPOINT,
             timeout=timeout,
-            state_bus=state_bus,
-            log_bus=log_bus,
+            state_bus=_bus(env, "state", DEFAULT_STATE_BUS),
+            log_bus=_bus(env, "log", DEFAULT_LOG_BUS),
         )
 
 
-def _broker_buses(env: Mapping[str, str]) -> tuple[str, str]:
-    """Backends (subscriber side) of the state and log buses from the broker's settings."""
-    try:
-        from plantd.broker.settings import bus_endpoint
+def _bus(env: Mapping[str, str], name: str, default: str) -> str:
+    """Bus ``name``'s subscribe side, the one resolution the CLI uses; ``default`` if the
+    broker's configuration is broken (that must not keep the console from starting)."""
+    from plantd.broker.settings import bus_endpoint
+    from plantd.config import ConfigError
 
-        return bus_endpoint("state", env=env), bus_endpoint("log", env=env)
-    except Exception:  # a broken broker config must not keep the console from starting
-        return DEFAULT_STATE_BUS, DEFAULT_LOG_BUS
+    try:
+        return bus_endpoint(name, env=env)
+    except ConfigError:
+        return default
 
 
 # --------------------------------------------------------------------------- parsing helpers
@@ -419,7 +418,7 @@ def state_reply(doc: Any) -> Any:
     if doc.get("success", True) is False:
         message = str(doc.get("error") or "request rejected")
         code = str(doc.get("code") or "error")
-        if code == "conflict":
+        if code == CONFLICT:
             rev = doc.get("revision")
             raise Conflict(message, None if rev is None else _int(rev))
         raise ServiceError(message, code)
@@ -471,7 +470,7 @@ class LiveSource:
                 raise Disconnected(str(exc) or "broker did not answer") from exc
             raise ServiceError(str(exc) or "request timed out", "timeout") from exc
         except errors.RequestRejected as exc:
-            if exc.code == "conflict":
+            if exc.code == CONFLICT:
                 rev = exc.doc.get("revision")
                 raise Conflict(str(exc), None if rev is None else _int(rev)) from exc
             raise ServiceError(str(exc), exc.code) from exc
@@ -552,7 +551,7 @@ class LiveSource:
         try:
             kv = await self._state(lambda st: st.get(scope, key))
         except ServiceError as exc:
-            if exc.code == "not_found":
+            if exc.code == NOT_FOUND:
                 return None
             raise
         return key_entry(kv)
