@@ -1,7 +1,7 @@
 """Durable scoped key-value store of the state service (storage layer, no networking).
 
 The store's names load lazily (PEP 562): :mod:`plantd.state.settings` and
-:mod:`plantd.state.errors` must not pull in aiosqlite or the store, so the CLI's offline
+:mod:`plantd.state.errors` must not pull in the store or sqlite3, so the CLI's offline
 commands can resolve the database path cheaply.
 """
 

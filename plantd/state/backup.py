@@ -14,12 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
 from plantd.state import dbthread
 from plantd.state.errors import CorruptDatabase, InvalidArgument, StorageError, storage_error
 from plantd.state.files import FileLock, fsync_path, precheck_file, side_file
 from plantd.state.schema import Integrity, check_database
+from plantd.storage.sqlite import SqliteThread
 
 
 def _destination(live: Path, dest: str | os.PathLike[str], overwrite: bool) -> Path:
@@ -40,11 +39,11 @@ async def backup(path: Path, dest: str | os.PathLike[str], *, overwrite: bool) -
     dest = _destination(path, dest, overwrite)
     tmp = side_file(dest, ".tmp")
     tmp.unlink(missing_ok=True)
-    src: aiosqlite.Connection | None = None
-    dst: aiosqlite.Connection | None = None
+    src: SqliteThread | None = None
+    dst: SqliteThread | None = None
     try:
         src = await dbthread.read_only(dbthread.read_only_uri(path))
-        dst = await aiosqlite.connect(tmp, isolation_level=None, check_same_thread=False)
+        dst = await SqliteThread.connect(tmp, name="state-backup")
         await src.backup(dst)  # whole DB in one step = one read snapshot
         await dst.execute("PRAGMA journal_mode=DELETE")  # self-contained single file
 

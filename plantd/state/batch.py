@@ -1,7 +1,7 @@
 """The write path as ONE synchronous function: :func:`apply_batch` applies queued
 operations to a plain ``sqlite3`` connection in one transaction and commits.
 
-No asyncio and no aiosqlite here: the group committer runs it on the writer's thread, and
+No asyncio and no database thread here: the group committer runs it on the writer's thread, and
 tests run it on ``sqlite3.connect(":memory:")``. Operations validate (read) before they
 write, so a failing compare never fails the other operations of the batch; an SQLite error
 rolls the whole batch back and is raised to the caller.

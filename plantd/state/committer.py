@@ -19,11 +19,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiosqlite
-
 from plantd.state import dbthread
 from plantd.state.batch import Committed, Op, WriterState
 from plantd.state.errors import StorageError, storage_error
+from plantd.storage.sqlite import SqliteThread
 
 log = logging.getLogger("plantd.state.store")
 
@@ -52,7 +51,7 @@ class GroupCommitter:
 
     def __init__(
         self,
-        writer: aiosqlite.Connection,
+        writer: SqliteThread,
         write_batch: WriteBatch,
         *,
         adopt: Callable[[Committed, int], Awaitable[None]],

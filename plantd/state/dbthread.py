@@ -1,8 +1,9 @@
-"""One hand-off to an aiosqlite connection's thread for a whole synchronous job.
+"""The state store's connections: one hand-off to a connection's thread for a whole job.
 
-Every aiosqlite call is a round trip to that thread, and those round trips (not fsync)
+Every call to a database thread is a round trip, and those round trips (not fsync)
 dominated the cost of a write batch; the store therefore runs a whole batch, a round of
-gets or a paged read as ONE synchronous function on the raw ``sqlite3`` connection.
+gets or a paged read as ONE synchronous function on the raw ``sqlite3`` connection, through
+the shared engine :class:`plantd.storage.sqlite.SqliteThread` (no private aiosqlite API).
 """
 
 from __future__ import annotations
@@ -12,31 +13,20 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
-import aiosqlite
-
-from plantd.state.errors import StorageError
+from plantd.storage.sqlite import SqliteThread
 
 T = TypeVar("T")
 
 
-def on_db_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> Awaitable[T]:
-    """Run ``fn(raw sqlite3 connection)`` on ``conn``'s worker thread as ONE hand-off.
-
-    FIFO order with the connection's other calls is kept (same queue, same thread).
-    aiosqlite has no public API for this: ``_execute`` and ``_conn`` are private (0.17-0.22);
-    tests/state/test_store_perf_paths.py fails if they disappear.
-    """
-    execute: Callable[[Callable[[], T]], Awaitable[T]] = conn._execute  # untyped in aiosqlite
-    return execute(lambda: fn(conn._conn))
+def on_db_thread(conn: SqliteThread, fn: Callable[[sqlite3.Connection], T]) -> Awaitable[T]:
+    """Run ``fn(raw sqlite3 connection)`` on ``conn``'s thread as ONE hand-off (FIFO with the
+    connection's other calls: same queue, same thread)."""
+    return conn.run(fn)
 
 
-def check_db_thread_api(conn: aiosqlite.Connection) -> None:
-    """Fail at open, not on the first write, if aiosqlite dropped the private API we use."""
-    if not callable(getattr(conn, "_execute", None)) or not hasattr(type(conn), "_conn"):
-        raise StorageError(
-            f"aiosqlite {getattr(aiosqlite, '__version__', '?')} lacks Connection._execute/_conn"
-            " (used to run a write batch in one call on the database thread)"
-        )
+async def writer(path: Path) -> SqliteThread:
+    """The store's one writer connection."""
+    return await SqliteThread.connect(path, name="state-w")
 
 
 def read_only_uri(path: Path) -> str:
@@ -44,7 +34,7 @@ def read_only_uri(path: Path) -> str:
     return f"{path.resolve().as_uri()}?mode=ro"
 
 
-async def read_only(uri: str) -> aiosqlite.Connection:
+async def read_only(uri: str) -> SqliteThread:
     """A private read-only connection on :func:`read_only_uri` (WAL readers never block the
     writer)."""
-    return await aiosqlite.connect(uri, uri=True, isolation_level=None)
+    return await SqliteThread.connect(uri, uri=True, name="state-r")

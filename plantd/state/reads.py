@@ -13,11 +13,10 @@ import sqlite3
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiosqlite
-
 from plantd.protocol import jsoncodec
 from plantd.state import dbthread, pages
 from plantd.state.errors import StorageError, storage_error
+from plantd.storage.sqlite import SqliteThread
 
 GET_SQL = (
     "SELECT EXISTS(SELECT 1 FROM scopes WHERE name=?1), k.value, k.create_revision,"
@@ -48,7 +47,7 @@ class GroupedGets:
     time.
     """
 
-    def __init__(self, reader: aiosqlite.Connection) -> None:
+    def __init__(self, reader: SqliteThread) -> None:
         self._reader = reader
         self._gets: list[tuple[str, str, float, asyncio.Future[tuple[Any, ...]]]] = []
         self._task: asyncio.Task[None] | None = None

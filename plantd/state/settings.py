@@ -1,4 +1,4 @@
-"""The state daemon's settings, light enough for the CLI (no store, no aiosqlite).
+"""The state daemon's settings, light enough for the CLI (no store, no sqlite3).
 
 The offline commands (``plant state restore``) resolve the database path exactly as the
 daemon does without importing the daemon; :mod:`plantd.state.daemon` re-exports

@@ -28,8 +28,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiosqlite
-
 from plantd.protocol import jsoncodec
 from plantd.state import backup as backups
 from plantd.state import dbthread, pages, reads, ttl
@@ -59,6 +57,7 @@ from plantd.state.validation import (
     new_key_op,
     txn_ops,
 )
+from plantd.storage.sqlite import SqliteThread
 
 __all__ = ["Event", "Limits", "Listener", "StateStore"]
 
@@ -96,8 +95,8 @@ class StateStore:
         self._clock = clock
         self._verify_max_bytes = verify_max_bytes
         self._cache_bytes = cache_bytes
-        self._writer: aiosqlite.Connection
-        self._reader: aiosqlite.Connection
+        self._writer: SqliteThread
+        self._reader: SqliteThread
         self._lock = FileLock(side_file(path, ".lock"))
         self._gets: reads.GroupedGets
         self._commits: GroupCommitter
@@ -187,11 +186,10 @@ class StateStore:
     async def _open_connections(self) -> None:
         existed = precheck_file(self.path)
         try:
-            self._writer = await aiosqlite.connect(self.path, isolation_level=None)
+            self._writer = await dbthread.writer(self.path)
         except sqlite3.Error as e:
             raise StorageError(f"cannot open state database {self.path}: {e}") from None
         try:
-            dbthread.check_db_thread_api(self._writer)
             if existed:
                 await self._verify()
             await self._configure_writer()

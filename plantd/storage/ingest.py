@@ -1,9 +1,9 @@
 """Building blocks shared by the logger and metric stores: high-rate bus ingestion into SQLite.
 
 * :class:`Database`: one writer thread and one reader thread, each owning its own ``sqlite3``
-  connection to a WAL database. Writes are serialized (SQLite 3.40 must not see two writers),
-  queries run concurrently with writes and see committed rows only, and the event loop never
-  waits on disk.
+  connection to a WAL database (two :class:`~plantd.storage.sqlite.SqliteThread`). Writes
+  are serialized (SQLite 3.40 must not see two writers), queries run concurrently with writes
+  and see committed rows only, and the event loop never waits on disk.
 * :class:`Batcher`: collects items and flushes them every N items or T seconds with at most
   one flush in flight, so ingestion keeps receiving while a batch is written and a slow disk
   turns into bigger batches instead of a stall. Bounded: beyond ``max_pending`` items are
@@ -22,7 +22,6 @@ import logging
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -30,6 +29,7 @@ from typing import Any, Generic, TypeVar
 import zmq
 import zmq.asyncio
 
+from plantd.storage.sqlite import SqliteThread
 from plantd.transport import NOBLOCK, readable, recv_frames
 
 __all__ = ["Batcher", "BusStore", "Database", "parse_ts", "read_bus"]
@@ -63,66 +63,52 @@ class Database:
         self.path = Path(path)
         self.schema = schema
         self.synchronous = synchronous
-        self._writer: ThreadPoolExecutor | None = None
-        self._reader: ThreadPoolExecutor | None = None
-        self._wconn: sqlite3.Connection | None = None
-        self._rconn: sqlite3.Connection | None = None
+        self._writer: SqliteThread | None = None
+        self._reader: SqliteThread | None = None
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"sqlite-w-{self.path.stem}")
-        self._reader = ThreadPoolExecutor(1, thread_name_prefix=f"sqlite-r-{self.path.stem}")
-        await self.write(self._open_writer)
-        await self.read(self._open_reader)
+        self._writer = await SqliteThread.connect(self.path, name=f"sqlite-w-{self.path.stem}")
+        await self.write(self._configure_writer)
+        self._reader = await SqliteThread.connect(
+            f"file:{self.path}?mode=ro", uri=True, name=f"sqlite-r-{self.path.stem}"
+        )
+        await self.read(self._configure_reader)
 
-    def _open_writer(self, _conn: Any) -> None:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+    def _configure_writer(self, conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL: a power cut may lose the last batches but never corrupts; logs and samples
         # are not worth an fsync per commit at 10,000 records/s
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.executescript(self.schema)
-        self._wconn = conn
 
-    def _open_reader(self, _conn: Any) -> None:
-        conn = sqlite3.connect(
-            f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
-        )
+    @staticmethod
+    def _configure_reader(conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute("PRAGMA query_only=1")
-        self._rconn = conn
 
     async def write(self, fn: Callable[[sqlite3.Connection], R]) -> R:
         """Run ``fn(conn)`` on the writer thread (serialized with every other write)."""
         if self._writer is None:
             raise RuntimeError("database is not open")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, fn, self._wconn)  # type: ignore[arg-type]
+        return await self._writer.run(fn)
 
     async def read(self, fn: Callable[[sqlite3.Connection], R]) -> R:
         """Run ``fn(conn)`` on the reader thread (never waits for writes, WAL)."""
         if self._reader is None:
             raise RuntimeError("database is not open")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._reader, fn, self._rconn)  # type: ignore[arg-type]
+        return await self._reader.run(fn)
 
     async def close(self) -> None:
-        def close_conn(conn: sqlite3.Connection | None) -> None:
-            if conn is not None:
-                conn.close()
-
-        if self._reader is not None:
-            await self.read(close_conn)
-            self._reader.shutdown(wait=True)
-            self._reader = None
-        if self._writer is not None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await reader.close()
+        writer, self._writer = self._writer, None
+        if writer is not None:
             with contextlib.suppress(sqlite3.Error):
-                await self.write(lambda c: c.execute("PRAGMA optimize") if c else None)
-            await self.write(close_conn)
-            self._writer.shutdown(wait=True)
-            self._writer = None
-        self._wconn = self._rconn = None
+                await writer.execute("PRAGMA optimize")
+            await writer.close()
 
     def size_bytes(self) -> int:
         total = 0

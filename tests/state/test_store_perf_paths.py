@@ -1,5 +1,5 @@
 """Fast paths of StateStore: one database hand-off per write batch, batched txn lookups,
-grouped gets, and the private aiosqlite API they rely on."""
+grouped gets, and the one-job hand-off they rely on."""
 
 from __future__ import annotations
 
@@ -11,25 +11,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import pytest
 
 from plantd.state import Conflict, NotFound, StateStore, StorageError, dbthread
+from plantd.storage.sqlite import SqliteThread
 from tests.state.conftest import FakeClock
 
 # --------------------------------------------------------------------------- private API guard
 
 
-async def test_aiosqlite_private_api_used_by_the_store_exists(tmp_path: Path) -> None:
-    """The store runs whole batches through aiosqlite's private ``_execute``/``_conn``.
-
-    If an aiosqlite upgrade removes or changes them, this test fails first.
-    """
-    assert callable(getattr(aiosqlite.Connection, "_execute", None))
-    assert isinstance(getattr(aiosqlite.Connection, "_conn", None), property)
-    conn = await aiosqlite.connect(tmp_path / "x.db", isolation_level=None)
+async def test_a_job_runs_once_on_the_connections_own_thread_in_order(tmp_path: Path) -> None:
+    """The store runs whole batches as one job on the connection's thread
+    (plantd.storage.sqlite.SqliteThread; formerly aiosqlite's private ``_execute``/``_conn``)."""
+    conn = await SqliteThread.connect(tmp_path / "x.db")
     try:
-        dbthread.check_db_thread_api(conn)
         await conn.execute("CREATE TABLE t(x)")
         seen: list[Any] = []
 
@@ -47,11 +42,8 @@ async def test_aiosqlite_private_api_used_by_the_store_exists(tmp_path: Path) ->
         assert seen[0][1] != threading.get_ident()
     finally:
         await conn.close()
-
-
-def test_missing_private_api_is_reported_at_open() -> None:
-    with pytest.raises(StorageError, match="_execute"):
-        dbthread.check_db_thread_api(object())  # type: ignore[arg-type]
+    with pytest.raises(sqlite3.ProgrammingError):
+        await conn.execute_fetchall("SELECT 1")  # closed: refused, not queued forever
 
 
 # --------------------------------------------------------------------------- one hand-off
@@ -62,7 +54,7 @@ async def test_a_write_batch_is_one_hand_off(db_path: Path, monkeypatch) -> None
         calls = {"writer": 0, "reader": 0}
         real = dbthread.on_db_thread
 
-        def counting(conn: aiosqlite.Connection, fn: Any) -> Any:
+        def counting(conn: SqliteThread, fn: Any) -> Any:
             calls["writer" if conn is s._writer else "reader"] += 1
             return real(conn, fn)
 
@@ -163,14 +155,14 @@ async def test_batched_txn_lookups_match_per_key_lookups(tmp_path: Path) -> None
 
 
 async def test_store_opened_without_json1_falls_back(db_path: Path, monkeypatch) -> None:
-    real = aiosqlite.Connection.execute_fetchall
+    real = SqliteThread.execute_fetchall
 
-    async def no_json1(self: aiosqlite.Connection, sql: str, *a: Any) -> Any:
+    async def no_json1(self: SqliteThread, sql: str, *a: Any) -> Any:
         if "json_each" in sql:
             raise sqlite3.OperationalError("no such table: json_each")
         return await real(self, sql, *a)
 
-    monkeypatch.setattr(aiosqlite.Connection, "execute_fetchall", no_json1)
+    monkeypatch.setattr(SqliteThread, "execute_fetchall", no_json1)
     async with await StateStore.open(db_path) as s:
         assert s._json_each is False
         r = await s.txn([{"op": "set", "scope": "s", "key": f"k{i}", "value": i} for i in range(3)])
@@ -188,7 +180,7 @@ async def test_concurrent_gets_are_grouped_and_read_committed_data(
         handoffs = 0
         real = dbthread.on_db_thread
 
-        def counting(conn: aiosqlite.Connection, fn: Any) -> Any:
+        def counting(conn: SqliteThread, fn: Any) -> Any:
             nonlocal handoffs
             handoffs += conn is s._reader
             return real(conn, fn)
