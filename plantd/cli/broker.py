@@ -131,29 +131,20 @@ def tail(
 async def _tail(
     endpoint: str, topics: list[str], count: int | None, timeout: float | None, fmt: OutputFormat
 ) -> int:
-    from plantd.client import Subscriber
+    from plantd.cli.follow import follow_bus
 
-    sub = Subscriber(endpoint, topics=topics)
-    seen = 0
-    try:
-        while count is None or seen < count:
-            try:
-                topic, doc = await sub.recv(timeout=timeout)
-            except TimeoutError:
-                raise CliError(
-                    f"no message on {endpoint} within {timeout:g}s", ExitCode.TIMEOUT
-                ) from None
-            seen += 1
-            if fmt is OutputFormat.json:
-                line = json.dumps({"topic": topic, "data": doc}, separators=(",", ":"), default=str)
-            else:
-                data = doc if isinstance(doc, str) else json.dumps(doc, default=str)
-                line = f"{topic} {data}"
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
-    finally:
-        sub.close()
-    return ExitCode.OK
+    def show(topic: str, doc: Any) -> bool:
+        if fmt is OutputFormat.json:
+            line = json.dumps({"topic": topic, "data": doc}, separators=(",", ":"), default=str)
+        else:
+            data = doc if isinstance(doc, str) else json.dumps(doc, default=str)
+            line = f"{topic} {data}"
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+        return True
+
+    silence = f"no message on {endpoint}"
+    return await follow_bus(endpoint, topics, show, count=count, idle=timeout, silence=silence)
 
 
 def register(app: typer.Typer) -> None:

@@ -223,36 +223,29 @@ async def _follow(
 ) -> int:
     import fnmatch
 
-    from plantd.client import Subscriber
+    from plantd.cli.follow import follow_bus
 
     glob = service is not None and any(ch in service for ch in "*?[")
     topics = [f"{service}."] if service and not glob else [""]
     min_rank = LEVELS.index(level) if level else 0
-    sub = Subscriber(endpoint, topics=topics)
-    printed = 0
-    try:
-        while count is None or printed < count:
-            try:
-                _topic, rec = await sub.recv(timeout=idle)
-            except TimeoutError:
-                raise CliError(f"no log record within {idle:g}s", ExitCode.TIMEOUT) from None
-            if not isinstance(rec, dict):
-                continue
-            if glob and not fnmatch.fnmatchcase(str(rec.get("service", "")), service or ""):
-                continue
-            lvl = str(rec.get("level", "info"))
-            if lvl in LEVELS and LEVELS.index(lvl) < min_rank:
-                continue
-            seq = rec.get("seq")
-            if isinstance(seq, int) and seen:
-                key = (rec.get("host"), rec.get("pid"), rec.get("service"))
-                if seq <= seen.get(key, 0):
-                    continue  # already printed from the store
-            print_records([rec], fmt)
-            printed += 1
-    finally:
-        sub.close()
-    return ExitCode.OK
+
+    def show(_topic: str, rec: Any) -> bool:
+        if not isinstance(rec, dict):
+            return False
+        if glob and not fnmatch.fnmatchcase(str(rec.get("service", "")), service or ""):
+            return False
+        lvl = str(rec.get("level", "info"))
+        if lvl in LEVELS and LEVELS.index(lvl) < min_rank:
+            return False
+        seq = rec.get("seq")
+        if isinstance(seq, int) and seen:
+            key = (rec.get("host"), rec.get("pid"), rec.get("service"))
+            if seq <= seen.get(key, 0):
+                return False  # already printed from the store
+        print_records([rec], fmt)
+        return True
+
+    return await follow_bus(endpoint, topics, show, count=count, idle=idle, silence="no log record")
 
 
 @app.command("query")

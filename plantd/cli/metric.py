@@ -151,40 +151,33 @@ async def _watch(
 ) -> int:
     import fnmatch
 
-    from plantd.client import Subscriber
+    from plantd.cli.follow import follow_bus
 
     glob = device is not None and any(ch in device for ch in "*?[")
     topic = TOPIC_PREFIX + (device if device and not glob else "")
-    sub = Subscriber(endpoint, topics=[topic])
-    seen = 0
-    try:
-        while count is None or seen < count:
-            try:
-                _topic, doc = await sub.recv(timeout=idle)
-            except TimeoutError:
-                raise CliError(f"no sample within {idle:g}s", ExitCode.TIMEOUT) from None
-            if not isinstance(doc, dict):
-                continue
-            if (
-                device
-                and str(doc.get("device")) != device
-                and not (glob and fnmatch.fnmatchcase(str(doc.get("device", "")), device))
-            ):
-                continue  # the topic prefix also matches longer device names
-            if channel and not fnmatch.fnmatchcase(str(doc.get("channel", "")), channel):
-                continue
-            seen += 1
-            if fmt is OutputFormat.table:
-                value = doc.get("value")
-                shown = f"{value:g}" if isinstance(value, float) else str(value)
-                line = (
-                    f"{_when(doc.get('timestamp'))} {doc.get('device')} {doc.get('channel')}"
-                    f" {shown} {doc.get('units') or ''}".rstrip()
-                )
-            else:
-                line = json.dumps(doc, separators=(",", ":"), default=str)
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
-    finally:
-        sub.close()
-    return ExitCode.OK
+
+    def show(_topic: str, doc: Any) -> bool:
+        if not isinstance(doc, dict):
+            return False
+        if (
+            device
+            and str(doc.get("device")) != device
+            and not (glob and fnmatch.fnmatchcase(str(doc.get("device", "")), device))
+        ):
+            return False  # the topic prefix also matches longer device names
+        if channel and not fnmatch.fnmatchcase(str(doc.get("channel", "")), channel):
+            return False
+        if fmt is OutputFormat.table:
+            value = doc.get("value")
+            shown = f"{value:g}" if isinstance(value, float) else str(value)
+            line = (
+                f"{_when(doc.get('timestamp'))} {doc.get('device')} {doc.get('channel')}"
+                f" {shown} {doc.get('units') or ''}".rstrip()
+            )
+        else:
+            line = json.dumps(doc, separators=(",", ":"), default=str)
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+        return True
+
+    return await follow_bus(endpoint, [topic], show, count=count, idle=idle, silence="no sample")

@@ -11,7 +11,6 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
-from plantd.protocol import jsoncodec
 from plantd.state import dbthread, pages
 from plantd.state.counts import KeyCounts
 from plantd.state.errors import InvalidArgument, NotFound
@@ -89,22 +88,8 @@ class Listings:
         )
         if not rows:
             raise NotFound(f"scope {scope!r} not found", scope=scope)
-        out = []
-        for key, text, crev, mrev, ver, updated, expires in rows:
-            if key is None:
-                continue
-            item = {
-                "key": key,
-                "create_revision": crev,
-                "mod_revision": mrev,
-                "version": ver,
-                "updated": updated,
-                "expires": expires,
-            }
-            if include_values:
-                item["value"] = jsoncodec.loads(text)
-            out.append(item)
-        return out
+        # the LEFT JOIN yields one row of NULLs for an existing scope without live keys
+        return [pages.key_item(row, include_values) for row in rows if row[0] is not None]
 
     async def list_keys_page(
         self,

@@ -28,6 +28,23 @@ def _bytes(column: str) -> str:
     return f"length(CAST({column} AS BLOB))"
 
 
+def key_item(row: tuple[Any, ...], include_values: bool) -> dict[str, Any]:
+    """A listed key from ``(key, value text, create_revision, mod_revision, version, updated,
+    expires)``: its metadata, and its value with ``include_values``."""
+    key, text, crev, mrev, ver, updated, expires = row
+    item = {
+        "key": key,
+        "create_revision": crev,
+        "mod_revision": mrev,
+        "version": ver,
+        "updated": updated,
+        "expires": expires,
+    }
+    if include_values:
+        item["value"] = jsoncodec.loads(text)
+    return item
+
+
 def revision(db: sqlite3.Connection) -> int:
     return int(db.execute("SELECT value FROM meta WHERE name='revision'").fetchone()[0])
 
@@ -92,22 +109,12 @@ def keys_page(
     more = len(rows) > limit
     out: list[dict[str, Any]] = []
     size = 0
-    for key, text, crev, mrev, ver, updated, expires, nbytes in rows[:limit]:
-        size += nbytes + _KEY_OVERHEAD
+    for row in rows[:limit]:
+        size += row[-1] + _KEY_OVERHEAD  # the row's last column: its size in bytes
         if out and size > max_bytes:
             more = True
             break
-        item = {
-            "key": key,
-            "create_revision": crev,
-            "mod_revision": mrev,
-            "version": ver,
-            "updated": updated,
-            "expires": expires,
-        }
-        if include_values:
-            item["value"] = jsoncodec.loads(text)
-        out.append(item)
+        out.append(key_item(row[:-1], include_values))
     return out, more
 
 
