@@ -20,7 +20,14 @@ import zmq.asyncio
 
 from plantd.client.reply import DEFAULT_ENDPOINT, format_bytes
 from plantd.protocol import jsoncodec, mdp
-from plantd.protocol.envelope import REPLY_TOO_LARGE, error_doc
+from plantd.protocol.envelope import (
+    BAD_REQUEST,
+    INTERNAL,
+    INVALID_JSON,
+    REPLY_TOO_LARGE,
+    UNKNOWN_OPERATION,
+    error_doc,
+)
 from plantd.protocol.mdp import Kind
 from plantd.transport import NOBLOCK, readable, recv_frames, send_frames
 
@@ -290,7 +297,7 @@ class Worker:
                 raise
             except Exception as exc:
                 log.exception("%s: handler for %r failed", self.service, body[0])
-                doc = error_document("internal", f"{type(exc).__name__}: {exc}")
+                doc = error_document(INTERNAL, f"{type(exc).__name__}: {exc}")
                 self._reply(sock, client, _json_frame(doc), True)
             self.served += 1
         except zmq.ZMQError as exc:
@@ -301,7 +308,7 @@ class Worker:
     ) -> tuple[Operation | None, Any]:
         """The operation and its argument; answers the request itself when it is invalid."""
         if not body:
-            doc = error_document("bad_request", "empty request body")
+            doc = error_document(BAD_REQUEST, "empty request body")
             self._reply(sock, client, _json_frame(doc), True)
             return None, None
         op = self._ops.get(body[0])
@@ -309,7 +316,7 @@ class Worker:
             name = body[0][:64].decode("utf-8", "replace")
             known = ", ".join(self.operations)
             doc = error_document(
-                "unknown_operation",
+                UNKNOWN_OPERATION,
                 f"unknown operation '{name}' for {self.service} (known: {known})",
             )
             self._reply(sock, client, _json_frame(doc), True)
@@ -319,7 +326,7 @@ class Worker:
         try:
             return op, (jsoncodec.loads(body[1]) if len(body) > 1 and body[1] else {})
         except ValueError as exc:
-            doc = error_document("invalid_json", f"request is not JSON: {exc}")
+            doc = error_document(INVALID_JSON, f"request is not JSON: {exc}")
             self._reply(sock, client, _json_frame(doc), True)
             return None, None
 

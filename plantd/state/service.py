@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from plantd.protocol import jsoncodec
-from plantd.protocol.envelope import INVALID_ARGUMENT, NOT_FOUND, error_doc, ok
+from plantd.protocol.envelope import (
+    BAD_REQUEST,
+    INTERNAL,
+    INVALID_ARGUMENT,
+    INVALID_JSON,
+    NOT_FOUND,
+    UNKNOWN_OPERATION,
+    error_doc,
+    ok,
+)
 from plantd.state.errors import Compacted, Conflict, StateError
 from plantd.state.store import StateStore
 from plantd.storage.paging import QueryError, bad_field, json_type, parse_limit
@@ -286,7 +295,7 @@ class StateService:
             try:
                 return [_dumps(doc)]
             except (TypeError, ValueError) as exc:  # never crash the reply
-                return [_dumps(error_doc("internal", f"{op}: reply not encodable: {exc}"))]
+                return [_dumps(error_doc(INTERNAL, f"{op}: reply not encodable: {exc}"))]
 
         async def handle(body: list[bytes]) -> list[bytes]:
             return encode(await self.dispatch(op, body[1:]))
@@ -302,7 +311,7 @@ class StateService:
     def _decode(op: str, frames: list[bytes]) -> dict[str, Any]:
         if len(frames) > 1:
             raise Reject(
-                "bad_request",
+                BAD_REQUEST,
                 f"{op}: expected [operation, JSON], got {len(frames) + 1} frames",
             )
         if not frames or not frames[0].strip():
@@ -310,9 +319,9 @@ class StateService:
         try:
             doc = jsoncodec.loads(frames[0])
         except UnicodeDecodeError as exc:
-            raise Reject("invalid_json", f"{op}: request is not UTF-8: {exc}") from None
+            raise Reject(INVALID_JSON, f"{op}: request is not UTF-8: {exc}") from None
         except ValueError as exc:
-            raise Reject("invalid_json", f"{op}: request is not valid JSON: {exc}") from None
+            raise Reject(INVALID_JSON, f"{op}: request is not valid JSON: {exc}") from None
         if not isinstance(doc, dict):
             raise Reject(
                 INVALID_ARGUMENT,
@@ -328,7 +337,7 @@ class StateService:
         except KeyError:
             self.rejected += 1
             known = ", ".join(sorted(OPERATIONS))
-            return error_doc("unknown_operation", f"unknown operation {op!r} (known: {known})")
+            return error_doc(UNKNOWN_OPERATION, f"unknown operation {op!r} (known: {known})")
         try:
             return Request(op, self._decode(op, frames), allowed)
         except Reject as exc:
@@ -350,7 +359,7 @@ class StateService:
         if isinstance(exc, StateError):
             return self._error(exc)
         log.error("%s: handler failed", op, exc_info=exc)
-        return error_doc("internal", f"{op}: {type(exc).__name__}: {exc}")
+        return error_doc(INTERNAL, f"{op}: {type(exc).__name__}: {exc}")
 
     async def dispatch(self, op: str, frames: list[bytes]) -> dict[str, Any]:
         """Serve one request (``frames`` = body after the operation frame); never raises."""
