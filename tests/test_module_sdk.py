@@ -24,7 +24,9 @@ from plantd.config import Home
 from plantd.daemons.health import HealthRegistry
 from plantd.daemons.lifecycle import DaemonContext
 from plantd.module import Module, ModuleSettings, every, operation, subscribe
-from tests.conftest import PlantRunner, free_port, stack_env, start_broker, tcp
+from tests.support.broker import stack_env, start_broker
+from tests.support.ports import free_port, tcp
+from tests.support.processes import PlantRunner
 
 
 class Probe(Module):
@@ -162,7 +164,15 @@ def test_scaffolded_module_joins_and_leaves_a_running_system(
         # runs (module authors develop next to one): the default ports are taken
         with default_ports_taken():
             own = subprocess.run(
-                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(package / "tests")],
+                [
+                    sys.executable,
+                    "-m",
+                    "pytest",
+                    "-q",
+                    "-p",
+                    "no:cacheprovider",
+                    str(package / "tests"),
+                ],
                 capture_output=True,
                 text=True,
                 timeout=120,

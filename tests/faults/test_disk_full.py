@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.state.test_service import Stack, data, make_stack, request
+from tests.support.state import Stack, data, make_stack, request
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -49,7 +49,9 @@ def test_disk_full_refuses_writes_keeps_reads_and_recovers(tmp_path: Path) -> No
             health = request(c, "health", {})
             assert health.get("success", True) is not False, health
 
-            resource.prlimit(pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+            resource.prlimit(
+                pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+            )
             data(c, "state-set", {"service": SCOPE, "key": "after", "value": "space is back"})
             acked["after"] = "space is back"
             for key, value in acked.items():  # nothing acknowledged was lost

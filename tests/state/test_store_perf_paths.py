@@ -16,7 +16,7 @@ import pytest
 
 from plantd.state import Conflict, NotFound, StateStore, StorageError
 from plantd.state import store as store_mod
-from tests.state.conftest import FakeClock
+from tests.support.clock import FakeClock
 
 # --------------------------------------------------------------------------- private API guard
 
