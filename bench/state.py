@@ -51,7 +51,6 @@ ECHO_POOL = b"org.plantd.bench.EchoPool"
 BUSES = ("state", "event", "metric", "log")
 
 
-
 def tcp(port: int) -> str:
     return f"tcp://127.0.0.1:{port}"
 
@@ -207,7 +206,10 @@ def prefill(endpoint: str) -> None:
 
     with SyncClient(endpoint, timeout=30.0) as c:
         for start in range(0, 1000, 100):
-            ops = [{"op": "set", "key": f"k{i}", "value": {"seq": i}} for i in range(start, start + 100)]
+            ops = [
+                {"op": "set", "key": f"k{i}", "value": {"seq": i}}
+                for i in range(start, start + 100)
+            ]
             c.call(STATE.decode(), "txn", {"service": "bench", "ops": ops})
 
 
@@ -256,7 +258,11 @@ async def watch_latency(endpoint: str, bus: str, count: int) -> list[float]:
                 fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
                 waiters[seq] = fut
                 t0 = time.perf_counter()
-                await c.call("org.plantd.State", "state-set", {"service": "bench-watch", "key": "w", "value": seq})
+                await c.call(
+                    "org.plantd.State",
+                    "state-set",
+                    {"service": "bench-watch", "key": "w", "value": seq},
+                )
                 t1 = await asyncio.wait_for(fut, 5.0)
                 if seq >= 0:
                     lat.append(t1 - t0)
@@ -274,8 +280,13 @@ def plain_sqlite_with(env: dict[str, str], path: Path, seconds: float) -> float:
         " from _common import plain_sqlite; print(plain_sqlite(Path(sys.argv[2]), float(sys.argv[3])))"
     )
     here = os.path.dirname(os.path.abspath(__file__))
-    out = subprocess.run([sys.executable, "-c", code, here, str(path), str(seconds)],
-                         env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, here, str(path), str(seconds)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(out.stdout)
 
 
@@ -306,16 +317,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--inflight", type=int, default=32)
-    ap.add_argument("--rounds", type=int, default=3,
-                    help="rounds of the N-in-flight figures and the plain-SQLite reference;"
-                         " medians are reported (2 shared cores make single runs noisy)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of the N-in-flight figures and the plain-SQLite reference;"
+        " medians are reported (2 shared cores make single runs noisy)",
+    )
     ap.add_argument("--workers", type=int, default=32, help="state daemon MDP workers")
     ap.add_argument("--watch-count", type=int, default=500)
     ap.add_argument("--dir", type=Path, default=None, help="directory on the disk to measure")
-    ap.add_argument("--fsync-delay-ms", type=float, default=0.0,
-                    help="emulate a slower disk: fsync/fdatasync take this much longer in the state"
-                         " daemon and the plain-SQLite reference (LD_PRELOAD shim, needs gcc)")
-    ap.add_argument("--role-echo-pool", nargs=2, metavar=("ENDPOINT", "WORKERS"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--fsync-delay-ms",
+        type=float,
+        default=0.0,
+        help="emulate a slower disk: fsync/fdatasync take this much longer in the state"
+        " daemon and the plain-SQLite reference (LD_PRELOAD shim, needs gcc)",
+    )
+    ap.add_argument(
+        "--role-echo-pool", nargs=2, metavar=("ENDPOINT", "WORKERS"), help=argparse.SUPPRESS
+    )
     args = ap.parse_args()
     if args.role_echo_pool:
         run_echo_pool(args.role_echo_pool[0], int(args.role_echo_pool[1]))
@@ -334,14 +355,22 @@ def main() -> None:
     def record(label: str, value: float) -> None:
         results.setdefault(label, []).append(value)
 
-    def measure(label: str, service: bytes, body: Callable[[int], list[bytes]], inflight: int, per: int = 1) -> None:
+    def measure(
+        label: str, service: bytes, body: Callable[[int], list[bytes]], inflight: int, per: int = 1
+    ) -> None:
         rate, failed = load(endpoint, service, body, inflight, args.seconds)
         record(label, rate * per)
         failures[label] = failures.get(label, 0) + failed
 
-    echo_n, pool_n = f"echo round trips, {n} in flight", f"echo pool ({args.workers} workers, 1 process), {n} in flight"
+    echo_n, pool_n = (
+        f"echo round trips, {n} in flight",
+        f"echo pool ({args.workers} workers, 1 process), {n} in flight",
+    )
     sets_n, gets_n = f"state-set (durable), {n} in flight", f"state-get, {n} in flight"
-    txn_n, plain_l = f"key-writes via txn of 100, {n} in flight", "plain sqlite3 durable commits, 1 row each"
+    txn_n, plain_l = (
+        f"key-writes via txn of 100, {n} in flight",
+        "plain sqlite3 durable commits, 1 row each",
+    )
     try:
         procs.append(start("broker", env, tmp))
         procs.append(start("state", env, tmp))
@@ -364,7 +393,11 @@ def main() -> None:
             spread = f"  ({min(values):,.0f}-{max(values):,.0f})" if len(values) > 1 else ""
             note = f"  ({failures[label]} failed)" if failures.get(label) else ""
             rows.append((label, f"{med:12,.0f}/s{spread}{note}"))
-        lat = sorted(asyncio.run(watch_latency(endpoint, env["PLANTD_BROKER_STATE_BACKEND"], args.watch_count)))
+        lat = sorted(
+            asyncio.run(
+                watch_latency(endpoint, env["PLANTD_BROKER_STATE_BACKEND"], args.watch_count)
+            )
+        )
         p50 = lat[len(lat) // 2] * 1e3
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3
         rows.append(("watch delivery set -> bus event, p50", f"{p50:12.2f} ms"))
@@ -378,17 +411,21 @@ def main() -> None:
             cached = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
             cached["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
             med, best = plant_get_wall(cached)
-            rows.append(("`plant state get`, bytecode cached, median of 20", f"{med * 1e3:12.1f} ms"))
+            rows.append(
+                ("`plant state get`, bytecode cached, median of 20", f"{med * 1e3:12.1f} ms")
+            )
     finally:
         for p in reversed(procs):
             stop(p)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"sqlite {sqlite3.sqlite_version}; state daemon with {args.workers} MDP workers; echo daemon"
-          f" (1 worker) and an echo pool ({args.workers} workers in one process);"
-          f" {args.seconds:g}s per measurement; {n}-in-flight figures and plain sqlite3: median"
-          f" (min-max) of {args.rounds} interleaved rounds; dir {args.dir or tempfile.gettempdir()}"
-          + (f"; fsync +{args.fsync_delay_ms:g} ms (emulated)" if args.fsync_delay_ms else ""))
+    print(
+        f"sqlite {sqlite3.sqlite_version}; state daemon with {args.workers} MDP workers; echo daemon"
+        f" (1 worker) and an echo pool ({args.workers} workers in one process);"
+        f" {args.seconds:g}s per measurement; {n}-in-flight figures and plain sqlite3: median"
+        f" (min-max) of {args.rounds} interleaved rounds; dir {args.dir or tempfile.gettempdir()}"
+        + (f"; fsync +{args.fsync_delay_ms:g} ms (emulated)" if args.fsync_delay_ms else "")
+    )
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         print(f"{label:<{width}}  {value}")
@@ -398,8 +435,12 @@ def main() -> None:
         return f"{statistics.median(per_round):.2f} ({min(per_round):.2f}-{max(per_round):.2f})"
 
     print("ratios, median (min-max) of the per-round ratios:")
-    print(f"  sets@{n} / echo daemon@{n}: {ratio(sets_n, echo_n)}    gets@{n} / echo daemon@{n}: {ratio(gets_n, echo_n)}")
-    print(f"  sets@{n} / echo pool@{n}:   {ratio(sets_n, pool_n)}    gets@{n} / echo pool@{n}:   {ratio(gets_n, pool_n)}")
+    print(
+        f"  sets@{n} / echo daemon@{n}: {ratio(sets_n, echo_n)}    gets@{n} / echo daemon@{n}: {ratio(gets_n, echo_n)}"
+    )
+    print(
+        f"  sets@{n} / echo pool@{n}:   {ratio(sets_n, pool_n)}    gets@{n} / echo pool@{n}:   {ratio(gets_n, pool_n)}"
+    )
     print(f"  sets@{n} / plain sqlite3 commits: {ratio(sets_n, plain_l)}")
 
 

@@ -6,7 +6,7 @@ buses. Everything else is declared::
 
     from plantd.module import Module, ModuleSettings, every, operation, subscribe
 
-    class Greeter(Module):
+    class Greeter(Module[ModuleSettings]):
         name = "greeter"                        # plant module start greeter
         service = "org.plantd.module.Greeter"   # MDP service name
 
@@ -97,14 +97,21 @@ def every(seconds: float) -> Callable[[F], F]:
     return mark
 
 
-class Module(Daemon):
-    """Base class of plantd modules. Subclasses set ``name`` and ``service`` and decorate."""
+ModuleSettingsT = TypeVar("ModuleSettingsT", bound=ModuleSettings)
+
+
+class Module(Daemon[ModuleSettingsT]):
+    """Base class of plantd modules. Subclasses set ``name`` and ``service`` and decorate.
+
+    A module with its own settings names them twice: ``class Valve(Module[ValveSettings])``
+    (typed ``self.settings``) and ``settings_class = ValveSettings`` (what is loaded).
+    """
 
     settings_class: ClassVar[type[DaemonSettings]] = ModuleSettings
     #: how long startup waits for the broker before reporting ready anyway (health "warn")
     connect_grace: ClassVar[float] = 3.0
 
-    def __init__(self, settings: DaemonSettings) -> None:
+    def __init__(self, settings: ModuleSettingsT) -> None:
         super().__init__(settings)
         self.started = time.monotonic()
         self._publishers: dict[str, Any] = {}
@@ -176,7 +183,7 @@ class Module(Daemon):
         from plantd.client import Worker
 
         self.ctx = ctx
-        s: ModuleSettings = self.settings  # type: ignore[assignment]
+        s = self.settings
         service = self.service_name()
         worker = Worker(
             s.endpoint, service, heartbeat_interval=s.heartbeat_interval, liveness=s.liveness
@@ -285,7 +292,7 @@ def installed() -> dict[str, str]:
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
-def load(name: str) -> type[Module]:
+def load(name: str) -> type[Module[Any]]:
     """The Module class registered as ``name`` in the ``plantd.modules`` entry points."""
     from importlib.metadata import entry_points
 

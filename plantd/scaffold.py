@@ -66,7 +66,7 @@ class {cls[:-6]}Settings(ModuleSettings):
     greeting: str = "hello"
 
 
-class {cls}(Module):
+class {cls}(Module[{cls[:-6]}Settings]):
     name = "{name}"
     service = "{service}"
     settings_class = {cls[:-6]}Settings

@@ -8,12 +8,15 @@ frames per request, so this is where its CPU goes. Plain ints for flags, bytes i
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, cast
+
 import zmq
 
 _Socket = zmq.backend.Socket
 _send = _Socket.send
 _recv = _Socket.recv
-_get = _Socket.get
+_get = cast(Callable[[Any, int], int], _Socket.get)  # only int options are read here
 
 NOBLOCK = 1
 SNDMORE = 2
@@ -22,7 +25,7 @@ _EVENTS = 15
 _POLLIN = 1
 
 
-def send_frames(sock: zmq.Socket, frames: list[bytes], flags: int = 0) -> None:
+def send_frames(sock: zmq.Socket[Any], frames: list[bytes], flags: int = 0) -> None:
     """Send a multipart message (``flags``: 0 or NOBLOCK; raises ``zmq.Again`` when full)."""
     last = len(frames) - 1
     more = flags | SNDMORE
@@ -31,7 +34,7 @@ def send_frames(sock: zmq.Socket, frames: list[bytes], flags: int = 0) -> None:
     _send(sock, frames[last], flags, True, False)
 
 
-def recv_frames(sock: zmq.Socket, flags: int = 0) -> list[bytes]:
+def recv_frames(sock: zmq.Socket[Any], flags: int = 0) -> list[bytes]:
     """Receive a whole multipart message as bytes."""
     frame = _recv(sock, flags, False, False)
     parts = [frame.bytes]
@@ -41,6 +44,6 @@ def recv_frames(sock: zmq.Socket, flags: int = 0) -> list[bytes]:
     return parts
 
 
-def readable(sock: zmq.Socket) -> bool:
+def readable(sock: zmq.Socket[Any]) -> bool:
     """A message is waiting (cheaper than a NOBLOCK receive that raises ``zmq.Again``)."""
     return bool(_get(sock, _EVENTS) & _POLLIN)

@@ -49,7 +49,7 @@ class BusProxy:
         backend: str,
         *,
         hwm: int = 10000,
-        context: zmq.Context | None = None,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
     ) -> None:
         self.name = name
         self.frontend = frontend
@@ -58,7 +58,7 @@ class BusProxy:
         self._ctx = context or zmq.Context.instance()
         self._thread: threading.Thread | None = None
         self._control_addr = f"inproc://plantd-bus-{name}-{id(self):x}"
-        self._control: zmq.Socket | None = None
+        self._control: zmq.Socket[bytes] | None = None
         self.bound_frontend: str | None = None
         self.bound_backend: str | None = None
 

@@ -22,7 +22,7 @@ import bisect
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from plantd import __version__
@@ -657,7 +657,7 @@ class BrokerCore:
     def _page(
         self,
         key: str,
-        entries: list[tuple[str, object]],
+        entries: Sequence[tuple[str, object]],
         limit: int,
         after: str | None,
         info: Callable[..., dict[str, object]],

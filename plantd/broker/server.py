@@ -34,11 +34,13 @@ MAXMSGSIZE_FACTOR = 64
 class BrokerServer:
     """Runs a :class:`BrokerCore` on a bound ROUTER socket until ``stop`` is set."""
 
-    def __init__(self, settings: BrokerSettings, context: zmq.Context | None = None) -> None:
+    def __init__(
+        self, settings: BrokerSettings, context: zmq.Context[zmq.Socket[bytes]] | None = None
+    ) -> None:
         self.settings = settings
         self.core = BrokerCore(settings)
         self._ctx = context or zmq.Context.instance()
-        self._sock: zmq.Socket | None = None
+        self._sock: zmq.Socket[bytes] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduled = False
         self.bound_endpoint: str | None = None
@@ -68,7 +70,7 @@ class BrokerServer:
         sock = self._sock
         assert sock is not None
         loop = self._loop = asyncio.get_running_loop()
-        fd = sock.getsockopt(zmq.FD)
+        fd = sock.fileno()  # zmq.FD, typed as the int it is
         loop.add_reader(fd, self._drain)
         log.info("broker listening on %s", self.bound_endpoint)
         self.ready.set()
@@ -156,7 +158,7 @@ class BrokerServer:
         else:
             self.core.undeliverable(msg, "backlog full (peer not reading)")
 
-    def _retry_backlog(self, sock: zmq.Socket, now: float) -> None:
+    def _retry_backlog(self, sock: zmq.Socket[bytes], now: float) -> None:
         """Send each waiting peer's messages in order until its pipe is full again."""
         backlog = self.backlog
         for peer, held in backlog.peers():

@@ -101,7 +101,7 @@ def format_record(rec: dict[str, Any]) -> str:
     try:
         t = float(ts)  # type: ignore[arg-type]
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t)) + f".{int(t % 1 * 1000):03d}"
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError, OSError):  # not a time, or out of range
         stamp = str(ts or "-")
     level = str(rec.get("level", "")).upper()
     line = f"{stamp} {level:<8} {rec.get('service', '?')}: {rec.get('msg', '')}"

@@ -81,6 +81,7 @@ def _register_optional(module: str, attach: Any) -> None:
     """
     import importlib
 
+    problem: Exception
     try:
         mod = importlib.import_module(module)
     except ModuleNotFoundError as exc:

@@ -21,7 +21,11 @@ class Publisher:
     ZeroMQ drops, which is why plantd payloads carry sequence numbers where loss matters."""
 
     def __init__(
-        self, endpoint: str, *, hwm: int = 10000, context: zmq.Context | None = None
+        self,
+        endpoint: str,
+        *,
+        hwm: int = 10000,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self._sock = (context or zmq.Context.instance()).socket(zmq.PUB)
@@ -69,7 +73,7 @@ class Subscriber:
 
     async def recv(self, timeout: float | None = None) -> tuple[str, Any]:
         """Next ``(topic, document)``; raises TimeoutError after ``timeout`` seconds."""
-        if timeout is not None and not await self._sock.poll(timeout * 1000, zmq.POLLIN):
+        if timeout is not None and not await self._sock.poll(timeout * 1000):
             raise TimeoutError(f"no message on {self.endpoint} within {timeout:g}s")
         frames = await self._sock.recv_multipart()
         topic = frames[0].decode("utf-8", "replace")

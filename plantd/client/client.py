@@ -103,7 +103,7 @@ class Client:
                     reply = None
                     while reply is None:
                         left = deadline - time.monotonic()
-                        if left <= 0 or not await sock.poll(left * 1000, zmq.POLLIN):
+                        if left <= 0 or not await sock.poll(left * 1000):
                             raise TimeoutError
                         reply = check_reply(recv_frames(sock, NOBLOCK), name)
                     received = True

@@ -52,14 +52,14 @@ class SyncClient:
         *,
         timeout: float = 5.0,
         retries: int = 0,
-        context: zmq.Context | None = None,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
         check_reachable: bool = True,
     ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
         self.retries = retries
         self._ctx = context or zmq.Context.instance()
-        self._sock: zmq.Socket | None = None
+        self._sock: zmq.Socket[bytes] | None = None
         self._check = check_reachable
 
     def __enter__(self) -> SyncClient:
@@ -73,7 +73,7 @@ class SyncClient:
             self._sock.close(linger=0)
             self._sock = None
 
-    def _socket(self) -> zmq.Socket:
+    def _socket(self) -> zmq.Socket[bytes]:
         if self._sock is None:
             if self._check:
                 # fail in a millisecond, not after the whole timeout, when no broker runs
@@ -104,7 +104,7 @@ class SyncClient:
                     reply = None
                     while reply is None:
                         left = deadline - time.monotonic()
-                        if left <= 0 or not sock.poll(left * 1000, zmq.POLLIN):
+                        if left <= 0 or not sock.poll(int(left * 1000), zmq.POLLIN):
                             raise TimeoutError
                         reply = check_reply(sock.recv_multipart(), name)
                     received = True

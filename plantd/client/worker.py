@@ -77,9 +77,11 @@ class Worker:
         #: replies refused as too large (read by tests and health checks)
         self.oversized = 0
         # plain (not zmq.asyncio) sockets: readiness comes from the event loop watching the fd
-        self._ctx = zmq.Context.shadow(context.underlying) if context else zmq.Context.instance()
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = (
+            zmq.Context.shadow(context.underlying) if context else zmq.Context.instance()
+        )
         self._ops: dict[bytes, Operation] = {}
-        self._sock: zmq.Socket | None = None
+        self._sock: zmq.Socket[bytes] | None = None
         self._fd: int | None = None
         self._beat_handle: asyncio.TimerHandle | None = None
         self._lost = asyncio.Event()
@@ -164,7 +166,7 @@ class Worker:
                 pass
         sock.close(linger=100 if send_disconnect else 0)
 
-    def _send(self, sock: zmq.Socket, frames: list[bytes]) -> None:
+    def _send(self, sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
         """Send without blocking. A full queue means the broker stopped reading: the message
         is dropped (the broker expires us and answers the client) rather than stalling."""
         self._last_sent = time.monotonic()
@@ -194,7 +196,7 @@ class Worker:
         self._send(sock, mdp.encode_ready(self.service.encode()))
         self.connections += 1
         self.connected.set()
-        self._fd = sock.getsockopt(zmq.FD)
+        self._fd = sock.fileno()  # zmq.FD, typed as the int it is
         loop.add_reader(self._fd, self._drain, sock)
         self._beat(sock)
         self._drain(sock)
@@ -204,7 +206,7 @@ class Worker:
             if self._sock is sock:
                 self._close(send_disconnect=False)
 
-    def _beat(self, sock: zmq.Socket) -> None:
+    def _beat(self, sock: zmq.Socket[bytes]) -> None:
         """Heartbeat when due; end the session when the broker has been silent too long."""
         if self._sock is not sock:
             return
@@ -222,7 +224,7 @@ class Worker:
         delay = max(0.005, due - time.monotonic())
         self._beat_handle = self._loop.call_later(delay, self._beat, sock)
 
-    def _drain(self, sock: zmq.Socket) -> None:
+    def _drain(self, sock: zmq.Socket[bytes]) -> None:
         try:
             while self._sock is sock and readable(sock):
                 frames = recv_frames(sock, NOBLOCK)
@@ -234,7 +236,7 @@ class Worker:
             if self._sock is sock:
                 self._close(send_disconnect=False)
 
-    def _on_message(self, sock: zmq.Socket, frames: list[bytes]) -> None:
+    def _on_message(self, sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
         try:
             cmd = mdp.decode_worker_command(frames)
         except mdp.MalformedMessage as exc:
@@ -253,7 +255,7 @@ class Worker:
             log.warning("%s: broker asked us to disconnect; registering again", self.service)
             self._close(send_disconnect=False)  # ends the session; run() reconnects
 
-    async def _serve(self, sock: zmq.Socket, client: bytes, body: list[bytes]) -> None:
+    async def _serve(self, sock: zmq.Socket[bytes], client: bytes, body: list[bytes]) -> None:
         """Run the handler for ``body`` and send its reply (parts, for a streaming handler).
 
         Plain handlers take a direct path: an async generator around every request cost
@@ -276,8 +278,9 @@ class Worker:
                                 break  # refused as too large: the error ended the stream
                             pending = item
                         else:
-                            last = None if pending is _NOTHING else pending
-                            self._reply(sock, client, encode(last), True)
+                            if pending is _NOTHING:  # nothing yielded: an empty final reply
+                                pending = [] if op.raw else None
+                            self._reply(sock, client, encode(pending), True)
                     finally:
                         await result.aclose()
                 else:
@@ -293,7 +296,7 @@ class Worker:
             log.warning("%s: could not send reply: %s", self.service, exc)
 
     def _parse(
-        self, sock: zmq.Socket, client: bytes, body: list[bytes]
+        self, sock: zmq.Socket[bytes], client: bytes, body: list[bytes]
     ) -> tuple[Operation | None, Any]:
         """The operation and its argument; answers the request itself when it is invalid."""
         if not body:
@@ -319,7 +322,9 @@ class Worker:
             self._reply(sock, client, _json_frame(doc), True)
             return None, None
 
-    def _reply(self, sock: zmq.Socket, client: bytes, frames: list[bytes], final: bool) -> bool:
+    def _reply(
+        self, sock: zmq.Socket[bytes], client: bytes, frames: list[bytes], final: bool
+    ) -> bool:
         """Send one reply part; False if it was over the limit and an error went instead.
 
         The size is measured as the broker measures it (the sum of the frame lengths of the

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from plantd.daemons.lifecycle import Daemon
@@ -81,7 +81,7 @@ def resolve(names: list[str] | tuple[str, ...]) -> list[str]:
     return [n for n in REGISTRY if n in wanted] + modules
 
 
-def load(name: str) -> type[Daemon]:
+def load(name: str) -> type[Daemon[Any]]:
     """Import the daemon module and return its Daemon class."""
     from plantd.daemons.lifecycle import Daemon
 

@@ -103,14 +103,14 @@ class _BrokerCollector:
         )
 
 
-class BrokerDaemon(Daemon):
+class BrokerDaemon(Daemon[BrokerDaemonSettings]):
     name = "broker"
     settings_class = BrokerDaemonSettings
     description = "plantd Majordomo broker and message buses"
 
     def log_bus_endpoint(self) -> str | None:
         """The broker publishes its own logs into its own log bus (if it runs the buses)."""
-        s: BrokerDaemonSettings = self.settings  # type: ignore[assignment]
+        s = self.settings
         if not s.buses or super().log_bus_endpoint() is None:
             return None
         return s.log_frontend
@@ -120,7 +120,7 @@ class BrokerDaemon(Daemon):
         from plantd.broker.core import BrokerSettings
         from plantd.broker.server import BrokerServer
 
-        s: BrokerDaemonSettings = self.settings  # type: ignore[assignment]
+        s = self.settings
         wanted = {f.name for f in dataclasses.fields(BrokerSettings)}
         core_settings = BrokerSettings(**{k: getattr(s, k) for k in wanted if hasattr(s, k)})
         server = BrokerServer(core_settings)

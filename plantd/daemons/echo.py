@@ -20,7 +20,7 @@ class EchoSettings(ModuleSettings):
     health_port: int = 8084
 
 
-class EchoModule(Module):
+class EchoModule(Module[EchoSettings]):
     name = "echo"
     service = SERVICE
     settings_class = EchoSettings

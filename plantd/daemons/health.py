@@ -55,7 +55,7 @@ class HealthRegistry:
                 result = check()
                 if inspect.isawaitable(result):
                     result = await asyncio.wait_for(result, timeout)
-                status, detail = result  # type: ignore[misc]
+                status, detail = result
                 if status not in _RANK:
                     raise ValueError(f"invalid status {status!r}")
                 entry = {"status": status, "time": now, **(detail or {})}

@@ -9,7 +9,7 @@ the health/metrics HTTP endpoint and cleanup. Writing a new daemon::
         health_port: int = 8084
         endpoint: str = "tcp://127.0.0.1:9797"
 
-    class EchoDaemon(Daemon):
+    class EchoDaemon(Daemon[EchoSettings]):
         name = "echo"
         settings_class = EchoSettings
 
@@ -33,7 +33,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from plantd import __version__
 from plantd.cli.exitcodes import ExitCode
@@ -72,8 +72,17 @@ class StartupRefused(Exception):
         self.exit_code = int(exit_code)
 
 
-class Daemon(ABC):
-    """Base class: a name, a settings dataclass and an async ``run`` until ``ctx.stop``."""
+SettingsT = TypeVar("SettingsT", bound=DaemonSettings)
+
+
+class Daemon(ABC, Generic[SettingsT]):
+    """Base class: a name, a settings dataclass and an async ``run`` until ``ctx.stop``.
+
+    Generic in its settings type, so ``self.settings`` is typed in every daemon:
+    ``class StateDaemon(Daemon[StateSettings])`` with ``settings_class = StateSettings``
+    (the class the lifecycle loads from file, environment and flags; a ClassVar cannot be
+    generic, so the two are kept equal by hand).
+    """
 
     name: ClassVar[str]
     settings_class: ClassVar[type[DaemonSettings]] = DaemonSettings
@@ -81,8 +90,8 @@ class Daemon(ABC):
     #: service name on the log bus (topic ``<service>.<level>``); default org.plantd.<Name>
     service: ClassVar[str | None] = None
 
-    def __init__(self, settings: DaemonSettings) -> None:
-        self.settings = settings
+    def __init__(self, settings: SettingsT) -> None:
+        self.settings: SettingsT = settings
 
     @abstractmethod
     async def run(self, ctx: DaemonContext) -> None:
@@ -195,7 +204,7 @@ def setup_logging(name: str, level: int, log_file: Path) -> logging.Logger:
     return logging.getLogger(f"plantd.{name}")
 
 
-def _install_log_bus(daemon: Daemon, log: logging.Logger) -> None:
+def _install_log_bus(daemon: Daemon[Any], log: logging.Logger) -> None:
     """Also publish log records on the log bus so `plant bus tail log` and the logger see them.
 
     Best effort: without a bus (or the logbus module) the daemon still logs to its file.
@@ -250,7 +259,7 @@ def run_daemon(
 
 
 async def _serve(
-    daemon: Daemon, settings: DaemonSettings, home: Home, pid_file: Path, log: logging.Logger
+    daemon: Daemon[Any], settings: DaemonSettings, home: Home, pid_file: Path, log: logging.Logger
 ) -> int:
     from prometheus_client import CollectorRegistry, Gauge, PlatformCollector, ProcessCollector
 
@@ -346,12 +355,12 @@ async def _serve(
                 log.warning("%s did not stop within %.0fs: cancelling", name, STOP_GRACE_SECONDS)
                 main_task.cancel()
                 await asyncio.wait({main_task}, timeout=5.0)
-        exc = main_task.exception() if main_task.done() and not main_task.cancelled() else None
-        if isinstance(exc, StartupRefused):
-            log.error("%s refusing to start: %s", name, exc)
-            rc = exc.exit_code
-        elif exc is not None:
-            log.error("%s failed: %s: %s", name, type(exc).__name__, exc, exc_info=exc)
+        failure = main_task.exception() if main_task.done() and not main_task.cancelled() else None
+        if isinstance(failure, StartupRefused):
+            log.error("%s refusing to start: %s", name, failure)
+            rc = failure.exit_code
+        elif failure is not None:
+            log.error("%s failed: %s: %s", name, type(failure).__name__, failure, exc_info=failure)
             rc = int(ExitCode.REJECTED)
         elif not stop.is_set():
             log.warning("%s returned without being asked to stop", name)

@@ -51,7 +51,7 @@ def _ok(data: Any) -> dict[str, Any]:
     return {"success": True, "data": data}
 
 
-class LoggerModule(Module):
+class LoggerModule(Module[LoggerSettings]):
     name = "logger"
     service = SERVICE
     settings_class = LoggerSettings
@@ -63,7 +63,7 @@ class LoggerModule(Module):
 
     async def setup(self) -> None:
         assert self.ctx is not None
-        s: LoggerSettings = self.settings  # type: ignore[assignment]
+        s = self.settings
         path = Path(s.database or self.ctx.home.data / "logger.sqlite")
         self.store = LogStore(
             StoreSettings(

@@ -56,7 +56,7 @@ def _filter(doc: Any, name: str) -> str | None:
     return value
 
 
-class MetricModule(Module):
+class MetricModule(Module[MetricSettings]):
     name = "metric"
     service = SERVICE
     settings_class = MetricSettings
@@ -67,7 +67,7 @@ class MetricModule(Module):
 
     @property
     def _settings(self) -> MetricSettings:
-        return self.settings  # type: ignore[return-value]
+        return self.settings
 
     def serves(self) -> bool:
         return self._settings.consume

@@ -84,14 +84,14 @@ class _StateCollector:
             yield CounterMetricFamily(f"plantd_state_{name}", doc, value=value)
 
 
-class StateDaemon(Daemon):
+class StateDaemon(Daemon[StateSettings]):
     name = "state"
     service = SERVICE
     settings_class = StateSettings
     description = "plantd state: durable scoped key-value store"
 
     def db_path(self, ctx: DaemonContext) -> Path:
-        s: StateSettings = self.settings  # type: ignore[assignment]
+        s = self.settings
         return Path(s.db) if s.db else ctx.home.data / "state.db"
 
     async def run(self, ctx: DaemonContext) -> None:
@@ -99,7 +99,7 @@ class StateDaemon(Daemon):
         from plantd.state import CorruptDatabase, Limits, StateStore, StoreLocked
         from plantd.state.service import StateService
 
-        s: StateSettings = self.settings  # type: ignore[assignment]
+        s = self.settings
         if s.workers < 1:
             raise ValueError(f"PLANTD_STATE_WORKERS must be >= 1, got {s.workers}")
         path = self.db_path(ctx)

@@ -250,7 +250,7 @@ async def read_bus(
         connected.set()
     try:
         while True:
-            await sock.poll(1000, zmq.POLLIN)
+            await sock.poll(1000)
             now = time.time()
             n = 0
             while n < burst and readable(sock):

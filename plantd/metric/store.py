@@ -145,7 +145,7 @@ class MetricStore(BusStore):
         ts = parse_ts(doc.get("timestamp", doc.get("ts")))
         if ts is None:
             ts = time.time() if received is None else received
-        units = doc.get("units") if isinstance(doc.get("units"), str) else ""
+        units = u if isinstance(u := doc.get("units"), str) else ""
         tags = doc.get("tags") if isinstance(doc.get("tags"), dict) else {}
         key = (device, channel)
         sample = _doc(ts, device, channel, value, units, tags)
@@ -264,7 +264,8 @@ class MetricStore(BusStore):
 
     async def range(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         """Stored samples of one device/channel between ``since`` and ``until`` (first page)."""
-        return (await self.range_page(params))["samples"]
+        samples: list[dict[str, Any]] = (await self.range_page(params))["samples"]
+        return samples
 
     async def range_page(
         self, params: dict[str, Any], budget: int = REPLY_BUDGET
@@ -340,7 +341,8 @@ def _parse_range(params: dict[str, Any]) -> _Range:
         raise QueryError("device: range needs a device", "device")
     if not isinstance(channel, str) or not channel:
         raise QueryError("channel: range needs a channel", "channel")
-    where, args = ["device = ?", "channel = ?"], [device, channel]
+    where = ["device = ?", "channel = ?"]
+    args: list[object] = [device, channel]
     for name, op in (("since", ">="), ("until", "<=")):
         value = params.get(name)
         if value in (None, ""):

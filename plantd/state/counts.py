@@ -39,9 +39,9 @@ class KeyCounts:
                     del self._known[scope]
                 else:
                     self._known[scope] += delta
-            log = self._seeding.get(scope)
-            if log is not None:
-                log.append((revision, delta))
+            seeding = self._seeding.get(scope)
+            if seeding is not None:
+                seeding.append((revision, delta))
 
     def begin(self, scopes: list[str]) -> dict[str, list[tuple[int, Delta]]]:
         """Start counting ``scopes`` (call BEFORE the read is issued)."""

@@ -127,3 +127,9 @@ class CorruptDatabase(StorageError):
     """The file is not a readable, intact plantd state database; it was left untouched."""
 
     code = "corrupt"
+
+
+def storage_error(action: str, e: BaseException) -> StorageError:
+    """The StorageError of a failed SQLite call, naming the SQLite error code."""
+    name = getattr(e, "sqlite_errorname", None) or type(e).__name__
+    return StorageError(f"{action} failed: {e} ({name}); nothing was applied", cause=name)

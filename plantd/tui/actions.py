@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 
 VIEWS = {"app": "Global", "overview": "Overview", "state": "State", "logs": "Logs", "call": "Call"}
 
@@ -96,13 +96,13 @@ def specs_for(view: str) -> list[ActionSpec]:
     return [a for a in ACTIONS if a.view == view]
 
 
-def bindings_for(view: str) -> list[Binding]:
+def bindings_for(view: str) -> list[BindingType]:
     """Bindings of one view; write actions get a twin that refuses in read-only mode.
 
     The view's `check_action` shows exactly one of the pair, so the footer marks the key as
     read-only and pressing it explains why nothing happened instead of doing nothing.
     """
-    out: list[Binding] = []
+    out: list[BindingType] = []
     for spec in specs_for(view):
         out.append(Binding(spec.keys, spec.action, spec.footer, show=spec.show))
         if spec.write:

@@ -100,7 +100,7 @@ class PlantApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "plantd"
     BINDINGS: ClassVar[list[BindingType]] = _app_bindings()
-    VERTICAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [(0, "-short"), (36, "-tall")]
+    VERTICAL_BREAKPOINTS: list[tuple[int, str]] | None = [(0, "-short"), (36, "-tall")]
 
     def __init__(
         self,

@@ -352,7 +352,7 @@ def parse_broker(doc: Any) -> BrokerInfo:
         doc = doc["data"]
     if not isinstance(doc, Mapping):
         return BrokerInfo()
-    settings = doc.get("settings") if isinstance(doc.get("settings"), Mapping) else doc
+    settings = s if isinstance(s := doc.get("settings"), Mapping) else doc
     interval = _float(_first(settings, "heartbeat_interval", "heartbeat"))
     liveness = _first(settings, "heartbeat_liveness", "liveness")
     return BrokerInfo(
@@ -609,7 +609,7 @@ class LiveSource:
         limit: int | None = None,
         values: bool = True,
     ) -> KeyPage:
-        fields = {"service": scope, "prefix": prefix or None, "glob": glob or None}
+        fields: dict[str, Any] = {"service": scope, "prefix": prefix or None, "glob": glob or None}
         if not values:
             fields["values"] = False
         return parse_key_page(await self._state("list-keys", paging_body(fields, after, limit)))

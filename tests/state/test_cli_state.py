@@ -49,7 +49,10 @@ def test_set_get_delete_and_exit_codes(run: PlantRunner) -> None:
 
     out = run("state", "set", "greeting", "world", "-o", "table")
     assert out.returncode == 0
-    assert out.stdout == f"org.plantd.Client/greeting: hello -> world (revision {doc['revision'] + 1}, version 2)\n"
+    assert (
+        out.stdout
+        == f"org.plantd.Client/greeting: hello -> world (revision {doc['revision'] + 1}, version 2)\n"
+    )
 
     out = run("state", "get", "greeting", "-o", "raw")
     assert (out.returncode, out.stdout) == (0, "world\n")
@@ -65,7 +68,16 @@ def test_set_get_delete_and_exit_codes(run: PlantRunner) -> None:
     one_error(out, "compare failed", "current is")
     out = run("state", "set", "greeting", "x", "--if-absent")
     assert out.returncode == 6
-    ok = run("state", "set", "greeting", "again", "--prev-revision", str(got["mod_revision"]), "-o", "json")
+    ok = run(
+        "state",
+        "set",
+        "greeting",
+        "again",
+        "--prev-revision",
+        str(got["mod_revision"]),
+        "-o",
+        "json",
+    )
     assert ok.returncode == 0 and json.loads(ok.stdout)["version"] == 3
 
     out = run("state", "set", "cfg", '{"gain": [1, 2.5]}', "--json", "-o", "raw")
@@ -111,7 +123,9 @@ def test_scope_option_alias_and_env(run: PlantRunner, stack: Stack) -> None:
 def test_get_raw_in_shell_substitution(run: PlantRunner, stack: Stack) -> None:
     assert run("state", "set", "mode", "auto").returncode == 0
     script = f'v=$({" ".join(PLANT)} state get mode -o raw) && test "$v" = auto && echo ok'
-    out = subprocess.run(["bash", "-c", script], env=stack.env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        ["bash", "-c", script], env=stack.env, capture_output=True, text=True, timeout=60
+    )
     assert out.stdout == "ok\n", out.stderr
 
 
@@ -122,7 +136,12 @@ def test_watch_prints_json_lines_and_resumes_from_a_revision(stack: Stack) -> No
         lines = JsonLines(proc)
         time.sleep(1.0)  # the watcher is up (the test cannot see its subscription)
         data(c, "state-set", {"service": "other", "key": "x", "value": "ignored"})
-        revs = [data(c, "state-set", {"service": "org.plantd.Client", "key": "a", "value": i})["revision"] for i in (1, 2)]
+        revs = [
+            data(c, "state-set", {"service": "org.plantd.Client", "key": "a", "value": i})[
+                "revision"
+            ]
+            for i in (1, 2)
+        ]
         data(c, "delete", {"service": "org.plantd.Client", "key": "a"})
         got = lines.take(3)
     rc, err = finish(proc)
@@ -136,7 +155,11 @@ def test_watch_prints_json_lines_and_resumes_from_a_revision(stack: Stack) -> No
     again = JsonLines(proc).take(3)
     rc, err = finish(proc)
     assert rc == 0, err
-    assert [(e["scope"], e["value"]) for e in again] == [("other", None), ("other", "ignored"), ("org.plantd.Client", 1)]
+    assert [(e["scope"], e["value"]) for e in again] == [
+        ("other", None),
+        ("other", "ignored"),
+        ("org.plantd.Client", 1),
+    ]
     revisions = [e["revision"] for e in again]
     assert revisions == sorted(revisions) and revisions[0] == first["revision"] + 1
 
@@ -185,7 +208,16 @@ def test_watch_follows_a_broker_restart(stack: Stack) -> None:
     with stack.client(timeout=2.0) as c:
         while True:  # the state worker re-registers with the new broker on its own
             try:
-                data(c, "state-set", {"service": "org.plantd.Client", "key": "k", "value": value, "request_id": f"r{value}"})
+                data(
+                    c,
+                    "state-set",
+                    {
+                        "service": "org.plantd.Client",
+                        "key": "k",
+                        "value": value,
+                        "request_id": f"r{value}",
+                    },
+                )
             except PlantdError:
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
@@ -272,6 +304,8 @@ def test_get_and_set_never_import_asyncio_or_the_store(stack: Stack) -> None:
         "print(','.join(m for m in ('asyncio', 'aiosqlite', 'sqlite3', 'plantd.state', 'textual')"
         " if m in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], env=stack.env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=stack.env, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""

@@ -41,7 +41,14 @@ def digest(path: Path) -> str:
 def test_data_survives_a_restart(stack: Stack) -> None:
     with stack.client() as c:
         s = data(c, "state-set", {"service": "plc1", "key": "setpoint", "value": {"t": 21.5}})
-        data(c, "txn", {"service": "plc1", "ops": [{"op": "set", "key": f"k{i}", "value": i} for i in range(10)]})
+        data(
+            c,
+            "txn",
+            {
+                "service": "plc1",
+                "ops": [{"op": "set", "key": f"k{i}", "value": i} for i in range(10)],
+            },
+        )
         head = data(c, "health", {})["revision"]
     assert stack.state.stop() == 0
     assert "closed at revision" in stack.state.text()
@@ -108,7 +115,9 @@ def test_second_daemon_on_the_same_file_is_refused(stack: Stack, tmp_path: Path)
         (b"", None),  # an empty file is a new database, not an error
     ],
 )
-def test_garbage_file_is_refused_untouched(tmp_path: Path, content: bytes, fragment: str | None) -> None:
+def test_garbage_file_is_refused_untouched(
+    tmp_path: Path, content: bytes, fragment: str | None
+) -> None:
     stack = make_stack(tmp_path / "home", start_state=False)
     try:
         stack.db.parent.mkdir(parents=True, exist_ok=True)

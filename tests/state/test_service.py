@@ -67,7 +67,10 @@ def test_every_operation_round_trip(c: Any, tmp_path: Path) -> None:
     s1 = data(c, "state-set", {"service": scope, "key": "a", "value": {"t": 21.5}})
     assert s1["version"] == 1 and s1["create_revision"] == s1["mod_revision"] == s1["revision"]
     s2 = data(c, "set", {"scope": scope, "key": "a", "value": [1, "x", None], "return_prev": True})
-    assert s2["version"] == 2 and s2["prev"] == {"value": {"t": 21.5}, "mod_revision": s1["revision"]}
+    assert s2["version"] == 2 and s2["prev"] == {
+        "value": {"t": 21.5},
+        "mod_revision": s1["revision"],
+    }
     got = data(c, "state-get", {"service": scope, "key": "a"})
     assert got["value"] == [1, "x", None] and got["mod_revision"] == s2["revision"]
     assert data(c, "get", {"scope": scope, "key": "a"})["value"] == [1, "x", None]
@@ -79,11 +82,20 @@ def test_every_operation_round_trip(c: Any, tmp_path: Path) -> None:
     assert [k["key"] for k in keys] == ["a", "n"]
     assert {"key", "value", "create_revision", "mod_revision", "version", "updated"} <= set(keys[0])
     assert "value" not in data(c, "list-keys", {"service": scope, "values": False})["keys"][0]
-    assert [k["key"] for k in data(c, "list-keys", {"service": scope, "prefix": "n"})["keys"]] == ["n"]
+    assert [k["key"] for k in data(c, "list-keys", {"service": scope, "prefix": "n"})["keys"]] == [
+        "n"
+    ]
 
-    cas = data(c, "state-set", {"service": scope, "key": "a", "value": 3, "prev_revision": s2["revision"]})
+    cas = data(
+        c, "state-set", {"service": scope, "key": "a", "value": 3, "prev_revision": s2["revision"]}
+    )
     assert cas["version"] == 3
-    assert data(c, "state-set", {"service": scope, "key": "new", "value": 1, "if_absent": True})["version"] == 1
+    assert (
+        data(c, "state-set", {"service": scope, "key": "new", "value": 1, "if_absent": True})[
+            "version"
+        ]
+        == 1
+    )
     ttl = data(c, "state-set", {"service": scope, "key": "t", "value": 1, "ttl": 60})
     assert data(c, "state-get", {"service": scope, "key": "t"})["expires"] > time.time() + 50
     assert ttl["version"] == 1
@@ -120,7 +132,11 @@ def test_every_operation_round_trip(c: Any, tmp_path: Path) -> None:
     export = data(c, "export", {})
     assert export["format"] == "plantd-state" and export["scopes"][scope]["x"] == 1
     other = unique("imported")
-    imported = data(c, "import", {"doc": {"format": "plantd-state", "version": 1, "scopes": {other: {"k": "v"}}}})
+    imported = data(
+        c,
+        "import",
+        {"doc": {"format": "plantd-state", "version": 1, "scopes": {other: {"k": "v"}}}},
+    )
     assert imported["revision"] > txn["revision"]
     assert data(c, "state-get", {"service": other, "key": "k"})["value"] == "v"
 
@@ -153,7 +169,11 @@ def test_conflict_reply_carries_the_current_revision(c: Any) -> None:
     """The TUI reads ``revision`` from a conflict; clients of the store read current_revision."""
     scope = unique()
     s = data(c, "state-set", {"service": scope, "key": "k", "value": 1})
-    doc = request(c, "state-set", {"service": scope, "key": "k", "value": 2, "prev_revision": s["revision"] + 100})
+    doc = request(
+        c,
+        "state-set",
+        {"service": scope, "key": "k", "value": 2, "prev_revision": s["revision"] + 100},
+    )
     assert doc["success"] is False and doc["code"] == "conflict"
     assert doc["revision"] == doc["current_revision"] == s["revision"]
     absent = request(c, "state-set", {"service": scope, "key": "k", "value": 2, "if_absent": True})
@@ -173,41 +193,156 @@ def test_idempotent_request_id_over_mdp(c: Any) -> None:
 
 BAD_REQUESTS: list[tuple[str, Any, str, str]] = [
     ("state-set", b"{not json", "invalid_json", "state-set: request is not valid JSON"),
-    ("state-set", b'{"service":"s","key":"k","value":' + b"[" * 5000 + b"]" * 5000 + b"}", "invalid_json", "nested too deeply"),
-    ("state-set", b'{"service":"s","key":"k","value":' + b"[" * 300 + b"]" * 300 + b"}", "invalid_argument", "deeper than 255 levels"),
+    (
+        "state-set",
+        b'{"service":"s","key":"k","value":' + b"[" * 5000 + b"]" * 5000 + b"}",
+        "invalid_json",
+        "nested too deeply",
+    ),
+    (
+        "state-set",
+        b'{"service":"s","key":"k","value":' + b"[" * 300 + b"]" * 300 + b"}",
+        "invalid_argument",
+        "deeper than 255 levels",
+    ),
     ("state-get", b'{"key": "\xc3\x28"}', "invalid_json", "not UTF-8"),
     ("state-set", b"[1, 2]", "invalid_argument", "request must be a JSON object, got array"),
     ("state-get", b'"k"', "invalid_argument", "request must be a JSON object, got string"),
-    ("state-set", {"service": "s", "value": 1}, "invalid_argument", "state-set: missing field 'key'"),
+    (
+        "state-set",
+        {"service": "s", "value": 1},
+        "invalid_argument",
+        "state-set: missing field 'key'",
+    ),
     ("state-set", {"key": "k", "value": 1}, "invalid_argument", "missing field 'service'"),
     ("state-set", {"service": "s", "key": "k"}, "invalid_argument", "missing field 'value'"),
-    ("state-get", {"service": 7, "key": "k"}, "invalid_argument", "field 'service' must be a string, got integer 7"),
-    ("state-get", {"service": "s", "key": ["k"]}, "invalid_argument", "field 'key' must be a string, got array"),
+    (
+        "state-get",
+        {"service": 7, "key": "k"},
+        "invalid_argument",
+        "field 'service' must be a string, got integer 7",
+    ),
+    (
+        "state-get",
+        {"service": "s", "key": ["k"]},
+        "invalid_argument",
+        "field 'key' must be a string, got array",
+    ),
     ("state-get", {"service": "s", "key": ""}, "invalid_argument", "field 'key' is empty"),
     ("state-get", {"service": "", "key": "k"}, "invalid_argument", "field 'service' is empty"),
     ("state-get", {"service": "a", "scope": "b", "key": "k"}, "invalid_argument", "disagree"),
-    ("state-get", {"service": "s", "key": "k", "bogus": 1}, "invalid_argument", "unknown field(s) 'bogus'"),
-    ("state-set", {"service": "s", "key": "k", "value": 1, "prev_revision": "3"}, "invalid_argument", "'prev_revision' must be an integer >= 0, got string"),
-    ("state-set", {"service": "s", "key": "k", "value": 1, "prev_revision": True}, "invalid_argument", "'prev_revision' must be an integer"),
-    ("state-set", {"service": "s", "key": "k", "value": 1, "prev_revision": -1}, "invalid_argument", "must be >= 0, got -1"),
-    ("state-set", {"service": "s", "key": "k", "value": 1, "if_absent": "yes"}, "invalid_argument", "'if_absent' must be true or false"),
-    ("state-set", {"service": "s", "key": "k", "value": 1, "ttl": "5"}, "invalid_argument", "'ttl' must be a number"),
-    ("state-set", {"service": "s", "key": "k", "value": 1, "ttl": -1}, "invalid_argument", "'ttl' must be a number > 0"),
-    ("state-set", {"service": "s", "key": "k", "value": 1, "request_id": 5}, "invalid_argument", "'request_id' must be a string"),
-    ("state-set", {"service": "s", "key": "k" * 600, "value": 1}, "limit_exceeded", "max_key_length is 512"),
-    ("state-set", {"service": "s" * 200, "key": "k", "value": 1}, "limit_exceeded", "max_scope_length is 128"),
-    ("state-set", {"service": "s", "key": "k", "value": "x" * 600_000}, "limit_exceeded", "max_value_bytes is 524288"),
-    ("state-set", {"service": "s", "key": "k", "value": 1, "if_absent": True, "prev_revision": 3}, "invalid_argument", "contradicts"),
-    ("delete", {"service": "s", "key": "k", "prev_revision": 0}, "invalid_argument", "can never succeed"),
+    (
+        "state-get",
+        {"service": "s", "key": "k", "bogus": 1},
+        "invalid_argument",
+        "unknown field(s) 'bogus'",
+    ),
+    (
+        "state-set",
+        {"service": "s", "key": "k", "value": 1, "prev_revision": "3"},
+        "invalid_argument",
+        "'prev_revision' must be an integer >= 0, got string",
+    ),
+    (
+        "state-set",
+        {"service": "s", "key": "k", "value": 1, "prev_revision": True},
+        "invalid_argument",
+        "'prev_revision' must be an integer",
+    ),
+    (
+        "state-set",
+        {"service": "s", "key": "k", "value": 1, "prev_revision": -1},
+        "invalid_argument",
+        "must be >= 0, got -1",
+    ),
+    (
+        "state-set",
+        {"service": "s", "key": "k", "value": 1, "if_absent": "yes"},
+        "invalid_argument",
+        "'if_absent' must be true or false",
+    ),
+    (
+        "state-set",
+        {"service": "s", "key": "k", "value": 1, "ttl": "5"},
+        "invalid_argument",
+        "'ttl' must be a number",
+    ),
+    (
+        "state-set",
+        {"service": "s", "key": "k", "value": 1, "ttl": -1},
+        "invalid_argument",
+        "'ttl' must be a number > 0",
+    ),
+    (
+        "state-set",
+        {"service": "s", "key": "k", "value": 1, "request_id": 5},
+        "invalid_argument",
+        "'request_id' must be a string",
+    ),
+    (
+        "state-set",
+        {"service": "s", "key": "k" * 600, "value": 1},
+        "limit_exceeded",
+        "max_key_length is 512",
+    ),
+    (
+        "state-set",
+        {"service": "s" * 200, "key": "k", "value": 1},
+        "limit_exceeded",
+        "max_scope_length is 128",
+    ),
+    (
+        "state-set",
+        {"service": "s", "key": "k", "value": "x" * 600_000},
+        "limit_exceeded",
+        "max_value_bytes is 524288",
+    ),
+    (
+        "state-set",
+        {"service": "s", "key": "k", "value": 1, "if_absent": True, "prev_revision": 3},
+        "invalid_argument",
+        "contradicts",
+    ),
+    (
+        "delete",
+        {"service": "s", "key": "k", "prev_revision": 0},
+        "invalid_argument",
+        "can never succeed",
+    ),
     ("txn", {"service": "s"}, "invalid_argument", "txn: missing field 'ops'"),
     ("txn", {"ops": {"op": "set"}}, "invalid_argument", "'ops' must be an array"),
     ("txn", {"ops": [1]}, "invalid_argument", "ops[0] must be an object, got integer"),
     ("txn", {"ops": []}, "invalid_argument", "at least one op"),
-    ("txn", {"ops": [{"op": "set", "service": "a", "scope": "b", "key": "k", "value": 1}]}, "invalid_argument", "'service' and 'scope' disagree"),
-    ("txn", {"ops": [{"op": "set", "key": "k", "value": 1}]}, "invalid_argument", "scope must be a non-empty string"),
-    ("txn", {"service": "s", "ops": [{"op": "frob", "key": "k"}]}, "invalid_argument", "op must be set, delete or check"),
-    ("txn", {"service": "s", "ops": [{"op": "set", "key": "k", "value": 1}] * 2}, "invalid_argument", "duplicate key"),
-    ("txn", {"service": "s", "ops": [{"op": "set", "key": f"k{i}", "value": 1} for i in range(200)]}, "limit_exceeded", "max_txn_ops is 128"),
+    (
+        "txn",
+        {"ops": [{"op": "set", "service": "a", "scope": "b", "key": "k", "value": 1}]},
+        "invalid_argument",
+        "'service' and 'scope' disagree",
+    ),
+    (
+        "txn",
+        {"ops": [{"op": "set", "key": "k", "value": 1}]},
+        "invalid_argument",
+        "scope must be a non-empty string",
+    ),
+    (
+        "txn",
+        {"service": "s", "ops": [{"op": "frob", "key": "k"}]},
+        "invalid_argument",
+        "op must be set, delete or check",
+    ),
+    (
+        "txn",
+        {"service": "s", "ops": [{"op": "set", "key": "k", "value": 1}] * 2},
+        "invalid_argument",
+        "duplicate key",
+    ),
+    (
+        "txn",
+        {"service": "s", "ops": [{"op": "set", "key": f"k{i}", "value": 1} for i in range(200)]},
+        "limit_exceeded",
+        "max_txn_ops is 128",
+    ),
     ("watch", {"revision": "1"}, "invalid_argument", "'revision' must be an integer"),
     ("watch", {"revision": 0, "limit": 0}, "invalid_argument", "'limit' must be >= 1"),
     ("backup", {"path": "relative.db"}, "invalid_argument", "path must be absolute"),
@@ -215,13 +350,20 @@ BAD_REQUESTS: list[tuple[str, Any, str, str]] = [
     ("import", {}, "invalid_argument", "import: missing field 'doc'"),
     ("import", {"doc": {"scopes": []}}, "invalid_argument", "'scopes' object"),
     ("list-keys", {}, "invalid_argument", "list-keys: missing field 'service'"),
-    ("list-keys", {"service": "s", "values": 1}, "invalid_argument", "'values' must be true or false"),
+    (
+        "list-keys",
+        {"service": "s", "values": 1},
+        "invalid_argument",
+        "'values' must be true or false",
+    ),
     ("no-such-op", {}, "unknown_operation", "unknown operation 'no-such-op'"),
 ]
 
 
 @pytest.mark.parametrize(("op", "body", "code", "fragment"), BAD_REQUESTS)
-def test_bad_requests_get_precise_errors(c: Any, op: str, body: Any, code: str, fragment: str) -> None:
+def test_bad_requests_get_precise_errors(
+    c: Any, op: str, body: Any, code: str, fragment: str
+) -> None:
     doc = request(c, op, body)
     assert doc["success"] is False, doc
     assert doc["code"] == code, doc

@@ -14,8 +14,7 @@ from typing import Any
 import aiosqlite
 import pytest
 
-from plantd.state import Conflict, NotFound, StateStore, StorageError
-from plantd.state import store as store_mod
+from plantd.state import Conflict, NotFound, StateStore, StorageError, dbthread
 from tests.support.clock import FakeClock
 
 # --------------------------------------------------------------------------- private API guard
@@ -30,7 +29,7 @@ async def test_aiosqlite_private_api_used_by_the_store_exists(tmp_path: Path) ->
     assert isinstance(getattr(aiosqlite.Connection, "_conn", None), property)
     conn = await aiosqlite.connect(tmp_path / "x.db", isolation_level=None)
     try:
-        store_mod._check_db_thread_api(conn)
+        dbthread.check_db_thread_api(conn)
         await conn.execute("CREATE TABLE t(x)")
         seen: list[Any] = []
 
@@ -42,7 +41,7 @@ async def test_aiosqlite_private_api_used_by_the_store_exists(tmp_path: Path) ->
         # FIFO with the connection's ordinary calls, on its own thread
         first = asyncio.ensure_future(conn.execute("INSERT INTO t VALUES(0)"))
         await asyncio.sleep(0)  # queued first
-        assert await store_mod._on_db_thread(conn, fn) == 2
+        assert await dbthread.on_db_thread(conn, fn) == 2
         await first
         assert seen == [(sqlite3.Connection, seen[0][1])]
         assert seen[0][1] != threading.get_ident()
@@ -52,7 +51,7 @@ async def test_aiosqlite_private_api_used_by_the_store_exists(tmp_path: Path) ->
 
 def test_missing_private_api_is_reported_at_open() -> None:
     with pytest.raises(StorageError, match="_execute"):
-        store_mod._check_db_thread_api(object())  # type: ignore[arg-type]
+        dbthread.check_db_thread_api(object())  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- one hand-off
@@ -61,13 +60,13 @@ def test_missing_private_api_is_reported_at_open() -> None:
 async def test_a_write_batch_is_one_hand_off(db_path: Path, monkeypatch) -> None:
     async with await StateStore.open(db_path, reap_interval=3600) as s:
         calls = {"writer": 0, "reader": 0}
-        real = store_mod._on_db_thread
+        real = dbthread.on_db_thread
 
         def counting(conn: aiosqlite.Connection, fn: Any) -> Any:
             calls["writer" if conn is s._writer else "reader"] += 1
             return real(conn, fn)
 
-        monkeypatch.setattr(store_mod, "_on_db_thread", counting)
+        monkeypatch.setattr(dbthread, "on_db_thread", counting)
         real_fetchall = s._writer.execute_fetchall
         other = 0
 
@@ -187,14 +186,14 @@ async def test_concurrent_gets_are_grouped_and_read_committed_data(
     async with await StateStore.open(db_path, reap_interval=3600) as s:
         await s.txn([{"op": "set", "scope": "s", "key": f"k{i}", "value": i} for i in range(50)])
         handoffs = 0
-        real = store_mod._on_db_thread
+        real = dbthread.on_db_thread
 
         def counting(conn: aiosqlite.Connection, fn: Any) -> Any:
             nonlocal handoffs
             handoffs += conn is s._reader
             return real(conn, fn)
 
-        monkeypatch.setattr(store_mod, "_on_db_thread", counting)
+        monkeypatch.setattr(dbthread, "on_db_thread", counting)
         got = await asyncio.gather(
             *(s.get("s", f"k{i}") for i in range(50)),
             s.get("s", "missing"),
@@ -369,9 +368,7 @@ async def _mixed_batch(path: Path, json_each: bool) -> tuple[list[Any], list[dic
         s.add_listener(events.append)
         commits = s.commits
         gate = threading.Event()  # holds the writer's thread until every call is queued
-        blocker = asyncio.ensure_future(
-            store_mod._on_db_thread(s._writer, lambda _db: gate.wait(5))
-        )
+        blocker = asyncio.ensure_future(dbthread.on_db_thread(s._writer, lambda _db: gate.wait(5)))
         calls = [
             s.set("p", "a", 1),
             s.set("p", "a", 2),  # same key again: sees the first write (version 2)

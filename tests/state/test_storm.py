@@ -53,7 +53,12 @@ class Writer(threading.Thread):
             while not self.stop_event.is_set():
                 seq += 1
                 key = f"w{self.index}.{seq % KEYS_PER_WRITER}"
-                body = {"service": "storm", "key": key, "value": seq, "request_id": f"w{self.index}-{seq}"}
+                body = {
+                    "service": "storm",
+                    "key": key,
+                    "value": seq,
+                    "request_id": f"w{self.index}-{seq}",
+                }
                 while True:
                     try:
                         doc = request(c, "state-set", body)
@@ -69,7 +74,9 @@ class Writer(threading.Thread):
                 rev = doc["data"]["mod_revision"]
                 with self.lock:
                     if rev <= self.last_revision:
-                        self.errors.append(f"revision went backwards: {rev} after {self.last_revision}")
+                        self.errors.append(
+                            f"revision went backwards: {rev} after {self.last_revision}"
+                        )
                     self.last_revision = rev
                     self.acked[key] = (seq, rev)
                     self.acks += 1
@@ -103,7 +110,9 @@ def verify(c: Any, writers: list[Writer], floor: int) -> int:
     for snap in snaps:
         for key, (seq, rev) in snap.items():
             assert key in stored, f"acknowledged {key}={seq} lost"
-            assert stored[key]["value"] >= seq, f"{key}: acknowledged {seq}, found {stored[key]['value']}"
+            assert stored[key]["value"] >= seq, (
+                f"{key}: acknowledged {seq}, found {stored[key]['value']}"
+            )
             assert stored[key]["mod_revision"] >= rev
             assert head >= rev
     return head
@@ -145,7 +154,9 @@ def test_write_storm_with_kill_9(tmp_path: Path) -> None:
             assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         finally:
             con.close()
-        print(f"storm: {TRIALS} kills, {total} acknowledged writes in {time.monotonic() - started:.1f}s")
+        print(
+            f"storm: {TRIALS} kills, {total} acknowledged writes in {time.monotonic() - started:.1f}s"
+        )
     finally:
         stop.set()
         stack.close()

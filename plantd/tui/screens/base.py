@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol, cast
+from typing import Protocol
 
-from textual.app import App
 from textual.containers import Container
 
 from plantd.tui.actions import ACTIONS, WRITE_ACTIONS
@@ -21,7 +20,7 @@ class View(Container):
 
     @property
     def read_only(self) -> bool:
-        return bool(getattr(cast(App[Any], self.app), "read_only", False))
+        return bool(getattr(self.app, "read_only", False))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in WRITE_ACTIONS:

@@ -98,7 +98,7 @@ def tree_children(names: list[str], prefix: str) -> list[tuple[str, str, int, bo
             i += 1
         else:  # the first scope below `child`: skip its whole block
             i = bisect_left(names, child + "/", i, hi)
-    return [tuple(v) for v in out.values()]  # type: ignore[misc]
+    return [tuple(v) for v in out.values()]
 
 
 class StateView(View):
