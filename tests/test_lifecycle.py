@@ -288,10 +288,12 @@ def test_daemon_logs_reach_the_log_bus(broker: BrokerProcess) -> None:
         stdin=subprocess.DEVNULL,
     )
     try:
-        # ready (healthz pass) comes after the log bus publisher is installed and the worker
-        # heard from the broker: its publisher has had a round trip to learn the subscription
+        # ready (healthz pass) comes after the log bus publisher is installed
         ready = wait_healthy(echo, broker.home, "echo", broker.home / "echo.out", 15)
         assert ready, "echo daemon did not start"
+        # ... which still has to learn the tail's subscription from the proxy (slow joiner on
+        # the publishing side; nothing outside the echo process can see when it has)
+        time.sleep(1.0)
         os.kill(echo.pid, signal.SIGTERM)  # logs "SIGTERM received" and "echo stopped"
         assert echo.wait(timeout=15) == 0
         out, err = tail.communicate(timeout=20)
