@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from plantd.client.errors import PlantdError
-from tests.conftest import start_broker
-from tests.state.test_cli_state import Lines, finish, watch_proc
-from tests.state.test_service import Stack, data, make_stack
+from tests.support.broker import start_broker
+from tests.support.bus import wait_subscribed
+from tests.support.processes import JsonLines, finish
+from tests.support.state import Stack, data, make_stack, watch_proc
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -39,8 +40,8 @@ def test_watch_is_gap_free_across_state_and_broker_restarts(tmp_path: Path) -> N
     try:
         first = write_until_ok(stack, 0, time.monotonic() + 10)
         proc = watch_proc(stack, "--revision", str(first), "--count", "12")
-        lines = Lines(proc)
-        time.sleep(1.0)
+        lines = JsonLines(proc)
+        wait_subscribed(stack.bus()[0], "")  # the watcher's subscription reached the proxy
         deadline = time.monotonic() + 60
         revisions = [write_until_ok(stack, v, deadline) for v in (1, 2, 3, 4)]
 

@@ -17,7 +17,7 @@ from plantd.daemons.metric import MetricModule, MetricSettings
 from plantd.logger.paging import REPLY_BUDGET
 from plantd.metric import SERVICE
 from plantd.metric.store import MAX_LIMIT
-from tests.logger.conftest import running_module
+from tests.support.modules import running_module
 
 pytestmark = pytest.mark.timeout(60)
 

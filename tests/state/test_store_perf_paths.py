@@ -15,7 +15,7 @@ import aiosqlite
 import pytest
 
 from plantd.state import Conflict, NotFound, StateStore, StorageError, dbthread
-from tests.state.conftest import FakeClock
+from tests.support.clock import FakeClock
 
 # --------------------------------------------------------------------------- private API guard
 
