@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from plantd.client.errors import PlantdError
 from tests.support.broker import BrokerProcess, stack_env, start_broker
 from tests.support.processes import PLANT, START_TIMEOUT, clean_env, kill_pid, wait_healthy
 
@@ -176,3 +177,20 @@ def watch_proc(stack: Stack, *args: str) -> subprocess.Popen[str]:
         stdin=subprocess.DEVNULL,
         text=True,
     )
+
+
+def write_until_ok(stack: Stack, scope: str, value: int, deadline: float) -> int:
+    """One acknowledged write of ``k`` in ``scope`` (retried with the same request_id across
+    outages); its revision."""
+    with stack.client(timeout=2.0) as c:
+        while True:
+            try:
+                reply = data(
+                    c,
+                    "state-set",
+                    {"service": scope, "key": "k", "value": value, "request_id": f"w{value}"},
+                )
+                return int(reply["revision"])
+            except PlantdError:
+                assert time.monotonic() < deadline, "writes never resumed"
+                time.sleep(0.1)
