@@ -109,7 +109,7 @@ def _emit_one(ctx: typer.Context, output: OutputFormat | None, p: Principal, **e
 
     fmt = _fmt(ctx, output)
     doc = {**_doc(p, fmt), **{k: v for k, v in extra.items() if v is not None}}
-    emit(doc if fmt is not OutputFormat.table else {k: doc[k] for k in doc}, fmt)
+    emit(doc, fmt)
 
 
 @app.command("init")
@@ -342,11 +342,12 @@ def audit_list(
 
     fmt = _fmt(ctx, output)
     rows: list[dict[str, Any]] = []
+    start = _epoch(since)  # once: "10m" must not move between pages
     with _audit_log() as log:
         after = None
         while len(rows) < limit:
             page = log.query(
-                since=_epoch(since),
+                since=start,
                 principal=principal,
                 scope=scope,
                 key=key,
