@@ -11,17 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import (
-    PLANT,
-    BrokerProcess,
-    PlantRunner,
-    free_port,
-    kill_daemons_in,
-    pid_alive,
-    stack_env,
-    tcp,
-    wait_for,
-)
+from tests.support.broker import BrokerProcess, stack_env
+from tests.support.bus import publish_until_seen
+from tests.support.polling import wait_until
+from tests.support.ports import free_port, tcp
+from tests.support.processes import PLANT, PlantRunner, kill_daemons_in, pid_alive
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -135,13 +129,13 @@ def test_bus_tail_prints_published_messages(broker: BrokerProcess) -> None:
     pub = Publisher(frontend)
     try:
         # a subscription takes a moment to propagate through the proxy: publish until seen
-        sent = 0
-        deadline = time.monotonic() + 20
-        while tail.poll() is None and time.monotonic() < deadline:
+        def publish(n: int) -> None:
             pub.publish_nowait("other.topic", {"skip": True})
-            pub.publish_nowait("org.plantd.Test", {"seq": sent})
-            sent += 1
-            time.sleep(0.05)
+            pub.publish_nowait("org.plantd.Test", {"seq": n - 1})
+
+        publish_until_seen(
+            publish, lambda: tail.poll() is not None, "bus tail exits", timeout=20, max_probes=400
+        )
         out, err = tail.communicate(timeout=10)
     finally:
         pub.close()
@@ -217,7 +211,7 @@ def test_up_call_down(plant: PlantRunner, stack: dict[str, str], plantd_home: Pa
 
     down = plant("down", env=stack, timeout=60)
     assert down.returncode == 0, down.stderr
-    assert wait_for(lambda: not any(pid_alive(p) for p in pids), 10)
+    assert wait_until(lambda: not any(pid_alive(p) for p in pids), 10)
     assert not list((plantd_home / "run").glob("*.pid"))
     after = plant("daemon", "status", "all", "-o", "json", env=stack)
     assert {r["state"] for r in json.loads(after.stdout)} == {"stopped"}
@@ -239,10 +233,11 @@ def test_request_timeout_exits_7(plant: PlantRunner, broker: BrokerProcess) -> N
     )
     worker = subprocess.Popen([sys.executable, "-c", script, broker.endpoint], env=broker.env)
     try:
-        ok = wait_for(
+        ok = wait_until(
             lambda: plant("-o", "json", "services", env=broker.env).stdout.count("Slow") > 0,
             15,
             0.2,
+            what="slow worker registered",
         )
         assert ok, "slow worker never registered"
         out = plant("-t", "1", "call", "org.plantd.test.Slow", "wait", env=broker.env)

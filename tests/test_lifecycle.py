@@ -13,15 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import (
+from tests.support.broker import BrokerProcess, broker_env
+from tests.support.bus import wait_subscribed
+from tests.support.polling import wait_until
+from tests.support.processes import (
     PLANT,
-    BrokerProcess,
     PlantRunner,
-    broker_env,
     http_get,
     pid_alive,
     read_pid_file,
-    wait_for,
+    wait_healthy,
 )
 
 pytestmark = pytest.mark.timeout(90)
@@ -53,7 +54,7 @@ def test_start_status_stop_detached(plant: PlantRunner, plantd_home: Path) -> No
     stopped = plant("daemon", "stop", "broker", env=env)
     assert stopped.returncode == 0, stopped.stderr
     assert "broker stopped" in stopped.stderr
-    assert wait_for(lambda: not pid_alive(pid), 5)
+    assert wait_until(lambda: not pid_alive(pid), 5)
     assert not (plantd_home / "run" / "broker.pid").exists()
     assert status_of(plant, "broker", env)["state"] == "stopped"
     log = (plantd_home / "log" / "broker.log").read_text()
@@ -278,7 +279,7 @@ def test_daemon_logs_reach_the_log_bus(broker: BrokerProcess) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(0.5)
+    wait_subscribed(frontend, "org.plantd.module.Echo")  # before Echo publishes a record
     echo = subprocess.Popen(
         [*PLANT, "daemon", "run", "echo"],
         env=env,
@@ -287,11 +288,12 @@ def test_daemon_logs_reach_the_log_bus(broker: BrokerProcess) -> None:
         stdin=subprocess.DEVNULL,
     )
     try:
-        ready = wait_for(
-            lambda: (read_pid_file(broker.home, "echo") or {}).get("pid") == echo.pid, 15
-        )
+        # ready (healthz pass) comes after the log bus publisher is installed
+        ready = wait_healthy(echo, broker.home, "echo", broker.home / "echo.out", 15)
         assert ready, "echo daemon did not start"
-        time.sleep(1.0)  # let the tail's subscription reach the proxy (pub/sub slow joiner)
+        # ... which still has to learn the tail's subscription from the proxy (slow joiner on
+        # the publishing side; nothing outside the echo process can see when it has)
+        time.sleep(1.0)
         os.kill(echo.pid, signal.SIGTERM)  # logs "SIGTERM received" and "echo stopped"
         assert echo.wait(timeout=15) == 0
         out, err = tail.communicate(timeout=20)
@@ -336,4 +338,4 @@ def test_restart_gives_a_new_process(plant: PlantRunner, plantd_home: Path) -> N
     assert second != first and not pid_alive(first) and pid_alive(second)
     assert status_of(plant, "broker", env)["health"] == "pass"
     assert plant("daemon", "stop", "all", env=env).returncode == 0
-    assert wait_for(lambda: not pid_alive(second), 5)
+    assert wait_until(lambda: not pid_alive(second), 5)

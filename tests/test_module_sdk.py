@@ -24,7 +24,9 @@ from plantd.config import Home
 from plantd.daemons.health import HealthRegistry
 from plantd.daemons.lifecycle import DaemonContext
 from plantd.module import Module, ModuleSettings, every, operation, subscribe
-from tests.conftest import PlantRunner, free_port, stack_env, start_broker, tcp
+from tests.support.broker import stack_env, start_broker
+from tests.support.ports import free_port, tcp
+from tests.support.processes import PlantRunner
 
 
 class Probe(Module):

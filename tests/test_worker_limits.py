@@ -16,7 +16,7 @@ import pytest
 from plantd.client import Client, Worker
 from plantd.client.errors import RequestRejected
 from plantd.client.reply import call_body, decode_document, format_bytes
-from tests.conftest import BrokerProcess
+from tests.support.broker import BrokerProcess
 
 pytestmark = pytest.mark.timeout(60)
 

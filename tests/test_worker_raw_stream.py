@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from plantd.client import Client, Worker
-from tests.conftest import BrokerProcess
+from tests.support.broker import BrokerProcess
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -17,6 +17,7 @@ from plantd import __version__
 from plantd.cli import CliState
 from plantd.cli import broker as broker_cmds
 from plantd.cli import daemon as daemon_cmds
+from plantd.cli import identity as identity_cmds
 from plantd.cli import log as log_cmds
 from plantd.cli import metric as metric_cmds
 from plantd.cli import module as module_cmds
@@ -69,6 +70,7 @@ def _root(
 daemon_cmds.register(app)
 broker_cmds.register(app)
 module_cmds.register(app)
+identity_cmds.register(app)
 app.add_typer(log_cmds.app, name="log", help="Tail, query and count log records.")
 app.add_typer(metric_cmds.app, name="metric", help="Metric samples: list, latest, range, watch.")
 

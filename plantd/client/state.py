@@ -596,13 +596,19 @@ class StateWatch:
     operation, then yields bus events: those at or below the replayed revision are
     duplicates and dropped, a jump in revisions is filled from the history. A broker
     restart is noticed by probing its endpoint while idle; once it is back the history
-    since the last yielded revision is replayed (resync), so nothing is lost.
+    since the last yielded revision is replayed (resync), so nothing is lost. A resubscription
+    cannot be observed (events published before it reaches the restarted proxy are gone, and
+    a lost tail shows no jump), so while the bus is quiet the history is replayed again, at
+    growing intervals up to :attr:`QUIET_RESYNC` - one cheap request, no events when none
+    were lost.
     :attr:`revision` is where to resume a later watch from (every revision up to it was
     yielded). ``notify`` receives one line for each outage and recovery.
     """
 
     #: a bus subscription needs a moment to reach the proxy: replay once more after it
     SETTLE = 0.3
+    #: the longest the bus may stay quiet before the history is checked again
+    QUIET_RESYNC = 2.0
     IDLE = 0.25
     PROBE_EVERY = 1.0
 
@@ -698,7 +704,8 @@ class StateWatch:
         try:
             async for ev in self._replay(self.since):
                 yield ev
-            resync_at: float | None = time.monotonic() + self.SETTLE
+            delay = self.SETTLE  # until the next replay; doubles while the bus stays quiet
+            resync_at = time.monotonic() + delay
             next_probe = time.monotonic() + self.PROBE_EVERY
             lost = False
             while True:
@@ -710,7 +717,9 @@ class StateWatch:
                     if lost:  # the bus delivers again: the broker is back
                         lost = False
                         self._back()
-                        resync_at = time.monotonic() + self.SETTLE
+                        delay = self.SETTLE
+                    # the bus is live: whatever it missed before this event shows as a jump
+                    resync_at = time.monotonic() + delay
                     async for ev in self._on_bus(doc):
                         yield ev
                     continue
@@ -724,12 +733,14 @@ class StateWatch:
                     elif reason is None and lost:
                         lost = False
                         self._back()
-                        resync_at = now + self.SETTLE
-                if resync_at is not None and not lost and now >= resync_at:
+                        delay = self.SETTLE
+                        resync_at = now + delay
+                if not lost and now >= resync_at:
                     try:
                         async for ev in self._replay(self.last):
                             yield ev
-                        resync_at = None
+                        delay = min(delay * 2, self.QUIET_RESYNC)
+                        resync_at = time.monotonic() + delay
                     except transient as exc:
                         self.notify(f"state service not answering ({_one_line(exc)}); retrying")
                         resync_at = now + 1.0

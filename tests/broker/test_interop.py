@@ -2,53 +2,22 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import pytest
-import zmq
 
 from plantd.client import SyncClient
+from tests.support.broker import RawDealer, wait_service
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def wait_service(endpoint: str, service: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    with SyncClient(endpoint, timeout=1.0) as c:
-        while time.monotonic() < deadline:
-            if c.mmi_service(service) == "200":
-                return
-            time.sleep(0.05)
-    raise TimeoutError(f"{service} did not register")
-
-
-class Raw:
-    """A raw DEALER for hand-built frames."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.sock = zmq.Context.instance().socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(endpoint)
-
-    def send(self, *frames: bytes) -> None:
-        self.sock.send_multipart(list(frames))
-
-    def recv(self, timeout: float = 5.0) -> list[bytes]:
-        if not self.sock.poll(timeout * 1000):
-            raise TimeoutError("no message")
-        return self.sock.recv_multipart()
-
-    def close(self) -> None:
-        self.sock.close(0)
-
-
-def test_majortomo_client_to_our_worker(broker: str, peer: Callable[..., object]) -> None:
+def test_majortomo_client_to_our_worker(broker_endpoint: str, peer: Callable[..., object]) -> None:
     from majortomo import Client as MajortomoClient
 
-    peer("plantd-worker", broker, "org.plantd.module.Echo")
-    wait_service(broker, "org.plantd.module.Echo")
-    with MajortomoClient(broker) as client:
+    peer("plantd-worker", broker_endpoint, "org.plantd.module.Echo")
+    wait_service(broker_endpoint, "org.plantd.module.Echo")
+    with MajortomoClient(broker_endpoint) as client:
         client.send(b"org.plantd.module.Echo", b"echo", b'{"a":1}')
         assert client.recv_all_as_list(timeout=5.0) == [b"echo", b'{"a":1}']
         # streaming PARTIALs arrive as majortomo PARTIAL/FINAL without a service frame
@@ -57,10 +26,10 @@ def test_majortomo_client_to_our_worker(broker: str, peer: Callable[..., object]
         assert parts == [[b"part", b"0"], [b"part", b"1"], [b"part", b"2"]]
 
 
-def test_our_client_to_majortomo_worker(broker: str, peer: Callable[..., object]) -> None:
-    peer("majortomo-worker", broker, "mt.echo")
-    wait_service(broker, "mt.echo")
-    with SyncClient(broker, timeout=5.0) as c:
+def test_our_client_to_majortomo_worker(broker_endpoint: str, peer: Callable[..., object]) -> None:
+    peer("majortomo-worker", broker_endpoint, "mt.echo")
+    wait_service(broker_endpoint, "mt.echo")
+    with SyncClient(broker_endpoint, timeout=5.0) as c:
         for i in range(20):
             assert c.request("mt.echo", b"hello", str(i).encode()) == [
                 b"majortomo",
@@ -69,11 +38,11 @@ def test_our_client_to_majortomo_worker(broker: str, peer: Callable[..., object]
             ]
 
 
-def test_mdp01_client_and_worker(broker: str) -> None:
-    worker, client = Raw(broker), Raw(broker)
+def test_mdp01_client_and_worker(broker_endpoint: str) -> None:
+    worker, client = RawDealer(broker_endpoint), RawDealer(broker_endpoint)
     try:
         worker.send(b"", b"MDPW01", b"\x01", b"old.echo")
-        wait_service(broker, "old.echo")
+        wait_service(broker_endpoint, "old.echo")
         client.send(b"", b"MDPC01", b"old.echo", b"ping")
         req = worker.recv()
         assert req[:3] == [b"", b"MDPW01", b"\x02"] and req[4:] == [b"", b"ping"]
@@ -84,11 +53,11 @@ def test_mdp01_client_and_worker(broker: str) -> None:
         client.close()
 
 
-def test_goplantd_client_and_worker(broker: str) -> None:
-    worker, client = Raw(broker), Raw(broker)
+def test_goplantd_client_and_worker(broker_endpoint: str) -> None:
+    worker, client = RawDealer(broker_endpoint), RawDealer(broker_endpoint)
     try:
         worker.send(b"", b"MDPW02", b"READY", b"go.echo")
-        wait_service(broker, "go.echo")
+        wait_service(broker_endpoint, "go.echo")
         client.send(b"", b"MDPC02", b"REQUEST", b"go.echo", b"state-get", b"{}")
         req = worker.recv()
         while req[1] == b"HEARTBEAT":  # the broker heartbeats in the worker's dialect
@@ -102,11 +71,11 @@ def test_goplantd_client_and_worker(broker: str) -> None:
         client.close()
 
 
-def test_dialects_mix_on_one_broker(broker: str, peer: Callable[..., object]) -> None:
+def test_dialects_mix_on_one_broker(broker_endpoint: str, peer: Callable[..., object]) -> None:
     """A Go-dialect client and an MDP/0.1 client both reach our RFC 18 worker."""
-    peer("plantd-worker", broker, "mix")
-    wait_service(broker, "mix")
-    go, old = Raw(broker), Raw(broker)
+    peer("plantd-worker", broker_endpoint, "mix")
+    wait_service(broker_endpoint, "mix")
+    go, old = RawDealer(broker_endpoint), RawDealer(broker_endpoint)
     try:
         go.send(b"", b"MDPC02", b"REQUEST", b"mix", b"echo", b"go")
         old.send(b"", b"MDPC01", b"mix", b"echo", b"old")

@@ -16,9 +16,10 @@ import zmq
 
 from plantd.client import SyncClient
 from plantd.client.errors import MessageTooLarge, ProtocolError, UnknownService
-from tests.broker.conftest import free_port
-from tests.broker.test_interop import Raw, wait_service
-from tests.conftest import BrokerProcess, PlantRunner, broker_env, http_get, start_broker
+from tests.support.broker import BrokerProcess, RawDealer, broker_env, start_broker, wait_service
+from tests.support.polling import wait_until
+from tests.support.ports import free_port
+from tests.support.processes import PlantRunner, http_get
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -28,15 +29,15 @@ MIB = 1 << 20
 
 @pytest.mark.parametrize("op", [b"big", b"bigpart"])
 def test_oversized_reply_gets_413_and_worker_serves_next(
-    broker: str, peer: Peer, op: bytes
+    broker_endpoint: str, peer: Peer, op: bytes
 ) -> None:
     """A FINAL (or a PARTIAL, followed by more parts) over 1 MiB: the client gets 413 within
     2 s naming the size and service, the worker stays registered, its remaining parts are
     discarded without a DISCONNECT, and the next request to the service succeeds."""
-    peer("big-worker", broker, "big")
-    wait_service(broker, "big")
+    peer("big-worker", broker_endpoint, "big")
+    wait_service(broker_endpoint, "big")
     size = 2 * MIB
-    with SyncClient(broker, timeout=5.0) as c:
+    with SyncClient(broker_endpoint, timeout=5.0) as c:
         start = time.monotonic()
         with pytest.raises(MessageTooLarge) as err:
             c.request("big", op, b"%d" % size)
@@ -54,12 +55,12 @@ def test_oversized_reply_gets_413_and_worker_serves_next(
     assert counters["oversized_replies"] == 1 and counters["disconnects_sent"] == 0, counters
 
 
-def test_oversized_reply_to_mdp01_client_invents_nothing(broker: str, peer: Peer) -> None:
+def test_oversized_reply_to_mdp01_client_invents_nothing(broker_endpoint: str, peer: Peer) -> None:
     """MDP/0.1 has no error reply: the client gets nothing (its timeout and retry take over);
     the drop is counted and the worker keeps serving."""
-    peer("big-worker", broker, "big")
-    wait_service(broker, "big")
-    raw = Raw(broker)
+    peer("big-worker", broker_endpoint, "big")
+    wait_service(broker_endpoint, "big")
+    raw = RawDealer(broker_endpoint)
     try:
         raw.send(b"", b"MDPC01", b"big", b"big", b"%d" % (2 * MIB))
         with pytest.raises(TimeoutError):
@@ -68,7 +69,7 @@ def test_oversized_reply_to_mdp01_client_invents_nothing(broker: str, peer: Peer
         assert raw.recv() == [b"", b"MDPC01", b"big", b"echo", b"next"]
     finally:
         raw.close()
-    with SyncClient(broker, timeout=5.0) as c:
+    with SyncClient(broker_endpoint, timeout=5.0) as c:
         counters = c.mmi("mmi.broker")["counters"]
     assert counters["oversized_replies"] == 1 and counters["requests_dropped"] == 1, counters
 
@@ -99,7 +100,7 @@ def test_drops_and_expiry_warned_at_default_level_and_exported(
 ) -> None:
     """One rate-limited WARNING line per kind with its count; the counters in /metrics."""
     endpoint = daemon_broker.endpoint
-    raw = Raw(endpoint)
+    raw = RawDealer(endpoint)
     try:
         for _ in range(3):  # MDP/0.1 service name over 255 bytes: dropped, not answered
             raw.send(b"", b"MDPC01", b"x" * 300, b"op")
@@ -109,10 +110,12 @@ def test_drops_and_expiry_warned_at_default_level_and_exported(
             raw.recv(timeout=0.2)
     finally:
         raw.close()
-    deadline = time.monotonic() + 10
-    while "requests expired waiting for a worker: 1" not in daemon_broker.log_text():
-        assert time.monotonic() < deadline, daemon_broker.log_text()[-2000:]
-        time.sleep(0.1)
+    wait_until(
+        lambda: "requests expired waiting for a worker: 1" in daemon_broker.log_text(),
+        10,
+        0.1,
+        what="the expiry warning in the broker log",
+    )
     assert 'level=warning daemon=broker logger=plantd.broker msg="requests expired' in (
         daemon_broker.log_text()
     )
@@ -139,10 +142,7 @@ def test_mmi_workers_and_services_page(
             sock.send_multipart([b"MDPW02", b"\x01", b"svc.%04d" % (i % 1200)])
             socks.append(sock)
         with SyncClient(endpoint, timeout=5.0) as c:
-            deadline = time.monotonic() + 30
-            while c.mmi("mmi.broker")["workers"] < 2500:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+            wait_until(lambda: c.mmi("mmi.broker")["workers"] >= 2500, 30, 0.1, what="2500 workers")
             first = c.mmi("mmi.workers")
             assert len(first["workers"]) == 1000 and first["more"] is True
             assert first["next"] == first["workers"][-1]["identity"]

@@ -22,18 +22,19 @@ from plantd.client.errors import (
     ServiceUnavailable,
     UnknownService,
 )
-from tests.broker.conftest import free_port, wait_listening
-from tests.broker.test_interop import Raw, wait_service
+from tests.support.broker import RawDealer, wait_service
+from tests.support.polling import wait_until, wait_until_async
+from tests.support.ports import free_port, wait_listening
 
 pytestmark = pytest.mark.timeout(60)
 
 Peer = Callable[..., subprocess.Popen[bytes]]
 
 
-def test_malformed_frames_never_stop_the_broker(broker: str, peer: Peer) -> None:
-    peer("plantd-worker", broker, "echo")
-    wait_service(broker, "echo")
-    raw = Raw(broker)
+def test_malformed_frames_never_stop_the_broker(broker_endpoint: str, peer: Peer) -> None:
+    peer("plantd-worker", broker_endpoint, "echo")
+    wait_service(broker_endpoint, "echo")
+    raw = RawDealer(broker_endpoint)
     bad = [
         [b"NOTMDP", b"\x01", b"echo"],
         [b"MDPC02"],
@@ -52,15 +53,15 @@ def test_malformed_frames_never_stop_the_broker(broker: str, peer: Peer) -> None
     got = [raw.recv(), raw.recv()]
     assert [b"MDPW02", b"\x06"] in got
     raw.close()
-    with SyncClient(broker, timeout=5.0) as c:
+    with SyncClient(broker_endpoint, timeout=5.0) as c:
         assert c.request("echo", b"echo", b"still", b"alive") == [b"echo", b"still", b"alive"]
         counters = c.mmi("mmi.broker")["counters"]
     assert counters["malformed"] >= 5
     assert counters["disconnects_sent"] >= 2
 
 
-def test_empty_and_huge_service_names_get_a_clear_error(broker: str) -> None:
-    raw = Raw(broker)
+def test_empty_and_huge_service_names_get_a_clear_error(broker_endpoint: str) -> None:
+    raw = RawDealer(broker_endpoint)
     raw.send(b"MDPC02", b"\x01", b"")
     reply = raw.recv()
     assert reply[3:5] == [b"\x00plantd.error", b"400"]
@@ -68,31 +69,35 @@ def test_empty_and_huge_service_names_get_a_clear_error(broker: str) -> None:
     reply = raw.recv()
     assert reply[4] == b"400" and b"got 1048576" in reply[5]
     raw.close()
-    with SyncClient(broker, timeout=5.0) as c:
+    with SyncClient(broker_endpoint, timeout=5.0) as c:
         with pytest.raises(ProtocolError):
             c.request("x" * 300, b"op")
         with pytest.raises(MessageTooLarge):
             c.request("echo", b"echo", b"x" * (2 << 20))
 
 
-def test_unknown_service_gets_error_not_silence(broker: str) -> None:
+def test_unknown_service_gets_error_not_silence(broker_endpoint: str) -> None:
     start = time.monotonic()
-    with SyncClient(broker, timeout=5.0) as c, pytest.raises(UnknownService, match="nosuch"):
+    with (
+        SyncClient(broker_endpoint, timeout=5.0) as c,
+        pytest.raises(UnknownService, match="nosuch"),
+    ):
         c.request("nosuch", b"op")
     assert time.monotonic() - start < 3.0  # broker request_timeout is 1 s here
 
 
-def test_worker_killed_mid_request_client_gets_error(broker: str, peer: Peer) -> None:
-    first = peer("plantd-worker", broker, "slow")
-    wait_service(broker, "slow")
-    second = peer("plantd-worker", broker, "slow")
+def test_worker_killed_mid_request_client_gets_error(broker_endpoint: str, peer: Peer) -> None:
+    first = peer("plantd-worker", broker_endpoint, "slow")
+    wait_service(broker_endpoint, "slow")
+    second = peer("plantd-worker", broker_endpoint, "slow")
 
     async def scenario() -> None:
-        async with Client(broker, timeout=10.0) as c:
-            deadline = time.monotonic() + 10
-            while (await c.mmi("mmi.services"))["services"][0]["workers"] < 2:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.05)
+        async with Client(broker_endpoint, timeout=10.0) as c:
+
+            async def two_workers() -> bool:
+                return (await c.mmi("mmi.services"))["services"][0]["workers"] >= 2
+
+            await wait_until_async(two_workers, 10, 0.05, what="two slow workers")
             calls = [asyncio.create_task(c.call("slow", "sleep", {"seconds": 5})) for _ in range(2)]
             await asyncio.sleep(0.5)
             os.kill(first.pid, signal.SIGKILL)
@@ -135,10 +140,9 @@ def test_idle_worker_killed_requests_go_to_the_survivor_at_once(peer: Peer) -> N
     wait_service(endpoint, "echo")  # registered first = oldest idle = next to get a request
     second = peer("plantd-worker", endpoint, "echo", "2.5")
     with SyncClient(endpoint, timeout=2.0) as c:
-        deadline = time.monotonic() + 10
-        while c.mmi("mmi.services")["services"][0]["workers"] < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until(
+            lambda: c.mmi("mmi.services")["services"][0]["workers"] >= 2, 10, what="two workers"
+        )
         os.kill(first.pid, signal.SIGKILL)
         first.wait(5)
         time.sleep(0.3)  # far inside the 3.75 s before the broker would suspect it
@@ -173,18 +177,18 @@ def test_worker_reregisters_after_broker_restart(peer: Peer) -> None:
         assert c.request("echo", b"echo", b"back") == [b"echo", b"back"]
 
 
-def test_late_reply_never_handed_to_next_request(broker: str, peer: Peer) -> None:
-    peer("plantd-worker", broker, "svc")
-    peer("plantd-worker", broker, "svc")
-    wait_service(broker, "svc")
-    with SyncClient(broker, timeout=0.3) as c:
+def test_late_reply_never_handed_to_next_request(broker_endpoint: str, peer: Peer) -> None:
+    peer("plantd-worker", broker_endpoint, "svc")
+    peer("plantd-worker", broker_endpoint, "svc")
+    wait_service(broker_endpoint, "svc")
+    with SyncClient(broker_endpoint, timeout=0.3) as c:
         with pytest.raises(RequestTimeout):
             c.call("svc", "sleep", {"seconds": 0.6})
         time.sleep(0.5)  # the late reply arrives at the broker meanwhile
         assert c.request("svc", b"echo", b"next", timeout=5.0) == [b"echo", b"next"]
 
     async def concurrent() -> None:
-        async with Client(broker, timeout=0.3) as c:
+        async with Client(broker_endpoint, timeout=0.3) as c:
             with pytest.raises(RequestTimeout):
                 await c.call("svc", "sleep", {"seconds": 0.6})
             await asyncio.sleep(0.5)
@@ -211,12 +215,12 @@ def test_unreachable_broker_is_reported_fast() -> None:
     asyncio.run(async_client())
 
 
-def test_mmi_reports_workers_and_services(broker: str, peer: Peer) -> None:
-    peer("plantd-worker", broker, "a")
-    peer("majortomo-worker", broker, "b")
-    wait_service(broker, "a")
-    wait_service(broker, "b")
-    with SyncClient(broker, timeout=5.0) as c:
+def test_mmi_reports_workers_and_services(broker_endpoint: str, peer: Peer) -> None:
+    peer("plantd-worker", broker_endpoint, "a")
+    peer("majortomo-worker", broker_endpoint, "b")
+    wait_service(broker_endpoint, "a")
+    wait_service(broker_endpoint, "b")
+    with SyncClient(broker_endpoint, timeout=5.0) as c:
         services = {s["name"]: s for s in c.mmi("mmi.services")["services"]}
         workers = c.mmi("mmi.workers")["workers"]
         info = c.mmi("mmi.broker")

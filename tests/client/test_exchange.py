@@ -11,7 +11,7 @@ from plantd import __version__
 from plantd.client import Client, SyncClient, errors
 from plantd.client.exchange import Exchange, MmiListing
 from plantd.protocol import mdp
-from tests.conftest import BrokerProcess
+from tests.support.broker import BrokerProcess
 
 
 def reply(service: bytes, *body: bytes, final: bool = True) -> list[bytes]:

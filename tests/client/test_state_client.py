@@ -13,12 +13,11 @@ import pytest
 
 from plantd.client.errors import RequestRejected
 from plantd.client.state import KeyValue, Page, StateClient, SyncStateClient, WatchEvent
-from tests.faults.test_watch_restarts import write_until_ok
-from tests.state.test_service import Stack, make_stack
+from tests.support.state import Stack, make_stack, write_until_ok
 
 pytestmark = pytest.mark.timeout(120)
 
-SCOPE = "org.plantd.Client"  # the scope write_until_ok writes to
+SCOPE = "org.plantd.Client"
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +126,7 @@ def test_watch_resumes_across_a_state_daemon_restart(tmp_path: Path) -> None:
     stack = make_stack(tmp_path / "home")
     try:
         deadline = time.monotonic() + 60
-        start = write_until_ok(stack, 0, deadline)
+        start = write_until_ok(stack, SCOPE, 0, deadline)
 
         async def watch_through_restart() -> tuple[list[WatchEvent], list[int], int]:
             seen: list[WatchEvent] = []
@@ -145,11 +144,15 @@ def test_watch_resumes_across_a_state_daemon_restart(tmp_path: Path) -> None:
                 reader = asyncio.create_task(collect())
                 await asyncio.sleep(0.5)
                 for v in (1, 2, 3):
-                    written.append(await asyncio.to_thread(write_until_ok, stack, v, deadline))
+                    written.append(
+                        await asyncio.to_thread(write_until_ok, stack, SCOPE, v, deadline)
+                    )
                 await asyncio.to_thread(stack.state.kill)  # kill -9 between writes
                 await asyncio.to_thread(stack.start_state)
                 for v in (4, 5, 6):
-                    written.append(await asyncio.to_thread(write_until_ok, stack, v, deadline))
+                    written.append(
+                        await asyncio.to_thread(write_until_ok, stack, SCOPE, v, deadline)
+                    )
                 await asyncio.wait_for(reader, 30)
                 return seen, written, watch.revision
 
@@ -159,7 +162,7 @@ def test_watch_resumes_across_a_state_daemon_restart(tmp_path: Path) -> None:
         assert resume == written[-1]
 
         # the writes made while nobody watches come from the history, once
-        later = [write_until_ok(stack, v, deadline) for v in (7, 8)]
+        later = [write_until_ok(stack, SCOPE, v, deadline) for v in (7, 8)]
         with SyncStateClient.connect(stack.endpoint, timeout=2.0) as state:
             events = state.watch(resume, bus=state_bus(stack), scope=SCOPE, key="k")
             resumed = [next(events), next(events)]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.state.test_service import Stack, data, make_stack, request
+from tests.support.state import Stack, data, make_stack, request
 
 pytestmark = pytest.mark.timeout(90)
 

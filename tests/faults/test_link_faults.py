@@ -10,9 +10,10 @@ import pytest
 
 from plantd.client import SyncClient
 from plantd.client.errors import PlantdError
-from tests.broker.conftest import free_port, wait_listening
-from tests.broker.test_interop import wait_service
-from tests.faults.relay import Mode, Relay
+from tests.support.broker import wait_service
+from tests.support.polling import seconds_until
+from tests.support.ports import free_port, wait_listening
+from tests.support.relay import Mode, Relay
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -40,27 +41,18 @@ def registered(endpoint: str) -> int:
     return int(services.get("svc", {}).get("workers", 0))
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(0.05)
-    raise TimeoutError(f"condition not met within {timeout}s")
-
-
 def test_blackhole_expires_worker_then_it_comes_back(linked: tuple[str, Relay]) -> None:
     endpoint, relay = linked
     relay.set_mode(Mode.BLACKHOLE)
     # broker: liveness 3 x 0.2 s; the worker stops hearing heartbeats and reconnects in a loop
-    gone = wait_until(lambda: registered(endpoint) == 0, timeout=5)
+    gone = seconds_until(lambda: registered(endpoint) == 0, 5, what="worker expired")
     print(f"FIGURE blackhole_worker_expired_s={gone:.2f}")
     assert gone < 3
     with SyncClient(endpoint, timeout=3.0) as c, pytest.raises(PlantdError):
         c.request("svc", b"echo", b"lost")  # 503 after request_timeout, never silence
     connections = relay.connections
     relay.set_mode(Mode.PASS)
-    back = wait_until(lambda: registered(endpoint) == 1, timeout=10)
+    back = seconds_until(lambda: registered(endpoint) == 1, 10, what="worker back")
     print(f"FIGURE blackhole_healed_worker_back_s={back:.2f}")
     assert back < 8
     assert relay.connections > connections  # it reconnected (a new TCP connection)
@@ -78,7 +70,7 @@ def test_reset_storm_worker_recovers(linked: tuple[str, Relay]) -> None:
     # registrations left behind by ZeroMQ's silent reconnects expire after liveness x
     # interval (0.6 s) and get no requests meanwhile (they are suspect after 0.3 s)
     time.sleep(1.0)
-    wait_until(lambda: registered(endpoint) == 1, timeout=10)
+    seconds_until(lambda: registered(endpoint) == 1, 10, what="worker back")
     with SyncClient(endpoint, timeout=3.0) as c:
         assert c.request("svc", b"echo", b"ok") == [b"echo", b"ok"]
     # never two registrations of the same worker process left behind

@@ -17,7 +17,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.broker.conftest import PEERS
+from tests.support.broker import PEERS
+from tests.support.polling import seconds_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -80,12 +81,9 @@ def probe(ns: str, endpoint: str) -> tuple[int, str]:
 
 
 def wait_probe(ns: str, endpoint: str, want: int, timeout: float) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if probe(ns, endpoint)[0] == want:
-            return time.monotonic() - start
-        time.sleep(0.1)
-    raise TimeoutError(f"worker count never became {want}")
+    return seconds_until(
+        lambda: probe(ns, endpoint)[0] == want, timeout, 0.1, what=f"worker count {want}"
+    )
 
 
 def test_partition_expires_worker_and_heals(namespaces: tuple[str, str, str]) -> None:

@@ -13,8 +13,8 @@ import pytest
 
 from plantd.client import Client, SyncClient
 from plantd.client.errors import ServiceUnavailable
-from tests.broker.test_interop import wait_service
-from tests.faults.test_link_faults import wait_until
+from tests.support.broker import wait_service
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -27,14 +27,14 @@ def workers(endpoint: str) -> list[dict[str, object]]:
 
 
 def test_frozen_worker_is_dropped_and_its_stale_reply_never_delivered(
-    broker: str, peer: Peer
+    broker_endpoint: str, peer: Peer
 ) -> None:
-    frozen = peer("plantd-worker", broker, "svc")
-    wait_service(broker, "svc")
-    first_identity = workers(broker)[0]["identity"]
+    frozen = peer("plantd-worker", broker_endpoint, "svc")
+    wait_service(broker_endpoint, "svc")
+    first_identity = workers(broker_endpoint)[0]["identity"]
 
     async def scenario() -> None:
-        async with Client(broker, timeout=10.0) as c:
+        async with Client(broker_endpoint, timeout=10.0) as c:
             slow = asyncio.create_task(c.call("svc", "sleep", {"seconds": 0.5, "who": "A"}))
             await asyncio.sleep(0.2)
             os.kill(frozen.pid, signal.SIGSTOP)  # frozen mid-request, past liveness (0.6 s)
@@ -48,7 +48,7 @@ def test_frozen_worker_is_dropped_and_its_stale_reply_never_delivered(
             # the worker notices (DISCONNECT from the broker) and registers again
             await asyncio.to_thread(
                 wait_until,
-                lambda: any(w["identity"] != first_identity for w in workers(broker)),
+                lambda: any(w["identity"] != first_identity for w in workers(broker_endpoint)),
                 10,
             )
             # another client's request gets its own reply, never A's stale one
@@ -59,7 +59,7 @@ def test_frozen_worker_is_dropped_and_its_stale_reply_never_delivered(
         asyncio.run(scenario())
     finally:
         os.kill(frozen.pid, signal.SIGCONT)
-    with SyncClient(broker, timeout=2.0) as c:
+    with SyncClient(broker_endpoint, timeout=2.0) as c:
         counters = c.mmi("mmi.broker")["counters"]
     assert counters["workers_expired"] >= 1
     assert counters["disconnects_sent"] >= 1

@@ -10,7 +10,8 @@ import psutil
 import pytest
 import zmq
 
-from tests.conftest import broker_env, kill_pid, start_broker
+from tests.support.broker import broker_env, start_broker
+from tests.support.processes import kill_pid
 
 pytestmark = pytest.mark.timeout(120)
 

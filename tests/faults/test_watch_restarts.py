@@ -8,52 +8,36 @@ from pathlib import Path
 
 import pytest
 
-from plantd.client.errors import PlantdError
-from tests.conftest import start_broker
-from tests.state.test_cli_state import Lines, finish, watch_proc
-from tests.state.test_service import Stack, data, make_stack
+from tests.support.broker import start_broker
+from tests.support.bus import wait_subscribed
+from tests.support.processes import JsonLines, finish
+from tests.support.state import make_stack, watch_proc, write_until_ok
 
 pytestmark = pytest.mark.timeout(120)
 
 SCOPE = "org.plantd.Client"
 
 
-def write_until_ok(stack: Stack, value: int, deadline: float) -> int:
-    """One acknowledged write (retried with the same request_id across outages)."""
-    with stack.client(timeout=2.0) as c:
-        while True:
-            try:
-                reply = data(
-                    c,
-                    "state-set",
-                    {"service": SCOPE, "key": "k", "value": value, "request_id": f"w{value}"},
-                )
-                return int(reply["revision"])
-            except PlantdError:
-                assert time.monotonic() < deadline, "writes never resumed"
-                time.sleep(0.1)
-
-
 def test_watch_is_gap_free_across_state_and_broker_restarts(tmp_path: Path) -> None:
     stack = make_stack(tmp_path / "home")
     try:
-        first = write_until_ok(stack, 0, time.monotonic() + 10)
+        first = write_until_ok(stack, SCOPE, 0, time.monotonic() + 10)
         proc = watch_proc(stack, "--revision", str(first), "--count", "12")
-        lines = Lines(proc)
-        time.sleep(1.0)
+        lines = JsonLines(proc)
+        wait_subscribed(stack.bus()[0], "")  # the watcher's subscription reached the proxy
         deadline = time.monotonic() + 60
-        revisions = [write_until_ok(stack, v, deadline) for v in (1, 2, 3, 4)]
+        revisions = [write_until_ok(stack, SCOPE, v, deadline) for v in (1, 2, 3, 4)]
 
         stack.state.kill()  # kill -9 of the state daemon between writes
         stack.start_state()
-        revisions += [write_until_ok(stack, v, deadline) for v in (5, 6, 7, 8)]
+        revisions += [write_until_ok(stack, SCOPE, v, deadline) for v in (5, 6, 7, 8)]
 
         env = stack.broker.env
         stack.broker.proc.kill()
         stack.broker.proc.wait(timeout=5)
         time.sleep(1.0)
         stack.broker = start_broker(env, stack.home, tag="broker2")
-        revisions += [write_until_ok(stack, v, deadline) for v in (9, 10, 11, 12)]
+        revisions += [write_until_ok(stack, SCOPE, v, deadline) for v in (9, 10, 11, 12)]
 
         events = lines.take(12, timeout=30)
         rc, err = finish(proc)

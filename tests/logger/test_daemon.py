@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 
 from plantd.logbus import LogBusHandler
-from tests.conftest import BrokerProcess, free_port, http_get, wait_for
-from tests.logger.daemons import Daemon, daemon_env, plant, plant_popen
+from tests.support.broker import BrokerProcess, daemon_env
+from tests.support.bus import wait_subscribed
+from tests.support.polling import wait_until
+from tests.support.ports import free_port
+from tests.support.processes import Daemon, http_get, plant_popen, run_plant
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -50,15 +53,15 @@ def test_logger_daemon_stores_bus_and_plant_log_reads_it(
         # PUB/SUB joins asynchronously: log until the stored record shows up (bounded)
         def joined() -> bool:
             logger.info("hello %d", handler.seq + 1)
-            out = plant(env, "log", "query", "-s", "org.plantd.cli-test", "-o", "json")
+            out = run_plant(env, "log", "query", "-s", "org.plantd.cli-test", "-o", "json")
             return out.returncode == 0 and bool(records(out.stdout))
 
-        assert wait_for(joined, 20, interval=0.2)
+        assert wait_until(joined, 20, interval=0.2)
         for i in range(5):
             logger.warning("warn %d", i, extra={"fields": {"i": i}})
         time.sleep(0.3)
 
-        out = plant(
+        out = run_plant(
             env,
             "log",
             "tail",
@@ -74,7 +77,7 @@ def test_logger_daemon_stores_bus_and_plant_log_reads_it(
         assert out.returncode == 0, out.stderr
         assert [r["msg"] for r in records(out.stdout)] == ["warn 2", "warn 3", "warn 4"]
 
-        out = plant(
+        out = run_plant(
             env,
             "log",
             "tail",
@@ -90,11 +93,11 @@ def test_logger_daemon_stores_bus_and_plant_log_reads_it(
         lines = out.stdout.splitlines()
         assert len(lines) == 2 and "WARNING" in lines[0] and lines[1].endswith("warn 4 i=4")
 
-        out = plant(env, "log", "query", "--text", "warn 1", "--since", "5m", "-o", "json")
+        out = run_plant(env, "log", "query", "--text", "warn 1", "--since", "5m", "-o", "json")
         (rec,) = records(out.stdout)
         assert rec["fields"] == {"i": 1} and rec["service"] == "org.plantd.cli-test"
 
-        stats = plant(env, "log", "stats", "-o", "json")
+        stats = run_plant(env, "log", "stats", "-o", "json")
         assert stats.returncode == 0, stats.stderr
         doc = json.loads(stats.stdout)
         assert doc["services"]["org.plantd.cli-test"] >= 6 and doc["levels"]["warning"] >= 5
@@ -119,7 +122,7 @@ def test_logger_daemon_stores_bus_and_plant_log_reads_it(
             "json",
         )
         try:
-            time.sleep(1.5)  # let the subscription reach the proxy
+            wait_subscribed(broker.bus("log")[0], "org.plantd.cli-test.")
             logger.error("live one")
             logger.error("live two")
             out, err = follower.communicate(timeout=20)
@@ -138,12 +141,12 @@ def test_logger_daemon_stores_bus_and_plant_log_reads_it(
 
 def test_plant_log_unreachable_and_usage_errors(plantd_env: dict[str, str]) -> None:
     env = dict(plantd_env, PLANTD_CLIENT_ENDPOINT=f"tcp://127.0.0.1:{free_port()}")
-    out = plant(env, "log", "tail")
+    out = run_plant(env, "log", "tail")
     assert out.returncode == 3, out.stderr
     assert out.stderr.startswith("plant: error:") and len(out.stderr.splitlines()) == 1
-    out = plant(env, "log", "query", "--level", "loud")
+    out = run_plant(env, "log", "query", "--level", "loud")
     assert out.returncode == 2
-    out = plant(env, "log", "query", "--since", "last tuesday")
+    out = run_plant(env, "log", "query", "--since", "last tuesday")
     assert out.returncode == 2
 
 
@@ -174,7 +177,7 @@ def test_plant_log_query_n_10000_of_big_records_pages_and_logger_keeps_serving(
     d = Daemon("logger", env, plantd_home)
     try:
         started = time.monotonic()
-        out = plant(broker.env, "log", "query", "-s", "big", "-n", "10000", "-o", "json")
+        out = run_plant(broker.env, "log", "query", "-s", "big", "-n", "10000", "-o", "json")
         assert out.returncode == 0, out.stderr
         got = records(out.stdout)
         assert len(got) == 10_000 and len({r["id"] for r in got}) == 10_000
@@ -183,7 +186,7 @@ def test_plant_log_query_n_10000_of_big_records_pages_and_logger_keeps_serving(
         )
         assert time.monotonic() - started < 20
 
-        out = plant(
+        out = run_plant(
             broker.env, "log", "query", "-s", "big", "-n", "12000", "--order", "asc", "-o", "json"
         )
         assert out.returncode == 0, out.stderr
@@ -191,15 +194,15 @@ def test_plant_log_query_n_10000_of_big_records_pages_and_logger_keeps_serving(
 
         # a rare text: pages of 1,000 records examined come back empty with more, the CLI
         # follows them to the one match near the oldest end
-        out = plant(broker.env, "log", "query", "-s", "big", "-x", "record 11 ", "-o", "json")
+        out = run_plant(broker.env, "log", "query", "-s", "big", "-x", "record 11 ", "-o", "json")
         assert out.returncode == 0, out.stderr
         assert [r["msg"].split()[1] for r in records(out.stdout)] == ["11"]
 
         # the logger keeps serving
-        stats = plant(broker.env, "log", "stats", "-o", "json")
+        stats = run_plant(broker.env, "log", "stats", "-o", "json")
         assert stats.returncode == 0, stats.stderr
         assert json.loads(stats.stdout)["services"]["big"] == 12_000
-        out = plant(broker.env, "log", "tail", "-s", "big", "-n", "3", "-o", "json")
+        out = run_plant(broker.env, "log", "tail", "-s", "big", "-n", "3", "-o", "json")
         assert [r["msg"].split()[1] for r in records(out.stdout)] == ["11997", "11998", "11999"]
     finally:
         assert d.stop() == 0, d.text()[-2000:]

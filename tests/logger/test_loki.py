@@ -15,7 +15,7 @@ from aiohttp import web
 
 from plantd.logger.loki import LokiForwarder, push_payload, push_url
 from plantd.logger.store import LogStore, StoreSettings
-from tests.logger.conftest import eventually
+from tests.support.polling import wait_until_async
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -88,7 +88,7 @@ async def test_store_batches_arrive_at_loki_with_few_labels(tmp_path: Path, loki
                     },
                 )
             await store.flush()
-            await eventually(lambda: fwd.sent == 100, 10)
+            await wait_until_async(lambda: fwd.sent == 100, 10)
     finally:
         await fwd.stop()
 
@@ -136,7 +136,7 @@ async def test_forwarder_queue_is_bounded_and_never_blocks() -> None:
         fwd.offer([{"msg": str(i)} for i in range(100)])
         assert time.monotonic() - started < 0.05
         assert fwd.queued <= 20 and fwd.dropped >= 80
-        await eventually(lambda: fwd.failed >= 5, 10)
+        await wait_until_async(lambda: fwd.failed >= 5, 10)
         assert fwd.last_error
     finally:
         await asyncio.wait_for(fwd.stop(drain_timeout=0.5), 5)

@@ -21,8 +21,8 @@ from plantd.logbus import LogBusHandler
 from plantd.logger import SERVICE
 from plantd.logger.store import MAX_LIMIT, LogStore, StoreSettings
 from plantd.storage.paging import REPLY_BUDGET
-from tests.logger.conftest import Bus
-from tests.logger.test_store import bus_logger, join, running_logger
+from tests.support.bus import Bus
+from tests.support.modules import bus_logger, join, running_logger
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,47 +14,12 @@ from plantd.client import Client, Publisher
 from plantd.client.errors import RequestRejected
 from plantd.logbus import LogBusHandler, install_log_bus
 from plantd.logger import SERVICE
-from plantd.logger.daemon import LoggerModule, LoggerSettings
 from plantd.logger.store import LogStore, QueryError, StoreSettings, build_query
-from tests.logger.conftest import Bus, eventually, running_module
+from tests.support.bus import Bus
+from tests.support.modules import bus_logger, join, running_logger
+from tests.support.polling import wait_until_async
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@contextlib.asynccontextmanager
-async def running_logger(
-    tmp_path: Path, loop_broker: str, log_bus: Bus | None, event_bus: Bus | None, **kw: Any
-) -> AsyncIterator[LogStore]:
-    """The logger module (store + MDP operations) in this event loop; yields its store."""
-    settings = LoggerSettings(
-        endpoint=loop_broker,
-        heartbeat_interval=0.2,
-        database=tmp_path / "logger.sqlite",
-        log_bus_sub=log_bus.backend if log_bus else "",
-        event_bus_sub=event_bus.backend if event_bus else "",
-        flush_interval=0.02,
-        **kw,
-    )
-    async with running_module(LoggerModule(settings), tmp_path) as module:
-        yield module.store
-
-
-def bus_logger(name: str, handler: logging.Handler) -> logging.Logger:
-    logger = logging.getLogger(name)
-    logger.handlers[:] = [handler]
-    logger.propagate = False
-    logger.setLevel(logging.DEBUG)
-    return logger
-
-
-async def join(store: LogStore, logger: logging.Logger) -> None:
-    """PUB/SUB joins asynchronously: log until the store sees something (bounded)."""
-    for i in range(200):
-        logger.debug("warm-up %d", i)
-        await asyncio.sleep(0.02)
-        if store.received:
-            return
-    raise AssertionError("log bus never delivered")
 
 
 async def query(c: Client, **params: Any) -> list[dict[str, Any]]:
@@ -91,12 +54,14 @@ async def test_handler_records_reach_store_and_come_back_over_mdp(
                     await store.flush()
                     return bool(await store.query({"source": "event", "limit": 1}))
 
-                await eventually(event_arrived, 5)
+                await wait_until_async(event_arrived, 5)
             finally:
                 pub.close()
 
             async with Client(loop_broker, timeout=5.0) as c:
-                await eventually(lambda: _count(c, service="org.plantd.test", text="tick 49"), 5)
+                await wait_until_async(
+                    lambda: _count(c, service="org.plantd.test", text="tick 49"), 5
+                )
                 got = await query(c, service="org.plantd.test", level="warning", order="asc")
                 assert [r["msg"] for r in got] == ["pressure high", "pump failure"]
                 assert (
@@ -152,7 +117,7 @@ async def test_seq_gap_shows_as_missed_in_stats(
             handler.seq += 3  # as if the publisher had dropped three records
             logger.info("after the gap")
             async with Client(loop_broker, timeout=5.0) as c:
-                await eventually(lambda: _count(c, text="after the gap"), 5)
+                await wait_until_async(lambda: _count(c, text="after the gap"), 5)
                 stats = (await c.call(SERVICE, "stats", {}))["data"]
             (producer,) = stats["producers"]
             assert producer["missed"] == 3
@@ -246,7 +211,7 @@ async def test_burst_is_stored_completely_in_batches(
                 logger.info("burst %d", i, extra={"fields": {"i": i}})
                 if i % 1000 == 999:
                     await asyncio.sleep(0)  # one producer loop: the store runs in between
-            await eventually(
+            await wait_until_async(
                 lambda: store.producers[next(iter(store.producers))].last_seq == handler.seq, 10
             )
             await store.flush()
@@ -272,10 +237,10 @@ async def test_batcher_flushes_by_size_and_by_time_and_bounds_memory() -> None:
     task = asyncio.create_task(b.run())
     try:
         b.extend(range(10))
-        await eventually(lambda: batches == [list(range(10))], 0.15)  # by size, before 0.2 s
+        await wait_until_async(lambda: batches == [list(range(10))], 0.15)  # by size, before 0.2 s
         b.add(99)
         t0 = time.monotonic()
-        await eventually(lambda: len(batches) == 2, 2)
+        await wait_until_async(lambda: len(batches) == 2, 2)
         assert batches[1] == [99] and time.monotonic() - t0 >= 0.1  # by time
     finally:
         task.cancel()

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BrokerProcess, free_port, http_get, wait_for
-from tests.logger.daemons import Daemon, daemon_env, plant
+from tests.support.broker import BrokerProcess, daemon_env
+from tests.support.polling import wait_until
+from tests.support.ports import free_port
+from tests.support.processes import Daemon, http_get, run_plant
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -32,39 +34,43 @@ def test_metric_daemon_publishes_stores_and_plant_metric_reads(
         cli = dict(broker.env, PLANTD_CLIENT_METRIC_BUS=back)
 
         def latest_temp() -> list[dict]:
-            out = plant(cli, "metric", "latest", "-d", "sim", "-o", "json")
+            out = run_plant(cli, "metric", "latest", "-d", "sim", "-o", "json")
             return json.loads(out.stdout) if out.returncode == 0 else []
 
-        assert wait_for(lambda: bool(latest_temp()), 20, interval=0.2)
+        assert wait_until(lambda: bool(latest_temp()), 20, interval=0.2)
         (temp,) = latest_temp()
         assert temp["channel"] == "temp" and temp["units"] == "C" and 5 <= temp["value"] <= 15
 
-        out = plant(cli, "metric", "list", "-o", "json")
+        out = run_plant(cli, "metric", "list", "-o", "json")
         assert out.returncode == 0, out.stderr
         channels = {(c["device"], c["channel"]) for c in json.loads(out.stdout)}
         assert ("sim", "temp") in channels
-        assert wait_for(
+        assert wait_until(
             lambda: (
                 ("box", "cpu.percent")
                 in {
                     (c["device"], c["channel"])
-                    for c in json.loads(plant(cli, "metric", "list", "-o", "json").stdout)
+                    for c in json.loads(run_plant(cli, "metric", "list", "-o", "json").stdout)
                 }
             ),
             10,
             interval=0.2,
         )
 
-        out = plant(cli, "metric", "watch", "-d", "sim", "-n", "3", "--idle", "10", "-o", "json")
+        out = run_plant(
+            cli, "metric", "watch", "-d", "sim", "-n", "3", "--idle", "10", "-o", "json"
+        )
         assert out.returncode == 0, out.stderr
         samples = [json.loads(line) for line in out.stdout.splitlines()]
         assert len(samples) == 3 and all(s["device"] == "sim" for s in samples)
 
-        out = plant(cli, "metric", "range", "sim", "temp", "--since", "1m", "-n", "5", "-o", "json")
+        out = run_plant(
+            cli, "metric", "range", "sim", "temp", "--since", "1m", "-n", "5", "-o", "json"
+        )
         assert out.returncode == 0, out.stderr
         assert len(json.loads(out.stdout)) == 5
 
-        out = plant(cli, "metric", "latest", "-d", "nosuch", "-o", "json")
+        out = run_plant(cli, "metric", "latest", "-d", "nosuch", "-o", "json")
         assert out.returncode == 4
 
         status, _, body = http_get(f"http://127.0.0.1:{d.health_port}/metrics")
@@ -75,5 +81,5 @@ def test_metric_daemon_publishes_stores_and_plant_metric_reads(
 
 def test_plant_metric_unreachable(plantd_env: dict[str, str]) -> None:
     env = dict(plantd_env, PLANTD_CLIENT_ENDPOINT=f"tcp://127.0.0.1:{free_port()}")
-    out = plant(env, "metric", "list")
+    out = run_plant(env, "metric", "list")
     assert out.returncode == 3, out.stderr

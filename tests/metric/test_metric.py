@@ -14,7 +14,8 @@ from plantd.metric import SERVICE
 from plantd.metric.daemon import MetricModule, MetricSettings
 from plantd.metric.sources import HostSource, SignalSource, parse_signal
 from plantd.metric.store import MetricStore, MetricStoreSettings
-from tests.logger.conftest import eventually, running_module
+from tests.support.modules import running_module
+from tests.support.polling import wait_until_async
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -55,7 +56,7 @@ async def test_samples_flow_producer_bus_consumer_latest(
                 doc = await c.call(SERVICE, "list", {})
                 return {ch["device"] for ch in doc["data"]["channels"]} >= {"sim", "box"}
 
-            await eventually(both_devices, 10)
+            await wait_until_async(both_devices, 10)
             (temp,) = (await c.call(SERVICE, "latest", {"device": "sim"}))["data"]["samples"]
             assert temp["channel"] == "temp" and temp["units"] == "C"
             assert temp["tags"] == {"kind": "sine"}
@@ -70,7 +71,7 @@ async def test_samples_flow_producer_bus_consumer_latest(
             (m,) = mem["data"]["samples"]
             assert m["units"] == "%" and 0 < m["value"] <= 100
 
-            await eventually(lambda: store.batcher.flushed >= 20, 10)
+            await wait_until_async(lambda: store.batcher.flushed >= 20, 10)
             since = time.time() - 60
             rng = (
                 await c.call(

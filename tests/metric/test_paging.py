@@ -17,7 +17,7 @@ from plantd.metric import SERVICE
 from plantd.metric.daemon import MetricModule, MetricSettings
 from plantd.metric.store import MAX_LIMIT
 from plantd.storage.paging import REPLY_BUDGET
-from tests.logger.conftest import running_module
+from tests.support.modules import running_module
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -5,20 +5,17 @@ substitution, ``watch`` as JSON lines (resume, broker restart), backup/restore, 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import queue
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.conftest import PLANT, PlantRunner, start_broker
-from tests.state.test_service import Stack, data, make_stack
+from tests.support.broker import start_broker
+from tests.support.processes import PLANT, JsonLines, PlantRunner, finish
+from tests.support.state import Stack, data, make_stack, watch_proc
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -132,55 +129,11 @@ def test_get_raw_in_shell_substitution(run: PlantRunner, stack: Stack) -> None:
     assert out.stdout == "ok\n", out.stderr
 
 
-class Lines:
-    """Reads a child's stdout lines on a thread (bounded waits in the test)."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.proc = proc
-        self.q: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.q.put(line)
-
-    def take(self, n: int, timeout: float = 15.0) -> list[dict[str, Any]]:
-        out, deadline = [], time.monotonic() + timeout
-        while len(out) < n:
-            left = deadline - time.monotonic()
-            assert left > 0, f"only {len(out)} of {n} lines: {out}"
-            with contextlib.suppress(queue.Empty):
-                out.append(json.loads(self.q.get(timeout=min(left, 0.5))))
-        return out
-
-
-def watch_proc(stack: Stack, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [*PLANT, "state", "watch", "-o", "json", *args],
-        env=stack.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
-
-
-def finish(proc: subprocess.Popen[str], timeout: float = 15.0) -> tuple[int, str]:
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-    assert proc.stderr is not None
-    return proc.returncode, proc.stderr.read()
-
-
 def test_watch_prints_json_lines_and_resumes_from_a_revision(stack: Stack) -> None:
     with stack.client() as c:
         first = data(c, "state-set", {"service": "org.plantd.Client", "key": "a", "value": 0})
         proc = watch_proc(stack, "--count", "3")
-        lines = Lines(proc)
+        lines = JsonLines(proc)
         time.sleep(1.0)  # the watcher is up (the test cannot see its subscription)
         data(c, "state-set", {"service": "other", "key": "x", "value": "ignored"})
         revs = [
@@ -199,7 +152,7 @@ def test_watch_prints_json_lines_and_resumes_from_a_revision(stack: Stack) -> No
 
     # resume: everything after the first set, from history, then stop at --count
     proc = watch_proc(stack, "--revision", str(first["revision"]), "--count", "3", "--all")
-    again = Lines(proc).take(3)
+    again = JsonLines(proc).take(3)
     rc, err = finish(proc)
     assert rc == 0, err
     assert [(e["scope"], e["value"]) for e in again] == [
@@ -219,7 +172,7 @@ def test_watch_key_filter_and_compacted_start(tmp_path: Path) -> None:
                 data(c, "state-set", {"service": "s", "key": "k", "value": i})
             data(c, "state-set", {"service": "s", "key": "other", "value": 1})
         proc = watch_proc(stack, "k", "-s", "s", "--revision", "7", "--count", "2")
-        got = Lines(proc).take(2)
+        got = JsonLines(proc).take(2)
         rc, err = finish(proc)
         assert rc == 0, err
         assert [e["value"] for e in got] == [7, 8]
@@ -235,7 +188,7 @@ def test_watch_follows_a_broker_restart(stack: Stack) -> None:
     with stack.client() as c:  # the scope exists before: no create-scope event below
         data(c, "state-set", {"service": "org.plantd.Client", "key": "k", "value": 0})
     proc = watch_proc(stack, "--count", "4")
-    lines = Lines(proc)
+    lines = JsonLines(proc)
     time.sleep(1.0)
     with stack.client() as c:
         for i in (1, 2):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import clean_env
-from tests.state.test_service import (
+from tests.support.processes import clean_env
+from tests.support.state import (
     SERVICE,
     Stack,
     StateProcess,

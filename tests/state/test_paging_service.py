@@ -14,8 +14,8 @@ import pytest
 
 from plantd.client import Client
 from plantd.client.paging import pages, pages_sync
-from tests.conftest import PlantRunner
-from tests.state.test_service import SERVICE, Stack, data, make_stack, request
+from tests.support.processes import PlantRunner
+from tests.support.state import SERVICE, Stack, data, make_stack, request
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -215,7 +215,7 @@ def test_export_and_import_show_progress_on_a_terminal(big: Stack, tmp_path: Pat
     import subprocess
     import threading
 
-    from tests.conftest import PLANT
+    from tests.support.processes import PLANT
 
     env = dict(big.env)
     env["PLANTD_CLIENT_TIMEOUT"] = "30"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from plantd.state import StateStore
-from tests.state.conftest import FakeClock
+from tests.support.clock import FakeClock
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -2,199 +2,23 @@
 on random ports with a temporary PLANTD_HOME. Every operation, every kind of malformed
 request (each gets a precise error and the daemon keeps serving) and the state bus feed.
 
-The helpers at the top are shared by the other state daemon/CLI test modules.
+The stack helpers live in tests/support/state.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import (
-    BrokerProcess,
-    clean_env,
-    http_get,
-    kill_pid,
-    read_pid_file,
-    stack_env,
-    start_broker,
-)
+from tests.support.state import SERVICE, Stack, data, make_stack, request
 
 pytestmark = pytest.mark.timeout(120)
-
-SERVICE = "org.plantd.State"
-START_TIMEOUT = 20.0
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def state_settings(env: dict[str, str], **extra: Any) -> dict[str, str]:
-    """``env`` with state daemon settings for tests (few workers, fast reaper)."""
-    env = dict(env)
-    env.update(
-        PLANTD_STATE_WORKERS="4",
-        PLANTD_STATE_REAP_INTERVAL="0.1",
-        PLANTD_STATE_LOG_LEVEL="info",
-        PLANTD_STATE_HEALTH_PORT="0",
-    )
-    env.update({f"PLANTD_STATE_{k.upper()}": str(v) for k, v in extra.items()})
-    return env
-
-
-class StateProcess:
-    """``python -m plantd.daemons.run state`` as a child process (output in a file)."""
-
-    def __init__(self, env: dict[str, str], home: Path, tag: str = "state") -> None:
-        self.env = env
-        self.home = home
-        self.out = home / f"{tag}.{time.monotonic_ns()}.out"
-        with self.out.open("wb") as fh:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "plantd.daemons.run", "state"],
-                env=env,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def text(self) -> str:
-        return self.out.read_text(errors="replace") if self.out.exists() else ""
-
-    def wait_ready(self, timeout: float = START_TIMEOUT) -> StateProcess:
-        """Until /healthz passes (store open, a worker registered); raise if it exits."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"state exited {self.proc.returncode}: {self.text()[-3000:]}")
-            info = read_pid_file(self.home, "state")
-            if info and info.get("pid") == self.pid and info.get("health_port"):
-                status, _, body = http_get(f"http://127.0.0.1:{info['health_port']}/healthz", 1.0)
-                if status == 200 and json.loads(body).get("status") == "pass":
-                    return self
-            time.sleep(0.03)
-        self.kill()
-        raise RuntimeError(f"state not healthy within {timeout}s: {self.text()[-3000:]}")
-
-    def wait_exit(self, timeout: float = START_TIMEOUT) -> int:
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise
-
-    def kill(self) -> None:
-        """SIGKILL (a crash), reaped."""
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> int | None:
-        """SIGTERM (SIGKILL after a grace), reaped; the exit code."""
-        kill_pid(self.pid, grace=10.0)
-        try:
-            return self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            return None
-
-
-@dataclass
-class Stack:
-    """A broker daemon plus state daemons, all killed by PID at teardown."""
-
-    home: Path
-    env: dict[str, str]
-    broker: BrokerProcess
-    states: list[StateProcess]
-
-    @property
-    def endpoint(self) -> str:
-        return self.broker.endpoint
-
-    @property
-    def state(self) -> StateProcess:
-        return self.states[-1]
-
-    @property
-    def db(self) -> Path:
-        return self.home / "data" / "state.db"
-
-    def bus(self) -> tuple[str, str]:
-        return self.broker.bus("state")
-
-    def start_state(self, env: dict[str, str] | None = None, wait: bool = True) -> StateProcess:
-        proc = StateProcess(env or self.env, self.home)
-        self.states.append(proc)
-        return proc.wait_ready() if wait else proc
-
-    def restart_broker(self) -> None:
-        kill_pid(self.broker.pid)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.broker.proc.wait(timeout=5)
-        self.broker = start_broker(self.broker.env, self.home, tag="broker2")
-
-    def client(self, timeout: float = 5.0) -> Any:
-        from plantd.client import SyncClient
-
-        return SyncClient(self.endpoint, timeout=timeout)
-
-    def close(self) -> None:
-        for proc in self.states:
-            proc.stop()
-        kill_pid(self.broker.pid)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.broker.proc.wait(timeout=5)
-
-
-def make_stack(home: Path, start_state: bool = True, **settings: Any) -> Stack:
-    home.mkdir(parents=True, exist_ok=True)
-    for attempt in range(3):
-        # free_port() can hand out the same port twice: retry on a collision
-        env = state_settings(stack_env(clean_env(home)), **settings)
-        if len({v for k, v in env.items() if k.startswith("PLANTD_BROKER_") and "tcp://" in v}) < 9:
-            continue
-        try:
-            broker = start_broker(env, home)
-            break
-        except RuntimeError as exc:
-            if "Address already in use" not in str(exc) or attempt == 2:
-                raise
-    stack = Stack(home, env, broker, [])
-    if start_state:
-        try:
-            stack.start_state()
-        except BaseException:
-            stack.close()
-            raise
-    return stack
-
-
-def request(client: Any, op: str, body: Any) -> dict[str, Any]:
-    """Send ``[op, body]`` (dict -> JSON, bytes verbatim) and return the reply document."""
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    frames = client.request(SERVICE, op.encode(), raw)
-    return json.loads(frames[-1])
-
-
-def data(client: Any, op: str, body: Any) -> Any:
-    doc = request(client, op, body)
-    assert doc.get("success") is True, doc
-    return doc["data"]
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from tests.state.test_service import Stack, make_stack, request
+from tests.support.state import Stack, make_stack, request
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -27,7 +27,7 @@ from plantd.state import (
     StorageError,
     StoreLocked,
 )
-from tests.state.conftest import FakeClock
+from tests.support.clock import FakeClock
 
 REPO = Path(__file__).resolve().parents[2]
 

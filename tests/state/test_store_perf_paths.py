@@ -15,7 +15,7 @@ import pytest
 
 from plantd.state import Conflict, NotFound, StateStore, StorageError, dbthread
 from plantd.storage.sqlite import SqliteThread
-from tests.state.conftest import FakeClock
+from tests.support.clock import FakeClock
 
 # --------------------------------------------------------------------------- private API guard
 

@@ -6,6 +6,7 @@ import asyncio
 import fnmatch
 from bisect import bisect_left, bisect_right
 from collections.abc import AsyncIterator
+from datetime import UTC
 from typing import Any
 
 from plantd.tui.source import (
@@ -344,3 +345,18 @@ class FakeSource:
 
     async def close(self) -> None:
         return None
+
+
+def make_app(source: FakeSource | None = None, **kwargs: Any) -> Any:
+    """A PlantApp with a frozen clock, UTC, no animations and one poll per hour (deterministic)."""
+    from plantd.tui.app import PlantApp
+
+    kwargs.setdefault("poll_interval", 3600.0)
+    return PlantApp(
+        source or FakeSource(),
+        clock=lambda: T0,
+        monotonic=lambda: 1000.0,
+        tz=UTC,
+        animations=False,
+        **kwargs,
+    )

@@ -13,8 +13,7 @@ from plantd.tui.source import LogRecord, WorkerInfo
 from plantd.tui.widgets.connection import Banner, ConnectionBar
 from plantd.tui.widgets.help import HelpScreen, help_table
 from plantd.tui.widgets.logview import LogView
-from tests.tui.conftest import make_app
-from tests.tui.fakes import T0, FakeSource
+from tests.tui.fakes import T0, FakeSource, make_app
 
 
 async def test_broker_loss_banner_and_reconnect(fake: FakeSource) -> None:

@@ -32,19 +32,23 @@ from plantd.tui.widgets.connection import Banner, ConnectionBar
 from plantd.tui.widgets.edit import EditDialog
 from plantd.tui.widgets.logview import LogView
 from plantd.tui.widgets.virtualtable import VirtualTable
-from tests.conftest import BrokerProcess, kill_pid, start_broker
-from tests.tui.conftest import Stack
+from tests.support.broker import BrokerProcess, start_broker
+from tests.support.plant_up import PlantUpStack
+from tests.support.polling import WaitTimeout, wait_until_async
+from tests.support.processes import kill_pid
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
+HISTORY_SERVICE = "org.plantd.test.TuiE2EHistory"
+
 
 async def wait_until(pilot: Any, predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await pilot.pause(0.1)
-    return predicate()
+    """Whether ``predicate`` held within ``timeout`` while the app kept running (the callers
+    assert with their own message)."""
+    try:
+        return bool(await wait_until_async(predicate, timeout, 0.1, pause=pilot.pause))
+    except WaitTimeout:
+        return False
 
 
 async def test_console_against_real_broker(
@@ -122,12 +126,12 @@ class CountingSource(LiveSource):
         return await super().list_keys_page(scope, **kwargs)
 
 
-def stack_app(stack: Stack) -> tuple[PlantApp, CountingSource]:
+def stack_app(stack: PlantUpStack) -> tuple[PlantApp, CountingSource]:
     source = CountingSource(stack.source_settings())
     return PlantApp(source, poll_interval=0.2, animations=False), source
 
 
-async def state_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+async def state_cli(stack: PlantUpStack, *args: str) -> subprocess.CompletedProcess[str]:
     """`plant state ...` without blocking the console's event loop."""
     res = await asyncio.to_thread(stack.state, *args)
     assert res.returncode == 0, res.stderr
@@ -169,13 +173,20 @@ async def open_scope(pilot: Any, scope: str) -> None:
     )
 
 
-async def test_state_and_logs_live_from_real_stack(stack: Stack) -> None:
+async def test_state_and_logs_live_from_real_stack(up_stack: PlantUpStack) -> None:
     """State-bus changes and log-bus records show up without any reload."""
     scope = "tui.e2e.live"
-    await state_cli(stack, "set", "-s", scope, "mode", "auto")
-    app, source = stack_app(stack)
+    await state_cli(up_stack, "set", "-s", scope, "mode", "auto")
+    # the logger's history holds a record before the console asks for it (Echo's startup
+    # records may be published before the logger subscribed, so they cannot be relied on)
+    history_probe = "tui e2e history probe"
+    await asyncio.to_thread(up_stack.log_until_stored, HISTORY_SERVICE, history_probe)
+    app, source = stack_app(up_stack)
     settings = source.settings
-    assert (settings.state_bus, settings.log_bus) == (stack.bus("state")[1], stack.bus("log")[1])
+    assert (settings.state_bus, settings.log_bus) == (
+        up_stack.bus("state")[1],
+        up_stack.bus("log")[1],
+    )
     handler: logging.Handler | None = None
     log = logging.getLogger("tests.tui.e2e.bus")
     async with app.run_test(size=(80, 24)) as pilot:
@@ -186,26 +197,29 @@ async def test_state_and_logs_live_from_real_stack(stack: Stack) -> None:
         await pilot.pause(0.3)  # the state-bus subscription reaches the proxy
         listed = source.list_keys_calls
 
-        await state_cli(stack, "set", "-s", scope, "mode", "manual")
-        await state_cli(stack, "set", "-s", scope, "speed", "--json", "42")
+        await state_cli(up_stack, "set", "-s", scope, "mode", "manual")
+        await state_cli(up_stack, "set", "-s", scope, "speed", "--json", "42")
         assert await wait_until(
             pilot, lambda: cell(app, "mode") == '"manual"' and cell(app, "speed") == "42"
         ), f"state-bus changes not shown: {rows(app)} {cell(app, 'mode')}"
         assert source.list_keys_calls == listed, "the view reloaded instead of using the bus"
         assert rows(app) == ["mode", "speed"]
-        await state_cli(stack, "delete", "-s", scope, "speed")
+        await state_cli(up_stack, "delete", "-s", scope, "speed")
         assert await wait_until(pilot, lambda: rows(app) == ["mode"]), rows(app)
 
-        # history from the real logger's `query`: the daemons' startup records
+        # history from the real logger's `query`: the record stored before the console started
         store = app.log_store
         assert await wait_until(
-            pilot, lambda: any(r.service == "org.plantd.module.Echo" for r in store.records)
+            pilot,
+            lambda: any(
+                r.service == HISTORY_SERVICE and r.msg == history_probe for r in store.records
+            ),
         ), "no log history from org.plantd.Logger"
 
         # a record published on the stack's log bus, as every daemon does
         from plantd.logbus import LogBusHandler
 
-        handler = LogBusHandler("org.plantd.test.TuiE2E", stack.bus("log")[0])
+        handler = LogBusHandler("org.plantd.test.TuiE2E", up_stack.bus("log")[0])
         log.addHandler(handler)
         log.propagate = False
         log.setLevel(logging.INFO)
@@ -231,11 +245,11 @@ async def test_state_and_logs_live_from_real_stack(stack: Stack) -> None:
         handler.close()
 
 
-async def test_edit_and_conflict_against_real_state_service(stack: Stack) -> None:
+async def test_edit_and_conflict_against_real_state_service(up_stack: PlantUpStack) -> None:
     """A confirmed edit is written with compare-and-set; a stale one is refused and shown."""
     scope = "tui.e2e.edit"
-    await state_cli(stack, "set", "-s", scope, "mode", "auto")
-    app, _ = stack_app(stack)
+    await state_cli(up_stack, "set", "-s", scope, "mode", "auto")
+    app, _ = stack_app(up_stack)
     async with app.run_test(size=(80, 24)) as pilot:
         assert await wait_until(pilot, lambda: app.connected is True), "never connected"
         await open_scope(pilot, scope)
@@ -247,13 +261,13 @@ async def test_edit_and_conflict_against_real_state_service(stack: Stack) -> Non
         assert isinstance(app.screen, ConfirmDialog)
         await pilot.press("y")
         assert await wait_until(pilot, lambda: cell(app, "mode") == '"manual"')
-        assert await asyncio.to_thread(stack.state_value, scope, "mode") == "manual"
+        assert await asyncio.to_thread(up_stack.state_value, scope, "mode") == "manual"
         loaded_rev = int(cell(app, "mode", "rev"))
 
         # someone else writes while the operator is editing: refused, theirs kept and shown
         await pilot.press("e")
         assert isinstance(app.screen, EditDialog)
-        await state_cli(stack, "set", "-s", scope, "mode", "local")
+        await state_cli(up_stack, "set", "-s", scope, "mode", "local")
         await pilot.press(*"remote", "enter")
         assert isinstance(app.screen, ConfirmDialog)
         assert app.screen.op.prev_revision == loaded_rev
@@ -266,19 +280,19 @@ async def test_edit_and_conflict_against_real_state_service(stack: Stack) -> Non
         assert dialog.current is not None and dialog.current.value == "local"
         assert dialog.current.mod_revision > loaded_rev
         assert dialog.op.new == "remote"
-        assert await asyncio.to_thread(stack.state_value, scope, "mode") == "local"
+        assert await asyncio.to_thread(up_stack.state_value, scope, "mode") == "local"
         await pilot.press("r")  # reload
         assert await wait_until(pilot, lambda: not isinstance(app.screen, ConflictDialog))
         assert await wait_until(pilot, lambda: cell(app, "mode") == '"local"')
         assert int(cell(app, "mode", "rev")) == dialog.current.mod_revision
 
 
-async def test_banner_on_broker_loss_then_recovery(stack: Stack) -> None:
+async def test_banner_on_broker_loss_then_recovery(up_stack: PlantUpStack) -> None:
     """Killing the broker of the stack shows the banner; restarting it clears the banner and
     the views work again (workers re-register, the state bus resubscribes)."""
     scope = "tui.e2e.restart"
-    await state_cli(stack, "set", "-s", scope, "k", "--json", "1")
-    app, _ = stack_app(stack)
+    await state_cli(up_stack, "set", "-s", scope, "k", "--json", "1")
+    app, _ = stack_app(up_stack)
     async with app.run_test(size=(80, 24)) as pilot:
         services = app.query_one("#services", DataTable)
 
@@ -289,34 +303,34 @@ async def test_banner_on_broker_loss_then_recovery(stack: Stack) -> None:
         banner = app.query_one(Banner)
         assert not banner.display
 
-        await asyncio.to_thread(stack.kill_broker)
+        await asyncio.to_thread(up_stack.kill_broker)
         assert await wait_until(pilot, lambda: banner.display, timeout=10.0), "no banner"
         assert app.query_one(ConnectionBar).connected is False
         assert "BROKER UNREACHABLE" in str(banner.render())
         assert app.is_running
 
-        await asyncio.to_thread(stack.start_broker)
+        await asyncio.to_thread(up_stack.start_broker)
         assert await wait_until(pilot, lambda: not banner.display, timeout=15.0)
         assert await wait_until(pilot, has_state, timeout=15.0), "workers did not come back"
 
         await open_scope(pilot, scope)
         await pilot.pause(0.3)
-        await state_cli(stack, "set", "-s", scope, "k", "--json", "2")
+        await state_cli(up_stack, "set", "-s", scope, "k", "--json", "2")
         assert await wait_until(pilot, lambda: cell(app, "k") == "2"), "state bus not back"
 
 
 # --------------------------------------------------------------------------- plant scale
 
 
-async def test_big_scope_against_real_state_service(stack: Stack) -> None:
+async def test_big_scope_against_real_state_service(up_stack: PlantUpStack) -> None:
     """A 20,000-key scope (a listing of ~1.5 MB, over the broker's limit in one reply) opens
     on its first page, End reaches the last key, the filter is a server-side prefix."""
-    if not await asyncio.to_thread(stack.pages_keys):
+    if not await asyncio.to_thread(up_stack.pages_keys):
         pytest.skip("this tree's state service does not page list-keys yet (issue 10)")
     scope, count = "tui.e2e.big", 20_000
-    await asyncio.to_thread(stack.write_tags, scope, count)
+    await asyncio.to_thread(up_stack.write_tags, scope, count)
 
-    app, source = stack_app(stack)
+    app, source = stack_app(up_stack)
     async with app.run_test(size=(80, 24)) as pilot:
         assert await wait_until(pilot, lambda: app.connected is True), "never connected"
         started = time.monotonic()

@@ -22,8 +22,7 @@ from plantd.tui.source import ServiceError
 from plantd.tui.widgets.confirm import ConfirmDialog
 from plantd.tui.widgets.edit import EditDialog
 from plantd.tui.widgets.virtualtable import VirtualTable
-from tests.tui.conftest import make_app
-from tests.tui.fakes import FakeSource, big_scope, many_workers, plant_state
+from tests.tui.fakes import FakeSource, big_scope, make_app, many_workers, plant_state
 
 BIG = 100_000
 PAGE = 1_000

@@ -15,8 +15,7 @@ from textual.pilot import Pilot
 
 from plantd.tui.messages import OverviewData
 from plantd.tui.source import ServiceInfo, WorkerInfo
-from tests.tui.conftest import make_app
-from tests.tui.fakes import FakeSource, big_scope
+from tests.tui.fakes import FakeSource, big_scope, make_app
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
 TREND = (80.0, 95.0, 110.0, 140.0, 120.0, 100.0, 130.0, 150.0, 125.0, 120.0)

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.tui.conftest import Stack
+from tests.support.plant_up import PlantUpStack
+from tests.support.polling import WaitTimeout, wait_until
 
 if shutil.which("tmux") is None:
     pytest.skip("tmux not on PATH (apt-get install -y tmux)", allow_module_level=True)
@@ -62,14 +63,10 @@ class Tmux:
 
     def expect(self, text: str, timeout: float = 10.0) -> str:
         """Wait (bounded) until `text` is on screen; fail with the screen otherwise."""
-        deadline = time.monotonic() + timeout
-        while True:
-            screen = self.screen()
-            if text in screen:
-                return screen
-            if time.monotonic() > deadline:
-                pytest.fail(f"{text!r} not on screen after {timeout}s:\n{self.screen(True)}")
-            time.sleep(0.2)
+        try:
+            return wait_until(lambda: s if text in (s := self.screen()) else "", timeout, 0.2)
+        except WaitTimeout:
+            pytest.fail(f"{text!r} not on screen after {timeout}s:\n{self.screen(True)}")
 
 
 @pytest.fixture
@@ -98,7 +95,7 @@ def launcher(tmp_path: Path, env: dict[str, str]) -> Path:
     return path
 
 
-def start_console(stack: Stack, tmux: Tmux, tmp_path: Path) -> None:
+def start_console(stack: PlantUpStack, tmux: Tmux, tmp_path: Path) -> None:
     """`plant tui` in the 80x24 session, with the stack's environment."""
     # the env has no PLANTD_CLIENT_*_BUS: the console finds the buses like `plant state watch`
     env = {**stack.env, "PLANTD_CLIENT_TIMEOUT": "1"}
@@ -116,10 +113,10 @@ def start_console(stack: Stack, tmux: Tmux, tmp_path: Path) -> None:
     assert started.returncode == 0, started.stderr
 
 
-def test_plant_tui_in_tmux(stack: Stack, tmux: Tmux, tmp_path: Path) -> None:
-    res = stack.state("set", "-s", "tui.tmux", "greeting", "hello")
+def test_plant_tui_in_tmux(up_stack: PlantUpStack, tmux: Tmux, tmp_path: Path) -> None:
+    res = up_stack.state("set", "-s", "tui.tmux", "greeting", "hello")
     assert res.returncode == 0, res.stderr
-    start_console(stack, tmux, tmp_path)
+    start_console(up_stack, tmux, tmp_path)
 
     screen = tmux.expect("● connected", 20)
     assert "Overview F2" in screen
@@ -144,9 +141,9 @@ def test_plant_tui_in_tmux(stack: Stack, tmux: Tmux, tmp_path: Path) -> None:
     tmux.keys("Escape", "1")
     tmux.expect("Workers", 5)
 
-    stack.kill_broker()  # broker loss: a banner in the real terminal, not a traceback
+    up_stack.kill_broker()  # broker loss: a banner in the real terminal, not a traceback
     tmux.expect("BROKER UNREACHABLE", 15)
-    stack.start_broker()  # the stack is shared with later tests of this module
+    up_stack.start_broker()  # the stack is shared with later tests of this module
     tmux.expect("● connected", 20)
 
     tmux.keys("q")
@@ -157,13 +154,13 @@ def test_plant_tui_in_tmux(stack: Stack, tmux: Tmux, tmp_path: Path) -> None:
     assert "Error" not in screen, full
 
 
-def test_big_scope_in_tmux(stack: Stack, tmux: Tmux, tmp_path: Path) -> None:
+def test_big_scope_in_tmux(up_stack: PlantUpStack, tmux: Tmux, tmp_path: Path) -> None:
     """A 20,000-key scope in a real 80x24 terminal: the total in the title, End reaches the
     last key, the filter asks the server (issue 10; needs a state service that pages)."""
-    if not stack.pages_keys():
+    if not up_stack.pages_keys():
         pytest.skip("this tree's state service does not page list-keys yet (issue 10)")
-    stack.write_tags("a.big", 20_000)  # sorts first: the State view opens it
-    start_console(stack, tmux, tmp_path)
+    up_stack.write_tags("a.big", 20_000)  # sorts first: the State view opens it
+    start_console(up_stack, tmux, tmp_path)
     tmux.expect("● connected", 20)
     tmux.keys("2")
     tmux.expect("a.big — 20,000 keys", 10)

@@ -14,8 +14,7 @@ from plantd.tui.widgets.confirm import ConfirmDialog
 from plantd.tui.widgets.conflict import ConflictDialog
 from plantd.tui.widgets.edit import EditDialog
 from plantd.tui.widgets.virtualtable import VirtualTable
-from tests.tui.conftest import make_app
-from tests.tui.fakes import FakeSource
+from tests.tui.fakes import FakeSource, make_app
 
 
 def body_text(screen: Any) -> str:

@@ -1,0 +1,391 @@
+"""``plant identity``, ``plant whoami`` and ``plant audit``: principals, keys and the audit
+trail on this host's keyring (``$PLANTD_HOME/identity``, see docs/security.md).
+
+These work on local files (the registry and audit SQLite files, key files); no broker is
+needed. Errors: a bad name/role/key exits 2, an unknown principal 4, a name or key that
+already exists or a principal in the wrong state 6, an unsafe secret key file 5; ``audit
+verify`` exits 1 when the chain is broken (naming the first bad seq).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from plantd.cli import output_format
+from plantd.cli.exitcodes import CliError, ExitCode
+from plantd.cli.output import OutputFormat, emit, info
+
+if TYPE_CHECKING:
+    from plantd.identity.keys import Keyring
+    from plantd.identity.principals import Principal, Registry
+
+app = typer.Typer(help="Principals and their keys.", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit trail: list and verify.", no_args_is_help=True)
+
+OUTPUT_OPT = typer.Option(None, "--output", "-o", help="Output format.")
+ROLE_OPT = typer.Option(None, "--role", "-r", help="Role (repeatable).")
+ACCEPT_ROLE_OPT = typer.Option(
+    None, "--role", "-r", help="Roles to grant (default for a module: service:NAME)."
+)
+COLUMNS = ("name", "kind", "state", "roles", "public_key", "created", "revoked_at")
+AUDIT_COLUMNS = (
+    "seq", "time", "principal", "service", "operation", "scope", "key", "old", "new", "outcome",
+)  # fmt: skip
+
+
+def _keyring() -> Keyring:
+    from plantd.config import plantd_home
+    from plantd.identity.keys import Keyring
+
+    return Keyring.at_home(plantd_home().root)
+
+
+@contextmanager
+def _registry(*, create: bool = False) -> Iterator[Registry]:
+    from plantd.identity.principals import Registry
+
+    ring = _keyring()
+    if not create and not ring.registry.exists():
+        raise CliError(
+            f"{ring.root}: no identity yet (run 'plant identity init')", ExitCode.NOT_FOUND
+        )
+    with Registry(ring) as reg:
+        yield reg
+
+
+def _record(operation: str, p: Principal, old: Any = None) -> None:
+    """Every identity change goes into the audit trail, by the local OS user (the principal
+    of a change made through the Identity service later)."""
+    import getpass
+
+    from plantd.identity.audit import AuditLog
+
+    with AuditLog(_keyring().audit) as log:
+        log.append(
+            principal=f"local:{getpass.getuser()}",
+            service="org.plantd.Identity",
+            operation=operation,
+            scope="identity",
+            key=p.name,
+            old=old,
+            new={"state": p.state, "roles": list(p.roles), "public_key": p.public_key},
+            outcome="ok",
+        )
+
+
+def _when(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+
+
+def _doc(p: Principal, fmt: OutputFormat) -> dict[str, Any]:
+    doc = p.to_json()
+    if fmt is OutputFormat.table:
+        doc.update(
+            roles=",".join(p.roles), created=_when(p.created), revoked_at=_when(p.revoked_at)
+        )
+    return doc
+
+
+def _emit_principals(
+    ctx: typer.Context, output: OutputFormat | None, items: list[Principal]
+) -> None:
+    from plantd.cli.log import _fmt
+
+    fmt = _fmt(ctx, output)
+    emit([_doc(p, fmt) for p in items], fmt, columns=COLUMNS)
+
+
+def _emit_one(ctx: typer.Context, output: OutputFormat | None, p: Principal, **extra: Any) -> None:
+    from plantd.cli.log import _fmt
+
+    fmt = _fmt(ctx, output)
+    doc = {**_doc(p, fmt), **{k: v for k, v in extra.items() if v is not None}}
+    emit(doc, fmt)
+
+
+@app.command("init")
+def init(
+    ctx: typer.Context,
+    output: OutputFormat | None = OUTPUT_OPT,
+) -> None:
+    """Create the broker key pair and the 'admin' principal (role admin) for this user."""
+    from plantd.identity.principals import init_keyring
+
+    ring = _keyring()
+    broker, admin = init_keyring(ring)
+    _record("init", admin)
+    info(f"identity initialised in {ring.root}")
+    _emit_one(
+        ctx,
+        output,
+        admin,
+        secret_file=str(ring.secret_path(admin.name)),
+        broker_public_key=broker.public,
+    )
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Principal name (lower-case letters, digits, . _ -)."),
+    role: list[str] | None = ROLE_OPT,
+    kind: str = typer.Option("person", "--kind", help="person, module or daemon."),
+    public_key: str | None = typer.Option(
+        None, "--public-key", help="Z85 public key of a principal on another host (no secret here)."
+    ),
+    pending: bool = typer.Option(False, "--pending", help="Hold it pending until accepted."),
+    output: OutputFormat | None = OUTPUT_OPT,
+) -> None:
+    """Register a principal; without --public-key its key pair is made on this host."""
+    if pending and public_key is None:
+        raise CliError("--pending needs --public-key (a key presented by a peer)", ExitCode.USAGE)
+    with _registry() as reg:
+        p, pair = reg.add(
+            name,
+            role or (),
+            kind=kind,
+            public_key=public_key,
+            state="pending" if pending else "active",
+        )
+        secret = str(reg.keyring.secret_path(name)) if pair is not None else None
+    _record("add", p)
+    _emit_one(ctx, output, p, secret_file=secret)
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    state: str | None = typer.Option(None, "--state", help="active, pending or revoked."),
+    output: OutputFormat | None = OUTPUT_OPT,
+) -> None:
+    """Every principal (name order)."""
+    with _registry() as reg:
+        items = reg.list_principals(state)
+    _emit_principals(ctx, output, items)
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Principal name."),
+    output: OutputFormat | None = OUTPUT_OPT,
+) -> None:
+    """One principal."""
+    with _registry() as reg:
+        p = reg.get(name)
+    _emit_one(ctx, output, p)
+
+
+@app.command("revoke")
+def revoke(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Principal name."),
+    output: OutputFormat | None = OUTPUT_OPT,
+) -> None:
+    """Revoke a principal: its key is never accepted again (its local secret is deleted)."""
+    with _registry() as reg:
+        before = reg.get(name)
+        p = reg.revoke(name)
+    _record("revoke", p, old={"state": before.state})
+    _emit_one(ctx, output, p)
+
+
+@app.command("rotate")
+def rotate(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Principal name."),
+    public_key: str | None = typer.Option(
+        None, "--public-key", help="The new Z85 public key (else a pair is made here)."
+    ),
+    output: OutputFormat | None = OUTPUT_OPT,
+) -> None:
+    """Give a principal a new key; the old key is revoked."""
+    with _registry() as reg:
+        before = reg.get(name)
+        p, pair = reg.rotate(name, public_key)
+        secret = str(reg.keyring.secret_path(name)) if pair is not None else None
+    _record("rotate", p, old={"public_key": before.public_key})
+    _emit_one(ctx, output, p, secret_file=secret)
+
+
+@app.command("export")
+def export(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Principal name, or 'broker'."),
+    output: OutputFormat | None = OUTPUT_OPT,
+) -> None:
+    """The public certificate to copy to another host (raw/table: the zcert text)."""
+    from plantd.cli.log import _fmt
+    from plantd.identity.keys import read_certificate
+
+    ring = _keyring()
+    path = ring.broker_public if name == "broker" else ring.public_path(name)
+    if name != "broker":
+        with _registry() as reg:
+            reg.get(name)  # NotFound for an unknown name
+    pair = read_certificate(path)
+    fmt = _fmt(ctx, output)
+    if fmt is OutputFormat.json:
+        emit({"name": name, "public_key": pair.public, "file": str(path)}, fmt)
+    else:
+        sys.stdout.write(path.read_text(encoding="utf-8"))
+
+
+@app.command("pending")
+def pending(ctx: typer.Context, output: OutputFormat | None = OUTPUT_OPT) -> None:
+    """Principals waiting for 'accept' or 'reject'."""
+    with _registry() as reg:
+        items = reg.list_principals("pending")
+    _emit_principals(ctx, output, items)
+
+
+@app.command("accept")
+def accept(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Pending principal."),
+    role: list[str] | None = ACCEPT_ROLE_OPT,
+    output: OutputFormat | None = OUTPUT_OPT,
+) -> None:
+    """Accept a pending principal (it becomes active)."""
+    with _registry() as reg:
+        p = reg.accept(name, role or ())
+    _record("accept", p, old={"state": "pending"})
+    _emit_one(ctx, output, p)
+
+
+@app.command("reject")
+def reject(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Pending principal."),
+    output: OutputFormat | None = OUTPUT_OPT,
+) -> None:
+    """Reject a pending principal; its key is never accepted later."""
+    with _registry() as reg:
+        p = reg.reject(name)
+    _record("reject", p, old={"state": "pending"})
+    _emit_one(ctx, output, p)
+
+
+def whoami(
+    ctx: typer.Context,
+    identity: str | None = typer.Option(
+        None, "--identity", "-i", help="Secret key file (env PLANTD_CLIENT_IDENTITY)."
+    ),
+    output: OutputFormat | None = OUTPUT_OPT,
+) -> None:
+    """Which key this CLI would use, and whose it is."""
+    from plantd.config import plantd_home
+    from plantd.identity.keys import client_identity_path, load_secret
+
+    home = plantd_home().root
+    path, source = client_identity_path(identity, home, dict(os.environ))
+    pair = load_secret(path)
+    doc: dict[str, Any] = {"file": str(path), "source": source, "public_key": pair.public}
+    ring = _keyring()
+    if ring.registry.exists():
+        from plantd.identity.principals import Registry
+
+        with Registry(ring) as reg:
+            p = reg.by_key(pair.public)
+        if p is not None:
+            doc.update(principal=p.name, roles=list(p.roles), state=p.state)
+    doc.setdefault("principal", None)
+    emit(doc, output_format(ctx, output))
+
+
+def _epoch(value: str | None) -> float | None:
+    from plantd.cli.log import parse_when
+
+    try:
+        when = parse_when(value)
+    except CliError as exc:
+        raise CliError(f"--since: {exc}", exc.code) from None
+    if when is None or isinstance(when, float):
+        return when
+    try:
+        return datetime.fromisoformat(when).timestamp()
+    except ValueError:
+        raise CliError(f"--since: cannot read {value!r} as a time", ExitCode.USAGE) from None
+
+
+def _audit_log() -> Any:
+    from plantd.identity.audit import AuditLog
+
+    ring = _keyring()
+    if not ring.audit.exists():
+        raise CliError(f"{ring.audit}: no audit log yet", ExitCode.NOT_FOUND)
+    return AuditLog(ring.audit)
+
+
+@audit_app.command("list")
+def audit_list(
+    ctx: typer.Context,
+    since: str | None = typer.Option(None, "--since", help="From: 10m, 2h, 1d, epoch or ISO."),
+    principal: str | None = typer.Option(None, "--principal", help="Only this principal."),
+    scope: str | None = typer.Option(None, "--scope", help="Only this scope."),
+    key: str | None = typer.Option(None, "--key", help="Only this key."),
+    limit: int = typer.Option(1000, "--limit", "-n", min=1, help="At most N rows."),
+    output: OutputFormat | None = OUTPUT_OPT,
+) -> None:
+    """Audit rows, oldest first (read page by page)."""
+    from plantd.cli.log import _fmt
+    from plantd.identity.audit import MAX_PAGE
+
+    fmt = _fmt(ctx, output)
+    rows: list[dict[str, Any]] = []
+    start = _epoch(since)  # once: "10m" must not move between pages
+    with _audit_log() as log:
+        after = None
+        while len(rows) < limit:
+            page = log.query(
+                since=start,
+                principal=principal,
+                scope=scope,
+                key=key,
+                after=after,
+                limit=min(MAX_PAGE, limit - len(rows)),
+            )
+            rows.extend(page.rows)
+            if not page.more:
+                break
+            after = page.next
+    if fmt is OutputFormat.table:
+        rows = [{**r, "time": _when(r["ts"])} for r in rows]
+    emit(rows, fmt, columns=AUDIT_COLUMNS)
+
+
+@audit_app.command("verify")
+def audit_verify(ctx: typer.Context, output: OutputFormat | None = OUTPUT_OPT) -> None:
+    """Check the hash chain; exit 1 naming the first bad row."""
+    with _audit_log() as log:
+        result = log.verify()
+    emit(
+        {
+            "ok": result.ok,
+            "rows": result.rows,
+            "first_bad_seq": result.first_bad_seq,
+            "reason": result.reason or None,
+        },
+        output_format(ctx, output),
+    )
+    if not result.ok:
+        where = f"seq {result.first_bad_seq}: " if result.first_bad_seq is not None else ""
+        raise CliError(f"audit log is broken at {where}{result.reason}", ExitCode.REJECTED)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="identity", help="Principals and their keys (this host's keyring).")
+    root.add_typer(audit_app, name="audit", help="The audit trail: list and verify.")
+    root.command("whoami")(whoami)
+
+
+__all__ = ["app", "audit_app", "register"]
