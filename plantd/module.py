@@ -59,7 +59,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass
 class ModuleSettings(DaemonSettings):
-    """``PLANTD_<MODULE>_*``. Port 0 = an ephemeral health port (recorded in the pid file),
+    """``PLANTD_<MODULE>_*``. Port 0 = an ephemeral health port (recorded in the state file),
     so any number of modules can run side by side without choosing ports."""
 
     health_port: int = 0

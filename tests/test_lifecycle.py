@@ -64,6 +64,49 @@ def test_start_status_stop_detached(plant: PlantRunner, plantd_home: Path) -> No
     assert again.returncode == 0 and "not running" in again.stderr
 
 
+def test_pid_file_is_the_pid_alone_and_kill_stops_the_daemon(
+    plant: PlantRunner, plantd_home: Path
+) -> None:
+    env = broker_env(plant.env)
+    assert plant("daemon", "start", "broker", env=env).returncode == 0
+    pid_path = plantd_home / "run" / "broker.pid"
+    state_path = plantd_home / "run" / "broker.json"
+    pid = status_of(plant, "broker", env)["pid"]
+    assert pid_path.read_text() == f"{pid}\n"
+    facts = json.loads(state_path.read_text())
+    assert facts["pid"] == pid and facts["health_port"] > 0 and facts["version"]
+    # status takes health and endpoint from the state file
+    row = status_of(plant, "broker", env)
+    assert row["health"] == "pass" and row["endpoint"] == env["PLANTD_BROKER_ENDPOINT"]
+    assert row["health_url"] == f"http://127.0.0.1:{facts['health_port']}/healthz"
+
+    killed = subprocess.run(["sh", "-c", f"kill -TERM $(cat {pid_path})"], timeout=10)
+    assert killed.returncode == 0
+    assert wait_until(lambda: not pid_alive(pid), 10)
+    assert wait_until(lambda: not pid_path.exists() and not state_path.exists(), 5)
+    assert "broker stopped (exit 0)" in (plantd_home / "log" / "broker.log").read_text()
+
+
+def test_legacy_json_pid_file_of_a_running_daemon_is_understood(
+    plant: PlantRunner, plantd_home: Path
+) -> None:
+    """An older plantd wrote the facts into the pid file: status and stop still find it."""
+    env = broker_env(plant.env)
+    assert plant("daemon", "start", "broker", env=env).returncode == 0
+    run_dir = plantd_home / "run"
+    facts = json.loads((run_dir / "broker.json").read_text())
+    (run_dir / "broker.json").unlink()
+    (run_dir / "broker.pid").write_text(json.dumps(facts))
+
+    row = status_of(plant, "broker", env)
+    assert row["state"] == "running" and row["pid"] == facts["pid"]
+    assert row["health"] == "pass" and row["endpoint"] == env["PLANTD_BROKER_ENDPOINT"]
+    stopped = plant("daemon", "stop", "broker", env=env)
+    assert stopped.returncode == 0 and "broker stopped" in stopped.stderr
+    assert wait_until(lambda: not pid_alive(facts["pid"]), 10)
+    assert not (run_dir / "broker.pid").exists()
+
+
 def test_double_start_is_a_conflict(plant: PlantRunner, broker: BrokerProcess) -> None:
     out = plant("daemon", "start", "broker", env=broker.env)
     assert out.returncode == 6

@@ -131,7 +131,7 @@ class DaemonContext:
         self.log.info("%s ready", self.name)
 
     def set_endpoint(self, endpoint: str) -> None:
-        """Record the endpoint actually bound (e.g. after binding port 0) in the pid file."""
+        """Record the endpoint actually bound (e.g. after binding port 0) in the state file."""
         self.info["endpoint"] = endpoint
         if self.info.get("pid") == os.getpid():
             process.write_pid_info(self.pid_file, self.info)

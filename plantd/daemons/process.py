@@ -1,10 +1,13 @@
 """Background daemon management for the CLI: pid files, detached start, stop, status.
 
-The pid file (``$PLANTD_HOME/run/<name>.pid``) is JSON written by the daemon itself once its
-health endpoint is bound: ``{name, pid, started, health_host, health_port, endpoint, version}``.
-It is the only channel between the CLI and a daemon, so it is written atomically and
+The daemon itself writes two files once its health endpoint is bound: the pid file
+(``$PLANTD_HOME/run/<name>.pid``, the pid alone on one line, as ``kill $(cat ...)``,
+systemd's ``PIDFile=`` and every supervisor expect) and the state file next to it
+(``run/<name>.json``: ``{name, pid, started, health_host, health_port, endpoint, version}``).
+They are the only channel between the CLI and a daemon, so both are written atomically and
 validated defensively: a pid that is dead, a zombie, or not a plantd process for that daemon
-marks the file stale and it is removed.
+marks them stale and they are removed. A JSON pid file left by an older plantd is still read,
+so an upgrade does not orphan running daemons.
 """
 
 from __future__ import annotations
@@ -95,14 +98,43 @@ def pid_file(home: Home, name: str) -> Path:
     return home.run / f"{name}.pid"
 
 
+def state_file(pid_path: Path) -> Path:
+    """The state file that sits next to ``pid_path`` (``run/<name>.json``)."""
+    return pid_path.with_suffix(".json")
+
+
 def log_file(home: Home, name: str) -> Path:
     return home.log / f"{name}.log"
 
 
-def read_pid_info(path: Path) -> PidInfo | None:
-    """Parse a pid file; None if missing or unreadable (treated as stale by callers)."""
+def _read_json(path: Path) -> dict[str, Any] | None:
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        return _read_json_text(path.read_text(encoding="utf-8"))
+    except OSError:
+        return None
+
+
+def read_pid_info(path: Path) -> PidInfo | None:
+    """Parse a pid file and its state file; None if missing or unreadable (stale to callers).
+
+    A pid file holding a JSON document is one written by an older plantd: its facts are read
+    from it directly. The state file's facts are used only if it names the same pid.
+    """
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    if text.isdigit():
+        doc = _read_json(state_file(path)) or {}
+        if doc.get("pid") != int(text):
+            doc = {}
+        doc["pid"] = int(text)
+    else:
+        legacy = _read_json_text(text)
+        if legacy is None:
+            return None
+        doc = legacy
+    try:
         return PidInfo(
             name=str(doc.get("name", path.stem)),
             pid=int(doc["pid"]),
@@ -112,16 +144,30 @@ def read_pid_info(path: Path) -> PidInfo | None:
             endpoint=doc.get("endpoint"),
             version=doc.get("version"),
         )
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError):
         return None
 
 
-def write_pid_info(path: Path, info: Mapping[str, Any]) -> None:
-    """Write atomically (tmp + rename) so readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _read_json_text(text: str) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """tmp + rename, so readers never see a half-written file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(dict(info)), encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_pid_info(path: Path, info: Mapping[str, Any]) -> None:
+    """Write the state file, then the pid file: a reader that sees the pid finds its facts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(state_file(path), json.dumps(dict(info)))
+    _write_atomically(path, f"{int(info['pid'])}\n")
 
 
 def remove_pid_file(path: Path, pid: int | None = None) -> None:
@@ -130,8 +176,9 @@ def remove_pid_file(path: Path, pid: int | None = None) -> None:
         info = read_pid_info(path)
         if info is not None and info.pid != pid:
             return
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+    for stale in (path, state_file(path)):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
 
 
 def _reap(pid: int) -> None:

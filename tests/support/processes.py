@@ -41,10 +41,25 @@ def clean_env(home: Path) -> dict[str, str]:
 
 
 def read_pid_file(home: Path, name: str) -> dict | None:
+    """The daemon's facts: its state file (``run/NAME.json``) if it names the pid in
+    ``run/NAME.pid``; the pid alone otherwise; a legacy JSON pid file as it is."""
     try:
-        return json.loads((home / "run" / f"{name}.pid").read_text())
-    except (OSError, ValueError):
+        text = (home / "run" / f"{name}.pid").read_text().strip()
+    except OSError:
         return None
+    if not text.isdigit():
+        try:
+            legacy = json.loads(text)
+        except ValueError:
+            return None
+        return legacy if isinstance(legacy, dict) else None
+    try:
+        facts = json.loads((home / "run" / f"{name}.json").read_text())
+    except (OSError, ValueError):
+        facts = {}
+    return (
+        facts if isinstance(facts, dict) and facts.get("pid") == int(text) else {"pid": int(text)}
+    )
 
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, dict[str, str], bytes]:
