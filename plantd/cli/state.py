@@ -534,12 +534,29 @@ def state_bus_backend(explicit: str | None) -> str:
     return bus_endpoint("state", explicit)
 
 
+WATCH_SCOPE_OPT = typer.Option(
+    None,
+    "--scope",
+    "-s",
+    help="Only this scope (default: every scope; a KEY alone is in the client's scope).",
+)
+
+
+def watch_target(scope: str | None, key: str | None) -> str:
+    """What ``plant state watch`` follows, as it says on stderr."""
+    if scope is None:
+        return "every scope" if key is None else f"key {key} in every scope"
+    return f"scope {scope}" if key is None else f"key {scope}/{key}"
+
+
 @app.command("watch")
 def watch(
     ctx: typer.Context,
     key: str | None = typer.Argument(None, help="Only this key (default: the whole scope)."),
-    scope: str | None = SCOPE_OPT,
-    all_scopes: bool = typer.Option(False, "--all", "-A", help="Watch every scope."),
+    scope: str | None = WATCH_SCOPE_OPT,
+    all_scopes: bool = typer.Option(
+        False, "--all", "-A", help="Watch every scope (the default without -s and KEY)."
+    ),
     revision: int | None = typer.Option(
         None,
         "--revision",
@@ -553,25 +570,24 @@ def watch(
 ) -> None:
     """Print changes as they commit, in revision order, with no gap and no duplicate.
 
-    Runs until Ctrl-C or --count; follows the broker through restarts on its own.
+    Follows every scope unless -s (or a KEY, in the client's scope) narrows it, and says on
+    stderr what it follows. Runs until Ctrl-C or --count; follows the broker through
+    restarts on its own.
     """
     import asyncio
 
     from plantd.client.state import StateClient
 
+    narrowed = not all_scopes and (scope is not None or key is not None)
     s, scope = _settings(ctx, scope)
+    followed = scope if narrowed else None
     backend = state_bus_backend(bus)
     fmt = _fmt(ctx, output)
+    info(f"following {watch_target(followed, key)}")
 
     async def run() -> int:
         async with StateClient.connect(s.endpoint, timeout=s.timeout) as state:
-            events = state.watch(
-                revision,
-                bus=backend,
-                scope=None if all_scopes else scope,
-                key=key,
-                notify=info,
-            )
+            events = state.watch(revision, bus=backend, scope=followed, key=key, notify=info)
             return await print_watch(events, fmt, count)
 
     raise typer.Exit(asyncio.run(run()))

@@ -132,7 +132,8 @@ def test_get_raw_in_shell_substitution(run: PlantRunner, stack: Stack) -> None:
 def test_watch_prints_json_lines_and_resumes_from_a_revision(stack: Stack) -> None:
     with stack.client() as c:
         first = data(c, "state-set", {"service": "org.plantd.Client", "key": "a", "value": 0})
-        proc = watch_proc(stack, "--count", "3")
+        # -s narrows the watch (without it every scope is followed: issue 17)
+        proc = watch_proc(stack, "-s", "org.plantd.Client", "--count", "3")
         lines = JsonLines(proc)
         time.sleep(1.0)  # the watcher is up (the test cannot see its subscription)
         data(c, "state-set", {"service": "other", "key": "x", "value": "ignored"})
@@ -162,6 +163,30 @@ def test_watch_prints_json_lines_and_resumes_from_a_revision(stack: Stack) -> No
     ]
     revisions = [e["revision"] for e in again]
     assert revisions == sorted(revisions) and revisions[0] == first["revision"] + 1
+
+
+def test_watch_without_a_scope_follows_every_scope_and_says_so(stack: Stack) -> None:
+    scopes = ("org.plantd.Client", "every.one", "every.two")
+    with stack.client() as c:  # the scopes exist before: no create-scope events below
+        for scope in scopes:
+            data(c, "state-set", {"service": scope, "key": "k", "value": 0})
+    proc = watch_proc(stack, "--count", "3")
+    lines = JsonLines(proc)
+    time.sleep(1.0)  # the watcher is up (the test cannot see its subscription)
+    with stack.client() as c:
+        for scope in scopes:
+            data(c, "state-set", {"service": scope, "key": "k", "value": 1})
+    got = lines.take(3)
+    rc, err = finish(proc)
+    assert rc == 0, err
+    assert [(e["scope"], e["op"], e["value"]) for e in got] == [(s, "set", 1) for s in scopes]
+    assert err.splitlines()[0] == "plant: following every scope"
+
+    narrowed = watch_proc(stack, "-s", "every.one", "--revision", "0", "--count", "1")
+    JsonLines(narrowed).take(1)
+    rc, err = finish(narrowed)
+    assert rc == 0, err
+    assert err.splitlines()[0] == "plant: following scope every.one"
 
 
 def test_watch_key_filter_and_compacted_start(tmp_path: Path) -> None:
