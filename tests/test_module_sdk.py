@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -24,9 +25,15 @@ from plantd.config import Home
 from plantd.daemons.health import HealthRegistry
 from plantd.daemons.lifecycle import DaemonContext
 from plantd.module import Module, ModuleSettings, every, operation, subscribe
-from tests.support.broker import stack_env, start_broker
+from tests.support.broker import broker_env, stack_env, start_broker
+from tests.support.polling import wait_until
 from tests.support.ports import free_port, tcp
-from tests.support.processes import PlantRunner
+from tests.support.processes import (
+    PlantRunner,
+    kill_daemons_in,
+    pid_alive,
+    read_pid_file,
+)
 
 
 class Probe(Module):
@@ -181,3 +188,53 @@ def test_scaffolded_module_joins_and_leaves_a_running_system(
         assert own.returncode == 0, own.stdout + own.stderr
     finally:
         subprocess.run([*pip, "uninstall", "-y", "plantd-demo"], timeout=120, check=False)
+
+
+MODULE_SOURCE = """
+from plantd.module import Module, ModuleSettings, operation
+
+
+class DowntestModule(Module[ModuleSettings]):
+    name = "downtest"
+    service = "org.plantd.module.Downtest"
+    settings_class = ModuleSettings
+
+    @operation("ping")
+    async def ping(self, doc):
+        return {"success": True, "data": {}}
+"""
+
+
+def test_down_stops_modules_first_then_the_daemons(
+    plant: PlantRunner, plantd_home: Path, plantd_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A module started with `plant module start` does not outlive `plant down` (issue 17)."""
+    site = tmp_path / "site"  # an installed module without touching the shared venv
+    dist = site / "plantd_downtest-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: plantd-downtest\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        "[plantd.modules]\ndowntest = downtest_mod:DowntestModule\n"
+    )
+    (site / "downtest_mod.py").write_text(MODULE_SOURCE)
+    env = broker_env(plantd_env)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), env.get("PYTHONPATH")) if p)
+    env.update(
+        PLANTD_DOWNTEST_ENDPOINT=env["PLANTD_BROKER_ENDPOINT"],
+        PLANTD_DOWNTEST_HEALTH_PORT="0",
+        PLANTD_DOWNTEST_LOG_BUS="off",
+    )
+    try:
+        assert plant("daemon", "start", "broker", env=env).returncode == 0
+        started = plant("module", "start", "downtest", env=env)
+        assert started.returncode == 0, started.stderr
+        pids = {n: read_pid_file(plantd_home, n)["pid"] for n in ("broker", "downtest")}
+
+        down = plant("down", env=env)
+        assert down.returncode == 0, down.stderr
+        lines = down.stderr.splitlines()
+        assert lines.index("plant: downtest stopped") < lines.index("plant: broker stopped")
+        assert all(wait_until(lambda p=p: not pid_alive(p), 10) for p in pids.values())
+        assert not list((plantd_home / "run").glob("*.pid"))
+    finally:
+        kill_daemons_in(plantd_home)

@@ -166,7 +166,13 @@ def up(
 
 
 def down(wait: float = WAIT_OPT) -> None:
-    """Stop the whole stack in reverse dependency order."""
+    """Stop every module of this PLANTD_HOME (plant module start), then the whole stack in
+    reverse dependency order."""
+    from plantd.config import plantd_home
+    from plantd.daemons import REGISTRY, process
+
+    modules = [n for n in process.pid_file_names(plantd_home()) if n not in REGISTRY]
+    _stop(modules, wait)
     raise typer.Exit(_stop(_resolve(["all"]), wait))
 
 

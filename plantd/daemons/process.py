@@ -98,6 +98,11 @@ def pid_file(home: Home, name: str) -> Path:
     return home.run / f"{name}.pid"
 
 
+def pid_file_names(home: Home) -> list[str]:
+    """Names of every daemon and module that left a pid file in ``home`` (sorted)."""
+    return sorted(path.stem for path in home.run.glob("*.pid")) if home.run.is_dir() else []
+
+
 def state_file(pid_path: Path) -> Path:
     """The state file that sits next to ``pid_path`` (``run/<name>.json``)."""
     return pid_path.with_suffix(".json")
