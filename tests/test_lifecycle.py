@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.broker import BrokerProcess, broker_env
+from tests.support.broker import BrokerProcess, broker_env, stack_env
 from tests.support.bus import wait_subscribed
 from tests.support.polling import wait_until
 from tests.support.processes import (
@@ -116,6 +116,31 @@ def test_double_start_is_a_conflict(plant: PlantRunner, broker: BrokerProcess) -
     assert fg.returncode == 6
     assert "already running" in fg.stderr
     assert broker.proc.poll() is None
+
+
+@pytest.mark.parametrize(
+    ("command", "setting"),
+    [
+        (("daemon", "start", "broker"), "PLANTD_BROKER_ENDPOINT"),
+        (("up",), "PLANTD_BROKER_ENDPOINT"),
+        (("daemon", "start", "broker"), "PLANTD_BROKER_HEALTH_PORT"),
+    ],
+)
+def test_a_port_in_use_is_a_conflict_naming_the_port_and_its_holder(
+    plant: PlantRunner, plantd_home: Path, command: tuple[str, ...], setting: str
+) -> None:
+    env = stack_env(plant.env)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        env[setting] = f"tcp://127.0.0.1:{port}" if setting.endswith("ENDPOINT") else str(port)
+        out = plant(*command, env=env)
+    assert out.returncode == 6, out.stderr
+    first = out.stderr.splitlines()[0]
+    assert f"broker cannot start: port {port}" in first
+    assert f"is in use by pid {os.getpid()}" in first
+    assert not (plantd_home / "run" / "broker.pid").exists()
 
 
 def test_stale_pid_file_of_dead_process(plant: PlantRunner, plantd_home: Path) -> None:
@@ -221,10 +246,11 @@ def test_start_failure_reports_log_tail(plant: PlantRunner, plantd_home: Path) -
         t0 = time.monotonic()
         out = plant("daemon", "start", "broker", "--wait", "15", env=env)
         assert time.monotonic() - t0 < 15
-    assert out.returncode == 1
+    # issue 17: a port in use is a conflict (exit 6, was 1) naming the port
+    assert out.returncode == 6
     first, *rest = out.stderr.splitlines()
-    assert first.startswith("plant: error: broker exited with code 1 during start")
-    assert any(line.startswith("  | ") and "Address already in use" in line for line in rest)
+    assert first.startswith(f"plant: error: broker cannot start: port {port}")
+    assert any(line.startswith("  | ") and f"port {port}" in line for line in rest)
     assert "Traceback" not in first
     assert not (plantd_home / "run" / "broker.pid").exists()
 

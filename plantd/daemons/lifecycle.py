@@ -318,12 +318,21 @@ async def _serve(
     try:
         port = await server.start()
     except OSError as exc:
-        log.error(
-            "cannot bind health endpoint %s:%s: %s",
-            settings.health_host,
-            settings.health_port,
-            exc.strerror or exc,
-        )
+        if process.address_in_use(exc):
+            log.error(
+                "%s cannot start: %s: cannot bind health endpoint %s:%s",
+                name,
+                process.port_in_use(settings.health_port),
+                settings.health_host,
+                settings.health_port,
+            )
+        else:
+            log.error(
+                "cannot bind health endpoint %s:%s: %s",
+                settings.health_host,
+                settings.health_port,
+                exc.strerror or exc,
+            )
         return ExitCode.CONFLICT
 
     ctx.info.update(
@@ -354,6 +363,9 @@ async def _serve(
         if isinstance(failure, StartupRefused):
             log.error("%s refusing to start: %s", name, failure)
             rc = failure.exit_code
+        elif failure is not None and process.address_in_use(failure):
+            log.error("%s cannot start: %s", name, process.port_conflict(failure))
+            rc = int(ExitCode.CONFLICT)
         elif failure is not None:
             log.error("%s failed: %s: %s", name, type(failure).__name__, failure, exc_info=failure)
             rc = int(ExitCode.REJECTED)

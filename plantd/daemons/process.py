@@ -13,8 +13,10 @@ so an upgrade does not orphan running daemons.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -34,6 +36,7 @@ __all__ = [
     "DaemonError",
     "DaemonStatus",
     "PidInfo",
+    "PortInUse",
     "StartFailed",
     "check_running",
     "probe_health",
@@ -63,6 +66,67 @@ class StartFailed(DaemonError):
     """The daemon exited or did not become healthy in time."""
 
     exit_code = ExitCode.REJECTED
+
+
+class PortInUse(StartFailed):
+    """The daemon could not bind a port another process holds."""
+
+    exit_code = ExitCode.CONFLICT
+
+
+#: the port of a bind address in an error message (zmq: ``(addr='tcp://127.0.0.1:9797')``)
+_ADDR_PORT = re.compile(r"addr='[^']*:(\d+)'")
+#: the message of a logfmt line (``... msg="..."``)
+_LOG_MSG = re.compile(r'msg="((?:[^"\\]|\\.)*)"')
+
+
+def address_in_use(exc: BaseException) -> bool:
+    """``exc`` is a failed bind of an address another socket holds (OSError or ZMQError)."""
+    return getattr(exc, "errno", None) == errno.EADDRINUSE
+
+
+def port_holder(port: int) -> str | None:
+    """``pid N (name)`` of the process listening on TCP ``port``, if psutil can tell."""
+    import psutil
+
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except (psutil.AccessDenied, OSError):
+        return None
+    for conn in conns:
+        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
+            if conn.pid is None:
+                return None
+            try:
+                return f"pid {conn.pid} ({psutil.Process(conn.pid).name()})"
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                return f"pid {conn.pid}"
+    return None
+
+
+def port_in_use(port: int | None, address: str | None = None) -> str:
+    """One line naming the taken port and, where psutil can tell, who holds it."""
+    where = f"port {port}" if port else "a port"
+    if address:
+        where += f" ({address})"
+    holder = port_holder(port) if port else None
+    return f"{where} is in use" + (f" by {holder}" if holder else "")
+
+
+def _port_conflict_line(log_lines: list[str]) -> str | None:
+    """The daemon's "cannot start: port N ... is in use" message among its last log lines."""
+    for line in reversed(log_lines):
+        found = _LOG_MSG.search(line)
+        if found and "cannot start: port" in found[1] and "is in use" in found[1]:
+            return found[1]
+    return None
+
+
+def port_conflict(exc: BaseException) -> str:
+    """:func:`port_in_use` for a failed bind whose message names the address (zmq does)."""
+    found = _ADDR_PORT.search(str(exc))
+    address = found.group(0)[6:-1] if found else None
+    return port_in_use(int(found.group(1)) if found else None, address)
 
 
 @dataclass
@@ -332,6 +396,11 @@ def start(
     last = "no pid file yet"
     while time.monotonic() < deadline:
         rc = child.poll()
+        if rc == ExitCode.CONFLICT:
+            lines = tail(log_path, 15, offset)
+            reason = _port_conflict_line(lines)
+            if reason is not None:
+                raise PortInUse(reason, lines)
         if rc is not None:
             raise StartFailed(
                 f"{name} exited with code {rc} during start", tail(log_path, 15, offset)
