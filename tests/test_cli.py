@@ -246,3 +246,37 @@ def test_request_timeout_exits_7(plant: PlantRunner, broker: BrokerProcess) -> N
     finally:
         worker.kill()
         worker.wait(timeout=5)
+
+
+def test_completion_script_completes_daemon_names_in_bash(
+    plant: PlantRunner, plantd_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`plant completion bash` prints a script that, sourced in a real bash, completes
+    daemon names by asking `plant` itself (issue 17)."""
+    out = plant("completion", "bash")
+    assert out.returncode == 0, out.stderr
+    assert "_PLANT_COMPLETE=complete_bash" in out.stdout
+    assert out.stdout.rstrip().endswith("complete -o default -F _plant_completion plant")
+    script = tmp_path / "plant.bash"
+    script.write_text(out.stdout)
+    bin_dir = tmp_path / "bin"  # `plant` on PATH, as the console script would be
+    bin_dir.mkdir()
+    (bin_dir / "plant").write_text(f'#!/bin/sh\nexec {" ".join(PLANT)} "$@"\n')
+    (bin_dir / "plant").chmod(0o755)
+    env = {**plantd_env, "PATH": f"{bin_dir}:{plantd_env.get('PATH', '')}"}
+    probe = (
+        f"source {script}; COMP_WORDS=(plant daemon start st); COMP_CWORD=3;"
+        ' _plant_completion plant; printf "%s\\n" "${COMPREPLY[@]}"'
+    )
+    done = subprocess.run(
+        ["bash", "-c", probe], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["state"]
+
+    for shell, marker in (("zsh", "compdef _plant_completion plant"), ("fish", "complete")):
+        res = plant("completion", shell, "-o", "json")
+        assert res.returncode == 0, res.stderr
+        doc = json.loads(res.stdout)
+        assert doc["shell"] == shell and marker in doc["script"]
+    assert plant("completion", "tcsh").returncode == 2

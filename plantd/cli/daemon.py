@@ -7,6 +7,7 @@ from typing import Any
 import typer
 
 from plantd.cli import output_format
+from plantd.cli.completion import daemon_names
 from plantd.cli.exitcodes import CliError, ExitCode, exit_code_for
 from plantd.cli.output import OutputFormat, emit, error, info
 
@@ -15,7 +16,11 @@ daemon_app = typer.Typer(
     no_args_is_help=True,
 )
 
-NAMES_ARG = typer.Argument(None, help="Daemon names (broker, state, logger, echo) or 'all'.")
+NAMES_ARG = typer.Argument(
+    None,
+    help="Daemon names (broker, state, logger, echo) or 'all'.",
+    autocompletion=daemon_names,
+)
 WAIT_OPT = typer.Option(20.0, "--wait", min=0.1, help="Seconds to wait for health / exit.")
 OUTPUT_OPT = typer.Option(None, "--output", "-o", help="Output format.")
 

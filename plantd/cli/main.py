@@ -16,6 +16,7 @@ import typer
 from plantd import __version__
 from plantd.cli import CliState
 from plantd.cli import broker as broker_cmds
+from plantd.cli import completion as completion_cmds
 from plantd.cli import daemon as daemon_cmds
 from plantd.cli import identity as identity_cmds
 from plantd.cli import log as log_cmds
@@ -28,7 +29,6 @@ app = typer.Typer(
     name="plant",
     help="Operate a plantd control system: daemons, services, buses and state.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -71,6 +71,7 @@ daemon_cmds.register(app)
 broker_cmds.register(app)
 module_cmds.register(app)
 identity_cmds.register(app)
+completion_cmds.register(app)
 app.add_typer(log_cmds.app, name="log", help="Tail, query and count log records.")
 app.add_typer(metric_cmds.app, name="metric", help="Metric samples: list, latest, range, watch.")
 
