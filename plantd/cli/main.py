@@ -18,6 +18,7 @@ from plantd.cli import CliState
 from plantd.cli import broker as broker_cmds
 from plantd.cli import completion as completion_cmds
 from plantd.cli import daemon as daemon_cmds
+from plantd.cli import doctor as doctor_cmds
 from plantd.cli import identity as identity_cmds
 from plantd.cli import log as log_cmds
 from plantd.cli import metric as metric_cmds
@@ -72,6 +73,7 @@ broker_cmds.register(app)
 module_cmds.register(app)
 identity_cmds.register(app)
 completion_cmds.register(app)
+doctor_cmds.register(app)
 app.add_typer(log_cmds.app, name="log", help="Tail, query and count log records.")
 app.add_typer(metric_cmds.app, name="metric", help="Metric samples: list, latest, range, watch.")
 
