@@ -39,6 +39,7 @@ from plantd import __version__
 from plantd.config import ConfigError, DaemonSettings, Home, load_settings, plantd_home
 from plantd.daemons import process
 from plantd.daemons.health import Check, HealthRegistry, HealthServer
+from plantd.daemons.systemd import Notifier
 from plantd.exitcodes import ExitCode
 from plantd.vocabulary import LEVEL_NAMES, SERVICE_PREFIX
 
@@ -50,6 +51,9 @@ __all__ = [
     "run_daemon",
     "setup_logging",
 ]
+
+#: how often readiness is re-evaluated for systemd until the daemon is healthy
+READY_POLL_SECONDS = 0.1
 
 # How long a daemon gets to return from run() after stop is set before it is cancelled.
 STOP_GRACE_SECONDS = 10.0
@@ -215,6 +219,30 @@ def _install_log_bus(daemon: Daemon[Any], log: logging.Logger) -> None:
         log.warning("log bus %s unavailable: %s", endpoint, exc)
 
 
+async def _announce_ready(
+    notifier: Notifier, checks: HealthRegistry, stop: asyncio.Event, name: str
+) -> None:
+    """Send READY=1 once /healthz would answer 200 (pass or warn): the moment `plant up`
+    considers the daemon started, so systemd starts dependent units no earlier."""
+    while not stop.is_set():
+        status, _ = await checks.evaluate()
+        if status in ("pass", "warn"):
+            notifier.ready(f"{name} serving (health {status})")
+            return
+        await asyncio.sleep(READY_POLL_SECONDS)
+
+
+async def _ping_watchdog(notifier: Notifier, interval: float, stop: asyncio.Event) -> None:
+    """WATCHDOG=1 every ``interval`` seconds from the event loop: a loop that hangs stops
+    pinging and systemd restarts the daemon."""
+    while not stop.is_set():
+        notifier.watchdog()
+        try:
+            await asyncio.wait_for(stop.wait(), interval)
+        except TimeoutError:
+            pass
+
+
 def _err(message: str) -> None:
     print(f"plantd: {message}", file=sys.stderr, flush=True)
 
@@ -349,10 +377,20 @@ async def _serve(
     log.info("%s starting (pid %d, version %s)", name, os.getpid(), __version__)
 
     rc = int(ExitCode.OK)
+    notifier = Notifier()
+    notifier.status(f"{name} starting")
     main_task = asyncio.create_task(daemon.run(ctx), name=f"{name}.run")
     stop_wait = asyncio.create_task(stop.wait())
+    systemd_tasks: list[asyncio.Task[None]] = []
+    if notifier.enabled:
+        systemd_tasks.append(asyncio.create_task(_announce_ready(notifier, checks, stop, name)))
+        if notifier.watchdog_interval is not None:
+            systemd_tasks.append(
+                asyncio.create_task(_ping_watchdog(notifier, notifier.watchdog_interval, stop))
+            )
     try:
         await asyncio.wait({main_task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        notifier.stopping(f"{name} stopping")
         if not main_task.done():
             done, _ = await asyncio.wait({main_task}, timeout=STOP_GRACE_SECONDS)
             if not done:
@@ -374,6 +412,8 @@ async def _serve(
     finally:
         stop.set()
         stop_wait.cancel()
+        for task in systemd_tasks:
+            task.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await server.stop()
