@@ -9,7 +9,7 @@ import typer
 from plantd.cli import output_format
 from plantd.cli.completion import daemon_names
 from plantd.cli.exitcodes import CliError, ExitCode, exit_code_for
-from plantd.cli.output import OutputFormat, emit, error, info
+from plantd.cli.output import OutputFormat, emit, error, info, resolve_format
 
 daemon_app = typer.Typer(
     help="Start, stop and inspect plantd daemons (background processes).",
@@ -157,6 +157,99 @@ def run(
     if log_level is not None:
         overrides["log_level"] = log_level
     raise typer.Exit(run_daemon(name, overrides))
+
+
+SCOPE_OPT = typer.Option(
+    True,
+    "--user/--system",
+    help="User units ($XDG_CONFIG_HOME/systemd/user) or system units (/etc/systemd/system).",
+)
+
+
+def _unit_scope(user: bool) -> Any:
+    return "user" if user else "system"
+
+
+def _unit_files_error(exc: OSError, directory: Any) -> CliError:
+    code = ExitCode.AUTH if isinstance(exc, PermissionError) else ExitCode.REJECTED
+    return CliError(f"{directory}: {exc.strerror or exc}", code)
+
+
+@daemon_app.command("install")
+def install(
+    ctx: typer.Context,
+    names: list[str] | None = NAMES_ARG,
+    user: bool = SCOPE_OPT,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the units, write nothing."),
+    output: OutputFormat | None = OUTPUT_OPT,
+) -> None:
+    """Write systemd units for daemons (default all) and a plantd.target grouping them."""
+    from plantd import daemons
+    from plantd.daemons import units
+
+    resolved = _resolve(names or ["all"])
+    scope = _unit_scope(user)
+    directory = units.unit_dir(scope)
+    spec = units.default_spec(scope)
+    order = daemons.available()
+    fmt = output_format(ctx, output)
+    if dry_run:
+        rendered = units.render(resolved, order, spec)
+        if output_format_is_text(fmt):
+            for file, text in rendered.items():
+                print(f"# {directory / file}\n{text}")
+            return
+        emit({"dry_run": True, "unit_dir": str(directory), "units": rendered}, fmt)
+        return
+    try:
+        written = units.write_units(directory, resolved, order, spec)
+    except OSError as exc:
+        raise _unit_files_error(exc, directory) from None
+    emit(
+        {"unit_dir": str(directory), "scope": scope, "written": [str(p) for p in written]}
+        if not output_format_is_text(fmt)
+        else [{"written": str(p)} for p in written],
+        fmt,
+        columns=("written",),
+    )
+    reload = "systemctl --user" if scope == "user" else "systemctl"
+    info(f"next: {reload} daemon-reload && {reload} start {units.TARGET}")
+
+
+@daemon_app.command("uninstall")
+def uninstall(
+    ctx: typer.Context,
+    names: list[str] | None = NAMES_ARG,
+    user: bool = SCOPE_OPT,
+    output: OutputFormat | None = OUTPUT_OPT,
+) -> None:
+    """Remove the systemd units of daemons (default all); plantd.target goes with the last."""
+    from plantd import daemons
+    from plantd.daemons import units
+
+    resolved = _resolve(names or ["all"])
+    scope = _unit_scope(user)
+    directory = units.unit_dir(scope)
+    try:
+        removed = units.remove_units(directory, resolved, daemons.available(), scope)
+    except OSError as exc:
+        raise _unit_files_error(exc, directory) from None
+    if not removed:
+        raise CliError(
+            f"no plantd units of {', '.join(resolved)} in {directory}", ExitCode.NOT_FOUND
+        )
+    fmt = output_format(ctx, output)
+    emit(
+        {"unit_dir": str(directory), "scope": scope, "removed": [str(p) for p in removed]}
+        if not output_format_is_text(fmt)
+        else [{"removed": str(p)} for p in removed],
+        fmt,
+        columns=("removed",),
+    )
+
+
+def output_format_is_text(fmt: Any) -> bool:
+    return resolve_format(fmt) is OutputFormat.table
 
 
 def up(
