@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from plantd.daemons.systemd import Notifier
-from tests.support.broker import BrokerProcess
+from tests.support.broker import BrokerProcess, broker_env
+from tests.support.ports import tcp
 from tests.support.processes import DAEMON_CMD, read_pid_file, stop_process
 
 pytestmark = pytest.mark.timeout(60)
@@ -106,6 +107,31 @@ def test_ready_after_health_passes_then_watchdog_pings_then_stopping(
         assert echo.wait(timeout=15) == 0
     finally:
         stop_process(echo)
+
+
+def test_no_ready_when_the_daemon_never_serves(
+    plantd_env: dict[str, str], notify_socket: tuple[socket.socket, str]
+) -> None:
+    """A broker whose endpoint port is taken exits 6 without ever being healthy: systemd
+    hears it start and stop, never READY=1 (so the unit fails instead of looking up)."""
+    sock, path = notify_socket
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        env = dict(
+            broker_env(plantd_env),
+            PLANTD_BROKER_ENDPOINT=tcp(held.getsockname()[1]),
+            NOTIFY_SOCKET=path,
+        )
+        broker = subprocess.run(
+            [*DAEMON_CMD, "broker"], env=env, capture_output=True, text=True, timeout=30
+        )
+    assert broker.returncode == 6, broker.stderr
+    seen: list[str] = []
+    while (lines := receive(sock, time.monotonic() + 0.5)) is not None:
+        seen.extend(lines)
+    assert "STATUS=broker starting" in seen and "STOPPING=1" in seen
+    assert "READY=1" not in seen
 
 
 def test_no_notify_socket_is_a_no_op() -> None:
