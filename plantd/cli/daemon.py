@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import typer
 
@@ -166,11 +167,11 @@ SCOPE_OPT = typer.Option(
 )
 
 
-def _unit_scope(user: bool) -> Any:
+def _unit_scope(user: bool) -> Literal["user", "system"]:
     return "user" if user else "system"
 
 
-def _unit_files_error(exc: OSError, directory: Any) -> CliError:
+def _unit_files_error(exc: OSError, directory: Path) -> CliError:
     code = ExitCode.AUTH if isinstance(exc, PermissionError) else ExitCode.REJECTED
     return CliError(f"{directory}: {exc.strerror or exc}", code)
 
