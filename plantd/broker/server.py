@@ -24,6 +24,8 @@ from plantd.transport import NOBLOCK, readable, recv_frames, send_frames
 
 log = logging.getLogger("plantd.broker")
 
+#: pending connections the kernel queues for the ROUTER (libzmq's default is 100)
+LISTEN_BACKLOG = 4096
 #: messages handled per wake-up before yielding to the event loop
 BATCH = 256
 #: libzmq drops a peer's connection above MAXMSGSIZE: keep it far above our limit so an
@@ -55,6 +57,11 @@ class BrokerServer:
         # how the broker learns at once that a worker died (see BrokerCore.unroutable)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.MAXMSGSIZE, self.settings.max_message_bytes * MAXMSGSIZE_FACTOR)
+        # thousands of workers reconnect at once after a broker restart: with libzmq's default
+        # listen backlog (100) the kernel drops their SYNs, each retried a second or more later,
+        # and a CLI probing the endpoint meanwhile reports it unreachable (the kernel caps this
+        # at net.core.somaxconn)
+        sock.setsockopt(zmq.BACKLOG, LISTEN_BACKLOG)
         try:
             sock.bind(self.settings.endpoint)
         except zmq.ZMQError:
