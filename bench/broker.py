@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 
 import psutil
 import zmq
@@ -206,6 +207,24 @@ def wait_port(port: int) -> None:
     raise TimeoutError(port)
 
 
+def measure(
+    server: subprocess.Popen[str], load: subprocess.Popen[str], what: str
+) -> tuple[dict[str, Any], float]:
+    """Wait for ``load``'s "ready", start it, and return its JSON result with the CPU seconds
+    the server process spent meanwhile."""
+    assert load.stdout is not None and load.stdin is not None
+    line = load.stdout.readline()
+    if line.strip() != "ready":
+        raise RuntimeError(f"{what} failed: {line}")
+    cpu = psutil.Process(server.pid)
+    before = cpu.cpu_times()
+    load.stdin.write("go\n")
+    load.stdin.flush()
+    result: dict[str, Any] = json.loads(load.stdout.readline())
+    after = cpu.cpu_times()
+    return result, (after.user - before.user) + (after.system - before.system)
+
+
 def one_run(system: str, dialect: str, inflight: int, seconds: float) -> dict[str, float]:
     port = free_port()
     endpoint = f"tcp://127.0.0.1:{port}"
@@ -220,19 +239,9 @@ def one_run(system: str, dialect: str, inflight: int, seconds: float) -> dict[st
             time.sleep(0.5)
         load = spawn("load", endpoint, dialect, str(inflight), str(seconds), str(system == "raw"))
         procs.append(load)
-        assert load.stdout is not None and load.stdin is not None
-        line = load.stdout.readline()
-        if line.strip() != "ready":
-            raise RuntimeError(f"{system}: load generator failed: {line}")
-        cpu = psutil.Process(server.pid)
-        before = cpu.cpu_times()
-        load.stdin.write("go\n")
-        load.stdin.flush()
-        result = json.loads(load.stdout.readline())
-        after = cpu.cpu_times()
+        result, used = measure(server, load, f"{system}: load generator")
         lat = sorted(result["lat"])
         n = len(lat)
-        used = (after.user - before.user) + (after.system - before.system)
         return {
             "rps": n / seconds,
             "p50_us": lat[n // 2] * 1e6,
@@ -255,17 +264,7 @@ def one_burst(system: str, dialect: str, count: int) -> dict[str, float]:
         procs.append(spawn("worker", endpoint, dialect))
         load = spawn("burst", endpoint, dialect, str(count))
         procs.append(load)
-        assert load.stdout is not None and load.stdin is not None
-        line = load.stdout.readline()
-        if line.strip() != "ready":
-            raise RuntimeError(f"{system}: burst client failed: {line}")
-        cpu = psutil.Process(server.pid)
-        before = cpu.cpu_times()
-        load.stdin.write("go\n")
-        load.stdin.flush()
-        result = json.loads(load.stdout.readline())
-        after = cpu.cpu_times()
-        used = (after.user - before.user) + (after.system - before.system)
+        result, used = measure(server, load, f"{system}: burst client")
         n = result["n"]
         return {
             "n": n,
