@@ -23,8 +23,8 @@ from plantd.cli.exitcodes import CliError, ExitCode
 from plantd.cli.output import OutputFormat, emit, info
 
 if TYPE_CHECKING:
-    from plantd.identity.keys import Keyring
     from plantd.identity.principals import Principal, Registry
+    from plantd.security.keys import Keyring
 
 app = typer.Typer(help="Principals and their keys.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail: list and verify.", no_args_is_help=True)
@@ -42,7 +42,7 @@ AUDIT_COLUMNS = (
 
 def _keyring() -> Keyring:
     from plantd.config import plantd_home
-    from plantd.identity.keys import Keyring
+    from plantd.security.keys import Keyring
 
     return Keyring.at_home(plantd_home().root)
 
@@ -225,7 +225,7 @@ def export(
 ) -> None:
     """The public certificate to copy to another host (raw/table: the zcert text)."""
     from plantd.cli.log import _fmt
-    from plantd.identity.keys import read_certificate
+    from plantd.security.keys import read_certificate
 
     ring = _keyring()
     path = ring.broker_public if name == "broker" else ring.public_path(name)
@@ -284,7 +284,7 @@ def whoami(
 ) -> None:
     """Which key this CLI would use, and whose it is."""
     from plantd.config import plantd_home
-    from plantd.identity.keys import client_identity_path, load_secret
+    from plantd.security.keys import client_identity_path, load_secret
 
     home = plantd_home().root
     path, source = client_identity_path(identity, home, dict(os.environ))

@@ -37,7 +37,7 @@ from enum import IntEnum
 from fnmatch import fnmatchcase
 from typing import Any
 
-from plantd.identity.errors import InvalidArgument
+from plantd.security.errors import InvalidArgument
 
 
 class Access(IntEnum):

@@ -21,8 +21,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from plantd.identity.errors import Conflict, InvalidArgument, NotFound
-from plantd.identity.keys import (
+from plantd.identity.policy import validate_role
+from plantd.security.errors import Conflict, InvalidArgument, NotFound
+from plantd.security.keys import (
     KeyPair,
     Keyring,
     generate_keypair,
@@ -30,7 +31,6 @@ from plantd.identity.keys import (
     write_public,
     write_secret,
 )
-from plantd.identity.policy import validate_role
 
 KINDS = ("person", "module", "daemon")
 STATES = ("active", "pending", "revoked")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from plantd.identity.errors import Conflict, InvalidArgument, NotFound
-from plantd.identity.keys import Keyring, generate_keypair, load_secret, read_certificate
 from plantd.identity.principals import Registry, init_keyring
+from plantd.security.errors import Conflict, InvalidArgument, NotFound
+from plantd.security.keys import Keyring, generate_keypair, load_secret, read_certificate
 
 
 @pytest.fixture
