@@ -696,6 +696,7 @@ class BrokerCore:
                 queued_bytes=sum(s.queue.bytes for s in self.services.values()),
                 counters=asdict(self.counters),
                 settings={k: v for k, v in asdict(self.settings).items() if k != "endpoint"},
+                time=round(time.time(), 6),
             )
         )
 
