@@ -37,7 +37,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from plantd import __version__
 from plantd.config import ConfigError, DaemonSettings, Home, load_settings, plantd_home
-from plantd.daemons import process
+from plantd.daemons import journald, process
 from plantd.daemons.health import Check, HealthRegistry, HealthServer
 from plantd.daemons.systemd import Notifier
 from plantd.exitcodes import ExitCode
@@ -183,7 +183,8 @@ def parse_log_level(value: str, source: str) -> int:
 
 
 def setup_logging(name: str, level: int, log_file: Path) -> logging.Logger:
-    """Log to ``log_file`` and stderr (once, if stderr already is that file when detached)."""
+    """Log to ``log_file`` and stderr (once, if stderr already is that file when detached), or
+    to the journal with structured fields instead of stderr when systemd started us."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -192,7 +193,10 @@ def setup_logging(name: str, level: int, log_file: Path) -> logging.Logger:
     file_handler = logging.FileHandler(log_file, encoding="utf-8")
     file_handler.setFormatter(formatter)
     root.addHandler(file_handler)
-    if not _same_file(sys.stderr, log_file):
+    if journald.journal_stream_is_stderr():  # started by systemd: structured journal entries
+        address = os.environ.get("PLANTD_JOURNAL_SOCKET") or journald.JOURNAL_SOCKET
+        root.addHandler(journald.JournalHandler(name, address))
+    elif not _same_file(sys.stderr, log_file):
         stream = logging.StreamHandler(sys.stderr)
         stream.setFormatter(formatter)
         root.addHandler(stream)
