@@ -38,6 +38,15 @@ PAGE: dict[str, Any] = {
     "properties": {"more": {"type": "boolean"}, "next": {}},
     "additionalProperties": True,
 }
+#: one Server-Sent Event (``data`` is a JSON document)
+SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "event": {"type": "string"},
+        "data": {"type": "string"},
+    },
+}
 ETAG = {"ETag": "the key's mod_revision, quoted"}
 
 LIMIT = Param("limit", "integer", minimum=1, description="page size (the service caps it)")
@@ -413,7 +422,7 @@ async def txn(api: Api, req: Request) -> web.StreamResponse:
         Param("since", "integer", minimum=0, description="replay the changes after this revision"),
         Param("Last-Event-ID", where="header", description="resume after this revision"),
     ],
-    responses={SSE: {"type": "string"}},
+    responses={SSE: SSE_EVENT},
     endless=True,
     description="Each event: `id` = revision, `event` = op (set, delete, create-scope, "
     "delete-scope), `data` = the change. Without `since`/`Last-Event-ID` from now on. A "
@@ -422,6 +431,8 @@ async def txn(api: Api, req: Request) -> web.StreamResponse:
 )
 async def watch(api: Api, req: Request) -> web.StreamResponse:
     since = last_event_id(req.http, req.params.get("since"))
+    # one history page first: a bad scope or a compacted start is a problem, not a stream
+    await api.state.watch_page(since, scope=req.params.get("scope"), limit=1)
     stream = await EventStream(req.http).open()
     w = api.state.watch(since, bus=api.state_bus, scope=req.params.get("scope"),
                         key=req.params.get("key"))  # fmt: skip
@@ -500,7 +511,7 @@ async def query_logs(api: Api, req: Request) -> web.StreamResponse:
         Param("lines", "integer", minimum=0, maximum=1000, description="records before now (10)"),
         Param("Last-Event-ID", where="header", description="resume after this record"),
     ],
-    responses={SSE: {"type": "string"}},
+    responses={SSE: SSE_EVENT},
     endless=True,
     description="Each event: `id` = `[ts, id]` of the record (what `after` takes), `event` = "
     "`record`, `data` = the record. A reconnect with `Last-Event-ID` continues after it.",
@@ -513,6 +524,9 @@ async def tail_logs(api: Api, req: Request) -> web.StreamResponse:
     backlog: list[dict[str, Any]] = []
     if raw:
         cursor = _json_cursor({"after": raw}, {})["after"]
+        # a bad cursor or filter is a problem before the stream opens
+        await api.call(LOGGER_SERVICE, "query", {**filters, "order": "asc", "limit": 1,
+                                                 "after": cursor})  # fmt: skip
     else:
         lines = req.params.get("lines", 10)
         newest = await api.call(LOGGER_SERVICE, "query",
