@@ -21,6 +21,7 @@ import typer
 from plantd.cli import output_format
 from plantd.cli.exitcodes import CliError, ExitCode
 from plantd.cli.output import OutputFormat, emit, info
+from plantd.cli.tokens import app as token_app
 
 if TYPE_CHECKING:
     from plantd.identity.principals import Principal, Registry
@@ -383,6 +384,7 @@ def audit_verify(ctx: typer.Context, output: OutputFormat | None = OUTPUT_OPT) -
 
 
 def register(root: typer.Typer) -> None:
+    app.add_typer(token_app, name="token")
     root.add_typer(app, name="identity", help="Principals and their keys (this host's keyring).")
     root.add_typer(audit_app, name="audit", help="The audit trail: list and verify.")
     root.command("whoami")(whoami)

@@ -23,6 +23,7 @@ from plantd.cli import identity as identity_cmds
 from plantd.cli import log as log_cmds
 from plantd.cli import metric as metric_cmds
 from plantd.cli import module as module_cmds
+from plantd.cli import web as web_cmds
 from plantd.cli.exitcodes import ExitCode, exit_code_for
 from plantd.cli.output import OutputFormat, error
 
@@ -122,6 +123,7 @@ def _attach_tui(mod: Any, problem: BaseException | None) -> None:
 
 _register_optional("plantd.cli.state", _attach_state)
 _register_optional("plantd.cli.tui", _attach_tui)
+app.command("web")(web_cmds.web)
 
 
 def run(argv: list[str] | None = None) -> int:
