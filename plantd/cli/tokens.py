@@ -20,8 +20,8 @@ from plantd.cli.exitcodes import CliError, ExitCode
 from plantd.cli.output import OutputFormat, emit, info
 
 if TYPE_CHECKING:
-    from plantd.identity.keys import Keyring
     from plantd.identity.tokens import Token, TokenStore
+    from plantd.security.keys import Keyring
 
 app = typer.Typer(help="Bearer API tokens for the HTTP proxy.", no_args_is_help=True)
 OUTPUT_OPT = typer.Option(None, "--output", "-o", help="Output format.")
@@ -30,7 +30,7 @@ COLUMNS = ("id", "principal", "state", "created", "expires", "revoked_at")
 
 def _keyring() -> Keyring:
     from plantd.config import plantd_home
-    from plantd.identity.keys import Keyring
+    from plantd.security.keys import Keyring
 
     return Keyring.at_home(plantd_home().root)
 

@@ -4,7 +4,7 @@ A token is ``plantd_<id>_<secret>``: ``id`` (12 hex characters) names the row, `
 32 random bytes (base64url). Only the SHA-256 of the secret is stored (the secret has 256 bits
 of entropy, so a plain hash is as good as a slow one and costs microseconds per request), in
 ``tokens.db`` next to the registry (``$PLANTD_HOME/identity/tokens.db``, see
-:class:`plantd.identity.keys.Keyring`). The token itself is shown once, at creation.
+:class:`plantd.security.keys.Keyring`). The token itself is shown once, at creation.
 
 A token resolves to the principal it was issued to, until it expires or is revoked
 (:meth:`TokenStore.verify`). Revocation keeps the row (``list`` shows it), so an id is never
@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from plantd.identity.errors import IdentityError, InvalidArgument, NotFound
-from plantd.identity.keys import Keyring
+from plantd.security.errors import IdentityError, InvalidArgument, NotFound
+from plantd.security.keys import Keyring
 
 __all__ = [
     "TOKEN_PREFIX",

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from plantd.identity.keys import Keyring
 from plantd.identity.tokens import InvalidToken, TokenStore, tokens_path
 from plantd.proxy.problems import Problem
+from plantd.security.keys import Keyring
 
 __all__ = ["CACHE_SECONDS", "TokenGate"]
 

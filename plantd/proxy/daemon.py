@@ -18,13 +18,13 @@ from plantd.client.client import Client
 from plantd.config import ConfigError
 from plantd.daemons.lifecycle import Daemon, DaemonContext, StartupRefused
 from plantd.exitcodes import ExitCode
-from plantd.identity.keys import Keyring
 from plantd.proxy.api import ROUTES, Api
 from plantd.proxy.app import Cors, Observer, build_app
 from plantd.proxy.auth import TokenGate
 from plantd.proxy.openapi import openapi_document
 from plantd.proxy.ratelimit import RateLimiter
 from plantd.proxy.settings import ProxySettings, parse_listen
+from plantd.security.keys import Keyring
 
 __all__ = ["ProxyDaemon"]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from plantd.identity.keys import Keyring
 from plantd.identity.tokens import InvalidToken, TokenStore
+from plantd.security.keys import Keyring
 from tests.support.broker import BrokerProcess
 from tests.support.clock import FakeClock
 from tests.support.polling import wait_until
