@@ -92,7 +92,7 @@ class Principal:
         return doc
 
 
-def _row(row: sqlite3.Row) -> Principal:
+def principal_from_row(row: sqlite3.Row) -> Principal:
     return Principal(
         name=row["name"],
         public_key=row["public_key"],
@@ -141,7 +141,7 @@ class Registry:
         row = self._db.execute("SELECT * FROM principals WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise NotFound(f"no principal named {name!r}")
-        return _row(row)
+        return principal_from_row(row)
 
     def list_principals(self, state: str | None = None) -> list[Principal]:
         if state is not None and state not in STATES:
@@ -149,7 +149,7 @@ class Registry:
         sql, args = "SELECT * FROM principals", tuple[str, ...]()
         if state is not None:
             sql, args = sql + " WHERE state = ?", (state,)
-        return [_row(r) for r in self._db.execute(sql + " ORDER BY name", args)]
+        return [principal_from_row(r) for r in self._db.execute(sql + " ORDER BY name", args)]
 
     def active_keys(self) -> dict[str, Principal]:
         """Public key (Z85) -> principal, for every active principal: what ZAP accepts."""
@@ -159,7 +159,7 @@ class Registry:
         row = self._db.execute(
             "SELECT * FROM principals WHERE public_key = ?", (public_key,)
         ).fetchone()
-        return None if row is None else _row(row)
+        return None if row is None else principal_from_row(row)
 
     # ------------------------------------------------------------------ writes
     def _check_new_key(self, db: sqlite3.Connection, public_key: str) -> None:
