@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from plantd.identity.policy import validate_role
+from plantd.identity.policy import IDENTITY_SERVICE, validate_role
 from plantd.security.errors import Conflict, InvalidArgument, NotFound
 from plantd.security.keys import (
     KeyPair,
@@ -31,8 +31,25 @@ from plantd.security.keys import (
     write_public,
     write_secret,
 )
+from plantd.vocabulary import (
+    ECHO_SERVICE,
+    LOGGER_SERVICE,
+    METRIC_SERVICE,
+    SERVICE_PREFIX,
+    STATE_SERVICE,
+)
 
 KINDS = ("person", "module", "daemon")
+#: principal -> service of every built-in daemon: ``plant identity init`` makes each one a
+#: principal (kind daemon, role ``service:<service>``) whose secret the daemon loads
+DAEMON_PRINCIPALS = {
+    "state": STATE_SERVICE,
+    "logger": LOGGER_SERVICE,
+    "metric": METRIC_SERVICE,
+    "echo": ECHO_SERVICE,
+    "identity": IDENTITY_SERVICE,
+    "proxy": SERVICE_PREFIX + "Proxy",
+}
 STATES = ("active", "pending", "revoked")
 #: lower-case letters, digits, '.', '_', '-'; starts with a letter; at most 64 characters
 NAME_RE = re.compile(r"[a-z][a-z0-9._-]{0,63}")
@@ -293,4 +310,18 @@ def init_keyring(keyring: Keyring, admin: str = "admin") -> tuple[KeyPair, Princ
     write_public(keyring.broker_public, "broker", broker.public)
     with Registry(keyring) as reg:
         principal, _ = reg.add(admin, ["admin"], kind="person")
+        for name, service in DAEMON_PRINCIPALS.items():
+            reg.add(name, [f"service:{service}"], kind="daemon")
     return broker, principal
+
+
+def ensure_service_principal(keyring: Keyring, name: str, service: str, kind: str) -> bool:
+    """Create principal ``name`` (role ``service:<service>``, its secret here) unless it
+    exists; True when it was created. What ``plant module start`` runs for a module."""
+    with Registry(keyring) as reg:
+        try:
+            reg.get(name)
+        except NotFound:
+            reg.add(name, [f"service:{service}"], kind=kind)
+            return True
+    return False
