@@ -1,7 +1,8 @@
 """The broker daemon: the Majordomo ROUTER plus the four pub/sub bus proxies.
 
 Defaults bind 127.0.0.1 only; listening on every interface has to be asked for explicitly
-(``PLANTD_BROKER_ENDPOINT=tcp://*:9797``) because the broker has no authentication.
+(``PLANTD_BROKER_ENDPOINT=tcp://*:9797``), and is refused without security (CURVE + ZAP, see
+docs/security.md).
 """
 
 from __future__ import annotations
@@ -65,6 +66,27 @@ class _BrokerCollector:
         )
 
 
+class _GuardCollector:
+    """Counters of the broker's security (denial audit queue) for /metrics."""
+
+    def __init__(self, guard: Any) -> None:
+        self.guard = guard
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        audit = self.guard.audit
+        for name in ("written", "dropped", "failed"):
+            yield CounterMetricFamily(
+                f"plantd_broker_denials_audit_{name}",
+                f"Audit rows of denials {name}",
+                value=getattr(audit, name),
+            )
+
+
 class BrokerDaemon(Daemon[BrokerDaemonSettings]):
     name = "broker"
     settings_class = BrokerDaemonSettings
@@ -78,24 +100,40 @@ class BrokerDaemon(Daemon[BrokerDaemonSettings]):
         return s.log_frontend
 
     async def run(self, ctx: DaemonContext) -> None:
+        import zmq
+
         from plantd.broker.bus import BusProxy
         from plantd.broker.core import BrokerSettings
+        from plantd.broker.guard import BrokerGuard
         from plantd.broker.server import BrokerServer
+        from plantd.daemons.lifecycle import StartupRefused
+        from plantd.security.errors import IdentityError
+        from plantd.security.settings import server_security
 
         s = self.settings
         wanted = {f.name for f in dataclasses.fields(BrokerSettings)}
         core_settings = BrokerSettings(**{k: getattr(s, k) for k in wanted if hasattr(s, k)})
-        server = BrokerServer(core_settings)
-        bound = server.bind()  # raise bind errors now, before announcing readiness
-        ctx.set_endpoint(bound)
-
+        security = server_security()
+        guard = None
+        if security.secure:  # one authenticator for the ROUTER and the four buses
+            guard = BrokerGuard(
+                security, zmq.Context(), rate_limit=s.rate_limit, rate_burst=s.rate_burst
+            )
+            guard.start()
+            ctx.metrics.register(_GuardCollector(guard))
+        server = BrokerServer(core_settings, security=security, guard=guard)
         proxies: list[Any] = []
         try:
-            if s.buses:
-                for bus in BUS_NAMES:
-                    proxy = BusProxy(bus, *s.bus_endpoints(bus))
-                    proxy.start()
-                    proxies.append(proxy)
+            try:
+                bound = server.bind()  # raise bind errors now, before announcing readiness
+                ctx.set_endpoint(bound)
+                if s.buses:
+                    for bus in BUS_NAMES:
+                        proxy = BusProxy(bus, *s.bus_endpoints(bus), security=security, guard=guard)
+                        proxy.start()
+                        proxies.append(proxy)
+            except IdentityError as exc:  # a public endpoint without security
+                raise StartupRefused(str(exc), exc.exit_code) from None
             ctx.metrics.register(_BrokerCollector(server))
             self._add_checks(ctx, server, proxies, s)
 
@@ -109,6 +147,9 @@ class BrokerDaemon(Daemon[BrokerDaemonSettings]):
         finally:
             for proxy in proxies:
                 await asyncio.to_thread(proxy.stop)
+            if guard is not None:
+                guard.stop()
+                guard.context.destroy(linger=0)
 
     @staticmethod
     def _add_checks(

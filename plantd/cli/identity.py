@@ -3,7 +3,7 @@ trail on this host's keyring (``$PLANTD_HOME/identity``, see docs/security.md).
 
 These work on local files (the registry and audit SQLite files, key files); no broker is
 needed. Errors: a bad name/role/key exits 2, an unknown principal 4, a name or key that
-already exists or a principal in the wrong state 6, an unsafe secret key file 5; ``audit
+already exists or a principal in the wrong state 6, an unsafe secret key file 9; ``audit
 verify`` exits 1 when the chain is broken (naming the first bad seq).
 """
 
@@ -111,6 +111,36 @@ def _emit_one(ctx: typer.Context, output: OutputFormat | None, p: Principal, **e
     fmt = _fmt(ctx, output)
     doc = {**_doc(p, fmt), **{k: v for k, v in extra.items() if v is not None}}
     emit(doc, fmt)
+
+
+def ensure_initialised() -> bool:
+    """What ``plant up`` runs first: ``identity init`` when security is on and there is no
+    keyring yet; True when it made one."""
+    from plantd.identity.principals import init_keyring
+    from plantd.security.settings import security_enabled
+
+    ring = _keyring()
+    if not security_enabled() or ring.registry.exists() or ring.broker_secret.exists():
+        return False
+    _, admin = init_keyring(ring)
+    _record("init", admin)
+    info(f"identity initialised in {ring.root} (you are 'admin')")
+    return True
+
+
+def ensure_module_principal(name: str, service: str) -> None:
+    """What ``plant module start`` runs: module ``name`` gets its own principal (role
+    ``service:<service>``, secret on this host) unless it has one."""
+    from plantd.identity.principals import Registry, ensure_service_principal
+    from plantd.security.settings import security_enabled
+
+    ring = _keyring()
+    if not security_enabled() or not ring.registry.exists():
+        return
+    if ensure_service_principal(ring, name, service, "module"):
+        with Registry(ring) as reg:
+            _record("add", reg.get(name))
+        info(f"principal {name!r} created (role service:{service})")
 
 
 @app.command("init")

@@ -61,11 +61,21 @@ def _root(
         help="Request timeout, seconds (env PLANTD_CLIENT_TIMEOUT).",
     ),
     output: OutputFormat | None = _OUTPUT_OPT,
+    identity: str | None = typer.Option(
+        None,
+        "--identity",
+        "-i",
+        help="Secret key file to authenticate with (env PLANTD_CLIENT_IDENTITY).",
+    ),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
     ),
 ) -> None:
     """Operate a plantd control system."""
+    if identity:
+        from plantd.security.settings import use_identity
+
+        use_identity(identity)
     ctx.obj = CliState(endpoint=endpoint, timeout=timeout, output=output.value if output else None)
 
 

@@ -247,6 +247,15 @@ async def _ping_watchdog(notifier: Notifier, interval: float, stop: asyncio.Even
             pass
 
 
+def _install_security(name: str, env: Mapping[str, str]) -> None:
+    """Load daemon ``name``'s own key (refusing an unsafe secret file, exit 9) and make it
+    the process default, so every client, worker and publisher the daemon opens
+    authenticates as its principal (plantd.security.settings)."""
+    from plantd.security import settings as security
+
+    security.install(security.daemon_security(name, env))
+
+
 def _err(message: str) -> None:
     print(f"plantd: {message}", file=sys.stderr, flush=True)
 
@@ -274,6 +283,13 @@ def run_daemon(
     if running is not None and running.pid != os.getpid():
         _err(f"{name} is already running (pid {running.pid})")
         return ExitCode.CONFLICT
+
+    try:
+        _install_security(name, env)
+    except Exception as exc:  # plantd.security errors: one line, their own exit code
+        _err(f"{name} refusing to start: {exc}")
+        code = getattr(exc, "exit_code", ExitCode.REJECTED)
+        return int(code) if isinstance(code, int) else int(ExitCode.REJECTED)
 
     log = setup_logging(name, level, home.log / f"{name}.log")
     daemon = cls(settings)

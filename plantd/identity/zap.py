@@ -9,33 +9,24 @@ using the ``User-Id`` frame property this authenticator sets.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
+from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
 from plantd.security.curve import DOMAIN
 
 
-class PrincipalAuthenticator(AsyncioAuthenticator):
-    """ZAP handler: a client key is accepted when it belongs to an active principal, and its
-    connection's ``User-Id`` is that principal's name.
+class _PrincipalKeys:
+    """The key -> principal table both authenticators share (pyzmq's credentials provider
+    and user-id hooks)."""
 
-    ``load`` returns the current key -> name table (e.g. ``{k: p.name for k, p in
-    Registry.active_keys().items()}``); :meth:`reload` calls it again.
-    """
-
-    def __init__(
-        self,
-        context: zmq.asyncio.Context,
-        load: Callable[[], Mapping[str, str]],
-        domain: str = DOMAIN,
-    ) -> None:
-        super().__init__(context)
+    def _setup(self, load: Callable[[], Mapping[str, str]], domain: str) -> None:
         self._load = load
         self._names: Mapping[str, str] = dict(load())
         self.domain = domain
-        self.configure_curve_callback(domain, credentials_provider=self)
 
     def reload(self) -> None:
         """Re-read the key table: revoked keys are refused from the next handshake on."""
@@ -48,3 +39,37 @@ class PrincipalAuthenticator(AsyncioAuthenticator):
     def curve_user_id(self, client_public_key: bytes) -> str:
         # "" if the key was dropped by a reload between callback and here: no principal
         return self._names.get(z85.encode(client_public_key).decode("ascii"), "")
+
+
+class PrincipalAuthenticator(_PrincipalKeys, AsyncioAuthenticator):
+    """ZAP handler: a client key is accepted when it belongs to an active principal, and its
+    connection's ``User-Id`` is that principal's name. Runs in the event loop.
+
+    ``load`` returns the current key -> name table (e.g. ``{k: p.name for k, p in
+    Registry.active_keys().items()}``); :meth:`reload` calls it again.
+    """
+
+    def __init__(
+        self,
+        context: zmq.asyncio.Context,
+        load: Callable[[], Mapping[str, str]],
+        domain: str = DOMAIN,
+    ) -> None:
+        AsyncioAuthenticator.__init__(self, context)
+        self._setup(load, domain)
+        self.configure_curve_callback(domain, credentials_provider=self)
+
+
+class ThreadPrincipalAuthenticator(_PrincipalKeys, ThreadAuthenticator):
+    """:class:`PrincipalAuthenticator` in a thread of its own, for servers that run without
+    an event loop (a bus proxy started from synchronous code)."""
+
+    def __init__(
+        self,
+        context: zmq.Context[Any],
+        load: Callable[[], Mapping[str, str]],
+        domain: str = DOMAIN,
+    ) -> None:
+        ThreadAuthenticator.__init__(self, context)
+        self._setup(load, domain)
+        self.configure_curve_callback(domain, credentials_provider=self)

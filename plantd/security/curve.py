@@ -12,6 +12,8 @@ socket monitor and turns the events into a message a person can act on.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import time
 from typing import Any
 
@@ -55,9 +57,20 @@ _VERDICTS: dict[int, str] = {
 _WATCHED = zmq.EVENT_HANDSHAKE_SUCCEEDED | sum(_VERDICTS)
 
 
+_monitors = itertools.count()
+
+
 def open_handshake_monitor(socket: zmq.Socket[Any]) -> zmq.Socket[Any]:
-    """A monitor of the handshake events of ``socket`` (call before connect)."""
-    return socket.get_monitor_socket(_WATCHED)
+    """A monitor of the handshake events of ``socket`` (call before connect).
+
+    Its inproc address is unique per call: pyzmq's ``get_monitor_socket`` names it after the
+    socket's file descriptor, which a reconnecting client's next socket reuses while the
+    closed socket's monitor may still be bound ("Address already in use")."""
+    addr = f"inproc://plantd.handshake.{os.getpid()}.{next(_monitors)}"
+    socket.monitor(addr, _WATCHED)
+    monitor: zmq.Socket[Any] = socket.context.socket(zmq.PAIR)
+    monitor.connect(addr)
+    return monitor
 
 
 def _verdict(event: int) -> tuple[bool, str | None]:
@@ -66,6 +79,16 @@ def _verdict(event: int) -> tuple[bool, str | None]:
         return True, None
     if event in _VERDICTS:
         return True, _VERDICTS[event]
+    return False, None
+
+
+def read_verdict(monitor: zmq.Socket[Any]) -> tuple[bool, str | None]:
+    """Read the events waiting on a monitor without blocking: ``(decided, message)`` as
+    :func:`watch_handshake` would decide (the first deciding event wins)."""
+    while monitor.poll(0):
+        decided, message = _verdict(parse_monitor_message(monitor.recv_multipart())["event"])
+        if decided:
+            return True, message
     return False, None
 
 

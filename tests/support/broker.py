@@ -147,8 +147,11 @@ class RawDealer:
     """A raw DEALER for hand-built frames."""
 
     def __init__(self, endpoint: str) -> None:
+        from plantd.security.settings import default_client
+
         self.sock = zmq.Context.instance().socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        default_client().apply(self.sock)  # the test process's CURVE keys (or none)
         self.sock.connect(endpoint)
 
     def send(self, *frames: bytes) -> None:
