@@ -159,3 +159,17 @@ def write_once(stack: Stack, value: int, deadline: float) -> int:
                 pass
             assert time.monotonic() < deadline, "writes never resumed"
             time.sleep(0.05)
+
+
+def test_replace_import_deletes_by_ranges_around_the_kept_keys() -> None:
+    """An import with ``replace`` deletes what a chunk does not overwrite with at most one
+    range per gap between kept keys, never covering a kept key."""
+    from plantd.state.etcd.store import _gaps
+
+    stored = [b"p/a", b"p/b", b"p/c", b"p/d", b"p/e", b"q/x"]
+    ranges = _gaps(stored, [b"p/b", b"p/d"], b"p/")
+    assert ranges == [(b"p/", b"p/b"), (b"p/b\x00", b"p/d"), (b"p/d\x00", b"p0")]
+    covered = [x for x in stored if any(a <= x < b for a, b in ranges)]
+    assert covered == [b"p/a", b"p/c", b"p/e"]
+    assert _gaps(stored, [b"p/a", b"p/b"], b"p/") == [(b"p/b\x00", b"p0")]
+    assert _gaps(stored, [b"p/a", b"p/b", b"p/c", b"p/d", b"p/e"], b"p/") == []
