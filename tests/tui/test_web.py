@@ -5,16 +5,18 @@ run is ``test_web_browser.py``."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.support.browser import plant_web
 from tests.support.polling import wait_until
-from tests.support.processes import http_get, run_plant
+from tests.support.processes import http_get, pid_alive, run_plant
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -112,3 +114,29 @@ def test_require_token_refuses_before_any_is_issued(
     with plant_web(plantd_env, tmp_path, "--require-token") as web:
         assert request(web.port, "GET", "/")[0] == 401
         assert request(web.port, "POST", "/login", "token=plantd_nope")[0] == 401
+
+
+async def test_a_console_that_ignores_quit_is_killed() -> None:
+    """textual-serve alone waits forever for a session process that does not quit."""
+    from textual_serve.download_manager import DownloadManager
+
+    from plantd.tui.web.server import ConsoleSession
+
+    async def ignore(_: object) -> None:
+        return None
+
+    async def close() -> None:
+        return None
+
+    session = ConsoleSession(
+        "exec sleep 60",  # reads no quit message, writes nothing
+        write_bytes=ignore, write_str=ignore, close=close, download_manager=DownloadManager(),
+    )  # fmt: skip
+    session.quit_grace = 0.5
+    await session.start(80, 24)
+    pid = session.pid
+    assert pid is not None and pid_alive(pid)
+    started = time.monotonic()
+    await asyncio.wait_for(session.stop(), 10)
+    assert time.monotonic() - started < 5
+    assert not pid_alive(pid)

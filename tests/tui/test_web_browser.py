@@ -127,4 +127,8 @@ def test_login_with_a_token_in_the_browser(plantd_env: dict[str, str], tmp_path:
         assert driver.execute_script("return document.cookie") == ""  # HttpOnly
         assert [c["httpOnly"] for c in driver.get_cookies()] == [True]
         assert token not in " ".join(requested_urls(driver))  # never in a URL
-        assert len(web.sessions()) == 1
+        (session,) = web.sessions()
+
+        web.proc.terminate()  # plant web stopped with a session open: it ends the session too
+        assert web.proc.wait(15) == 0
+        assert not session.is_running() or session.status() == "zombie"
