@@ -19,6 +19,7 @@ import pytest
 from plantd.client.errors import PlantdError
 from tests.state.conftest import etcd_settings
 from tests.support.etcd import EtcdCluster, start_cluster
+from tests.support.keyring import install_keyring
 from tests.support.polling import wait_until
 from tests.support.processes import http_get, read_pid_file
 from tests.support.state import Stack, StateProcess, data, make_stack, request, state_settings
@@ -101,6 +102,7 @@ def test_two_daemons_share_one_etcd_and_the_bus_survives_the_publisher(
 
     home2 = tmp_path / "home2"
     home2.mkdir()
+    install_keyring(home2)  # the same keys as the first home (one broker, security on)
     env2 = state_settings({**stack.env, "PLANTD_HOME": str(home2)})
     second = StateProcess(env2, home2, tag="state-b").wait_ready()
     first = stack.state
