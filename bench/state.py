@@ -97,7 +97,7 @@ def start(name: str, env: dict[str, str], home: Path) -> subprocess.Popen[bytes]
         stdin=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
-    pid_file = home / "run" / f"{name}.pid"
+    pid_file = home / "run" / f"{name}.json"  # the state file: pid, health port
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{name} exited: {(home / f'{name}.out').read_text()[-2000:]}")
@@ -332,6 +332,13 @@ def main() -> None:
         " daemon and the plain-SQLite reference (LD_PRELOAD shim, needs gcc)",
     )
     ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PLANTD_X=V",
+        help="a daemon setting for this run, e.g. PLANTD_STATE_AUDIT_WAIT=false (repeatable)",
+    )
+    ap.add_argument(
         "--role-echo-pool", nargs=2, metavar=("ENDPOINT", "WORKERS"), help=argparse.SUPPRESS
     )
     args = ap.parse_args()
@@ -341,6 +348,11 @@ def main() -> None:
     n = args.inflight
     tmp = Path(tempfile.mkdtemp(prefix="plantd-bench-state-", dir=args.dir))
     env = stack_env(tmp, args.workers)
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith("PLANTD_"):
+            ap.error(f"--set {item!r}: expected PLANTD_NAME=VALUE")
+        env[name] = value
     if args.fsync_delay_ms > 0:
         env.update(slow_fsync_env(tmp, args.fsync_delay_ms))
     endpoint = env["PLANTD_BROKER_ENDPOINT"]

@@ -23,6 +23,7 @@ __all__ = [
     "CLIENT_SCOPE",
     "ECHO_SERVICE",
     "HEALTH_PORTS",
+    "IDENTITY_SERVICE",
     "LEVELS",
     "LEVEL_ALIASES",
     "LEVEL_NAMES",
@@ -47,6 +48,7 @@ SERVICE_PREFIX = "org.plantd."
 MODULE_SERVICE_PREFIX = SERVICE_PREFIX + "module."
 
 STATE_SERVICE = SERVICE_PREFIX + "State"
+IDENTITY_SERVICE = SERVICE_PREFIX + "Identity"
 LOGGER_SERVICE = SERVICE_PREFIX + "Logger"
 METRIC_SERVICE = MODULE_SERVICE_PREFIX + "Metric"
 ECHO_SERVICE = MODULE_SERVICE_PREFIX + "Echo"
@@ -91,7 +93,14 @@ def bus(name: str) -> Bus:
 
 
 #: default health/metrics HTTP port of each daemon (0 = ephemeral)
-HEALTH_PORTS = {"broker": 8081, "state": 8082, "logger": 8083, "echo": 8084, "metric": 8085}
+HEALTH_PORTS = {
+    "broker": 8081,
+    "state": 8082,
+    "logger": 8083,
+    "echo": 8084,
+    "metric": 8085,
+    "identity": 8086,
+}
 
 # --------------------------------------------------------------------------- log levels
 
