@@ -468,6 +468,13 @@ def main() -> None:
         " daemon and the plain-SQLite reference (LD_PRELOAD shim, needs gcc)",
     )
     ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PLANTD_X=V",
+        help="a daemon setting for this run, e.g. PLANTD_STATE_AUDIT_WAIT=false (repeatable)",
+    )
+    ap.add_argument(
         "--role-echo-pool", nargs=2, metavar=("ENDPOINT", "WORKERS"), help=argparse.SUPPRESS
     )
     ap.add_argument("--no-etcd", action="store_true", help="skip the etcd backend rows")
@@ -481,6 +488,11 @@ def main() -> None:
     n = args.inflight
     tmp = Path(tempfile.mkdtemp(prefix="plantd-bench-state-", dir=args.dir))
     env = stack_env(tmp, args.workers)
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith("PLANTD_"):
+            ap.error(f"--set {item!r}: expected PLANTD_NAME=VALUE")
+        env[name] = value
     if args.fsync_delay_ms > 0:
         env.update(slow_fsync_env(tmp, args.fsync_delay_ms))
     endpoint = env["PLANTD_BROKER_ENDPOINT"]

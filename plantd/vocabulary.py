@@ -23,6 +23,7 @@ __all__ = [
     "CLIENT_SCOPE",
     "ECHO_SERVICE",
     "HEALTH_PORTS",
+    "IDENTITY_SERVICE",
     "LEVELS",
     "LEVEL_ALIASES",
     "LEVEL_NAMES",
@@ -49,6 +50,7 @@ SERVICE_PREFIX = "org.plantd."
 MODULE_SERVICE_PREFIX = SERVICE_PREFIX + "module."
 
 STATE_SERVICE = SERVICE_PREFIX + "State"
+IDENTITY_SERVICE = SERVICE_PREFIX + "Identity"
 LOGGER_SERVICE = SERVICE_PREFIX + "Logger"
 METRIC_SERVICE = MODULE_SERVICE_PREFIX + "Metric"
 ECHO_SERVICE = MODULE_SERVICE_PREFIX + "Echo"
@@ -100,6 +102,7 @@ HEALTH_PORTS = {
     "echo": 8084,
     "metric": 8085,
     "proxy": 8086,
+    "identity": 8087,
 }
 #: the HTTP/JSON proxy (``PLANTD_PROXY_LISTEN``) and the web console (``plant web --port``)
 PROXY_PORT = 8090

@@ -306,29 +306,71 @@ def reject(
     _emit_one(ctx, output, p)
 
 
+def _service(ctx: typer.Context, operation: str, payload: Any = None) -> Any | None:
+    """The reply data of ``org.plantd.Identity``, or None when the service cannot be
+    reached (no broker, no identity daemon): the caller then reads the local keyring.
+    A refusal (e.g. not authorized) is an error, not a fallback."""
+    from plantd.cli import client_settings
+    from plantd.client import SyncClient
+    from plantd.client.errors import (
+        BrokerUnreachable,
+        RequestTimeout,
+        ServiceUnavailable,
+        UnknownService,
+    )
+    from plantd.vocabulary import IDENTITY_SERVICE
+
+    s = client_settings(ctx)
+    try:
+        with SyncClient(s.endpoint, timeout=min(s.timeout, 3.0)) as client:
+            return client.call(IDENTITY_SERVICE, operation, payload)["data"]
+    except (BrokerUnreachable, RequestTimeout, ServiceUnavailable, UnknownService):
+        return None
+
+
 def whoami(
     ctx: typer.Context,
     identity: str | None = typer.Option(
         None, "--identity", "-i", help="Secret key file (env PLANTD_CLIENT_IDENTITY)."
     ),
+    local: bool = typer.Option(False, "--local", help="Only this host's keyring, no service."),
     output: OutputFormat | None = OUTPUT_OPT,
 ) -> None:
-    """Which key this CLI would use, and whose it is."""
+    """Who the broker sees (asks org.plantd.Identity), else which key this CLI would use."""
     from plantd.config import plantd_home
+    from plantd.security.errors import NotFound
     from plantd.security.keys import client_identity_path, load_secret
 
+    seen = None if local else _service(ctx, "whoami")
     home = plantd_home().root
     path, source = client_identity_path(identity, home, dict(os.environ))
-    pair = load_secret(path)
-    doc: dict[str, Any] = {"file": str(path), "source": source, "public_key": pair.public}
-    ring = _keyring()
-    if ring.registry.exists():
-        from plantd.identity.principals import Registry
+    doc: dict[str, Any] = {"file": str(path), "source": source}
+    try:
+        pair = load_secret(path)
+    except NotFound:
+        if seen is None:
+            raise
+        pair = None
+    if pair is not None:
+        doc["public_key"] = pair.public
+        ring = _keyring()
+        if seen is None and ring.registry.exists():
+            from plantd.identity.principals import Registry
 
-        with Registry(ring) as reg:
-            p = reg.by_key(pair.public)
-        if p is not None:
-            doc.update(principal=p.name, roles=list(p.roles), state=p.state)
+            with Registry(ring) as reg:
+                p = reg.by_key(pair.public)
+            if p is not None:
+                doc.update(principal=p.name, roles=list(p.roles), state=p.state)
+    if seen is not None:
+        doc.update(
+            principal=seen.get("principal"),
+            roles=seen.get("roles", []),
+            peer=seen.get("peer"),
+            secure=seen.get("secure"),
+            answered_by="org.plantd.Identity",
+        )
+    else:
+        doc["answered_by"] = "local keyring"
     doc.setdefault("principal", None)
     emit(doc, output_format(ctx, output))
 
@@ -357,6 +399,34 @@ def _audit_log() -> Any:
     return AuditLog(ring.audit)
 
 
+def _audit_pages(ctx: typer.Context, local: bool, query: dict[str, Any]) -> Iterator[Any]:
+    """Pages of audit rows: from org.plantd.Identity when reachable, else the local file."""
+    if not local:
+        page = _service(ctx, "audit-list", query)
+        if page is not None:
+            yield page
+            while page["more"]:
+                page = _service(ctx, "audit-list", {**query, "after": page["next"]})
+                if page is None:
+                    raise CliError(
+                        "org.plantd.Identity went away while paging", ExitCode.UNREACHABLE
+                    )
+                yield page
+            return
+    with _audit_log() as log:
+        after = query.get("after")
+        filters = {k: query.get(k) for k in ("since", "principal", "scope", "key")}
+        while True:
+            got = log.query(after=after, limit=query["limit"], **filters)
+            yield {"rows": got.rows, "more": got.more, "next": got.next}
+            if not got.more:
+                return
+            after = got.next
+
+
+LOCAL_OPT = typer.Option(False, "--local", help="Read this host's audit file, not the service.")
+
+
 @audit_app.command("list")
 def audit_list(
     ctx: typer.Context,
@@ -365,52 +435,52 @@ def audit_list(
     scope: str | None = typer.Option(None, "--scope", help="Only this scope."),
     key: str | None = typer.Option(None, "--key", help="Only this key."),
     limit: int = typer.Option(1000, "--limit", "-n", min=1, help="At most N rows."),
+    local: bool = LOCAL_OPT,
     output: OutputFormat | None = OUTPUT_OPT,
 ) -> None:
-    """Audit rows, oldest first (read page by page)."""
+    """Audit rows, oldest first (read page by page, from org.plantd.Identity if it runs)."""
     from plantd.cli.log import _fmt
     from plantd.identity.audit import MAX_PAGE
 
     fmt = _fmt(ctx, output)
     rows: list[dict[str, Any]] = []
-    start = _epoch(since)  # once: "10m" must not move between pages
-    with _audit_log() as log:
-        after = None
-        while len(rows) < limit:
-            page = log.query(
-                since=start,
-                principal=principal,
-                scope=scope,
-                key=key,
-                after=after,
-                limit=min(MAX_PAGE, limit - len(rows)),
-            )
-            rows.extend(page.rows)
-            if not page.more:
-                break
-            after = page.next
+    query = {
+        "since": _epoch(since),  # once: "10m" must not move between pages
+        "principal": principal,
+        "scope": scope,
+        "key": key,
+        "limit": min(MAX_PAGE, limit),
+    }
+    for page in _audit_pages(ctx, local, {k: v for k, v in query.items() if v is not None}):
+        rows.extend(page["rows"])
+        if len(rows) >= limit:
+            break
+    rows = rows[:limit]
     if fmt is OutputFormat.table:
         rows = [{**r, "time": _when(r["ts"])} for r in rows]
     emit(rows, fmt, columns=AUDIT_COLUMNS)
 
 
 @audit_app.command("verify")
-def audit_verify(ctx: typer.Context, output: OutputFormat | None = OUTPUT_OPT) -> None:
+def audit_verify(
+    ctx: typer.Context, local: bool = LOCAL_OPT, output: OutputFormat | None = OUTPUT_OPT
+) -> None:
     """Check the hash chain; exit 1 naming the first bad row."""
-    with _audit_log() as log:
-        result = log.verify()
-    emit(
-        {
+    doc = None if local else _service(ctx, "audit-verify")
+    if doc is None:
+        with _audit_log() as log:
+            result = log.verify()
+        doc = {
             "ok": result.ok,
             "rows": result.rows,
             "first_bad_seq": result.first_bad_seq,
             "reason": result.reason or None,
-        },
-        output_format(ctx, output),
-    )
-    if not result.ok:
-        where = f"seq {result.first_bad_seq}: " if result.first_bad_seq is not None else ""
-        raise CliError(f"audit log is broken at {where}{result.reason}", ExitCode.REJECTED)
+        }
+    emit(doc, output_format(ctx, output))
+    if not doc["ok"]:
+        bad = doc.get("first_bad_seq")
+        where = f"seq {bad}: " if bad is not None else ""
+        raise CliError(f"audit log is broken at {where}{doc.get('reason')}", ExitCode.REJECTED)
 
 
 def register(root: typer.Typer) -> None:

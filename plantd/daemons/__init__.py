@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 REGISTRY: dict[str, tuple[str, ...]] = {
     "broker": ("plantd.broker.daemon",),
     "state": ("plantd.state.daemon",),
+    "identity": ("plantd.identity.daemon",),
     "logger": ("plantd.logger.daemon",),
     "echo": ("plantd.echo",),
     "metric": ("plantd.metric.daemon",),

@@ -128,20 +128,165 @@ def _fsync_write(path: Path, text: str) -> None:
         os.close(dir_fd)
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One audit record before it is chained (``append_entries`` gives it seq and hashes)."""
+
+    principal: str
+    service: str
+    operation: str
+    outcome: str
+    peer: str | None = None
+    scope: str | None = None
+    key: str | None = None
+    old: Any = None
+    new: Any = None
+    revision: int | None = None
+    request_id: str | None = None
+    ts: float | None = None
+
+
+def open_audit_db(db: sqlite3.Connection) -> None:
+    """The pragmas and schema every writer of the audit database uses."""
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.executescript(_SCHEMA)
+
+
+def _meta(db: sqlite3.Connection, name: str, default: str) -> str:
+    row = db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+    return str(row[0]) if row else default
+
+
+def _anchor(db: sqlite3.Connection) -> tuple[int, str]:
+    return int(_meta(db, "anchor_seq", "0")), _meta(db, "anchor_hash", GENESIS)
+
+
+def _last(db: sqlite3.Connection) -> tuple[int, str]:
+    row = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    return (int(row[0]), str(row[1])) if row else _anchor(db)
+
+
+def append_entries(
+    db: sqlite3.Connection, entries: list[Entry], now: float
+) -> list[dict[str, Any]]:
+    """Chain and insert ``entries`` in ONE transaction (one fsync for the whole batch).
+
+    Several processes may append to one file: the chain's last row is read inside the
+    write lock (``BEGIN IMMEDIATE``), so concurrent writers extend one chain in turn."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        rows = _insert_entries(db, entries, now)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return rows
+
+
+def _insert_entries(
+    db: sqlite3.Connection, entries: list[Entry], now: float
+) -> list[dict[str, Any]]:
+    """Chain ``entries`` after the last row and insert them (inside the caller's transaction)."""
+    seq, prev = _last(db)
+    rows: list[dict[str, Any]] = []
+    for e in entries:
+        seq += 1
+        row: dict[str, Any] = {
+            "seq": seq,
+            "ts": float(now if e.ts is None else e.ts),
+            "principal": e.principal,
+            "peer": e.peer,
+            "service": e.service,
+            "operation": e.operation,
+            "scope": e.scope,
+            "key": e.key,
+            "old": stored_value(e.old),
+            "new": stored_value(e.new),
+            "revision": e.revision,
+            "request_id": e.request_id,
+            "outcome": e.outcome,
+            "prev_hash": prev,
+        }
+        row["hash"] = prev = row_hash(row)
+        rows.append(row)
+    db.executemany(
+        f"INSERT INTO audit VALUES ({', '.join('?' * (len(COLUMNS) + 1))})",
+        [[r[c] for c in (*COLUMNS, "hash")] for r in rows],
+    )
+    return rows
+
+
+def read_head_of(db: sqlite3.Connection) -> Head:
+    """The chain's head as the database says (what the sidecar and the bus carry)."""
+    seq, digest = _last(db)
+    anchor_seq, anchor_hash = _anchor(db)
+    return Head(seq, digest, anchor_seq, anchor_hash)
+
+
+def write_head(db: sqlite3.Connection, head_path: Path) -> Head:
+    """Move the sidecar to the database's head (temporary file, fsync, rename)."""
+    head = read_head_of(db)
+    doc = {
+        "seq": head.seq,
+        "hash": head.hash,
+        "anchor_seq": head.anchor_seq,
+        "anchor_hash": head.anchor_hash,
+    }
+    _fsync_write(head_path, json.dumps(doc, sort_keys=True) + "\n")
+    return head
+
+
+def prune_rows(db: sqlite3.Connection, cutoff: float, now: float) -> int:
+    """Delete rows older than ``cutoff`` (never the last one: the chain needs a head), move
+    the anchor to the last deleted row and append an ``audit.prune`` row; rows deleted."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        last, _ = _last(db)
+        row = db.execute(
+            "SELECT seq, hash FROM audit WHERE ts < ? AND seq < ? ORDER BY seq DESC LIMIT 1",
+            (cutoff, last),
+        ).fetchone()
+        if row is None:
+            db.execute("ROLLBACK")
+            return 0
+        seq, digest = int(row[0]), str(row[1])
+        deleted = int(db.execute("DELETE FROM audit WHERE seq <= ?", (seq,)).rowcount)
+        db.executemany(
+            "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+            [("anchor_seq", str(seq)), ("anchor_hash", digest)],
+        )
+        record = Entry(
+            principal="plantd",
+            service="audit",
+            operation="audit.prune",
+            outcome="ok",
+            new={"pruned_through": seq, "anchor_hash": digest, "rows": deleted},
+        )
+        _insert_entries(db, [record], now)  # the same transaction: anchor and record together
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return deleted
+
+
+def head_path_of(path: Path) -> Path:
+    return path.with_name(path.name + ".head")
+
+
 class AuditLog:
-    """One writer of the audit database (open it in one process; SQLite's lock refuses a
-    second concurrent writer instead of corrupting the chain)."""
+    """A connection to the audit database. Several processes may append (the chain's end
+    is read under SQLite's write lock); each append is one durable transaction."""
 
     def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = path
-        self.head_path = path.with_name(path.name + ".head")
+        self.head_path = head_path_of(path)
         self._clock = clock
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, timeout=5.0)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        open_audit_db(self._db)
 
     def close(self) -> None:
         self._db.close()
@@ -153,16 +298,11 @@ class AuditLog:
         self.close()
 
     # ------------------------------------------------------------------ writing
-    def _meta(self, name: str, default: str) -> str:
-        row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
-        return str(row["value"]) if row else default
-
     def _anchor(self) -> tuple[int, str]:
-        return int(self._meta("anchor_seq", "0")), self._meta("anchor_hash", GENESIS)
+        return _anchor(self._db)
 
     def _last(self) -> tuple[int, str]:
-        row = self._db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-        return (int(row["seq"]), str(row["hash"])) if row else self._anchor()
+        return _last(self._db)
 
     def append(
         self,
@@ -181,42 +321,23 @@ class AuditLog:
         ts: float | None = None,
     ) -> dict[str, Any]:
         """Append one row (one durable transaction), then move the sidecar head."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            seq, prev = self._last()
-            row: dict[str, Any] = {
-                "seq": seq + 1,
-                "ts": float(self._clock() if ts is None else ts),
-                "principal": principal,
-                "peer": peer,
-                "service": service,
-                "operation": operation,
-                "scope": scope,
-                "key": key,
-                "old": stored_value(old),
-                "new": stored_value(new),
-                "revision": revision,
-                "request_id": request_id,
-                "outcome": outcome,
-                "prev_hash": prev,
-            }
-            row["hash"] = row_hash(row)
-            self._db.execute(
-                f"INSERT INTO audit VALUES ({', '.join('?' * (len(COLUMNS) + 1))})",
-                [row[c] for c in (*COLUMNS, "hash")],
-            )
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        entry = Entry(
+            principal, service, operation, outcome, peer, scope, key, old, new, revision,
+            request_id, ts,
+        )  # fmt: skip
+        return self.append_many([entry])[0]
+
+    def append_many(self, entries: list[Entry]) -> list[dict[str, Any]]:
+        """Append a batch in one transaction, then move the sidecar head once."""
+        rows = append_entries(self._db, entries, self._clock())
         self._write_head()
-        return row
+        return rows
+
+    def head(self) -> Head:
+        return read_head_of(self._db)
 
     def _write_head(self) -> None:
-        seq, digest = self._last()
-        anchor_seq, anchor_hash = self._anchor()
-        doc = {"seq": seq, "hash": digest, "anchor_seq": anchor_seq, "anchor_hash": anchor_hash}
-        _fsync_write(self.head_path, json.dumps(doc, sort_keys=True) + "\n")
+        write_head(self._db, self.head_path)
 
     def read_head(self) -> Head | None:
         """The sidecar head, or None when there is none (a log never written)."""
@@ -233,35 +354,10 @@ class AuditLog:
     def prune(self, *, retention: float = DEFAULT_RETENTION, now: float | None = None) -> int:
         """Delete rows older than ``retention`` seconds, keep the chain verifiable through an
         anchor, and record the pruning as an ``audit.prune`` row. Returns rows deleted."""
-        cutoff = (self._clock() if now is None else now) - retention
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            last, _ = self._last()
-            row = self._db.execute(
-                "SELECT seq, hash FROM audit WHERE ts < ? AND seq < ? ORDER BY seq DESC LIMIT 1",
-                (cutoff, last),  # never the last row: the chain needs a head
-            ).fetchone()
-            if row is None:
-                self._db.execute("ROLLBACK")
-                return 0
-            deleted = self._db.execute("DELETE FROM audit WHERE seq <= ?", (row["seq"],)).rowcount
-            self._db.executemany(
-                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                [("anchor_seq", str(row["seq"])), ("anchor_hash", row["hash"])],
-            )
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        when = self._clock() if now is None else now
+        deleted = prune_rows(self._db, when - retention, when)
         self._write_head()
-        self.append(
-            principal="plantd",
-            service="audit",
-            operation="audit.prune",
-            outcome="ok",
-            new={"pruned_through": row["seq"], "anchor_hash": row["hash"], "rows": deleted},
-        )
-        return int(deleted)
+        return deleted
 
     # ------------------------------------------------------------------ reading
     def query(

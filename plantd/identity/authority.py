@@ -16,7 +16,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from plantd.identity.policy import Decision, Policy, PolicyError, parse_policy
+from plantd.identity.policy import Access, Decision, Policy, PolicyError, parse_policy
 from plantd.identity.principals import Principal, principal_from_row
 from plantd.security.keys import Keyring
 
@@ -65,18 +65,18 @@ class Authority:
             self._db.row_factory = sqlite3.Row
         return self._db
 
-    def _policy_changed(self) -> bool:
+    def _policy_changed(self, force: bool) -> bool:
         try:
             st = self.keyring.policy.stat()
             stamp: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino)
         except FileNotFoundError:
             stamp = None
-        if stamp == self._policy_stamp and self.reloads:
+        if stamp == self._policy_stamp and self.reloads and not force:
             return False
         self._policy_stamp = stamp
         return True
 
-    def _registry_changed(self) -> bool:
+    def _registry_changed(self, force: bool) -> bool:
         db = self._connection()
         if db is None:
             changed = self._data_version is not None or bool(self._principals)
@@ -88,15 +88,16 @@ class Authority:
             self.close()  # the file was replaced: reopen next time, reload now
             self._data_version = None
             return True
-        if version == self._data_version and self.reloads:
+        if version == self._data_version and self.reloads and not force:
             return False
         self._data_version = version
         return True
 
-    def refresh(self) -> bool:
-        """Reload what changed since the last call; True when anything was reloaded."""
-        registry = self._registry_changed()
-        policy = self._policy_changed()
+    def refresh(self, *, force: bool = False) -> bool:
+        """Reload what changed since the last call (everything with ``force``); True when
+        anything was reloaded."""
+        registry = self._registry_changed(force)
+        policy = self._policy_changed(force)
         if registry:
             self._principals = self._read_principals()
         if policy:
@@ -142,18 +143,25 @@ class Authority:
         operation: str,
         scope: str | None = None,
         key: str | None = None,
+        access: Access | None = None,
         *,
         key_prefix: bool = False,
     ) -> Decision:
         """The policy's decision. ``roles`` None means "look them up" (the registry's);
-        a principal that is not active is denied (rule ``not-active``); ``key_prefix``: see
-        :meth:`plantd.identity.policy.Policy.decide`."""
+        a principal that is not active is denied (rule ``not-active``). ``access``
+        overrides the operation's level (e.g. the compare of a txn is a read);
+        ``key_prefix``: see :meth:`plantd.identity.policy.Policy.decide`."""
         if not principal or self.principal(principal) is None:
             return Decision(False, NOT_ACTIVE_RULE)
         use = self.roles(principal) if roles is None else tuple(roles)
         return self.policy.decide(
-            principal, use, service, operation, scope, key, key_prefix=key_prefix
+            principal, use, service, operation, scope, key, access, key_prefix=key_prefix
         )
+
+    @property
+    def has_registry(self) -> bool:
+        """True when this host has the principals registry (else only the broker knows)."""
+        return self._connection() is not None
 
 
 #: the rule a denial names when the principal is unknown, pending or revoked

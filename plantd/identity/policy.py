@@ -90,9 +90,21 @@ OPERATION_ACCESS: Mapping[str, Mapping[str, Access]] = {
     "org.plantd.Logger": {"query": Access.read, "stats": Access.read},
     "org.plantd.module.Metric": dict.fromkeys(("list", "latest", "range"), Access.read),
     IDENTITY_SERVICE: {
-        **dict.fromkeys(("list", "show", "pending", "whoami", "audit-list"), Access.read),
         **dict.fromkeys(
-            ("add", "revoke", "rotate", "accept", "reject", "policy-set", "audit-verify"),
+            ("list", "show", "pending", "whoami", "audit-list", "policy-get", "policy-check"),
+            Access.read,
+        ),
+        **dict.fromkeys(
+            (
+                "add",
+                "revoke",
+                "rotate",
+                "accept",
+                "reject",
+                "policy-set",
+                "policy-reload",
+                "audit-verify",
+            ),
             Access.admin,
         ),
     },

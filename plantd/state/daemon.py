@@ -16,7 +16,7 @@ from typing import Any
 
 from plantd.daemons.lifecycle import Daemon, DaemonContext, StartupRefused
 from plantd.exitcodes import ExitCode
-from plantd.state.settings import SERVICE, StateSettings, db_path
+from plantd.state.settings import SERVICE, StateSettings, audit_path, db_path
 
 __all__ = ["DAEMON", "SERVICE", "StateDaemon", "StateSettings"]
 
@@ -48,6 +48,8 @@ class _StateCollector:
             "rejected": ("MDP requests refused", svc.rejected),
             "events_published": ("Changes published on the state bus", svc.published),
             "events_dropped": ("Changes the bus publisher dropped", svc.publish_dropped),
+            "denied": ("Requests refused by authorization", svc.denied),
+            "audit_failed": ("Audit rows that could not be written", svc.audit_failed),
         }
         for name, (doc, value) in counters.items():
             yield CounterMetricFamily(f"plantd_state_{name}", doc, value=value)
@@ -64,6 +66,11 @@ class StateDaemon(Daemon[StateSettings]):
 
     async def run(self, ctx: DaemonContext) -> None:
         from plantd.client import Publisher, Worker
+        from plantd.identity.auditwriter import AuditWriter
+        from plantd.identity.authority import Authority
+        from plantd.identity.guard import Guard
+        from plantd.security.keys import Keyring
+        from plantd.security.settings import security_enabled
         from plantd.state import CorruptDatabase, InvalidArgument, StoreLocked
         from plantd.state.backend import open_backend
         from plantd.state.service import StateService
@@ -79,14 +86,31 @@ class StateDaemon(Daemon[StateSettings]):
         except (CorruptDatabase, InvalidArgument) as exc:
             raise StartupRefused(exc.message) from None
         publisher = Publisher(s.state_bus) if s.state_bus.strip() else None
+        events = Publisher(s.event_bus) if s.event_bus.strip() else None
+        authority = Authority(Keyring.at_home(ctx.home.root))
+        audit: AuditWriter | None = None
         try:
+            secure = security_enabled()
+            audit = await AuditWriter.open(
+                audit_path(s, ctx.home),
+                service=s.service,
+                publish=events.publish_nowait if events else None,
+                retention=s.audit_retention,
+                head_interval=s.audit_head_interval,
+            )
+            guard = Guard(authority, service=s.service, secure=secure)
             service = StateService(
                 store,
                 publish=publisher.publish_nowait if publisher else None,
                 failpoint=s.failpoint,
                 watch_limit=s.watch_limit,
                 service=s.service,
+                guard=guard,
+                audit=audit,
+                audit_wait=s.audit_wait,
             )
+            if not secure:
+                ctx.log.warning("security is off: anonymous callers may read and write")
             if s.failpoint:
                 ctx.log.warning("FAILPOINT %s is armed (tests only)", s.failpoint)
             ctx.metrics.register(_StateCollector(service))
@@ -118,8 +142,16 @@ class StateDaemon(Daemon[StateSettings]):
                     return status, {"output": reason}
                 return status, {"observedValue": store.revision, "observedUnit": "revision"}
 
+            def auditing() -> tuple[str, dict[str, Any]]:
+                assert audit is not None
+                problem = audit.last_error or authority.policy_error
+                if problem or service.audit_failed:
+                    return "warn", {"output": problem or f"{service.audit_failed} rows lost"}
+                return "pass", {"observedValue": audit.head.seq, "observedUnit": "audit seq"}
+
             ctx.add_check("state:worker", registered)
             ctx.add_check("state:store", storage)
+            ctx.add_check("state:audit", auditing)
             tasks = [
                 asyncio.create_task(w.run(), name=f"state.worker{i}") for i, w in enumerate(workers)
             ]
@@ -148,9 +180,13 @@ class StateDaemon(Daemon[StateSettings]):
                 raise failed[0].exception()  # type: ignore[misc]
         finally:
             await store.close()
-            if publisher is not None:
-                publisher.close()
-            ctx.log.info("state store %s closed at revision %d", s.backend, store.revision)
+        from plantd.identity.auditwriter import AuditWriter
+        from plantd.identity.authority import Authority
+        from plantd.identity.guard import Guard
+        from plantd.security.keys import Keyring
+        from plantd.security.settings import security_enabled
+        from plantd.state import CorruptDatabase, InvalidArgument, StoreLocked
+        from plantd.state.backend import open_backend
 
 
 DAEMON = StateDaemon

@@ -12,14 +12,19 @@ store listener, i.e. in commit order and before the writer is acknowledged.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from plantd.identity.auditwriter import AuditWriter, Entry
+from plantd.identity.guard import UNAUTHORIZED, Guard
+from plantd.identity.policy import Access
 from plantd.protocol import jsoncodec
 from plantd.protocol.envelope import (
     BAD_REQUEST,
@@ -31,6 +36,7 @@ from plantd.protocol.envelope import (
     error_doc,
     ok,
 )
+from plantd.security.caller import Caller, current_caller
 from plantd.state.backend import StateBackend
 from plantd.state.errors import Compacted, Conflict, StateError
 from plantd.storage.paging import QueryError, bad_field, json_type, parse_limit
@@ -50,6 +56,8 @@ DEFAULT_PAGE = 1000
 MAX_PAGE = 10_000
 
 log = logging.getLogger("plantd.state.service")
+
+_ABSENT = object()
 
 
 class Reject(Exception):
@@ -230,6 +238,10 @@ WRITE_OPERATIONS = frozenset(
 )
 #: operations that page; with ``"stream": true`` they send every page as a PARTIAL reply
 PAGED_OPERATIONS = frozenset({"list-scopes", "list-keys", "watch", "export"})
+#: operations that leave a row per change in the audit trail (backup writes a file)
+AUDITED_OPERATIONS = WRITE_OPERATIONS | {"backup"}
+#: operations whose target is one key (the others name a scope, many keys, or nothing)
+_KEY_OPERATIONS = frozenset({"get", "state-get", "set", "state-set", "delete"})
 
 
 class StateService:
@@ -248,6 +260,9 @@ class StateService:
         watch_limit: int = 1000,
         reply_budget: int = DEFAULT_REPLY_BUDGET,
         service: str = SERVICE,
+        guard: Guard | None = None,
+        audit: AuditWriter | None = None,
+        audit_wait: bool = True,
     ) -> None:
         failpoint = failpoint.strip()
         if failpoint and failpoint != CRASH_AFTER_COMMIT:
@@ -263,6 +278,11 @@ class StateService:
         self.published = 0
         self.publish_dropped = 0
         self._publish = publish
+        self.guard = guard
+        self.audit = audit
+        self.audit_wait = audit_wait
+        self.denied = 0
+        self.audit_failed = 0
         if publish is not None:
             store.add_listener(self._on_change)
 
@@ -366,7 +386,7 @@ class StateService:
         req = self._request(op, frames)
         if not isinstance(req, Request):
             return req
-        result = await self._guarded(op, getattr(self, "op_" + OPERATIONS[op][0])(req))
+        result = await self._guarded(op, self._serve(op, req))
         if (
             op in WRITE_OPERATIONS
             and self.failpoint == CRASH_AFTER_COMMIT
@@ -384,7 +404,6 @@ class StateService:
         if not isinstance(req, Request):
             yield req
             return
-        method = getattr(self, "op_" + OPERATIONS[op][0])
         try:
             stream = req.boolean("stream")
         except Reject as exc:
@@ -392,19 +411,231 @@ class StateService:
             yield exc.doc
             return
         if not stream:
-            yield await self._guarded(op, method(req))
+            yield await self._guarded(op, self._serve(op, req))
             return
         if op == "export":
             async for doc in self._export_stream(req):
                 yield doc
             return
         while True:
-            doc = await self._guarded(op, method(req))
+            doc = await self._guarded(op, self._serve(op, req))
             yield doc
             if doc.get("success") is not True or not doc["data"]["more"]:
                 return
             req.doc = {**req.doc, "after": doc["data"]["next"]}
             req.doc.pop("revision", None)  # watch: "after" continues the scan
+
+    # ------------------------------------------------------------------ authorization, audit
+
+    async def _serve(self, op: str, req: Request) -> dict[str, Any]:
+        """Authorize the caller for every scope/key the request touches, run it, then audit
+        it (writes) or drop what the caller may not read (listings of many scopes)."""
+        method = getattr(self, "op_" + OPERATIONS[op][0])
+        if self.guard is None and self.audit is None:
+            return await method(req)  # type: ignore[no-any-return]
+        caller = current_caller()
+        targets = await self._targets(op, req)
+        if self.guard is not None:
+            self.guard.refresh()
+            for scope, key, access in targets:
+                await self._authorize(caller, op, req, scope, key, access)
+        audited = self.audit is not None and op in AUDITED_OPERATIONS
+        old = await self._old_values(targets) if audited and op != "import" else {}
+        result: dict[str, Any] = await method(req)
+        if audited and result.get("success") is True:
+            await self._audit_write(caller, op, req, targets, old, result["data"])
+        elif self.guard is not None and result.get("success") is True:
+            await self._filter_readable(caller, op, req, result["data"])
+        return result
+
+    async def _targets(
+        self, op: str, req: Request
+    ) -> list[tuple[str | None, str | None, Access | None]]:
+        """``(scope, key, access)`` of everything the request reads or writes; access None
+        means the operation's own level."""
+        if op in _KEY_OPERATIONS:
+            return [(req.scope(), req.string("key"), None)]
+        if op == "txn":
+            default = req.opt_scope()
+            ops = req.doc.get("ops")
+            out: list[tuple[str | None, str | None, Access | None]] = []
+            for raw in ops if isinstance(ops, list) else ():
+                if not isinstance(raw, dict):
+                    continue  # op_txn refuses the whole request
+                scope = raw.get("scope", raw.get("service", default))
+                key = raw.get("key")
+                level = Access.read if raw.get("op") == "check" else Access.write
+                out.append((str(scope) if scope is not None else None, str(key), level))
+            return out
+        if op == "import":
+            doc = req.doc.get("doc")
+            scopes = doc.get("scopes") if isinstance(doc, dict) else None
+            names = set(scopes) if isinstance(scopes, dict) else set()
+            if req.boolean("replace"):  # replace deletes every scope that exists now
+                names |= {s["scope"] for s in await self.store.list_scopes()}
+            return [(str(n), None, None) for n in sorted(names, key=str)]
+        if op in ("list-scopes", "export", "backup"):
+            return [(None, None, None)]
+        return [(req.opt_scope(), None, None)]  # scope ops, list-keys, watch, health
+
+    async def _authorize(
+        self,
+        caller: Caller,
+        op: str,
+        req: Request,
+        scope: str | None,
+        key: str | None,
+        access: Access | None,
+    ) -> None:
+        """Raise the ``unauthorized`` refusal (audited) unless the caller may do this."""
+        assert self.guard is not None
+        decision = self.guard.decide(caller, op, scope, key, access)
+        if decision.allowed:
+            return
+        self.denied += 1
+        self.guard.denied += 1
+        message = self.guard.denial(caller, decision, op, scope, key, access)
+        log.warning("%s (peer %s)", message, caller.peer or "?")
+        await self._record(
+            Entry(
+                principal=caller.label,
+                peer=caller.peer,
+                service=self.service,
+                operation=op,
+                scope=scope,
+                key=key,
+                outcome=f"denied:{decision.rule}",
+                request_id=self._request_id(req),
+            )
+        )
+        raise Reject(UNAUTHORIZED, message, rule=decision.rule)
+
+    @staticmethod
+    def _request_id(req: Request) -> str | None:
+        rid = req.doc.get("request_id")
+        return rid if isinstance(rid, str) else None
+
+    async def _filter_readable(
+        self, caller: Caller, op: str, req: Request, data: dict[str, Any]
+    ) -> None:
+        """Leave out of a many-scope reply what the caller may not read (list-scopes, watch
+        without a scope); refuse an export page holding such a scope."""
+        assert self.guard is not None
+        guard = self.guard
+
+        def readable(scope: str) -> bool:
+            return guard.decide(caller, op, scope, None, Access.read).allowed
+
+        if op == "list-scopes":
+            keep = [d for d in data["details"] if readable(d["scope"])]
+            if len(keep) != len(data["details"]):
+                data.update(details=keep, scopes=[d["scope"] for d in keep], count=len(keep))
+        elif op == "watch" and req.opt_scope() is None:
+            data["events"] = [e for e in data["events"] if readable(e["scope"])]
+        elif op == "export":
+            for scope in data["scopes"]:
+                await self._authorize(caller, op, req, scope, None, Access.read)
+
+    async def _old_values(
+        self, targets: list[tuple[str | None, str | None, Access | None]]
+    ) -> dict[tuple[str, str], Any]:
+        """The values of the written keys just before the write (exact for a CAS write;
+        like caput's Old). Absent keys are left out."""
+        keys = [
+            (s, k) for s, k, a in targets if s is not None and k is not None and a != Access.read
+        ]
+        if not keys:
+            return {}
+
+        async def one(scope: str, key: str) -> Any:
+            try:
+                return (await self.store.get(scope, key))["value"]
+            except StateError:
+                return _ABSENT
+
+        values = await asyncio.gather(*(one(s, k) for s, k in keys))
+        return {sk: v for sk, v in zip(keys, values, strict=True) if v is not _ABSENT}
+
+    async def _audit_write(
+        self,
+        caller: Caller,
+        op: str,
+        req: Request,
+        targets: list[tuple[str | None, str | None, Access | None]],
+        old: dict[tuple[str, str], Any],
+        data: dict[str, Any],
+    ) -> None:
+        """One audit row per changed key (per scope for scope operations, one for import
+        and backup), with the old and new value and the revision."""
+        base = Entry(
+            principal=caller.label,
+            peer=caller.peer,
+            service=self.service,
+            operation=op,
+            outcome="ok",
+            request_id=self._request_id(req),
+        )
+        rev = data.get("revision")
+        entries: list[Entry] = []
+        if op in ("set", "state-set", "delete"):
+            scope, key, _ = targets[0]
+            assert scope is not None and key is not None
+            new = req.doc.get("value") if op != "delete" else None
+            entries.append(
+                replace(
+                    base, scope=scope, key=key, old=old.get((scope, key)), new=new, revision=rev
+                )
+            )
+        elif op == "txn":
+            ops = req.doc["ops"]
+            for (scope, key, access), raw in zip(targets, ops, strict=True):
+                if access == Access.read or scope is None or key is None:
+                    continue
+                new = raw.get("value") if raw.get("op") == "set" else None
+                entries.append(
+                    replace(
+                        base,
+                        scope=scope,
+                        key=key,
+                        old=old.get((scope, key)),
+                        new=new,
+                        revision=rev,
+                    )
+                )
+        elif op in ("create-scope", "delete-scope"):
+            summary = {k: v for k, v in data.items() if k in ("created", "deleted_keys", "status")}
+            entries.append(replace(base, scope=targets[0][0], new=summary, revision=rev))
+        elif op == "import":
+            summary = {
+                "scopes": [s for s, _, _ in targets],
+                "keys": data.get("keys"),
+                "replace": req.boolean("replace"),
+            }
+            entries.append(replace(base, new=summary, revision=rev))
+        else:  # backup
+            entries.append(replace(base, new={"path": req.doc.get("path")}))
+        await self._record(*entries)
+
+    async def _record(self, *entries: Entry) -> None:
+        """Append to the audit trail (and wait until durable unless ``audit_wait`` is off);
+        a failure is counted and logged, never turned into a failed reply for a write that
+        is already committed."""
+        if self.audit is None:
+            return
+        written = self.audit.submit(*entries)
+        if not self.audit_wait:  # reply now; the rows follow in the next batch
+            written.add_done_callback(self._audit_done)
+            return
+        try:
+            await asyncio.shield(written)
+        except Exception:
+            self._audit_done(written)
+
+    def _audit_done(self, written: asyncio.Future[Any]) -> None:
+        exc = written.exception() if not written.cancelled() else None
+        if exc is not None:
+            self.audit_failed += 1
+            log.error("audit: rows not recorded: %s", exc)
 
     @staticmethod
     def _error(exc: StateError) -> dict[str, Any]:
@@ -677,13 +908,19 @@ class StateService:
 
     async def _export_stream(self, req: Request) -> AsyncIterator[dict[str, Any]]:
         """Every export page from one read snapshot; an error ends the stream."""
+        caller = current_caller()
         try:
             pages = self.store.export_pages(
                 after=self._export_cursor(req),
                 limit=req.limit(DEFAULT_PAGE, MAX_PAGE),
                 max_bytes=self.reply_budget,
             )
+            if self.guard is not None:
+                self.guard.refresh()
+                await self._authorize(caller, "export", req, None, None, None)
             async for page in pages:
+                if self.guard is not None:
+                    await self._filter_readable(caller, "export", req, page)
                 yield ok(page)
         except Exception as exc:
             yield self._refusal("export", exc)

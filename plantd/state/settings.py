@@ -42,6 +42,8 @@ class StateSettings(DaemonSettings):
     #: state bus frontend: every committed change is published here (topic = scope);
     #: named as in ModuleSettings
     state_bus: str = bus("state").publish
+    #: event bus frontend: audit rows (topic ``audit.<service>``) and the chain head
+    event_bus: str = bus("event").publish
     #: MDP workers in this process = requests served concurrently (group commit width)
     workers: int = 32
     history_size: int = 10_000
@@ -54,8 +56,22 @@ class StateSettings(DaemonSettings):
     watch_limit: int = 1000
     #: page cache of the writer connection (MiB): bounds RSS, speeds random writes at 10^6 keys
     cache_mib: int = 64
+    #: audit trail of writes and denials (default ``$PLANTD_HOME/identity/audit.db``)
+    audit_db: Path | None = None
+    #: audit rows older than this are pruned (seconds; default one year)
+    audit_retention: float = 365 * 86400.0
+    #: the audit chain head is published on the event bus this often (seconds)
+    audit_head_interval: float = 10.0
+    #: reply to a write only once its audit row is durable (off: the row follows in the
+    #: next audit batch, a crash in between loses it; sets/s at 32 in flight about double)
+    audit_wait: bool = True
     #: fault injection for tests only: "crash-after-commit"
     failpoint: str = ""
+
+
+def audit_path(settings: StateSettings, home: Home) -> Path:
+    """The audit database: ``PLANTD_STATE_AUDIT_DB``, else the keyring's ``audit.db``."""
+    return Path(settings.audit_db) if settings.audit_db else home.root / "identity" / "audit.db"
 
 
 def db_path(settings: StateSettings, home: Home) -> Path:

@@ -31,6 +31,9 @@ from plantd.tui.messages import (
     CallFinished,
     CallServiceRequested,
     ConnectionChanged,
+    HistoryLoaded,
+    HistoryWanted,
+    IdentityLoaded,
     KeysFetched,
     KeysWanted,
     LogHistoryLoaded,
@@ -123,6 +126,10 @@ class PlantApp(App[None]):
         self.poll_interval = poll_interval
         self.log_store = LogStore(log_capacity)
         self.connected: bool | None = None
+        #: why writes are off ("" with --read-only: the views say that); set for a viewer
+        self.read_only_reason = ""
+        #: org.plantd.Identity answered: the State view shows each key's change history
+        self.audit_available = False
         self._call_id = 0
         if not animations:
             self.animation_level = "none"
@@ -245,6 +252,8 @@ class PlantApp(App[None]):
         bar.rtt = event.rtt
         if event.connected:
             banner.hide()
+            if was is not True:
+                self.load_identity()  # who the broker says we are, again after a reconnect
             if was is None:
                 self.load_log_history(quiet=True)  # older records, if the logger runs
             if was is False:
@@ -349,7 +358,8 @@ class PlantApp(App[None]):
     @on(WriteRequested)
     def _write_requested(self, event: WriteRequested) -> None:
         if self.read_only:  # last line of defence; the views already refuse
-            self.notify("The console runs --read-only.", title="Read-only", severity="warning")
+            why = self.read_only_reason or "the console runs --read-only"
+            self.notify(f"Not written: {why}.", title="Read-only", severity="warning")
             return
         if event.lookup:
             self.resolve_old(event.op)
@@ -445,7 +455,8 @@ class PlantApp(App[None]):
         elif self.query_one(StateView).scope == op.scope:
             self.query_one(StateView).reload_keys()
         if event.error:
-            self.push_screen(MessageDialog("Write failed", _stack(Text(event.error + "\n"), op)))
+            title = "Not authorized" if event.error.startswith("not authorized") else "Write failed"
+            self.push_screen(MessageDialog(title, _stack(Text(event.error + "\n"), op)))
         else:
             what = {
                 "set": "set",
@@ -456,6 +467,50 @@ class PlantApp(App[None]):
             rev = f" (rev {event.revision})" if event.revision else ""
             value = f" = {format_value(op.new, 40)}" if op.kind == "set" else ""
             self.notify(f"{op.target}{value}{rev}", title=f"State {what}")
+
+    # ------------------------------------------------------------------ identity
+
+    @work(exclusive=True, group="identity", exit_on_error=False)
+    async def load_identity(self) -> None:
+        try:
+            identity = await self.source.whoami()
+        except SourceError:
+            identity = None  # no Identity service to ask: nothing to show
+        self.post_message(IdentityLoaded(identity))
+
+    @on(IdentityLoaded)
+    @while_mounted
+    def _identity_loaded(self, event: IdentityLoaded) -> None:
+        """The header names the principal and its roles; a viewer's writes are disabled."""
+        identity = event.identity
+        self.audit_available = identity is not None
+        bar = self.query_one(ConnectionBar)
+        bar.who = identity.label if identity is not None else ""
+        if identity is not None and not identity.may_write and not self.read_only:
+            self.read_only = True
+            self.read_only_reason = f"{identity.principal} may only read ({identity.label})"
+            bar.read_only = True
+            bar.refresh()
+            self.refresh_bindings()
+
+    @on(HistoryWanted)
+    def _history_wanted(self, event: HistoryWanted) -> None:
+        self.load_history(event.scope, event.key)
+
+    @work(exclusive=True, group="history", exit_on_error=False)
+    async def load_history(self, scope: str, key: str) -> None:
+        """Who changed the key (exclusive: the cursor moving on cancels the older fetch)."""
+        try:
+            changes = await self.source.key_history(scope, key)
+        except SourceError as exc:
+            self.post_message(HistoryLoaded(scope, key, [], str(exc)))
+            return
+        self.post_message(HistoryLoaded(scope, key, changes))
+
+    @on(HistoryLoaded)
+    @while_mounted
+    def _history_loaded_for_key(self, event: HistoryLoaded) -> None:
+        self.query_one(StateView).show_history(event)
 
     # ------------------------------------------------------------------ logs
 

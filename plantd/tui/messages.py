@@ -14,6 +14,8 @@ from textual.message import Message
 from plantd.tui.keywindow import KeyQuery, PageResult, Step, WalkResult
 from plantd.tui.source import (
     BrokerInfo,
+    Identity,
+    KeyChange,
     KeyEntry,
     LogRecord,
     ReplyPart,
@@ -215,3 +217,31 @@ class CallServiceRequested(Message):
     def __init__(self, service: str) -> None:
         super().__init__()
         self.service = service
+
+
+class IdentityLoaded(Message):
+    """What org.plantd.Identity says the console is (None: no Identity service)."""
+
+    def __init__(self, identity: Identity | None) -> None:
+        super().__init__()
+        self.identity = identity
+
+
+class HistoryWanted(Message):
+    """The State view's cursor is on a key: fetch who changed it (the audit)."""
+
+    def __init__(self, scope: str, key: str) -> None:
+        super().__init__()
+        self.scope = scope
+        self.key = key
+
+
+class HistoryLoaded(Message):
+    """A key's newest audit rows (oldest first); ``error`` when they could not be read."""
+
+    def __init__(self, scope: str, key: str, changes: list[KeyChange], error: str = "") -> None:
+        super().__init__()
+        self.scope = scope
+        self.key = key
+        self.changes = changes
+        self.error = error

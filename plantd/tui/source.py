@@ -17,11 +17,20 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from plantd.protocol.envelope import CONFLICT, NOT_FOUND
-from plantd.vocabulary import BROKER_ENDPOINT, LOGGER_SERVICE, STATE_SERVICE, bus
+from plantd.vocabulary import (
+    BROKER_ENDPOINT,
+    IDENTITY_SERVICE,
+    LOGGER_SERVICE,
+    STATE_SERVICE,
+    bus,
+)
 
 DEFAULT_ENDPOINT = BROKER_ENDPOINT
 DEFAULT_STATE_BUS = bus("state").subscribe
 DEFAULT_LOG_BUS = bus("log").subscribe
+#: roles that may write somewhere (a principal with none of them is shown read-only)
+WRITING_ROLES = frozenset({"operator", "engineer", "admin"})
+HISTORY_ROWS = 20  # the State view shows a key's newest changes, not its whole audit
 MAX_PAGES = 10_000  # a listing that never says "more: false" is cut here, not followed forever
 LOG_PAGE_MAX = 10_000  # the logger's maximum `limit`
 LOG_HISTORY_PAGES = 50  # log history is a convenience: a few pages, never the whole store
@@ -126,6 +135,44 @@ class ScopePage:
 
 
 @dataclass(frozen=True, slots=True)
+class Identity:
+    """Who the broker says the console is (org.plantd.Identity ``whoami``)."""
+
+    principal: str | None
+    roles: tuple[str, ...] = ()
+    secure: bool = True
+
+    @property
+    def may_write(self) -> bool:
+        """False for a principal whose roles only read (a viewer): its writes are disabled.
+        Roles the console does not know may write by policy: the service decides then."""
+        if self.principal is None:
+            return True  # security off: the service decides
+        known = {r for r in self.roles if r in WRITING_ROLES or r == "viewer"}
+        return bool(set(self.roles) - known) or bool(known & WRITING_ROLES)
+
+    @property
+    def label(self) -> str:
+        if self.principal is None:
+            return "anonymous (security off)" if not self.secure else "anonymous"
+        return f"{self.principal} ({', '.join(self.roles) or 'no roles'})"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyChange:
+    """One audit row of a key: who changed it, how, when (org.plantd.Identity ``audit-list``)."""
+
+    seq: int
+    ts: float
+    principal: str
+    operation: str
+    outcome: str
+    old: Any = None
+    new: Any = None
+    revision: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class StateChange:
     """One message of the state bus (topic = scope)."""
 
@@ -197,6 +244,8 @@ class DataSource(Protocol):
     def state_changes(self) -> AsyncIterator[StateChange]: ...
     def log_records(self) -> AsyncIterator[LogRecord]: ...
     async def query_logs(self, limit: int = 500) -> list[LogRecord]: ...
+    async def whoami(self) -> Identity | None: ...
+    async def key_history(self, scope: str, key: str) -> list[KeyChange]: ...
     async def close(self) -> None: ...
 
 
@@ -631,8 +680,54 @@ class LiveSource:
         await follow_pages(fetch, LOG_HISTORY_PAGES)
         return sorted(out, key=lambda r: r.ts)
 
+    async def whoami(self) -> Identity | None:
+        """The console's principal as the broker passes it; None without an Identity service."""
+        try:
+            doc = await self._guard(lambda c: c.call(IDENTITY_SERVICE, "whoami", {}))
+        except ServiceError as exc:
+            if exc.code in ("unknown-service", "unavailable", "timeout"):
+                return None
+            raise
+        data = state_reply(doc) if isinstance(doc, Mapping) else {}
+        return Identity(
+            data.get("principal"),
+            tuple(str(r) for r in data.get("roles") or ()),
+            bool(data.get("secure", True)),
+        )
+
+    async def key_history(self, scope: str, key: str) -> list[KeyChange]:
+        """The newest audit rows of one key (oldest first), following the audit's pages."""
+        rows: list[KeyChange] = []
+
+        async def fetch(cursor: Any) -> tuple[None, bool, Any]:
+            body = paging_body({"scope": scope, "key": key}, cursor, 1000)
+            doc = await self._guard(lambda c: c.call(IDENTITY_SERVICE, "audit-list", body))
+            data = state_reply(doc) if isinstance(doc, Mapping) else {}
+            for r in data.get("rows") or []:
+                rows.append(key_change(r))
+            del rows[:-HISTORY_ROWS]
+            more, nxt = page_more(data)
+            return None, more, nxt
+
+        await follow_pages(fetch, MAX_PAGES)
+        return rows
+
     async def close(self) -> None:
         await self._reset()
+
+
+def key_change(row: Mapping[str, Any]) -> KeyChange:
+    """An audit row as the State view shows it."""
+    return KeyChange(
+        seq=_int(row.get("seq"), 0) or 0,
+        ts=_float(row.get("ts")) or 0.0,
+        principal=str(row.get("principal", "?")),
+        operation=str(row.get("operation", "?")),
+        outcome=str(row.get("outcome", "")),
+        old=row.get("old"),
+        new=row.get("new"),
+        revision=None if row.get("revision") is None else _int(row.get("revision")),
+    )
 
 
 def decode_frames(frames: Sequence[bytes]) -> str:

@@ -16,7 +16,7 @@ from tests.support.processes import PLANT, START_TIMEOUT, wait_healthy
 
 BUSES = ("state", "event", "metric", "log")
 #: daemons `plant up` starts besides the broker (their PLANTD_<NAME>_* settings get test ports)
-WORKER_DAEMONS = ("ECHO", "STATE", "LOGGER", "METRIC", "PROXY")
+WORKER_DAEMONS = ("ECHO", "STATE", "IDENTITY", "LOGGER", "METRIC", "PROXY")
 #: the peer processes script: ``python PEERS ROLE ENDPOINT [SERVICE]``
 PEERS = str(Path(__file__).with_name("peers.py"))
 

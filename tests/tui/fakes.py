@@ -13,6 +13,8 @@ from plantd.tui.source import (
     BrokerInfo,
     Conflict,
     Disconnected,
+    Identity,
+    KeyChange,
     KeyEntry,
     KeyPage,
     LogRecord,
@@ -143,6 +145,10 @@ class FakeSource:
         self.byte_cut: int | None = None  # cut every data page to this many keys (reply bytes)
         self.key_error: ServiceError | None = None  # raised once by the next list-keys
         self._sorted: dict[str, tuple[tuple[int, int], list[str]]] = {}
+        self.identity: Identity | None = None  # None: no org.plantd.Identity service
+        self.audit: dict[tuple[str, str], list[KeyChange]] = {}  # what key_history returns
+        self.history_requests: list[tuple[str, str]] = []
+        self.refuse_writes: str = ""  # the state service's "not authorized: ..." for writes
 
     def _check(self) -> None:
         if not self.connected:
@@ -265,6 +271,8 @@ class FakeSource:
         self, scope: str, key: str, value: Any, prev_revision: int | None = None
     ) -> int:
         self._check()
+        if self.refuse_writes:
+            raise ServiceError(self.refuse_writes, "unauthorized")
         if self.concurrent_write is not None:
             self._bump(*self.concurrent_write)
             self.concurrent_write = None
@@ -342,6 +350,16 @@ class FakeSource:
     async def query_logs(self, limit: int = 500) -> list[LogRecord]:
         self._check()
         return self.history_logs[-limit:]
+
+    # identity
+    async def whoami(self) -> Identity | None:
+        self._check()
+        return self.identity
+
+    async def key_history(self, scope: str, key: str) -> list[KeyChange]:
+        self._check()
+        self.history_requests.append((scope, key))
+        return list(self.audit.get((scope, key), []))
 
     async def close(self) -> None:
         return None

@@ -14,8 +14,8 @@ import pytest
 from textual.pilot import Pilot
 
 from plantd.tui.messages import OverviewData
-from plantd.tui.source import ServiceInfo, WorkerInfo
-from tests.tui.fakes import FakeSource, big_scope, make_app
+from plantd.tui.source import Identity, KeyChange, ServiceInfo, WorkerInfo
+from tests.tui.fakes import T0, FakeSource, big_scope, make_app
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
 TREND = (80.0, 95.0, 110.0, 140.0, 120.0, 100.0, 130.0, 150.0, 125.0, 120.0)
@@ -106,6 +106,28 @@ async def _big_filtered(pilot: Pilot[Any]) -> None:
     await _settled(pilot, "slash", *"tag.05", "enter", "end")
 
 
+def _viewer() -> FakeSource:
+    """Logged in as a viewer, with an Identity service that has the audit of line1/mode."""
+    fake = FakeSource()
+    fake.identity = Identity("vic", ("viewer",))
+    fake.audit[("org.plantd.line1", "mode")] = [
+        KeyChange(1, T0 - 3600, "alice", "set", "ok", "manual", "auto", 40),
+        KeyChange(2, T0 - 600, "bob", "set", "ok", "auto", "local", 41),
+        KeyChange(3, T0 - 300, "alice", "txn", "ok", "local", "auto", 41),
+        KeyChange(4, T0 - 60, "vic", "set", "denied:default-deny"),
+    ]
+    return fake
+
+
+async def _viewer_history(pilot: Pilot[Any]) -> None:
+    await pilot.press("2", "down", "down")
+    for _ in range(100):  # bounded: until the history pane shows the audit
+        await pilot.pause(0.02)
+        if pilot.app.source.history_requests:  # type: ignore[attr-defined]
+            break
+    await pilot.pause()
+
+
 def _disconnected() -> FakeSource:
     fake = FakeSource()
     fake.connected = False
@@ -126,6 +148,7 @@ CASES: dict[str, Case] = {
     "disconnected": ((), None, {"source": _disconnected}),
     "overview_many_workers": ((), None, {"source": _many_workers}),
     "read_only_state": (("2",), None, {"read_only": True}),
+    "viewer_state_history": ((), _viewer_history, {"source": _viewer}),
     "state_big": ((), _big_top, {"source": _big_plant}),
     "state_big_end": ((), _big_end, {"source": _big_plant}),
     "state_big_filtered": ((), _big_filtered, {"source": _big_plant}),

@@ -32,8 +32,9 @@ class View(Container):
     def action_refuse(self, action: str) -> None:
         """Say why a write key did nothing (read-only mode), rather than ignoring it."""
         desc = next((a.description for a in ACTIONS if a.action == action), action)
+        why = getattr(self.app, "read_only_reason", "") or "the console runs --read-only"
         self.app.notify(
-            f"{desc}: disabled, the console runs --read-only.",
+            f"{desc}: disabled, {why}.",
             title="Read-only",
             severity="warning",
         )

@@ -17,12 +17,14 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Input, Label, Tree
+from textual.widgets import Input, Label, Static, Tree
 from textual.widgets.tree import TreeNode
 
 from plantd.tui.actions import bindings_for
 from plantd.tui.keywindow import KeyQuery, KeyWindow, PageResult, Step
 from plantd.tui.messages import (
+    HistoryLoaded,
+    HistoryWanted,
     KeysFetched,
     KeysWanted,
     MoreScopesRequested,
@@ -121,6 +123,7 @@ class StateView(View):
         self._prefixes: dict[int, str] = {}  # tree node id -> dotted prefix
         self._more_node: int | None = None
         self._more_asked = False
+        self._history_for: tuple[str, str] | None = None
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -135,11 +138,57 @@ class StateView(View):
                     compact=True,
                 )
                 yield VirtualTable(KEY_COLUMNS, id="keys")
+                yield Static("", id="key-history")
 
     def on_mount(self) -> None:
         flt = self.query_one("#key-filter", Input)
         flt.cursor_blink = False
         flt.display = False
+        self.query_one("#key-history").display = False
+        self.watch(self.table, "cursor_row", self._cursor_moved, init=False)
+
+    # ------------------------------------------------------------------ key history
+
+    def _cursor_moved(self, _row: int) -> None:
+        """Ask for the audit of the key under the cursor (when an Identity service runs)."""
+        entry = self._entry()
+        wanted = (self.scope, entry.key) if self.scope and entry else None
+        if wanted == self._history_for or not getattr(self.app, "audit_available", False):
+            return
+        self._history_for = wanted
+        if wanted is not None:
+            self.post_message(HistoryWanted(*wanted))
+
+    def show_history(self, event: HistoryLoaded) -> None:
+        """Who changed the selected key, newest first (the audit trail)."""
+        if (event.scope, event.key) != self._history_for:
+            return  # the cursor moved on meanwhile
+        pane = self.query_one("#key-history", Static)
+        pane.display = True
+        if event.error:
+            pane.update(Text(f"History of {event.key}: {event.error}", style="dim"))
+            return
+        if not event.changes:
+            pane.update(Text(f"{event.key}: no audited change", style="dim"))
+            return
+        text = Text()
+        for i, change in enumerate(reversed(event.changes)):
+            when = format_updated(change.ts, self.tz)[5:]  # MM-DD HH:MM:SS
+            if i:
+                text.append("\n")
+            if i == 0:
+                text.append("Last: ", style="bold")
+            text.append(f"{when}  {change.principal}  {change.operation}  ")
+            if change.outcome.startswith("denied"):
+                rule = change.outcome.partition(":")[2]
+                text.append(f"DENIED ({rule})", style="bold red")
+                continue
+            old = format_value(change.old, 16) if change.old is not None else "∅"
+            new = format_value(change.new, 16) if change.new is not None else "∅"
+            text.append(f"{old} → {new}")
+            if change.revision:
+                text.append(f"  rev {change.revision}", style="dim")
+        pane.update(text)
 
     @property
     def table(self) -> VirtualTable:

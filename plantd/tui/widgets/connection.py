@@ -12,11 +12,14 @@ from textual.widgets import Static
 
 
 class ConnectionBar(Static):
-    """One line: endpoint, connected/disconnected, round-trip time, read-only badge."""
+    """One line: endpoint, connected/disconnected, round-trip time, who the console is,
+    read-only badge."""
 
     connected: reactive[bool | None] = reactive(None)
     rtt: reactive[float | None] = reactive(None)
     updated: reactive[str] = reactive("")
+    #: "alice (operator)" once org.plantd.Identity answered whoami ("" before, or without it)
+    who: reactive[str] = reactive("")
 
     def __init__(self, endpoint: str, read_only: bool = False, **kwargs: object) -> None:
         super().__init__("", **kwargs)  # type: ignore[arg-type]
@@ -36,6 +39,8 @@ class ConnectionBar(Static):
             text.append(f"  rtt {self.rtt * 1000:.1f} ms", style="dim")
         if self.updated:
             text.append(f"  {self.updated}", style="dim")
+        if self.who:
+            text.append(f"  {self.who}", style="bold")
         if self.read_only:
             text.append("  ")
             text.append(" READ-ONLY ", style="bold black on yellow")

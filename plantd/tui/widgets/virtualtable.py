@@ -190,6 +190,8 @@ class VirtualTable(ScrollView, can_focus=True):
 
     def on_resize(self, event: events.Resize) -> None:
         self.virtual_size = Size(event.size.width, self.row_count + 1)
+        # a pane appearing below (the key history) must not push the cursor off screen
+        self.call_after_refresh(self._scroll_to_cursor)
         self.call_after_refresh(self._want_visible)
 
     def action_cursor_up(self) -> None:

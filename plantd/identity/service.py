@@ -1,0 +1,387 @@
+"""The operations of ``org.plantd.Identity``: who am I, the principals, the policy, the audit.
+
+Each operation takes the request document and returns the reply document (``ok(...)`` or an
+error naming the field). The caller is the one the broker passed (``current_caller()``);
+every operation is checked against the policy with it (the broker checks the service too;
+this service knows what each operation is). Changes to principals are audited with the
+caller as principal and published on the event bus like the state service's rows.
+
+SQLite work (the registry, audit queries and verification) runs on a thread
+(``asyncio.to_thread``) with a connection of its own, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from plantd.identity.audit import MAX_PAGE, AuditLog
+from plantd.identity.auditwriter import AuditWriter, Entry
+from plantd.identity.guard import UNAUTHORIZED, Guard
+from plantd.identity.policy import IDENTITY_SERVICE, parse_policy
+from plantd.identity.principals import STATES, Principal, Registry
+from plantd.protocol.envelope import INVALID_ARGUMENT, error_doc, ok
+from plantd.security.caller import current_caller
+from plantd.security.errors import IdentityError, InvalidArgument
+from plantd.security.keys import Keyring
+
+log = logging.getLogger("plantd.identity.service")
+
+SERVICE = IDENTITY_SERVICE
+
+
+def _str(doc: dict[str, Any], name: str, *, required: bool = True) -> str | None:
+    value = doc.get(name)
+    if value is None:
+        if required:
+            raise InvalidArgument(f"missing field '{name}'", name)
+        return None
+    if not isinstance(value, str) or not value:
+        raise InvalidArgument(f"field '{name}': expected a non-empty string", name)
+    return value
+
+
+def _roles(doc: dict[str, Any]) -> list[str]:
+    value = doc.get("roles", [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
+        raise InvalidArgument("field 'roles': expected a list of role names", "roles")
+    return value
+
+
+def _int(doc: dict[str, Any], name: str) -> int | None:
+    value = doc.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"field '{name}': expected an integer", name)
+    return value
+
+
+def _number(doc: dict[str, Any], name: str) -> float | None:
+    value = doc.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidArgument(f"field '{name}': expected a number (epoch seconds)", name)
+    return float(value)
+
+
+class IdentityService:
+    """The registry, policy and audit of one keyring, served to authorized callers."""
+
+    def __init__(self, keyring: Keyring, guard: Guard, audit: AuditWriter) -> None:
+        self.keyring = keyring
+        self.guard = guard
+        self.audit = audit
+        self.requests = 0
+        self.denied = 0
+        self._ops: dict[str, Callable[[Any], Any]] | None = None
+
+    def operations(self) -> dict[str, Callable[[Any], Any]]:
+        """Wire name -> handler (JSON in, reply document out; ``audit-list`` may stream)."""
+        if self._ops is not None:
+            return self._ops
+        table: dict[str, Callable[[dict[str, Any]], Any]] = {
+            "whoami": self.whoami,
+            "list": self.list_principals,
+            "show": self.show,
+            "pending": self.pending,
+            "add": self.add,
+            "revoke": self.revoke,
+            "rotate": self.rotate,
+            "accept": self.accept,
+            "reject": self.reject,
+            "policy-get": self.policy_get,
+            "policy-check": self.policy_check,
+            "policy-reload": self.policy_reload,
+            "audit-verify": self.audit_verify,
+        }
+        ops: dict[str, Callable[[Any], Any]] = {
+            name: self._checked(name, fn) for name, fn in table.items()
+        }
+        ops["audit-list"] = self.audit_list
+        self._ops = ops
+        return ops
+
+    # ------------------------------------------------------------------ plumbing
+    def _authorize(self, operation: str) -> dict[str, Any] | None:
+        """The refusal document, or None when the caller may do ``operation``."""
+        self.requests += 1
+        caller = current_caller()
+        self.guard.refresh()
+        decision = self.guard.decide(caller, operation)
+        if decision.allowed:
+            return None
+        self.denied += 1
+        message = self.guard.denial(caller, decision, operation)
+        log.warning("%s (peer %s)", message, caller.peer or "?")
+        return error_doc(UNAUTHORIZED, message, rule=decision.rule)
+
+    def _checked(self, operation: str, fn: Callable[[dict[str, Any]], Any]) -> Callable[[Any], Any]:
+        async def handle(doc: Any) -> dict[str, Any]:
+            refused = self._authorize(operation)
+            if refused is not None:
+                await self._record_denial(operation, refused["rule"])
+                return refused
+            if doc is None:
+                doc = {}
+            if not isinstance(doc, dict):
+                return error_doc(INVALID_ARGUMENT, f"{operation}: request must be a JSON object")
+            try:
+                return await fn(doc)  # type: ignore[no-any-return]
+            except IdentityError as exc:
+                extra = {"field": exc.field} if isinstance(exc, InvalidArgument) else {}
+                return error_doc(exc.code, f"{operation}: {exc}", **extra)
+
+        return handle
+
+    async def _record_denial(self, operation: str, rule: str) -> None:
+        caller = current_caller()
+        await self._record(
+            Entry(
+                principal=caller.label,
+                peer=caller.peer,
+                service=SERVICE,
+                operation=operation,
+                outcome=f"denied:{rule}",
+            )
+        )
+
+    async def _record(self, entry: Entry) -> None:
+        try:
+            await self.audit.record(entry)
+        except Exception as exc:
+            log.error("audit: row not recorded: %s", exc)
+
+    async def _registry(self, fn: Callable[[Registry], Any]) -> Any:
+        def run() -> Any:
+            with Registry(self.keyring) as reg:
+                return fn(reg)
+
+        return await asyncio.to_thread(run)
+
+    async def _change(
+        self, operation: str, fn: Callable[[Registry], Any], old: Any = None
+    ) -> dict[str, Any]:
+        """Apply a registry change, audit it, answer with the principal (and new key)."""
+        result = await self._registry(fn)
+        p, pair = result if isinstance(result, tuple) else (result, None)
+        caller = current_caller()
+        await self._record(
+            Entry(
+                principal=caller.label,
+                peer=caller.peer,
+                service=SERVICE,
+                operation=operation,
+                scope="identity",
+                key=p.name,
+                old=old,
+                new={"state": p.state, "roles": list(p.roles), "public_key": p.public_key},
+                outcome="ok",
+            )
+        )
+        self.guard.refresh()
+        data = p.to_json()
+        if pair is not None:
+            data["secret_file"] = str(self.keyring.secret_path(p.name))
+        return ok(data)
+
+    async def _get(self, name: str) -> Principal:
+        p: Principal = await self._registry(lambda reg: reg.get(name))
+        return p
+
+    # ------------------------------------------------------------------ operations
+    async def whoami(self, _doc: dict[str, Any]) -> dict[str, Any]:
+        """The caller as the broker passed it, and its registry entry when there is one."""
+        caller = current_caller()
+        data: dict[str, Any] = {
+            "principal": caller.principal,
+            "roles": list(self.guard.roles_of(caller)),
+            "peer": caller.peer,
+            "secure": self.guard.secure,
+        }
+        auth = self.guard.authority
+        p = auth.principal(caller.principal) if auth is not None else None
+        if p is not None:
+            data.update(kind=p.kind, state=p.state, public_key=p.public_key)
+        return ok(data)
+
+    async def list_principals(self, doc: dict[str, Any]) -> dict[str, Any]:
+        state = _str(doc, "state", required=False)
+        if state is not None and state not in STATES:
+            raise InvalidArgument(f"state: {state!r} is not one of {', '.join(STATES)}", "state")
+        items: list[Principal] = await self._registry(lambda reg: reg.list_principals(state))
+        return ok({"principals": [p.to_json() for p in items], "count": len(items)})
+
+    async def show(self, doc: dict[str, Any]) -> dict[str, Any]:
+        return ok((await self._get(str(_str(doc, "name")))).to_json())
+
+    async def pending(self, _doc: dict[str, Any]) -> dict[str, Any]:
+        return await self.list_principals({"state": "pending"})
+
+    async def add(self, doc: dict[str, Any]) -> dict[str, Any]:
+        name = str(_str(doc, "name"))
+        roles = _roles(doc)
+        kind = _str(doc, "kind", required=False) or "person"
+        public_key = _str(doc, "public_key", required=False)
+        if doc.get("pending") is True:
+            if public_key is None:
+                raise InvalidArgument("public_key: a pending principal needs its key", "public_key")
+            return await self._change("add", lambda r: r.add_pending(name, public_key, kind))
+        return await self._change(
+            "add", lambda r: r.add(name, roles, kind=kind, public_key=public_key)
+        )
+
+    async def revoke(self, doc: dict[str, Any]) -> dict[str, Any]:
+        name = str(_str(doc, "name"))
+        old = await self._get(name)
+        return await self._change("revoke", lambda r: r.revoke(name), old={"state": old.state})
+
+    async def rotate(self, doc: dict[str, Any]) -> dict[str, Any]:
+        name = str(_str(doc, "name"))
+        public_key = _str(doc, "public_key", required=False)
+        old = await self._get(name)
+        return await self._change(
+            "rotate", lambda r: r.rotate(name, public_key), old={"public_key": old.public_key}
+        )
+
+    async def accept(self, doc: dict[str, Any]) -> dict[str, Any]:
+        name = str(_str(doc, "name"))
+        roles = _roles(doc)
+        return await self._change(
+            "accept", lambda r: r.accept(name, roles), old={"state": "pending"}
+        )
+
+    async def reject(self, doc: dict[str, Any]) -> dict[str, Any]:
+        name = str(_str(doc, "name"))
+        return await self._change("reject", lambda r: r.reject(name), old={"state": "pending"})
+
+    async def policy_get(self, _doc: dict[str, Any]) -> dict[str, Any]:
+        path = self.keyring.policy
+        text = await asyncio.to_thread(
+            lambda: path.read_text(encoding="utf-8") if path.exists() else None
+        )
+        auth = self.guard.authority
+        policy = auth.policy if auth is not None else None
+        return ok(
+            {
+                "file": str(path),
+                "text": text,
+                "rules": [r.name for r in policy.rules] if policy else [],
+                "roles": dict(policy.inherits) if policy else {},
+                "error": auth.policy_error if auth is not None else None,
+            }
+        )
+
+    async def policy_check(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """What the policy decides for a request: ``principal`` (default: the caller),
+        ``service``, ``operation``, ``scope``, ``key``; parses ``text`` instead of the
+        current policy when given (check a file before installing it)."""
+        caller = current_caller()
+        principal = _str(doc, "principal", required=False) or caller.principal
+        service = str(_str(doc, "service"))
+        operation = str(_str(doc, "operation"))
+        scope = _str(doc, "scope", required=False)
+        key = _str(doc, "key", required=False)
+        auth = self.guard.authority
+        text = _str(doc, "text", required=False)
+        if principal is None:
+            raise InvalidArgument("principal: the caller has none; name one", "principal")
+        if text is not None:
+            policy = parse_policy(text, "text")
+            roles = auth.roles(principal) if auth is not None else ()
+            decision = policy.decide(principal, roles, service, operation, scope, key)
+        elif auth is not None:
+            decision = auth.decide(principal, None, service, operation, scope, key)
+            roles = auth.roles(principal)
+        else:
+            raise InvalidArgument("principal: no registry on this host", "principal")
+        return ok(
+            {
+                "principal": principal,
+                "roles": list(roles),
+                "allowed": decision.allowed,
+                "rule": decision.rule,
+            }
+        )
+
+    async def policy_reload(self, _doc: dict[str, Any]) -> dict[str, Any]:
+        auth = self.guard.authority
+        if auth is None:
+            return ok({"reloaded": False})
+        auth.refresh(force=True)
+        return ok({"reloaded": True, "rules": len(auth.policy.rules), "error": auth.policy_error})
+
+    async def audit_list(self, doc: Any) -> AsyncIterator[dict[str, Any]]:
+        """Rows oldest first, paged by seq (shared paging contract); ``stream: true`` sends
+        every page as a PARTIAL reply (up to ``max_records`` rows)."""
+        refused = self._authorize("audit-list")
+        if refused is not None:
+            await self._record_denial("audit-list", refused["rule"])
+            yield refused
+            return
+        params = doc if isinstance(doc, dict) else {}
+        try:
+            filters = {
+                "since": _number(params, "since"),
+                "principal": _str(params, "principal", required=False),
+                "scope": _str(params, "scope", required=False),
+                "key": _str(params, "key", required=False),
+            }
+            stream = params.get("stream", False)
+            if not isinstance(stream, bool):
+                raise InvalidArgument("field 'stream': expected true or false", "stream")
+            total = _int(params, "max_records")
+        except InvalidArgument as exc:
+            yield error_doc(exc.code, f"audit-list: {exc}", field=exc.field)
+            return
+        after, limit, sent = params.get("after"), params.get("limit"), 0
+        while True:
+            try:
+                page = await asyncio.to_thread(self._query, filters, after, limit)
+            except InvalidArgument as exc:
+                yield error_doc(exc.code, f"audit-list: {exc}", field=exc.field)
+                return
+            sent += len(page["rows"])
+            if stream and total is not None and sent >= total:
+                page.update(more=False, next=None)
+            yield ok(page)
+            if not stream or not page["more"]:
+                return
+            after = page["next"]
+
+    def _query(self, filters: dict[str, Any], after: Any, limit: Any) -> dict[str, Any]:
+        if not self.keyring.audit.exists():
+            return {"rows": [], "count": 0, "more": False, "next": None, "max_page": MAX_PAGE}
+        with AuditLog(self.keyring.audit) as log:
+            page = log.query(after=after, limit=limit, **filters)
+        return {
+            "rows": page.rows,
+            "count": len(page.rows),
+            "more": page.more,
+            "next": page.next,
+            "max_page": MAX_PAGE,
+        }
+
+    async def audit_verify(self, _doc: dict[str, Any]) -> dict[str, Any]:
+        def run() -> Any:
+            with AuditLog(self.keyring.audit) as log:
+                return log.verify()
+
+        result = await asyncio.to_thread(run)
+        return ok(
+            {
+                "ok": result.ok,
+                "rows": result.rows,
+                "first_bad_seq": result.first_bad_seq,
+                "reason": result.reason or None,
+                "head": self.audit.head_doc(),
+            }
+        )
+
+
+__all__ = ["SERVICE", "IdentityService"]
