@@ -286,7 +286,8 @@ BUILTIN_INHERITS: Mapping[str, tuple[str, ...]] = {
 
 def service_rules(name: str) -> tuple[Rule, ...]:
     """What ``service:<name>`` grants: register as worker ``name``, publish topics under
-    ``name`` on every bus, and read like a viewer (inherited)."""
+    ``name`` on every bus and its audit rows (``audit.<name>``, ``audit.head``) on the event
+    bus, and read like a viewer (inherited)."""
     subject = f"role:service:{name}"
     return (
         _allow(
@@ -303,6 +304,18 @@ def service_rules(name: str) -> tuple[Rule, ...]:
             service=BUS_SERVICE_PREFIX + "*",
             operation=PUBLISH_OPERATION,
             key=f"{name}*",
+        ),
+        # its audit rows and the audit chain's head, on the event bus
+        *(
+            _allow(
+                f"builtin:service:{name}:audit",
+                subject,
+                Access.write,
+                service=BUS_SERVICE_PREFIX + "event",
+                operation=PUBLISH_OPERATION,
+                key=topic,
+            )
+            for topic in (f"audit.{name}", "audit.head")
         ),
     )
 
