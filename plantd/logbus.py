@@ -87,8 +87,9 @@ class LogBusHandler(logging.Handler):
         }
 
     def emit(self, record: logging.LogRecord) -> None:
-        # a record logged while publishing (zmq, json) must not recurse into us
-        if getattr(self._local, "busy", False):
+        # a record logged while publishing (zmq, json) must not recurse into us; a record
+        # logged with extra={"bus": False} stays off the bus (the Loki forwarder's complaints)
+        if getattr(self._local, "busy", False) or getattr(record, "bus", True) is False:
             return
         self._local.busy = True
         try:

@@ -45,8 +45,11 @@ class LoggerSettings(ModuleSettings):
     loki_tenant: str = ""
     loki_batch_size: int = 1000
     loki_batch_wait: float = 1.0
-    loki_max_queue: int = 50_000
     loki_timeout: float = 5.0
+    #: structured metadata: auto (detect a Loki that refuses or drops it), on, off
+    loki_metadata: str = "auto"
+    #: deprecated and ignored: the store is the queue (kept so old configs still load)
+    loki_max_queue: int = 0
 
 
 class LoggerModule(Module[LoggerSettings]):
@@ -79,20 +82,20 @@ class LoggerModule(Module[LoggerSettings]):
         )
         await self.store.start()
         if s.loki_url.strip():
-            self.forwarder = LokiForwarder(
-                s.loki_url,
-                batch_size=s.loki_batch_size,
-                batch_wait=s.loki_batch_wait,
-                max_queue=s.loki_max_queue,
-                timeout=s.loki_timeout,
-                tenant=s.loki_tenant or None,
-            )
             try:
+                self.forwarder = LokiForwarder(
+                    self.store,
+                    s.loki_url,
+                    batch_size=s.loki_batch_size,
+                    batch_wait=s.loki_batch_wait,
+                    timeout=s.loki_timeout,
+                    tenant=s.loki_tenant or None,
+                    metadata=s.loki_metadata.strip().lower(),  # type: ignore[arg-type]
+                )
                 await self.forwarder.start()
             except BaseException:
                 await self.store.stop()  # run() calls teardown() only once setup() succeeded
                 raise
-            self.store.listeners.append(self.forwarder.offer)
             self.log.info("forwarding to Loki at %s", self.forwarder.url)
             self.ctx.add_check("logger:loki", self._loki_check)
         self.ctx.add_check("logger:ingest", self._ingest_check)
@@ -100,9 +103,10 @@ class LoggerModule(Module[LoggerSettings]):
         self.log.info("logger storing %s in %s", buses, path)
 
     async def teardown(self) -> None:
-        await self.store.stop()  # flushes the last batch, which also goes to the forwarder
         if self.forwarder is not None:
-            await self.forwarder.stop()
+            await self.store.flush()  # the last records, so the forwarder can still send them
+            await self.forwarder.stop()  # what Loki did not acknowledge waits in the store
+        await self.store.stop()
 
     @operation("query")
     async def query(self, doc: Any) -> AsyncIterator[dict[str, Any]]:
@@ -135,7 +139,7 @@ class LoggerModule(Module[LoggerSettings]):
     def _loki_check(self) -> tuple[str, dict[str, Any]]:
         assert self.forwarder is not None
         f = self.forwarder
-        return ("warn" if f.failed or f.dropped else "pass"), f.counters()
+        return f.status(), {"observedValue": f.backlog, "observedUnit": "records", **f.counters()}
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -155,12 +159,24 @@ class LoggerModule(Module[LoggerSettings]):
         )
         if self.forwarder is not None:
             f = self.forwarder.counters()
-            for key in ("sent", "dropped", "failed", "retries"):
-                yield CounterMetricFamily(
-                    f"plantd_logger_loki_{key}", f"Loki records {key}", value=f[key]
-                )
+            for key, text in (
+                ("sent", "Log records Loki accepted"),
+                ("rejected", "Log records Loki refused (counted from its 400 answers)"),
+                ("expired", "Log records deleted by retention before they reached Loki"),
+            ):
+                yield CounterMetricFamily(f"plantd_logger_loki_records_{key}", text, value=f[key])
+            yield CounterMetricFamily(
+                "plantd_logger_loki_pushes", "Push requests Loki answered for good", f["pushes"]
+            )
+            yield CounterMetricFamily(
+                "plantd_logger_loki_push_retries",
+                "Push attempts retried after 429, 5xx or a connection error",
+                value=f["retries"],
+            )
             yield GaugeMetricFamily(
-                "plantd_logger_loki_queued", "Records queued for Loki", value=f["queued"]
+                "plantd_logger_loki_backlog_records",
+                "Stored records Loki has not acknowledged yet",
+                value=f["backlog"],
             )
 
 

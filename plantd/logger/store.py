@@ -65,6 +65,10 @@ CREATE TABLE IF NOT EXISTS producers(
     last_seen REAL NOT NULL,
     PRIMARY KEY(host, pid, service)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cursors(
+    name TEXT PRIMARY KEY,
+    id INTEGER NOT NULL
+) WITHOUT ROWID;
 """
 
 _INSERT = (
@@ -198,6 +202,11 @@ class LogStore(BusStore):
         #: called with each batch of record dicts as it is written (Loki forwarding); must
         #: not block
         self.listeners: list[Callable[[list[dict[str, Any]]], None]] = []
+        #: called (no arguments) after each batch is committed: a cheap wake-up for readers
+        #: of the table such as the Loki forwarder; must not block
+        self.on_commit: list[Callable[[], None]] = []
+        #: the largest record id when the database was opened (where a new cursor starts)
+        self.opened_at_id = 0
         self.received = 0
         self.invalid = 0
         self.trimmed = 0
@@ -209,6 +218,8 @@ class LogStore(BusStore):
 
     async def _load(self) -> None:
         await self.db.write(self._load_producers)
+        (top,) = await self.db.read(lambda c: c.execute("SELECT max(id) FROM records").fetchone())
+        self.opened_at_id = int(top or 0)
 
     def _subscriptions(
         self,
@@ -320,6 +331,8 @@ class LogStore(BusStore):
                 raise
 
         await self.db.write(write)
+        for wake in self.on_commit:
+            wake()
         if self.listeners:
             docs = [_row_doc((None, *row)) for row in rows]
             for listener in self.listeners:
@@ -339,6 +352,42 @@ class LogStore(BusStore):
             (MAX_PRODUCERS,),
         ):
             self.producers[(row[0], row[1], row[2])] = Producer(*row[3:])
+
+    # --- durable cursors (what a reader of the table, e.g. the Loki forwarder, has done) -
+
+    async def cursor(self, name: str, default: int) -> int:
+        """The id stored under ``name``; created as ``default`` if there is none."""
+
+        def run(conn: sqlite3.Connection) -> int:
+            conn.execute("INSERT OR IGNORE INTO cursors(name, id) VALUES (?, ?)", (name, default))
+            (value,) = conn.execute("SELECT id FROM cursors WHERE name = ?", (name,)).fetchone()
+            return int(value)
+
+        return await self.db.write(run)
+
+    async def set_cursor(self, name: str, value: int) -> None:
+        await self.db.write(
+            lambda c: c.execute(
+                "INSERT INTO cursors(name, id) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET"
+                " id = excluded.id",
+                (name, value),
+            )
+        )
+
+    async def records_after(self, after_id: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """Up to ``limit`` records with ``id > after_id`` in id (arrival) order, and the
+        largest id in the table (0 when empty)."""
+
+        def run(conn: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], int]:
+            rows = conn.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM records WHERE id > ? ORDER BY id LIMIT ?",
+                (after_id, limit),
+            ).fetchall()
+            (top,) = conn.execute("SELECT max(id) FROM records").fetchone()
+            return rows, int(top or 0)
+
+        rows, top = await self.db.read(run)
+        return [_row_doc(row) for row in rows], top
 
     # --- retention --------------------------------------------------------------------
 
