@@ -275,6 +275,7 @@ class LokiForwarder:
         if self.metadata_mode == "auto":
             await self._probe_version()
         while True:
+            self._wake.clear()  # before reading: a commit from now on wakes the wait below
             records, self.top_id = await self.store.records_after(self.cursor, self.batch_size)
             if not records:
                 if self.top_id < self.cursor:
@@ -283,13 +284,11 @@ class LokiForwarder:
                     continue
                 if self._stopping:
                     return
-                self._wake.clear()
                 await self._wake.wait()
                 continue
             if len(records) < self.batch_size and not self._stopping:
                 age = time.time() - float(records[0].get("received") or 0)
                 if age < self.batch_wait:
-                    self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.batch_wait - age)
                     if len(records) < self.batch_size and not self._stopping:

@@ -28,7 +28,7 @@ from plantd.storage.paging import (
     parse_limit,
     parse_record_cursor,
 )
-from plantd.vocabulary import LEVEL_NAMES, bus, level_name, level_number
+from plantd.vocabulary import LEVEL_NAMES, LOGGER_PRESENT_TOPIC, bus, level_name, level_number
 
 __all__ = ["LogStore", "QueryError", "StoreSettings"]
 
@@ -153,6 +153,12 @@ class Producer:
     missed: int = 0
     resets: int = 0
     last_seen: float = 0.0
+    #: the first seq that came in order (live): replays from it on are duplicates
+    live_first: int = -1
+
+    def __post_init__(self) -> None:
+        if self.live_first < 0:
+            self.live_first = self.first_seq
 
     def as_row(self, key: tuple[str, int, str]) -> tuple[Any, ...]:
         return (
@@ -209,6 +215,8 @@ class LogStore(BusStore):
         self.opened_at_id = 0
         self.received = 0
         self.invalid = 0
+        #: replayed records (see plantd.logbus) that had arrived live already: not stored
+        self.replayed_duplicates = 0
         self.trimmed = 0
         self.started = time.time()
 
@@ -227,7 +235,9 @@ class LogStore(BusStore):
         s = self.settings
         subs: list[tuple[str, list[str], Callable[[list[bytes], float], None], int]] = []
         if s.log_backend:
-            subs.append((s.log_backend, [""], self._log_message, s.hwm))
+            # the presence marker first: producers replay what they kept for the logger when
+            # it arrives, and it must arrive before "" lets live records through
+            subs.append((s.log_backend, [LOGGER_PRESENT_TOPIC, ""], self._log_message, s.hwm))
         if s.event_backend:
             subs.append((s.event_backend, [""], self._event_message, s.hwm))
         return subs
@@ -276,8 +286,9 @@ class LogStore(BusStore):
         seq = doc.get("seq")
         if isinstance(seq, bool) or not isinstance(seq, int):
             seq = None
-        else:
-            self._track(host, pid, service, seq, received)
+        elif not self._track(host, pid, service, seq, received, doc.get("replay") is True):
+            self.replayed_duplicates += 1
+            return True
         fields_json = json.dumps(fields, separators=(",", ":"), default=str) if fields else None
         return self.batcher.add(
             (
@@ -296,9 +307,24 @@ class LogStore(BusStore):
             )
         )
 
-    def _track(self, host: str, pid: int, service: str, seq: int, now: float) -> None:
+    def _track(
+        self, host: str, pid: int, service: str, seq: int, now: float, replay: bool = False
+    ) -> bool:
+        """Account ``seq``; False for a replayed record this logger already has.
+
+        A producer replays what it published before it saw the logger subscribe
+        (:mod:`plantd.logbus`): those below the first ``seq`` received are new (they fill in
+        before it), those from the first to the last received came live already.
+        """
         key = (host, pid, service)
         p = self.producers.get(key)
+        if p is not None and replay and seq <= p.last_seq:
+            if seq >= p.live_first:
+                return False
+            p.first_seq = min(p.first_seq, seq)
+            p.received += 1
+            self._dirty.add(key)
+            return True
         if p is None:
             if len(self.producers) >= MAX_PRODUCERS:
                 oldest = min(self.producers, key=lambda k: self.producers[k].last_seen)
@@ -314,6 +340,7 @@ class LogStore(BusStore):
             p.received += 1
             p.last_seen = now
         self._dirty.add(key)
+        return True
 
     async def _flush(self, rows: list[Row]) -> None:
         dirty = [self.producers[k].as_row(k) for k in self._dirty if k in self.producers]
@@ -546,6 +573,7 @@ class LogStore(BusStore):
         return {
             "received": self.received,
             "invalid": self.invalid,
+            "duplicates": self.replayed_duplicates,
             "stored": b.flushed,
             "pending": b.pending,
             "dropped": b.dropped,
