@@ -205,8 +205,11 @@ class Module(Daemon[ModuleSettingsT]):
             worker.add_operation("health", self._health_operation(worker))
 
         def registered() -> tuple[str, dict[str, Any]]:
-            if worker.connected.is_set():
+            if worker.broker_answering():
                 return "pass", {"observedValue": worker.served, "observedUnit": "requests"}
+            if worker.connected.is_set():
+                silent = f"{worker.silent_for():.1f}s"
+                return "warn", {"output": f"no heartbeat from broker {s.endpoint} for {silent}"}
             return "warn", {"output": f"not registered with broker {s.endpoint}"}
 
         serving = self.serves()

@@ -148,6 +148,15 @@ class Worker:
         finally:
             self._close(send_disconnect=True)
 
+    def silent_for(self) -> float:
+        """Seconds since the broker was last heard from (heartbeat or request)."""
+        return time.monotonic() - self._last_heard
+
+    def broker_answering(self) -> bool:
+        """Registered (the broker answered READY) and heard from within two heartbeats: what
+        health checks report, ahead of the liveness limit that ends the session."""
+        return self.connected.is_set() and self.silent_for() <= 2 * self.heartbeat_interval
+
     async def stop(self) -> None:
         """Leave the broker cleanly (DISCONNECT) and make :meth:`run` return."""
         self._stopping = True
@@ -203,7 +212,8 @@ class Worker:
         self._last_heard = time.monotonic()
         self._send(sock, mdp.encode_ready(self.service.encode()))
         self.connections += 1
-        self.connected.set()
+        # `connected` is set when the broker first answers (see _drain), not here: a READY
+        # sent into a dead endpoint proves nothing (health must say so while it is down)
         self._fd = sock.fileno()  # zmq.FD, typed as the int it is
         loop.add_reader(self._fd, self._drain, sock)
         self._beat(sock)
@@ -237,6 +247,8 @@ class Worker:
             while self._sock is sock and readable(sock):
                 frames = recv_frames(sock, NOBLOCK)
                 self._last_heard = time.monotonic()
+                if not self.connected.is_set():
+                    self.connected.set()  # the broker answered our READY
                 self._on_message(sock, frames)
         except zmq.ZMQError as exc:
             if not self._stopping:

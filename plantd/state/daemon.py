@@ -109,7 +109,7 @@ class StateDaemon(Daemon[StateSettings]):
                 workers.append(worker)
 
             def registered() -> tuple[str, dict[str, Any]]:
-                up = sum(w.connected.is_set() for w in workers)
+                up = sum(w.broker_answering() for w in workers)
                 if up:
                     served = sum(w.served for w in workers)
                     return "pass", {
