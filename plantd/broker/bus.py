@@ -13,10 +13,12 @@ stops it cleanly and reports message counts.
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 from dataclasses import dataclass
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from plantd.vocabulary import BUSES
 
@@ -56,6 +58,9 @@ class BusProxy:
         self._thread: threading.Thread | None = None
         self._control_addr = f"inproc://plantd-bus-{name}-{id(self):x}"
         self._control: zmq.Socket[bytes] | None = None
+        self._control_lock = threading.Lock()  # scrapes and stop() share the control socket
+        self._monitors: dict[str, zmq.Socket[bytes]] = {}
+        self._connected = {"publishers": 0, "subscribers": 0}
         self.bound_frontend: str | None = None
         self.bound_backend: str | None = None
 
@@ -82,6 +87,12 @@ class BusProxy:
         peer.setsockopt(zmq.LINGER, 0)
         peer.connect(self._control_addr)
         self._control = peer
+        # connections on each side, for /metrics (read on scrape by connections())
+        events = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
+        self._monitors = {
+            "publishers": xsub.get_monitor_socket(events),
+            "subscribers": xpub.get_monitor_socket(events),
+        }
 
         def serve() -> None:
             try:
@@ -101,7 +112,42 @@ class BusProxy:
         """The proxy thread is forwarding (false before start, after stop, or if it died)."""
         return self._thread is not None and self._thread.is_alive()
 
+    def statistics(self) -> dict[str, int]:
+        """Messages and bytes through the proxy (libzmq's STATISTICS): ``published`` (in from
+        publishers), ``delivered`` (out to subscribers) and their ``_bytes``; {} if stopped."""
+        with self._control_lock:
+            if self._control is None or not self.alive:
+                return {}
+            self._control.send(b"STATISTICS")
+            if not self._control.poll(1000):
+                return {}
+            frames = self._control.recv_multipart()
+        values = [struct.unpack("=Q", f)[0] for f in frames]
+        # frontend in (msgs, bytes), frontend out, backend in, backend out
+        return {
+            "published": values[0],
+            "published_bytes": values[1],
+            "delivered": values[6],
+            "delivered_bytes": values[7],
+        }
+
+    def connections(self) -> dict[str, int]:
+        """Connected ``publishers`` and ``subscribers`` now (from socket monitor events)."""
+        for side, monitor in self._monitors.items():
+            while monitor.poll(0):
+                event = recv_monitor_message(monitor)["event"]
+                change = 1 if event == zmq.EVENT_ACCEPTED else -1
+                self._connected[side] = max(0, self._connected[side] + change)
+        return dict(self._connected)
+
     def stop(self, timeout: float = 2.0) -> None:
+        with self._control_lock:
+            self._stop_proxy(timeout)
+        for monitor in self._monitors.values():
+            monitor.close(linger=0)
+        self._monitors = {}
+
+    def _stop_proxy(self, timeout: float) -> None:
         if self._control is not None:
             try:
                 self._control.send(b"TERMINATE")

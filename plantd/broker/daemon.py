@@ -13,16 +13,48 @@ from typing import Any
 
 from plantd.broker.settings import BrokerDaemonSettings
 from plantd.daemons.lifecycle import Daemon, DaemonContext
+from plantd.telemetry import OTHER, Latency, request_families
 from plantd.vocabulary import BUS_NAMES
 
 __all__ = ["BUS_NAMES", "BrokerDaemon", "BrokerDaemonSettings"]
 
 
+#: HELP of each ``Counters`` field (``plantd_broker_<name>_total``)
+COUNTER_HELP = {
+    "requests": "Client requests received (MDP, RFC 18 and MMI)",
+    "replies": "Final replies relayed from workers to clients",
+    "partials": "Partial (streamed) reply parts relayed from workers to clients",
+    "errors": "Error replies the broker itself sent to clients",
+    "malformed": "Messages dropped as malformed",
+    "oversized": "Messages over the broker's message size limit",
+    "disconnects_sent": "DISCONNECT commands sent to workers",
+    "workers_expired": "Workers removed after missing their heartbeats",
+    "requests_expired": "Requests that waited too long for a worker",
+    "denied": "Messages refused by the authorizer",
+    "unroutable": "Requests for a service name that cannot be routed",
+    "mmi": "MMI (mmi.*) requests answered by the broker",
+    "queue_full": "Requests refused or dropped because their service's queue was full",
+    "requests_dropped": "Requests ended without any reply (no error reply possible in time)",
+    "lost_mid_request": "Requests whose worker died, disconnected or expired while serving",
+    "oversized_replies": "Worker replies over the size limit (the client got an error)",
+    "backlogged": "Messages held because the peer's pipe was full (sent later)",
+    "replies_dropped": "Client-bound messages finally not delivered",
+    "worker_sends_dropped": "Worker-bound messages finally not delivered",
+}
+
+
+def service_label(service: Any) -> str:
+    """A service's label value: its name once a worker registered it, else :data:`OTHER`
+    (names from clients alone, typos included, must not each become a series)."""
+    return service.name.decode("utf-8", "replace") if service.ever_ready else OTHER
+
+
 class _BrokerCollector:
     """Prometheus collector reading the core on scrape: no timers, never stale."""
 
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: Any, proxies: list[Any]) -> None:
         self.server = server
+        self.proxies = proxies
 
     def describe(self) -> list[Any]:
         return []  # unchecked collector: families come from collect()
@@ -33,13 +65,13 @@ class _BrokerCollector:
         core = self.server.core
         for name, value in dataclasses.asdict(core.counters).items():
             yield CounterMetricFamily(
-                f"plantd_broker_{name}", f"Broker counter {name}", value=value
+                f"plantd_broker_{name}", COUNTER_HELP.get(name, f"Broker {name}"), value=value
             )
         yield GaugeMetricFamily(
-            "plantd_broker_services", "Known services", value=len(core.services)
+            "plantd_broker_services", "Services the broker knows", value=len(core.services)
         )
         yield GaugeMetricFamily(
-            "plantd_broker_workers", "Connected workers", value=len(core.workers)
+            "plantd_broker_workers", "Workers registered now", value=len(core.workers)
         )
         queued = GaugeMetricFamily(
             "plantd_broker_queued_requests", "Requests waiting for a worker", labels=["service"]
@@ -47,12 +79,28 @@ class _BrokerCollector:
         idle = GaugeMetricFamily(
             "plantd_broker_idle_workers", "Idle workers per service", labels=["service"]
         )
+        waiting: dict[str, int] = {}
+        idling: dict[str, int] = {}
+        latency: dict[str, Latency] = {}
+        failed: dict[str, int] = {}
         for svc in core.services.values():
-            label = svc.name.decode("utf-8", "replace")
-            queued.add_metric([label], len(svc.queue))
-            idle.add_metric([label], len(svc.idle))
+            label = service_label(svc)
+            waiting[label] = waiting.get(label, 0) + len(svc.queue)
+            idling[label] = idling.get(label, 0) + len(svc.idle)
+            latency.setdefault(label, Latency()).merge(svc.latency)
+            failed[label] = failed.get(label, 0) + svc.failed
+        for label in sorted(waiting):
+            queued.add_metric([label], waiting[label])
+            idle.add_metric([label], idling[label])
         yield queued
         yield idle
+        yield from request_families(
+            "plantd_broker_service",
+            "service",
+            latency,
+            "Requests workers completed, arrival to final reply",
+            errors=failed,
+        )
         yield GaugeMetricFamily(
             "plantd_broker_queued_bytes",
             "Bytes of requests waiting for a worker",
@@ -63,6 +111,39 @@ class _BrokerCollector:
             "Bytes held for peers whose pipe is full",
             value=self.server.backlog.bytes,
         )
+        if self.proxies:
+            yield from _bus_families(self.proxies)
+
+
+def _bus_families(proxies: list[Any]) -> Iterator[Any]:
+    """``plantd_bus_*{bus}``: messages through each proxy and who is connected to it."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    stats = {p.name: p.statistics() for p in proxies}
+    conns = {p.name: p.connections() for p in proxies}
+    for key, help_text in (
+        ("published", "Messages publishers sent into the bus"),
+        ("delivered", "Messages the bus passed on to its subscribers' connections"),
+    ):
+        messages = CounterMetricFamily(f"plantd_bus_{key}_messages", help_text, labels=["bus"])
+        volume = CounterMetricFamily(
+            f"plantd_bus_{key}_bytes",
+            help_text.replace("Messages", "Bytes of messages"),
+            labels=["bus"],
+        )
+        for name, st in stats.items():
+            if st:
+                messages.add_metric([name], st[key])
+                volume.add_metric([name], st[f"{key}_bytes"])
+        yield messages
+        yield volume
+    for side in ("publishers", "subscribers"):
+        gauge = GaugeMetricFamily(
+            f"plantd_bus_{side}", f"Connections of {side} to the bus now", labels=["bus"]
+        )
+        for name, c in conns.items():
+            gauge.add_metric([name], c[side])
+        yield gauge
 
 
 class BrokerDaemon(Daemon[BrokerDaemonSettings]):
@@ -96,7 +177,7 @@ class BrokerDaemon(Daemon[BrokerDaemonSettings]):
                     proxy = BusProxy(bus, *s.bus_endpoints(bus))
                     proxy.start()
                     proxies.append(proxy)
-            ctx.metrics.register(_BrokerCollector(server))
+            ctx.metrics.register(_BrokerCollector(server, proxies))
             self._add_checks(ctx, server, proxies, s)
 
             task = asyncio.create_task(server.run(ctx.stop), name="broker.server")

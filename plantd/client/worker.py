@@ -29,6 +29,7 @@ from plantd.protocol.envelope import (
     error_doc,
 )
 from plantd.protocol.mdp import Kind
+from plantd.telemetry import RequestStats
 from plantd.transport import NOBLOCK, readable, recv_frames, send_frames
 
 log = logging.getLogger("plantd.worker")
@@ -41,11 +42,12 @@ RawHandler = Callable[[list[bytes]], Awaitable[list[bytes]] | AsyncIterator[list
 
 
 class Operation:
-    __slots__ = ("handler", "raw")
+    __slots__ = ("handler", "name", "raw")
 
-    def __init__(self, handler: Callable[..., Any], raw: bool) -> None:
+    def __init__(self, handler: Callable[..., Any], raw: bool, name: str = "") -> None:
         self.handler = handler
         self.raw = raw
+        self.name = name
 
 
 def error_document(code: str, message: str) -> dict[str, Any]:
@@ -102,6 +104,8 @@ class Worker:
         #: times READY was sent (1 + reconnects); read by tests and health checks
         self.connections = 0
         self.served = 0
+        #: count, errors and latency per operation (exported by the module SDK's /metrics)
+        self.stats = RequestStats()
         self.connected = asyncio.Event()
 
     # --- registration -----------------------------------------------------------------
@@ -118,7 +122,7 @@ class Worker:
         return register
 
     def add_operation(self, name: str, handler: Callable[..., Any], *, raw: bool = False) -> None:
-        self._ops[name.encode()] = Operation(handler, raw)
+        self._ops[name.encode()] = Operation(handler, raw, name)
 
     @property
     def operations(self) -> list[str]:
@@ -286,6 +290,8 @@ class Worker:
             if op is None:
                 return
             encode = _raw if op.raw else _json_frame
+            started = time.perf_counter()
+            failed = False
             try:
                 result = op.handler(arg)
                 if inspect.isasyncgen(result):
@@ -304,14 +310,18 @@ class Worker:
                     finally:
                         await result.aclose()
                 else:
-                    self._reply(sock, client, encode(await result), True)
+                    value = await result
+                    failed = isinstance(value, dict) and value.get("success") is False
+                    self._reply(sock, client, encode(value), True)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                failed = True
                 log.exception("%s: handler for %r failed", self.service, body[0])
                 doc = error_document(INTERNAL, f"{type(exc).__name__}: {exc}")
                 self._reply(sock, client, _json_frame(doc), True)
             self.served += 1
+            self.stats.observe(op.name, time.perf_counter() - started, failed)
         except zmq.ZMQError as exc:
             log.warning("%s: could not send reply: %s", self.service, exc)
 

@@ -298,7 +298,13 @@ def run_daemon(
 async def _serve(
     daemon: Daemon[Any], settings: DaemonSettings, home: Home, pid_file: Path, log: logging.Logger
 ) -> int:
-    from prometheus_client import CollectorRegistry, Gauge, PlatformCollector, ProcessCollector
+    from prometheus_client import (
+        CollectorRegistry,
+        Gauge,
+        Info,
+        PlatformCollector,
+        ProcessCollector,
+    )
 
     name = daemon.name
     loop = asyncio.get_running_loop()
@@ -307,12 +313,16 @@ async def _serve(
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     started = time.time()
+    # no `daemon` label: each /metrics is one daemon, and scrape configs commonly put a
+    # `daemon` target label on it (a clash Prometheus resolves by renaming to exported_daemon)
     Gauge(
         "plantd_daemon_start_time_seconds",
         "Unix time the daemon started",
-        ["daemon"],
         registry=registry,
-    ).labels(name).set(started)
+    ).set(started)
+    Info("plantd_daemon", "Which plantd daemon this is", registry=registry).info(
+        {"name": name, "version": __version__}
+    )
 
     checks = HealthRegistry()
     ctx = DaemonContext(

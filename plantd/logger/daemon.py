@@ -145,17 +145,23 @@ class LoggerModule(Module[LoggerSettings]):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         c = self.store.counters()
-        for key in ("received", "invalid", "stored", "dropped", "failed", "trimmed"):
-            yield CounterMetricFamily(
-                f"plantd_logger_records_{key}", f"Log records {key}", value=c[key]
-            )
+        for key, text in (
+            ("received", "Bus messages received (log and event buses)"),
+            ("invalid", "Bus messages that were not a JSON record (not stored)"),
+            ("duplicates", "Replayed records already stored (not stored again)"),
+            ("stored", "Records written to the logger's database"),
+            ("dropped", "Records dropped because too many waited to be written"),
+            ("failed", "Records lost because their database write failed"),
+            ("trimmed", "Records deleted by retention (max_age, max_rows)"),
+        ):
+            yield CounterMetricFamily(f"plantd_logger_records_{key}", text, value=c[key])
         yield CounterMetricFamily(
             "plantd_logger_records_missed",
-            "Records lost before reaching the logger (seq gaps)",
+            "Records lost between producers and the logger (gaps in their seq)",
             value=sum(p.missed for p in self.store.producers.values()),
         )
         yield GaugeMetricFamily(
-            "plantd_logger_pending", "Records waiting to be written", value=c["pending"]
+            "plantd_logger_pending_records", "Records waiting to be written", value=c["pending"]
         )
         if self.forwarder is not None:
             f = self.forwarder.counters()
