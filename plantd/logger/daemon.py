@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from plantd.daemons.lifecycle import StartupRefused
+from plantd.exitcodes import ExitCode
 from plantd.logger import SERVICE
 from plantd.logger.loki import LokiForwarder
 from plantd.logger.store import LogStore, StoreSettings
@@ -82,6 +84,13 @@ class LoggerModule(Module[LoggerSettings]):
         )
         await self.store.start()
         if s.loki_url.strip():
+            metadata = s.loki_metadata.strip().lower()
+            if metadata not in ("auto", "on", "off"):
+                await self.store.stop()
+                raise StartupRefused(
+                    f"loki_metadata: expected auto, on or off, got {s.loki_metadata!r}",
+                    ExitCode.USAGE,
+                )
             try:
                 self.forwarder = LokiForwarder(
                     self.store,
@@ -90,7 +99,7 @@ class LoggerModule(Module[LoggerSettings]):
                     batch_wait=s.loki_batch_wait,
                     timeout=s.loki_timeout,
                     tenant=s.loki_tenant or None,
-                    metadata=s.loki_metadata.strip().lower(),  # type: ignore[arg-type]
+                    metadata=metadata,  # type: ignore[arg-type]
                 )
                 await self.forwarder.start()
             except BaseException:
