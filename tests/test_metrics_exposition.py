@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.broker import BrokerProcess, daemon_env
+from tests.support.ports import free_port
 from tests.support.processes import Daemon, http_get, run_plant
+from tests.test_contrib import referenced_metrics
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -31,6 +33,7 @@ def daemons(broker: BrokerProcess, plantd_home: Path) -> Iterator[dict[str, Daem
         "logger": {
             "log_bus_sub": broker.bus("log")[1],
             "event_bus_sub": broker.bus("event")[1],
+            "loki_url": f"http://127.0.0.1:{free_port()}",  # nobody there: Loki figures show
         },
         "metric": {
             "metric_bus": broker.bus("metric")[0],
@@ -78,6 +81,16 @@ def test_every_daemon_exposes_clean_metrics(
     assert "NoSuchService" not in broker_page  # client-made names fold into "other"
     assert 'plantd_bus_published_messages_total{bus="log"}' in broker_page
     assert 'plantd_bus_subscribers{bus="log"}' in broker_page
+
+    exposed = {
+        line.split("{")[0].split(" ")[0]
+        for text in pages.values()
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+    # what contrib/'s alert rules and dashboards query exists (histograms by their _bucket)
+    missing = {m for m in referenced_metrics() if m not in exposed and f"{m}_bucket" not in exposed}
+    assert not missing, missing
 
     promtool = shutil.which("promtool")
     if promtool is None:
