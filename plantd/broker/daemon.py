@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,6 +43,43 @@ COUNTER_HELP = {
     "replies_dropped": "Client-bound messages finally not delivered",
     "worker_sends_dropped": "Worker-bound messages finally not delivered",
 }
+
+
+def service_problems(core: Any, now: float) -> list[str]:
+    """What makes a service unable to serve right now, one line each (health ``warn``):
+
+    * stalled: requests wait, no worker is idle and none completed a request for
+      ``request_timeout`` (the point where the broker starts answering them with errors);
+    * wedged: a busy worker silent past the heartbeat deadline (one that never heartbeats
+      while busy is only expired after ``busy_timeout``: until then it holds its request).
+    """
+    s = core.settings
+    silence = s.heartbeat_interval * s.heartbeat_liveness
+    problems = []
+    for svc in core.services.values():
+        name = svc.name.decode("utf-8", "replace")
+        if not svc.ever_ready:
+            continue  # a name only clients asked for: their requests expire, nothing to fix
+        if svc.queue and not svc.idle and _stalled_since(svc) < now - s.request_timeout:
+            busy = sum(w.busy is not None for w in svc.workers.values())
+            problems.append(
+                f"{name}: {len(svc.queue)} requests waiting, {busy} of {len(svc.workers)}"
+                f" workers busy, none finished for {s.request_timeout:g}s"
+            )
+        for worker in svc.workers.values():
+            if worker.busy is not None and now - worker.last_seen > silence:
+                problems.append(
+                    f"{name}: a worker busy for {now - worker.busy_since:.1f}s has been silent"
+                    f" for {now - worker.last_seen:.1f}s"
+                )
+    return problems
+
+
+def _stalled_since(svc: Any) -> float:
+    """The last completion, or the arrival of the oldest waiting request if later (the head
+    of each fair-queue lane is its oldest; a bounded look is enough for a health check)."""
+    oldest = min(r.arrival for r in itertools.islice(svc.queue, 1000))
+    return float(max(svc.last_progress, oldest))
 
 
 def service_label(service: Any) -> str:
@@ -216,7 +255,14 @@ class BrokerDaemon(Daemon[BrokerDaemonSettings]):
                 return "fail", {"output": f"bus proxy stopped: {', '.join(dead)}"}
             return "pass", {"observedValue": len(proxies), "observedUnit": "buses"}
 
+        def services() -> tuple[str, dict[str, Any]]:
+            problems = service_problems(core, time.monotonic())
+            if problems:
+                return "warn", {"output": "; ".join(problems[:5]), "services": len(problems)}
+            return "pass", {"observedValue": len(core.services), "observedUnit": "services"}
+
         ctx.add_check("broker:router", router)
+        ctx.add_check("broker:services", services)
         ctx.add_check("broker:workers", workers)
         ctx.add_check("broker:queue", queue)
         if s.buses:
