@@ -334,15 +334,15 @@ class LokiForwarder:
                 and _METADATA_REFUSED in body
                 and with_meta
             ):
-                # Loki kept the entries without metadata; send the others in the line
-                refused = rejected_count(body, len(pending))
+                # every entry with metadata failed (refused, or invalid for another reason:
+                # Loki names one error per entry); beyond those, the errors are entries
+                # without metadata, rejected for good. The rest Loki kept. Resend the
+                # entries with metadata in the line (the invalid ones are counted then).
+                invalid_plain = max(0, rejected_count(body, len(pending)) - len(with_meta))
                 self._fall_back("Loki refuses structured metadata")
-                self.sent += len(pending) - len(with_meta)
-                if refused == len(with_meta):
-                    pending = with_meta
-                    continue
-                # other entries were invalid too: count those, resend the refused ones
-                self.rejected += max(0, refused - len(with_meta))
+                self.rejected += invalid_plain
+                self._unreported += invalid_plain
+                self.sent += len(pending) - len(with_meta) - invalid_plain
                 pending = with_meta
                 continue
             rejected = rejected_count(body, len(pending)) if status == 400 else len(pending)  # 413

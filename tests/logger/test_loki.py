@@ -311,3 +311,24 @@ def test_push_payload_shape() -> None:
     assert push_payload([{"ts": 1.5, "msg": "x"}], metadata=False)["streams"][0]["values"] == [
         ["1500000000", "x"]
     ]
+
+
+async def test_metadata_refusal_mixed_with_invalid_entries_counts_each_once(
+    store: LogStore,
+) -> None:
+    """Loki names one error per entry: entries too old come back as "too old", not as
+    "metadata refused"; they are counted rejected once, after the resend in the line."""
+    async with LokiStandIn(structured_metadata="refuse") as loki:
+        fwd = _forwarder(store, loki, batch_size=100, batch_wait=0.3)
+        await fwd.start()
+        try:
+            now = time.time()
+            for i in range(10):
+                old = {"ts": now - 8 * 86400} if i in (1, 2) else {}
+                store.add("org.plantd.A.info", _record(i, now, **old))
+            await store.flush()
+            await wait_until_async(lambda: fwd.sent + fwd.rejected == 10, 10)
+        finally:
+            await fwd.stop()
+    assert (fwd.sent, fwd.rejected) == (8, 2) and len(loki.entries) == 8
+    assert loki.rejected == 12  # 10 refused for metadata, then the 2 old ones again
