@@ -14,6 +14,7 @@ code  name              meaning
 6     CONFLICT          already exists / already running / port in use
 7     TIMEOUT           the broker is up but no reply arrived in time
 8     UNKNOWN_SERVICE   no such service, or no worker available for it
+9     KEY_INSECURE      a secret key file group or others may read (refused, as ssh does)
 130   INTERRUPTED       Ctrl-C
 ====  ================  ==============================================================
 
@@ -41,6 +42,7 @@ class ExitCode(IntEnum):
     CONFLICT = 6
     TIMEOUT = 7
     UNKNOWN_SERVICE = 8
+    KEY_INSECURE = 9
     INTERRUPTED = 130
 
 
@@ -59,6 +61,7 @@ ERROR_CODE_EXITS = {
     "bad_request": ExitCode.USAGE,
     "unauthorized": ExitCode.AUTH,
     "forbidden": ExitCode.AUTH,
+    "not_authorized": ExitCode.AUTH,
 }
 
 

@@ -36,13 +36,16 @@ import threading
 import time
 import traceback
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from plantd.protocol import jsoncodec
 from plantd.transport import NOBLOCK, readable, send_frames
 from plantd.vocabulary import LEVEL_NAMES, LOGGER_PRESENT_TOPIC, level_name, level_number
+
+if TYPE_CHECKING:
+    from plantd.security.settings import ClientSecurity
 
 __all__ = [
     "LEVEL_NAMES",
@@ -67,12 +70,27 @@ class LogPublisher:
     waiting on anybody else's sockets. Not thread-safe: the handler's lock serializes it.
     """
 
-    def __init__(self, endpoint: str, *, hwm: int = 10000, backlog: int = 1000) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        hwm: int = 10000,
+        backlog: int = 1000,
+        security: ClientSecurity | None = None,
+    ) -> None:
+        from plantd.client.secure import resolve
+
         self.endpoint = endpoint
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context(io_threads=1)
         self._sock = self._ctx.socket(zmq.XPUB)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SNDHWM, hwm)
+        try:
+            resolve(security).apply(self._sock)  # the process's CURVE keys, as Publisher
+        except BaseException:
+            self._sock.close(linger=0)
+            self._ctx.term()
+            raise
         self._sock.connect(endpoint)
         self.backlog: deque[tuple[str, Any]] = deque(maxlen=max(0, backlog))
         self.logger_present = False

@@ -93,6 +93,7 @@ import time
 
 from plantd.client import SyncClient
 from plantd.client.errors import PlantdError
+from plantd.security.settings import client_security
 
 
 def free_port() -> int:
@@ -104,10 +105,17 @@ def free_port() -> int:
 def test_greet(tmp_path) -> None:
     endpoint = f"tcp://127.0.0.1:{{free_port()}}"
     # a random endpoint and no buses: a plantd already running here owns the default ports
-    env = {{**os.environ, "PLANTD_HOME": str(tmp_path), "PLANTD_BROKER_ENDPOINT": endpoint,
+    env = {{k: v for k, v in os.environ.items() if not k.startswith("PLANTD_")}}
+    env.update({{"PLANTD_HOME": str(tmp_path), "PLANTD_BROKER_ENDPOINT": endpoint,
            "PLANTD_BROKER_HEALTH_PORT": "0", "PLANTD_BROKER_BUSES": "false",
            "PLANTD_{name.upper()}_ENDPOINT": endpoint,
-           "PLANTD_BROKER_LOG_BUS": "", "PLANTD_{name.upper()}_LOG_BUS": ""}}
+           "PLANTD_BROKER_LOG_BUS": "", "PLANTD_{name.upper()}_LOG_BUS": ""}})
+    # security is on: a keyring of its own (broker key, admin) and the module's principal
+    plant = [sys.executable, "-m", "plantd.cli.main"]
+    subprocess.run([*plant, "identity", "init"], env=env, check=True, capture_output=True)
+    subprocess.run([*plant, "identity", "add", "{name}", "--kind", "module",
+                    "--role", "service:{service}"], env=env, check=True, capture_output=True)
+    security = client_security(env=env)
     run = [sys.executable, "-m", "plantd.daemons.run"]
     procs = [subprocess.Popen([*run, "broker"], env=env)]
     try:
@@ -115,7 +123,7 @@ def test_greet(tmp_path) -> None:
         deadline = time.monotonic() + 30  # both processes start (and import) first
         while True:
             try:
-                with SyncClient(endpoint, timeout=2.0) as client:
+                with SyncClient(endpoint, timeout=2.0, security=security) as client:
                     if client.mmi_service("{service}") == "200":
                         reply = client.call("{service}", "greet", {{"name": "plant"}})
                         break

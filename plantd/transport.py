@@ -47,3 +47,20 @@ def recv_frames(sock: zmq.Socket[Any], flags: int = 0) -> list[bytes]:
 def readable(sock: zmq.Socket[Any]) -> bool:
     """A message is waiting (cheaper than a NOBLOCK receive that raises ``zmq.Again``)."""
     return bool(_get(sock, _EVENTS) & _POLLIN)
+
+
+def recv_frames_from(sock: zmq.Socket[Any], flags: int = 0) -> tuple[list[bytes], str, str]:
+    """:func:`recv_frames` plus who sent the message: its ``User-Id`` (the principal the
+    ZAP handler named) and ``Peer-Address``, read once from the first frame ("" when the
+    connection has none, as with the NULL mechanism)."""
+    frame = _recv(sock, flags, False, False)
+    try:
+        user = str(frame.get("User-Id"))
+        peer = str(frame.get("Peer-Address"))
+    except zmq.ZMQError:
+        user = peer = ""
+    parts = [frame.bytes]
+    while frame.more:
+        frame = _recv(sock, flags, False, False)
+        parts.append(frame.bytes)
+    return parts, user, peer

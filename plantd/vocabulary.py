@@ -31,8 +31,10 @@ __all__ = [
     "METRIC_SERVICE",
     "METRIC_TOPIC_PREFIX",
     "MODULE_SERVICE_PREFIX",
+    "PROXY_PORT",
     "SERVICE_PREFIX",
     "STATE_SERVICE",
+    "WEB_PORT",
     "Bus",
     "bus",
     "level_name",
@@ -95,7 +97,17 @@ def bus(name: str) -> Bus:
 
 
 #: default health/metrics HTTP port of each daemon (0 = ephemeral)
-HEALTH_PORTS = {"broker": 8081, "state": 8082, "logger": 8083, "echo": 8084, "metric": 8085}
+HEALTH_PORTS = {
+    "broker": 8081,
+    "state": 8082,
+    "logger": 8083,
+    "echo": 8084,
+    "metric": 8085,
+    "proxy": 8086,
+}
+#: the HTTP/JSON proxy (``PLANTD_PROXY_LISTEN``) and the web console (``plant web --port``)
+PROXY_PORT = 8090
+WEB_PORT = 8091
 
 # --------------------------------------------------------------------------- log levels
 

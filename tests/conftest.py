@@ -15,9 +15,37 @@ import pytest
 
 from tests.support.broker import BrokerProcess, broker_env, start_broker, start_peer
 from tests.support.bus import Bus, start_bus
+from tests.support.keyring import use_in_this_process
 from tests.support.modules import running_broker
 from tests.support.ports import free_port, tcp, wait_listening
 from tests.support.processes import PlantRunner, clean_env, kill_daemons_in, kill_pid, stop_process
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "no_keyring: the test's PLANTD_HOME starts without the session keyring"
+    )
+    config.addinivalue_line(
+        "markers",
+        "insecure: foreign peers that cannot do CURVE: PLANTD_SECURITY=off (loopback only)"
+        " for the test process and every process it starts",
+    )
+    use_in_this_process()
+
+
+@pytest.fixture(autouse=True)
+def _security_mode(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Tests marked ``insecure`` run without CURVE; every test starts from the
+    environment's security (the process default is resolved anew)."""
+    from plantd.security import settings
+
+    if request.node.get_closest_marker("insecure") is not None:
+        monkeypatch.setenv("PLANTD_SECURITY", "off")
+    settings.install(None)
+    yield
+    settings.install(None)
 
 
 @pytest.fixture
@@ -30,9 +58,11 @@ def plantd_home(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def plantd_env(plantd_home: Path) -> dict[str, str]:
-    """Environment for subprocesses: no inherited PLANTD_*, isolated home and config."""
-    return clean_env(plantd_home)
+def plantd_env(plantd_home: Path, request: pytest.FixtureRequest) -> dict[str, str]:
+    """Environment for subprocesses: no inherited PLANTD_*, isolated home and config, a copy
+    of the session keyring (unless marked ``no_keyring``)."""
+    keyring = request.node.get_closest_marker("no_keyring") is None
+    return clean_env(plantd_home, keyring=keyring)
 
 
 @pytest.fixture

@@ -172,6 +172,7 @@ def test_up_call_down(plant: PlantRunner, stack: dict[str, str], plantd_home: Pa
     assert up.returncode == 0, up.stderr
     rows = {row["name"]: row for row in json.loads(up.stdout)}
     assert rows["broker"]["state"] == rows["echo"]["state"] == "running"
+    assert rows["proxy"]["state"] == "running"  # plant up includes the HTTP proxy
     pids = [row["pid"] for row in rows.values()]
 
     again = plant("up", env=stack, timeout=90)  # idempotent: already running is fine

@@ -73,6 +73,7 @@ def test_vocabulary_modules_import_nothing_heavy(module: str) -> None:
         "plantd.state.daemon",
         "plantd.logger.daemon",
         "plantd.metric.daemon",
+        "plantd.proxy.daemon",
         "plantd.echo",
     ],
 )

@@ -4,10 +4,18 @@ The Go plantd proxy delivered nothing because its frontend was a plain SUB that 
 subscribed. XSUB forwards the subscriptions the XPUB side receives, so the proxy carries
 exactly the topics somebody wants.
 
-Each proxy runs libzmq's own C proxy (``zmq.proxy_steerable``) in a native thread that
-releases the GIL: forwarding costs ~30 us per message in C against several times that in a
-Python loop, and no event loop is involved in the forwarding at all. A PAIR control socket
-stops it cleanly and reports message counts.
+Insecure (``PLANTD_SECURITY=off``, loopback only) each proxy runs libzmq's own C proxy
+(``zmq.proxy_steerable``) in a native thread that releases the GIL. Secure, both ends are
+CURVE servers decided by the broker's ZAP handler (:class:`~plantd.broker.guard.BrokerGuard`)
+and the proxy is a Python loop in its thread that checks the policy:
+
+- the subscribe side is ``XPUB_MANUAL``: a subscription is applied (and passed upstream) only
+  when its principal may ``@subscribe`` to that topic on ``@bus.<bus>``, so a forbidden
+  subscription receives nothing;
+- every published message is forwarded only when its principal may ``@publish`` that topic.
+
+Decisions are cached per (principal, topic) until the guard reloads the authority. A PAIR
+control socket stops either kind of proxy cleanly.
 """
 
 from __future__ import annotations
@@ -16,11 +24,20 @@ import logging
 import struct
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from plantd.broker.access import CACHE_LIMIT
+from plantd.identity.policy import BUS_SERVICE_PREFIX, PUBLISH_OPERATION, SUBSCRIBE_OPERATION
+from plantd.security.keys import BROKER
+from plantd.security.settings import ServerSecurity, server_security
+from plantd.transport import NOBLOCK, readable, recv_frames_from, send_frames
 from plantd.vocabulary import BUSES
+
+if TYPE_CHECKING:
+    from plantd.broker.guard import BrokerGuard
 
 log = logging.getLogger("plantd.bus")
 
@@ -49,18 +66,37 @@ class BusProxy:
         *,
         hwm: int = 10000,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        security: ServerSecurity | None = None,
+        guard: BrokerGuard | None = None,
     ) -> None:
+        """Secure with a ``guard`` (the broker's: its context and authenticator), or with
+        ``security`` (default: the process's, ``PLANTD_SECURITY``) on a guard of its own."""
         self.name = name
         self.frontend = frontend
         self.backend = backend
         self.hwm = hwm
-        self._ctx = context or zmq.Context.instance()
+        self._owns_guard = False
+        if guard is None:
+            security = server_security() if security is None else security
+            if security.secure:  # standalone: a guard (and context) of its own
+                from plantd.broker.guard import BrokerGuard
+
+                guard = BrokerGuard(security, zmq.Context())
+                self._owns_guard = True
+        self.guard = guard
+        self.security = guard.security if guard is not None else (security or ServerSecurity())
+        self._ctx = guard.context if guard is not None else (context or zmq.Context.instance())
+        #: messages and subscriptions the policy refused
+        self.denied_publish = 0
+        self.denied_subscribe = 0
         self._thread: threading.Thread | None = None
         self._control_addr = f"inproc://plantd-bus-{name}-{id(self):x}"
         self._control: zmq.Socket[bytes] | None = None
         self._control_lock = threading.Lock()  # scrapes and stop() share the control socket
         self._monitors: dict[str, zmq.Socket[bytes]] = {}
         self._connected = {"publishers": 0, "subscribers": 0}
+        #: the secure proxy loop counts here (libzmq's STATISTICS serves the plain proxy)
+        self.counts = {"published": 0, "published_bytes": 0, "delivered": 0, "delivered_bytes": 0}
         self.bound_frontend: str | None = None
         self.bound_backend: str | None = None
 
@@ -73,11 +109,21 @@ class BusProxy:
         xsub.setsockopt(zmq.RCVHWM, self.hwm)
         # a subscriber that stops reading loses messages at this mark instead of growing memory
         xpub.setsockopt(zmq.SNDHWM, self.hwm)
+        guard = self.guard
+        if guard is not None and self._owns_guard:
+            guard.start()
         try:
+            for sock, endpoint in ((xsub, self.frontend), (xpub, self.backend)):
+                if guard is not None:
+                    guard.apply(sock, endpoint)
+                else:
+                    self.security.apply(sock, endpoint)  # refuses a public bind
+            if guard is not None:
+                xpub.setsockopt(zmq.XPUB_MANUAL, 1)
             xsub.bind(self.frontend)
             xpub.bind(self.backend)
             ctl.bind(self._control_addr)
-        except zmq.ZMQError:
+        except BaseException:
             for s in (xsub, xpub, ctl):
                 s.close()
             raise
@@ -96,7 +142,10 @@ class BusProxy:
 
         def serve() -> None:
             try:
-                zmq.proxy_steerable(xsub, xpub, None, ctl)
+                if guard is None:
+                    zmq.proxy_steerable(xsub, xpub, None, ctl)
+                else:
+                    _GuardedProxy(self, guard, xsub, xpub, ctl).run()
             except zmq.ZMQError as exc:  # context terminated
                 log.debug("bus %s proxy ended: %s", self.name, exc)
             finally:
@@ -115,6 +164,8 @@ class BusProxy:
     def statistics(self) -> dict[str, int]:
         """Messages and bytes through the proxy (libzmq's STATISTICS): ``published`` (in from
         publishers), ``delivered`` (out to subscribers) and their ``_bytes``; {} if stopped."""
+        if self.guard is not None:
+            return dict(self.counts) if self.alive else {}
         with self._control_lock:
             if self._control is None or not self.alive:
                 return {}
@@ -159,3 +210,113 @@ class BusProxy:
         if self._control is not None:
             self._control.close(linger=0)
             self._control = None
+        if self._owns_guard and self.guard is not None:
+            self.guard.stop()
+            self.guard.context.destroy(linger=0)
+            self._owns_guard = False
+
+
+class _GuardedProxy:
+    """The secure proxy loop of one bus (runs in the proxy's thread)."""
+
+    #: messages forwarded per wake-up before the other sockets get a turn
+    BURST = 1024
+
+    def __init__(
+        self,
+        proxy: BusProxy,
+        guard: BrokerGuard,
+        xsub: zmq.Socket[Any],
+        xpub: zmq.Socket[Any],
+        ctl: zmq.Socket[Any],
+    ) -> None:
+        self.proxy = proxy
+        self.guard = guard
+        self.service = BUS_SERVICE_PREFIX + proxy.name
+        self.xsub, self.xpub, self.ctl = xsub, xpub, ctl
+        self._generation = -1
+        self._allowed: dict[tuple[str, str, bytes], bool] = {}
+
+    def allowed(self, principal: str, operation: str, topic: bytes) -> bool:
+        """May ``principal`` publish/subscribe ``topic`` (cached until the guard reloads)."""
+        if self.guard.generation != self._generation:
+            self._generation = self.guard.generation
+            self._allowed.clear()
+        key = (principal, operation, topic)
+        found = self._allowed.get(key)
+        if found is not None:
+            return found
+        if len(self._allowed) >= CACHE_LIMIT:
+            self._allowed.clear()
+        text = topic.decode("utf-8", "replace")
+        if principal == BROKER:
+            found = True
+        else:
+            decision = self.guard.authority.decide(
+                principal, None, self.service, operation, key=text
+            )
+            found = bool(decision)
+            if not found:
+                log.warning(
+                    "bus %s: principal '%s' may not %s topic '%s' (rule %s)",
+                    self.proxy.name,
+                    principal,
+                    operation.lstrip("@"),
+                    text,
+                    decision.rule,
+                )
+        self._allowed[key] = found
+        return found
+
+    def run(self) -> None:
+        poller = zmq.Poller()
+        for sock in (self.xsub, self.xpub, self.ctl):
+            poller.register(sock, zmq.POLLIN)
+        while True:
+            ready = dict(poller.poll())
+            if self.ctl in ready and self.ctl.recv() == b"TERMINATE":
+                return
+            if self.xpub in ready or readable(self.xpub):
+                self._subscriptions()
+            if self.xsub in ready or readable(self.xsub):
+                self._forward()
+
+    def _subscriptions(self) -> None:
+        """Apply each (un)subscription the policy allows and pass it upstream."""
+        xpub = self.xpub
+        while readable(xpub):
+            frames, user, _ = recv_frames_from(xpub, NOBLOCK)
+            data = frames[0]
+            if not data or data[0] not in (0, 1):
+                continue
+            subscribe = data[0] == 1
+            topic = data[1:]
+            if user:
+                if not self.allowed(user, SUBSCRIBE_OPERATION, topic):
+                    self.proxy.denied_subscribe += subscribe
+                    continue
+                # XPUB_MANUAL: applies to the pipe this message came from
+                xpub.setsockopt(zmq.SUBSCRIBE if subscribe else zmq.UNSUBSCRIBE, topic)
+            # no User-Id: libzmq's unsubscription for a subscriber that left
+            self.xsub.send(data)
+
+    def _forward(self) -> None:
+        """Forward published messages whose principal may publish their topic."""
+        xsub, xpub = self.xsub, self.xpub
+        counts = self.proxy.counts
+        n = 0
+        while n < self.BURST and readable(xsub):
+            frames, user, _ = recv_frames_from(xsub, NOBLOCK)
+            n += 1
+            size = sum(map(len, frames))
+            counts["published"] += 1
+            counts["published_bytes"] += size
+            if self.allowed(user, PUBLISH_OPERATION, frames[0]):
+                try:
+                    send_frames(xpub, frames, NOBLOCK)
+                    counts["delivered"] += 1
+                    counts["delivered_bytes"] += size
+                except zmq.Again:
+                    pass  # XPUB drops at the high-water mark anyway
+            else:
+                self.proxy.denied_publish += 1

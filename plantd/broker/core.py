@@ -7,8 +7,12 @@ No I/O: :meth:`BrokerCore.handle` takes one message as the ROUTER received it an
 and fuzzed without sockets.
 
 Every message passes through :meth:`BrokerCore.handle`, where the optional ``authorize``
-hook sees the sender and the decoded message: the place a later CURVE/ZAP layer checks
-per-service permissions.
+hook sees the sender, the decoded message and its ``origin`` (the authenticated principal the
+socket layer read, see ``plantd.broker.access``) and may refuse it: a refused REQUEST gets an
+error reply with the hook's status and reason (403 naming the rule, 429 when rate limited),
+a refused worker command a DISCONNECT. Workers that declared the caller capability in READY
+get every request prefixed with the caller (``plantd.security.caller``), always: a client
+cannot forge it.
 
 Clients whose dialect has no error reply (MDP/0.1, majortomo, Go plantd) are never sent one:
 what would be an error for an RFC 18 client is, for them, a request held for a worker or
@@ -24,18 +28,21 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from plantd import __version__
 from plantd.broker.alerts import Alerts
 from plantd.broker.fairqueue import FairQueue
 from plantd.protocol import mdp, mmi
 from plantd.protocol.mdp import Dialect, Kind, MalformedMessage, PeerMessage
+from plantd.security.caller import ANONYMOUS, CALLER_MARKER, encode_caller
 from plantd.telemetry import Latency
 from plantd.vocabulary import BROKER_ENDPOINT
 
 # status codes carried in error replies (see docs/protocol.md)
 BAD_REQUEST = 400
 FORBIDDEN = 403
+RATE_LIMITED = 429
 UNKNOWN_SERVICE = 404
 TOO_LARGE = 413
 NO_WORKER = 503
@@ -72,6 +79,10 @@ class BrokerSettings:
     #: messages held for one peer whose pipe is full, in bytes
     max_backlog_bytes: int = 64 << 20
     max_message_bytes: int = 1 << 20
+    #: requests per second each principal may send (token bucket; 0: no limit) and the
+    #: burst it may send at once (0: one second's worth)
+    rate_limit: float = 0.0
+    rate_burst: float = 0.0
 
 
 @dataclass(slots=True)
@@ -87,7 +98,10 @@ class Counters:
     disconnects_sent: int = 0
     workers_expired: int = 0
     requests_expired: int = 0
+    #: messages refused by authorization (status 403 / DISCONNECT)
     denied: int = 0
+    #: requests refused because their principal was over its rate (status 429)
+    rate_limited: int = 0
     unroutable: int = 0
     mmi: int = 0
     #: requests refused (RFC 18: 503) or dropped because their service's queue was full
@@ -110,7 +124,7 @@ class Counters:
 class Request:
     """A client request waiting for, or being served by, a worker."""
 
-    __slots__ = ("arrival", "body", "client", "cost", "dialect", "discard", "service")
+    __slots__ = ("arrival", "body", "caller", "client", "cost", "dialect", "discard", "service")
 
     def __init__(
         self,
@@ -120,8 +134,11 @@ class Request:
         body: list[bytes],
         arrival: float,
         cost: int = 0,
+        caller: list[bytes] | None = None,
     ) -> None:
         self.client = client
+        #: the caller prefix for workers that read it (anonymous when nobody authenticated)
+        self.caller = _ANONYMOUS_PREFIX if caller is None else caller
         self.dialect = dialect
         self.service = service
         self.body = body
@@ -138,6 +155,7 @@ class Worker:
     __slots__ = (
         "busy",
         "busy_since",
+        "caller",
         "connected_at",
         "dialect",
         "dispatched",
@@ -163,6 +181,8 @@ class Worker:
         #: heartbeat deadline even while busy; others get ``busy_timeout``
         self.heartbeats_while_busy = False
         self.served = 0
+        #: it declared the caller capability in READY: requests reach it with the prefix
+        self.caller = False
 
 
 class Service:
@@ -195,7 +215,11 @@ class Service:
         self.last_progress = float("-inf")
 
 
-Authorizer = Callable[[bytes, PeerMessage], bool]
+#: ``authorize(sender, msg, origin)``: None or True lets the message pass; False or a
+#: (status, reason) pair refuses it. ``origin`` is whatever the socket layer passed to
+#: :meth:`BrokerCore.handle` (``plantd.broker.access.Origin``, with a ``caller`` prefix).
+Authorizer = Callable[[bytes, PeerMessage, Any], Any]
+_ANONYMOUS_PREFIX = encode_caller(ANONYMOUS)
 
 
 class BadArgument(ValueError):
@@ -233,8 +257,10 @@ class BrokerCore:
 
     # --- input ------------------------------------------------------------------------
 
-    def handle(self, sender: bytes, frames: list[bytes], now: float) -> None:
-        """Process one message from ``sender`` (the routing id the ROUTER reported)."""
+    def handle(self, sender: bytes, frames: list[bytes], now: float, origin: Any = None) -> None:
+        """Process one message from ``sender`` (the routing id the ROUTER reported);
+        ``origin``: who sent it, as the socket layer authenticated it (for ``authorize`` and
+        the caller prefix)."""
         try:
             msg = mdp.decode_peer_message(frames)
         except mdp.InvalidRequest as exc:
@@ -250,16 +276,14 @@ class BrokerCore:
         if size > self.settings.max_message_bytes:
             self._on_oversized(sender, msg, size, now)
             return
-        if self.authorize is not None and not self.authorize(sender, msg):
-            self.counters.denied += 1
-            if msg.kind is Kind.REQUEST:
-                self._error(sender, msg.dialect, msg.service, FORBIDDEN, "not authorized")
-            else:
-                self._disconnect(sender, msg.dialect)
-            return
+        if self.authorize is not None:
+            verdict = self.authorize(sender, msg, origin)
+            if verdict is not None and verdict is not True:
+                self._refuse(sender, msg, verdict)
+                return
         kind = msg.kind
         if kind is Kind.REQUEST:
-            self._on_request(sender, msg, now, size)
+            self._on_request(sender, msg, now, size, origin)
         elif kind is Kind.REPLY:
             self._on_reply(sender, msg, now)
         elif kind is Kind.HEARTBEAT:
@@ -279,7 +303,24 @@ class BrokerCore:
             if worker is not None:
                 self._remove_worker(worker, "worker disconnected while serving the request")
 
-    def _on_request(self, client: bytes, msg: PeerMessage, now: float, size: int) -> None:
+    def _refuse(self, sender: bytes, msg: PeerMessage, verdict: Any) -> None:
+        status, reason = (FORBIDDEN, "not authorized") if verdict is False else verdict[:2]
+        if status == RATE_LIMITED:
+            self.counters.rate_limited += 1
+        else:
+            self.counters.denied += 1
+        self.alerts.note("denied", reason)
+        if msg.kind is Kind.REQUEST:
+            self._error(sender, msg.dialect, msg.service, status, reason)
+            return
+        self._disconnect(sender, msg.dialect)
+        worker = self.workers.get(sender)
+        if worker is not None:  # a worker whose principal was revoked
+            self._remove_worker(worker, reason)
+
+    def _on_request(
+        self, client: bytes, msg: PeerMessage, now: float, size: int, origin: Any = None
+    ) -> None:
         name = msg.service
         self.counters.requests += 1
         if name.startswith(MMI_PREFIX):
@@ -290,6 +331,8 @@ class BrokerCore:
             service = self.services[name] = Service(name)
         service.requests += 1
         request = Request(client, msg.dialect, name, msg.body, now, size + REQUEST_OVERHEAD)
+        if origin is not None:
+            request.caller = origin.caller
         queue = service.queue
         worker = self._take_idle(service, now) if not queue else None
         if worker is not None:
@@ -345,7 +388,8 @@ class BrokerCore:
     def _dispatch(self, worker: Worker, request: Request, now: float) -> None:
         worker.busy = request
         worker.busy_since = now
-        msg = mdp.encode_worker_request(worker.dialect, request.client, request.body)
+        body = [*request.caller, *request.body] if worker.caller else request.body
+        msg = mdp.encode_worker_request(worker.dialect, request.client, body)
         msg.insert(0, worker.identity)
         worker.dispatched = msg
         self.outbox.append(msg)
@@ -441,6 +485,7 @@ class BrokerCore:
         if service is None:
             service = self.services[msg.service] = Service(msg.service)
         worker = Worker(sender, service, msg.dialect, now)
+        worker.caller = CALLER_MARKER in msg.body
         self.workers[sender] = worker
         service.workers[sender] = worker
         service.ever_ready = True
@@ -701,6 +746,7 @@ class BrokerCore:
                 queued_bytes=sum(s.queue.bytes for s in self.services.values()),
                 counters=asdict(self.counters),
                 settings={k: v for k, v in asdict(self.settings).items() if k != "endpoint"},
+                time=round(time.time(), 6),
             )
         )
 

@@ -1,7 +1,8 @@
 """The broker daemon: the Majordomo ROUTER plus the four pub/sub bus proxies.
 
 Defaults bind 127.0.0.1 only; listening on every interface has to be asked for explicitly
-(``PLANTD_BROKER_ENDPOINT=tcp://*:9797``) because the broker has no authentication.
+(``PLANTD_BROKER_ENDPOINT=tcp://*:9797``), and is refused without security (CURVE + ZAP, see
+docs/security.md).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ COUNTER_HELP = {
     "disconnects_sent": "DISCONNECT commands sent to workers",
     "workers_expired": "Workers removed after missing their heartbeats",
     "requests_expired": "Requests that waited too long for a worker",
-    "denied": "Messages refused by the authorizer",
+    "denied": "Messages refused by authorization (status 403 or DISCONNECT)",
+    "rate_limited": "Requests refused because their principal was over its rate (status 429)",
     "unroutable": "Requests for a service name that cannot be routed",
     "mmi": "MMI (mmi.*) requests answered by the broker",
     "queue_full": "Requests refused or dropped because their service's queue was full",
@@ -185,6 +187,29 @@ def _bus_families(proxies: list[Any]) -> Iterator[Any]:
         yield gauge
 
 
+class _GuardCollector:
+    """Counters of the broker's security (denial audit queue) for /metrics."""
+
+    def __init__(self, guard: Any) -> None:
+        self.guard = guard
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        audit = self.guard.audit
+        for name, text in (
+            ("written", "Denials written to the audit log"),
+            ("dropped", "Denials not audited because the audit queue was full"),
+            ("failed", "Denials whose audit write failed"),
+        ):
+            yield CounterMetricFamily(
+                f"plantd_broker_denials_audit_{name}", text, value=getattr(audit, name)
+            )
+
+
 class BrokerDaemon(Daemon[BrokerDaemonSettings]):
     name = "broker"
     settings_class = BrokerDaemonSettings
@@ -198,24 +223,40 @@ class BrokerDaemon(Daemon[BrokerDaemonSettings]):
         return s.log_frontend
 
     async def run(self, ctx: DaemonContext) -> None:
+        import zmq
+
         from plantd.broker.bus import BusProxy
         from plantd.broker.core import BrokerSettings
+        from plantd.broker.guard import BrokerGuard
         from plantd.broker.server import BrokerServer
+        from plantd.daemons.lifecycle import StartupRefused
+        from plantd.security.errors import IdentityError
+        from plantd.security.settings import server_security
 
         s = self.settings
         wanted = {f.name for f in dataclasses.fields(BrokerSettings)}
         core_settings = BrokerSettings(**{k: getattr(s, k) for k in wanted if hasattr(s, k)})
-        server = BrokerServer(core_settings)
-        bound = server.bind()  # raise bind errors now, before announcing readiness
-        ctx.set_endpoint(bound)
-
+        security = server_security()
+        guard = None
+        if security.secure:  # one authenticator for the ROUTER and the four buses
+            guard = BrokerGuard(
+                security, zmq.Context(), rate_limit=s.rate_limit, rate_burst=s.rate_burst
+            )
+            guard.start()
+            ctx.metrics.register(_GuardCollector(guard))
+        server = BrokerServer(core_settings, security=security, guard=guard)
         proxies: list[Any] = []
         try:
-            if s.buses:
-                for bus in BUS_NAMES:
-                    proxy = BusProxy(bus, *s.bus_endpoints(bus))
-                    proxy.start()
-                    proxies.append(proxy)
+            try:
+                bound = server.bind()  # raise bind errors now, before announcing readiness
+                ctx.set_endpoint(bound)
+                if s.buses:
+                    for bus in BUS_NAMES:
+                        proxy = BusProxy(bus, *s.bus_endpoints(bus), security=security, guard=guard)
+                        proxy.start()
+                        proxies.append(proxy)
+            except IdentityError as exc:  # a public endpoint without security
+                raise StartupRefused(str(exc), exc.exit_code) from None
             ctx.metrics.register(_BrokerCollector(server, proxies))
             self._add_checks(ctx, server, proxies, s)
 
@@ -229,6 +270,9 @@ class BrokerDaemon(Daemon[BrokerDaemonSettings]):
         finally:
             for proxy in proxies:
                 await asyncio.to_thread(proxy.stop)
+            if guard is not None:
+                guard.stop()
+                guard.context.destroy(linger=0)
 
     @staticmethod
     def _add_checks(

@@ -14,13 +14,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import zmq
 
 from plantd.broker.backlog import Backlog
 from plantd.broker.core import BrokerCore, BrokerSettings
 from plantd.protocol import mdp
-from plantd.transport import NOBLOCK, readable, recv_frames, send_frames
+from plantd.security.settings import ServerSecurity, server_security
+from plantd.transport import NOBLOCK, readable, recv_frames, recv_frames_from, send_frames
+
+if TYPE_CHECKING:
+    from plantd.broker.guard import BrokerGuard
 
 log = logging.getLogger("plantd.broker")
 
@@ -37,10 +42,37 @@ class BrokerServer:
     """Runs a :class:`BrokerCore` on a bound ROUTER socket until ``stop`` is set."""
 
     def __init__(
-        self, settings: BrokerSettings, context: zmq.Context[zmq.Socket[bytes]] | None = None
+        self,
+        settings: BrokerSettings,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        *,
+        security: ServerSecurity | None = None,
+        guard: BrokerGuard | None = None,
     ) -> None:
+        """``security`` defaults to the process's (``PLANTD_SECURITY``, the keyring of
+        ``$PLANTD_HOME``); with security on, a ``guard`` (shared with the bus proxies of
+        the same context) is made here unless given, on a context of its own."""
         self.settings = settings
         self.core = BrokerCore(settings)
+        self._owns_guard = False
+        if guard is None:
+            security = server_security() if security is None else security
+            if security.secure:
+                from plantd.broker.guard import BrokerGuard
+
+                context = context or zmq.Context()  # its own: one ZAP handler per context
+                guard = BrokerGuard(
+                    security,
+                    context,
+                    rate_limit=settings.rate_limit,
+                    rate_burst=settings.rate_burst,
+                )
+                self._owns_guard = True
+        self.guard = guard
+        self.security = guard.security if guard is not None else (security or ServerSecurity())
+        if guard is not None:
+            self.core.authorize = guard.access.authorize
+            context = guard.context
         self._ctx = context or zmq.Context.instance()
         self._sock: zmq.Socket[bytes] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -63,8 +95,13 @@ class BrokerServer:
         # at net.core.somaxconn)
         sock.setsockopt(zmq.BACKLOG, LISTEN_BACKLOG)
         try:
+            if self.guard is not None:
+                self.guard.start()  # before the bind: fail closed
+                self.guard.apply(sock, self.settings.endpoint)
+            else:
+                self.security.apply(sock, self.settings.endpoint)  # refuses a public bind
             sock.bind(self.settings.endpoint)
-        except zmq.ZMQError:
+        except BaseException:
             sock.close()
             raise
         self._sock = sock
@@ -100,6 +137,9 @@ class BrokerServer:
             loop.remove_reader(fd)
             sock.close(linger=0)
             self._sock = None
+            if self._owns_guard and self.guard is not None:
+                self.guard.stop()
+                self._ctx.destroy(linger=0)  # the context made for this guard
             log.info("broker stopped")
 
     def _drain(self) -> None:
@@ -111,12 +151,20 @@ class BrokerServer:
         handle = self.core.handle
         now = time.monotonic()
         budget = BATCH
+        guard = self.guard
+        if guard is not None:
+            guard.refresh()  # revocations and policy edits: effective from this batch on
+            origin = guard.origin
         # keep draining while messages keep arriving: every round saved is an event-loop
         # wake-up (epoll + callback) saved, the largest cost per request after the syscalls
         while budget and readable(sock):
             while budget and readable(sock):
-                frames = recv_frames(sock, NOBLOCK)
-                handle(frames[0], frames[1:], now)
+                if guard is None:
+                    frames = recv_frames(sock, NOBLOCK)
+                    handle(frames[0], frames[1:], now)
+                else:
+                    frames, user, peer = recv_frames_from(sock, NOBLOCK)
+                    handle(frames[0], frames[1:], now, origin(user, peer))
                 budget -= 1
             self._flush()
             now = time.monotonic()

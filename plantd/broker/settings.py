@@ -39,6 +39,9 @@ class BrokerDaemonSettings(DaemonSettings):
     max_queue: int = 1_000_000
     max_backlog_bytes: int = 64 << 20
     max_message_bytes: int = 1 << 20
+    #: requests per second per principal (token bucket; 0: no limit), and the burst
+    rate_limit: float = 0.0
+    rate_burst: float = 0.0
     #: run the bus proxies in this process (disable to run a bare broker)
     buses: bool = True
     state_frontend: str = bus("state").publish

@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from plantd.cli import client_settings, output_format
+from plantd.cli.completion import service_names
 from plantd.cli.exitcodes import CliError, ExitCode
 from plantd.cli.output import (
     OutputFormat,
@@ -81,7 +82,9 @@ def _payload(text: str | None) -> bytes:
 
 def call(
     ctx: typer.Context,
-    service: str = typer.Argument(..., help="Service name, e.g. org.plantd.module.Echo."),
+    service: str = typer.Argument(
+        ..., help="Service name, e.g. org.plantd.module.Echo.", autocompletion=service_names
+    ),
     operation: str = typer.Argument(..., help="Operation, e.g. echo."),
     payload: str | None = typer.Argument(None, help="JSON document ('-' reads stdin)."),
     timeout: float | None = TIMEOUT_OPT,

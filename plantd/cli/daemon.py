@@ -256,7 +256,11 @@ def output_format_is_text(fmt: Any) -> bool:
 def up(
     ctx: typer.Context, wait: float = WAIT_OPT, output: OutputFormat | None = OUTPUT_OPT
 ) -> None:
-    """Start the whole stack in dependency order (broker, state, logger, echo)."""
+    """Start the whole stack in dependency order (broker, state, logger, echo); the first
+    time, create the keyring (``plant identity init``)."""
+    from plantd.cli.identity import ensure_initialised
+
+    ensure_initialised()
     names = _resolve(["all"])
     code = _start(names, wait, quiet_running=True)
     if code == ExitCode.OK:

@@ -2,7 +2,8 @@
 
 Read-only: it reports stale pid files and taken ports but changes nothing. Each check gives
 ``ok``, ``warn`` or ``fail``; the exit code is that of the first failing check (3 broker
-unreachable, 6 a port taken, 1 anything else), 0 when nothing fails.
+unreachable, 6 a port taken, 7 a service that does not answer, the key-file code for a
+readable secret, 1 anything else), 0 when nothing fails.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ _COLUMNS = ("check", "status", "detail", "fix")
 #: fixed patch releases of the 3.44 and 3.50 branches
 _WAL_RESET_FIXED = (3, 51, 3)
 _WAL_RESET_BRANCH_FIXES = ((3, 44, 6), (3, 50, 7))
+#: clock skew against the broker above this (beyond the round trip's uncertainty) is a warning:
+#: TTLs, log and audit times and metric samples from different hosts stop lining up
+SKEW_WARN_S = 0.5
 
 
 @dataclass
@@ -106,6 +110,43 @@ def check_home(home: Any) -> list[Finding]:
             )
         ]
     return [Finding("home", "ok", f"{root} (mode {mode:o})")]
+
+
+def check_keys(home: Any) -> list[Finding]:
+    """Secret key files of the keyring: refused by every daemon when group/others can read them."""
+    from plantd.security.errors import IdentityError
+    from plantd.security.keys import SECRET_SUFFIX, Keyring, check_secret_file
+
+    ring = Keyring.at_home(home.root)
+    if not ring.root.exists():
+        return [Finding("keys", "ok", f"no keyring at {ring.root} (plant up creates it)")]
+    out = []
+    for path in sorted(
+        {*ring.root.glob("*" + SECRET_SUFFIX), *ring.secrets_dir.glob("*" + SECRET_SUFFIX)}
+    ):
+        try:
+            check_secret_file(path)
+        except IdentityError as exc:
+            out.append(
+                Finding(
+                    f"key {path.name}",
+                    "fail",
+                    str(exc).split(";")[0],
+                    f"chmod 600 {path}",
+                    exc.exit_code,
+                )
+            )
+    mode = stat.S_IMODE(ring.root.stat().st_mode)
+    if mode & 0o077:
+        out.append(
+            Finding(
+                "keys",
+                "warn",
+                f"{ring.root} is open to others (mode {mode:o})",
+                f"chmod 700 {ring.root}",
+            )
+        )
+    return out or [Finding("keys", "ok", f"{ring.root}: every secret key file is private")]
 
 
 def check_pid_files(home: Any) -> tuple[list[Finding], set[str]]:
@@ -197,7 +238,47 @@ def check_ports(running: set[str]) -> list[Finding]:
     return out or [Finding("ports", "ok", "every port of a stopped daemon is free")]
 
 
+def clock_skew(local_before: float, broker_time: float, local_after: float) -> tuple[float, float]:
+    """(skew, uncertainty) of the broker's clock against ours: its time against the middle of
+    the round trip, give or take half the round trip."""
+    return broker_time - (local_before + local_after) / 2, (local_after - local_before) / 2
+
+
+def _skew_finding(before: float, broker_time: float | None, after: float) -> Finding:
+    if broker_time is None:
+        return Finding("clock", "warn", "the broker does not report its time (older version)")
+    skew, error = clock_skew(before, broker_time, after)
+    off = abs(skew) - error > SKEW_WARN_S
+    return Finding(
+        "clock",
+        "warn" if off else "ok",
+        f"broker clock {skew:+.3f} s from this host (+/- {error:.3f} s)",
+        "synchronise the clocks (chrony or systemd-timesyncd on every host)" if off else "",
+    )
+
+
+def _answers(client: Any, service: str, timeout: float) -> Finding:
+    """Whether ``service`` answers a ``health`` request (every SDK module and daemon has one)."""
+    from plantd.client.errors import PlantdError, RequestTimeout
+
+    try:
+        client.call(service, "health", {}, timeout=timeout)
+    except RequestTimeout as exc:
+        return Finding(
+            f"service {service}",
+            "fail",
+            f"does not answer within {timeout:g} s: {exc}",
+            f"see its daemon's log (plant log query -s {service}) or restart it",
+            ExitCode.TIMEOUT,
+        )
+    except PlantdError as exc:  # an answer all the same (e.g. not authorized to ask)
+        return Finding(f"service {service}", "ok", f"answers ({exc})")
+    return Finding(f"service {service}", "ok", "answers")
+
+
 def check_broker(ctx: typer.Context) -> list[Finding]:
+    import time
+
     from plantd.client import SyncClient
 
     given = cli_state(ctx).timeout  # -t, else a short wait: doctor must answer quickly
@@ -205,6 +286,14 @@ def check_broker(ctx: typer.Context) -> list[Finding]:
     try:
         with SyncClient(s.endpoint, timeout=s.timeout) as client:
             services = client.services()
+            before = time.time()
+            status = client.broker_status()
+            after = time.time()
+            answers = {
+                e.name: _answers(client, e.name, s.timeout)
+                for e in services
+                if e.workers > 0 and not e.name.startswith("mmi.")
+            }
     except Exception as exc:  # any failure means: not reachable from here
         return [
             Finding(
@@ -215,24 +304,30 @@ def check_broker(ctx: typer.Context) -> list[Finding]:
                 ExitCode.UNREACHABLE,
             )
         ]
-    out = [Finding("broker", "ok", f"{s.endpoint} answers ({len(services)} services)")]
+    out = [
+        Finding("broker", "ok", f"{s.endpoint} answers ({len(services)} services)"),
+        _skew_finding(before, status.time, after),
+    ]
     for entry in services:
         if entry.name.startswith("mmi."):
             continue
-        ok = entry.workers > 0
-        out.append(
-            Finding(
-                f"service {entry.name}",
-                "ok" if ok else "warn",
-                f"{entry.workers} workers" + ("" if ok else ": requests to it wait"),
-                "" if ok else "start the daemon or module serving it",
+        if entry.name in answers:
+            out.append(answers[entry.name])
+        else:
+            out.append(
+                Finding(
+                    f"service {entry.name}",
+                    "warn",
+                    "0 workers: requests to it wait",
+                    "start the daemon or module serving it",
+                )
             )
-        )
     return out
 
 
 def doctor(ctx: typer.Context, output: OutputFormat | None = OUTPUT_OPT) -> None:
-    """Check versions, PLANTD_HOME, pid files, ports and the broker; say how to fix each."""
+    """Check versions, PLANTD_HOME, key files, pid files, ports, the broker, its clock and
+    every service; say how to fix each."""
     from plantd.config import plantd_home
 
     home = plantd_home()
@@ -240,6 +335,7 @@ def doctor(ctx: typer.Context, output: OutputFormat | None = OUTPUT_OPT) -> None
     findings = [
         *check_versions(),
         *check_home(home),
+        *check_keys(home),
         *pid_findings,
         *check_ports(running),
         *check_broker(ctx),

@@ -3,7 +3,7 @@ trail on this host's keyring (``$PLANTD_HOME/identity``, see docs/security.md).
 
 These work on local files (the registry and audit SQLite files, key files); no broker is
 needed. Errors: a bad name/role/key exits 2, an unknown principal 4, a name or key that
-already exists or a principal in the wrong state 6, an unsafe secret key file 5; ``audit
+already exists or a principal in the wrong state 6, an unsafe secret key file 9; ``audit
 verify`` exits 1 when the chain is broken (naming the first bad seq).
 """
 
@@ -21,10 +21,11 @@ import typer
 from plantd.cli import output_format
 from plantd.cli.exitcodes import CliError, ExitCode
 from plantd.cli.output import OutputFormat, emit, info
+from plantd.cli.tokens import app as token_app
 
 if TYPE_CHECKING:
-    from plantd.identity.keys import Keyring
     from plantd.identity.principals import Principal, Registry
+    from plantd.security.keys import Keyring
 
 app = typer.Typer(help="Principals and their keys.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail: list and verify.", no_args_is_help=True)
@@ -42,7 +43,7 @@ AUDIT_COLUMNS = (
 
 def _keyring() -> Keyring:
     from plantd.config import plantd_home
-    from plantd.identity.keys import Keyring
+    from plantd.security.keys import Keyring
 
     return Keyring.at_home(plantd_home().root)
 
@@ -110,6 +111,36 @@ def _emit_one(ctx: typer.Context, output: OutputFormat | None, p: Principal, **e
     fmt = _fmt(ctx, output)
     doc = {**_doc(p, fmt), **{k: v for k, v in extra.items() if v is not None}}
     emit(doc, fmt)
+
+
+def ensure_initialised() -> bool:
+    """What ``plant up`` runs first: ``identity init`` when security is on and there is no
+    keyring yet; True when it made one."""
+    from plantd.identity.principals import init_keyring
+    from plantd.security.settings import security_enabled
+
+    ring = _keyring()
+    if not security_enabled() or ring.registry.exists() or ring.broker_secret.exists():
+        return False
+    _, admin = init_keyring(ring)
+    _record("init", admin)
+    info(f"identity initialised in {ring.root} (you are 'admin')")
+    return True
+
+
+def ensure_module_principal(name: str, service: str) -> None:
+    """What ``plant module start`` runs: module ``name`` gets its own principal (role
+    ``service:<service>``, secret on this host) unless it has one."""
+    from plantd.identity.principals import Registry, ensure_service_principal
+    from plantd.security.settings import security_enabled
+
+    ring = _keyring()
+    if not security_enabled() or not ring.registry.exists():
+        return
+    if ensure_service_principal(ring, name, service, "module"):
+        with Registry(ring) as reg:
+            _record("add", reg.get(name))
+        info(f"principal {name!r} created (role service:{service})")
 
 
 @app.command("init")
@@ -225,7 +256,7 @@ def export(
 ) -> None:
     """The public certificate to copy to another host (raw/table: the zcert text)."""
     from plantd.cli.log import _fmt
-    from plantd.identity.keys import read_certificate
+    from plantd.security.keys import read_certificate
 
     ring = _keyring()
     path = ring.broker_public if name == "broker" else ring.public_path(name)
@@ -284,7 +315,7 @@ def whoami(
 ) -> None:
     """Which key this CLI would use, and whose it is."""
     from plantd.config import plantd_home
-    from plantd.identity.keys import client_identity_path, load_secret
+    from plantd.security.keys import client_identity_path, load_secret
 
     home = plantd_home().root
     path, source = client_identity_path(identity, home, dict(os.environ))
@@ -383,6 +414,7 @@ def audit_verify(ctx: typer.Context, output: OutputFormat | None = OUTPUT_OPT) -
 
 
 def register(root: typer.Typer) -> None:
+    app.add_typer(token_app, name="token")
     root.add_typer(app, name="identity", help="Principals and their keys (this host's keyring).")
     root.add_typer(audit_app, name="audit", help="The audit trail: list and verify.")
     root.command("whoami")(whoami)

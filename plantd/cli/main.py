@@ -23,6 +23,7 @@ from plantd.cli import identity as identity_cmds
 from plantd.cli import log as log_cmds
 from plantd.cli import metric as metric_cmds
 from plantd.cli import module as module_cmds
+from plantd.cli import web as web_cmds
 from plantd.cli.exitcodes import ExitCode, exit_code_for
 from plantd.cli.output import OutputFormat, error
 
@@ -60,11 +61,21 @@ def _root(
         help="Request timeout, seconds (env PLANTD_CLIENT_TIMEOUT).",
     ),
     output: OutputFormat | None = _OUTPUT_OPT,
+    identity: str | None = typer.Option(
+        None,
+        "--identity",
+        "-i",
+        help="Secret key file to authenticate with (env PLANTD_CLIENT_IDENTITY).",
+    ),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
     ),
 ) -> None:
     """Operate a plantd control system."""
+    if identity:
+        from plantd.security.settings import use_identity
+
+        use_identity(identity)
     ctx.obj = CliState(endpoint=endpoint, timeout=timeout, output=output.value if output else None)
 
 
@@ -122,6 +133,7 @@ def _attach_tui(mod: Any, problem: BaseException | None) -> None:
 
 _register_optional("plantd.cli.state", _attach_state)
 _register_optional("plantd.cli.tui", _attach_tui)
+app.command("web")(web_cmds.web)
 
 
 def run(argv: list[str] | None = None) -> int:

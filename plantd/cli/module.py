@@ -48,10 +48,22 @@ def list_modules(
 
 @module_app.command("start")
 def start(name: str = typer.Argument(..., help="Module name."), wait: float = WAIT_OPT) -> None:
-    """Start a module in the background; it registers with the running broker."""
+    """Start a module in the background; it registers with the running broker (as its own
+    principal, created here the first time)."""
     from plantd.cli.daemon import _start
+    from plantd.cli.identity import ensure_module_principal
 
-    raise typer.Exit(_start([_known(name)], wait, quiet_running=False))
+    ensure_module_principal(_known(name), _service_of(name))
+    raise typer.Exit(_start([name], wait, quiet_running=False))
+
+
+def _service_of(name: str) -> str:
+    """The MDP service module ``name`` serves (its settings may rename it)."""
+    from plantd.config import load_settings
+    from plantd.daemons import load
+
+    cls = load(name)
+    return cls(load_settings(cls.settings_class, name)).service_name()
 
 
 @module_app.command("stop")

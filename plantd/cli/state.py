@@ -19,6 +19,7 @@ from typing import Any
 import typer
 
 from plantd.cli import client_settings, output_format
+from plantd.cli.completion import key_names, scope_names
 from plantd.cli.exitcodes import CliError, ExitCode
 from plantd.cli.output import OutputFormat, emit, emit_rows, info, one_line, resolve_format
 
@@ -34,6 +35,7 @@ SCOPE_OPT = typer.Option(
     "-s",
     "--service",
     help="Scope (env PLANTD_CLIENT_SCOPE, default org.plantd.Client).",
+    autocompletion=scope_names,
 )
 #: page size of list-keys requests (the service default; its maximum is 10000)
 PAGE = 1000
@@ -143,7 +145,7 @@ def _report(ctx: typer.Context, output: OutputFormat | None, data: Any, line: st
 @app.command("get")
 def get(
     ctx: typer.Context,
-    key: str = typer.Argument(..., help="Key to read."),
+    key: str = typer.Argument(..., help="Key to read.", autocompletion=key_names),
     scope: str | None = SCOPE_OPT,
     output: OutputFormat | None = OUTPUT_OPT,
 ) -> None:
@@ -168,7 +170,7 @@ def get(
 @app.command("set")
 def set_(
     ctx: typer.Context,
-    key: str = typer.Argument(..., help="Key to write."),
+    key: str = typer.Argument(..., help="Key to write.", autocompletion=key_names),
     value: str = typer.Argument(..., help="Value ('-' reads stdin); a string unless --json."),
     scope: str | None = SCOPE_OPT,
     as_json: bool = typer.Option(False, "--json", "-j", help="Parse VALUE as JSON."),
@@ -207,7 +209,7 @@ def set_(
 @app.command("delete")
 def delete(
     ctx: typer.Context,
-    key: str = typer.Argument(..., help="Key to delete."),
+    key: str = typer.Argument(..., help="Key to delete.", autocompletion=key_names),
     scope: str | None = SCOPE_OPT,
     prev_revision: int | None = typer.Option(
         None, "--prev-revision", min=1, help="Only if the key's mod_revision is N."

@@ -8,7 +8,9 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from plantd.client.secure import resolve
 from plantd.protocol import jsoncodec
+from plantd.security.settings import ClientSecurity
 from plantd.transport import NOBLOCK, send_frames
 
 
@@ -26,11 +28,13 @@ class Publisher:
         *,
         hwm: int = 10000,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        security: ClientSecurity | None = None,
     ) -> None:
         self.endpoint = endpoint
         self._sock = (context or zmq.Context.instance()).socket(zmq.PUB)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SNDHWM, hwm)
+        resolve(security).apply(self._sock)
         self._sock.connect(endpoint)
         self.sent = 0
         self.dropped = 0
@@ -62,11 +66,13 @@ class Subscriber:
         *,
         hwm: int = 10000,
         context: zmq.asyncio.Context | None = None,
+        security: ClientSecurity | None = None,
     ) -> None:
         self.endpoint = endpoint
         self._sock = (context or zmq.asyncio.Context.instance()).socket(zmq.SUB)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.RCVHWM, hwm)
+        resolve(security).apply(self._sock)
         for topic in topics:
             self._sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
         self._sock.connect(endpoint)

@@ -18,10 +18,12 @@ from plantd.client.reply import (
     probe_async,
     timeout_error,
 )
+from plantd.client.secure import Handshake, resolve, secure_socket
 from plantd.transport import NOBLOCK, recv_frames, send_frames
 
 if TYPE_CHECKING:
     from plantd.protocol.mmi import BrokerStatus, ServiceEntry, WorkerEntry
+    from plantd.security.settings import ClientSecurity
 
 #: idle sockets kept for reuse; more concurrent requests open more, then close the surplus
 POOL_SIZE = 16
@@ -42,8 +44,13 @@ class Client:
         timeout: float = 5.0,
         retries: int = 0,
         context: zmq.asyncio.Context | None = None,
+        security: ClientSecurity | None = None,
     ) -> None:
         self.endpoint = endpoint
+        #: None: the process default (plantd.security.settings), resolved on first use
+        self.security = security
+        #: sockets whose CURVE handshake is not decided yet
+        self._handshakes: dict[zmq.asyncio.Socket, Handshake] = {}
         self.timeout = timeout
         self.retries = retries
         self._ctx = context or zmq.asyncio.Context.instance()
@@ -59,7 +66,7 @@ class Client:
     async def close(self) -> None:
         self._closed = True
         for sock in self._pool:
-            sock.close(linger=0)
+            self._discard(sock)
         self._pool.clear()
 
     def _take(self) -> zmq.asyncio.Socket:
@@ -67,16 +74,52 @@ class Client:
             raise errors.PlantdError("client is closed")
         if self._pool:
             return self._pool.pop()
+        self.security = security = resolve(self.security)
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(self.endpoint)
+        watch = secure_socket(sock, security, self.endpoint)
+        if watch is not None:
+            self._handshakes[sock] = watch
         return sock
 
     def _give_back(self, sock: zmq.asyncio.Socket) -> None:
         if self._closed or len(self._pool) >= POOL_SIZE:
-            sock.close(linger=0)
+            self._discard(sock)
         else:
             self._pool.append(sock)
+
+    def _discard(self, sock: zmq.asyncio.Socket) -> None:
+        watch = self._handshakes.pop(sock, None)
+        if watch is not None:
+            watch.close()
+        sock.close(linger=0)
+
+    async def _wait(self, sock: zmq.asyncio.Socket, seconds: float) -> bool:
+        """Wait for a reply; while the handshake is undecided, also for its verdict (a
+        refused key raises AuthenticationFailed at once instead of timing out)."""
+        watch = self._handshakes.get(sock)
+        if watch is None:
+            return bool(await sock.poll(seconds * 1000))
+        poller = zmq.asyncio.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(watch.monitor, zmq.POLLIN)
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            ready = dict(await poller.poll(left * 1000))
+            if watch.monitor in ready:
+                try:
+                    decided = watch.check()
+                except errors.AuthenticationFailed:
+                    del self._handshakes[sock]
+                    raise
+                if decided:
+                    del self._handshakes[sock]
+                    return bool(ready.get(sock)) or bool(
+                        await sock.poll(max(0.0, deadline - time.monotonic()) * 1000)
+                    )
+            if sock in ready:
+                return True
+        return False
 
     async def stream(
         self, service: str | bytes, *body: bytes, timeout: float | None = None
@@ -103,7 +146,7 @@ class Client:
                 ex.sent(time.monotonic())
                 while True:
                     left = ex.time_left(time.monotonic())
-                    if left <= 0 or not await sock.poll(left * 1000):
+                    if left <= 0 or not await self._wait(sock, left):
                         raise TimeoutError
                     reply = ex.received_frames(recv_frames(sock, NOBLOCK), time.monotonic())
                     if reply is None:
@@ -121,7 +164,7 @@ class Client:
                 if ok:
                     self._give_back(sock)
                 else:
-                    sock.close(linger=0)
+                    self._discard(sock)
 
     async def request(
         self, service: str | bytes, *body: bytes, timeout: float | None = None

@@ -39,6 +39,19 @@ class NotAuthorized(PlantdError):
     exit_code = ExitCode.AUTH
 
 
+class AuthenticationFailed(PlantdError):
+    """The CURVE handshake failed: our key is not accepted ("authentication rejected by
+    broker") or we hold the wrong broker key ("broker key mismatch")."""
+
+    exit_code = ExitCode.AUTH
+
+
+class RateLimited(PlantdError):
+    """The broker refused the request: this principal is over its rate (status 429)."""
+
+    exit_code = ExitCode.REJECTED
+
+
 class UnknownService(PlantdError):
     """No worker has ever registered the service (status 404)."""
 
@@ -71,4 +84,6 @@ def from_status(status: int, message: str) -> PlantdError:
         return MessageTooLarge(message)
     if status == 403:
         return NotAuthorized(message)
+    if status == 429:
+        return RateLimited(message)
     return ProtocolError(f"broker error {status}: {message}")

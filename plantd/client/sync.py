@@ -17,9 +17,11 @@ from plantd.client.reply import (
     probe,
     unreachable_or_timeout,
 )
+from plantd.client.secure import Handshake, resolve, secure_socket
 
 if TYPE_CHECKING:
     from plantd.protocol.mmi import BrokerStatus, ServiceEntry, WorkerEntry
+    from plantd.security.settings import ClientSecurity
 
 
 class SyncClient:
@@ -37,6 +39,7 @@ class SyncClient:
         retries: int = 0,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         check_reachable: bool = True,
+        security: ClientSecurity | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
@@ -44,6 +47,9 @@ class SyncClient:
         self._ctx = context or zmq.Context.instance()
         self._sock: zmq.Socket[bytes] | None = None
         self._check = check_reachable
+        #: None: the process default (plantd.security.settings), resolved on first use
+        self.security = security
+        self._handshake: Handshake | None = None
 
     def __enter__(self) -> SyncClient:
         return self
@@ -52,6 +58,9 @@ class SyncClient:
         self.close()
 
     def close(self) -> None:
+        if self._handshake is not None:
+            self._handshake.close()
+            self._handshake = None
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
@@ -64,11 +73,37 @@ class SyncClient:
                 if reason is not None:
                     raise errors.BrokerUnreachable(reason)
                 self._check = False
+            self.security = resolve(self.security)
             sock = self._ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(self.endpoint)
+            self._handshake = secure_socket(sock, self.security, self.endpoint)
             self._sock = sock
         return self._sock
+
+    def _wait(self, sock: zmq.Socket[bytes], ms: int) -> bool:
+        """Wait up to ``ms`` for a reply; while the handshake is undecided, also for its
+        verdict (a refused key raises AuthenticationFailed at once)."""
+        watch = self._handshake
+        if watch is None:
+            return bool(sock.poll(ms, zmq.POLLIN))
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(watch.monitor, zmq.POLLIN)
+        deadline = time.monotonic() + ms / 1000
+        while True:
+            ready = dict(poller.poll(max(0, int((deadline - time.monotonic()) * 1000))))
+            if watch.monitor in ready:
+                try:
+                    if watch.check():
+                        self._handshake = None
+                        return bool(sock.poll(max(0, int((deadline - time.monotonic()) * 1000))))
+                except errors.AuthenticationFailed:
+                    self._handshake = None
+                    raise
+            if sock in ready:
+                return True
+            if time.monotonic() >= deadline:
+                return False
 
     def stream(
         self, service: str | bytes, *body: bytes, timeout: float | None = None
@@ -87,7 +122,7 @@ class SyncClient:
                 ex.sent(time.monotonic())
                 while True:
                     left = ex.time_left(time.monotonic())
-                    if left <= 0 or not sock.poll(int(left * 1000), zmq.POLLIN):
+                    if left <= 0 or not self._wait(sock, int(left * 1000)):
                         raise TimeoutError
                     reply = ex.received_frames(sock.recv_multipart(), time.monotonic())
                     if reply is None:

@@ -29,6 +29,8 @@ from plantd.protocol.envelope import (
     error_doc,
 )
 from plantd.protocol.mdp import Kind
+from plantd.security.caller import ANONYMOUS, CALLER_MARKER, BadCaller, serving, split_caller
+from plantd.security.settings import ClientSecurity
 from plantd.telemetry import RequestStats
 from plantd.transport import NOBLOCK, readable, recv_frames, send_frames
 
@@ -73,6 +75,7 @@ class Worker:
         reconnect_max: float = 5.0,
         context: zmq.asyncio.Context | None = None,
         max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
+        security: ClientSecurity | None = None,
     ) -> None:
         if not service:
             raise ValueError("a worker needs a service name")
@@ -107,6 +110,9 @@ class Worker:
         #: count, errors and latency per operation (exported by the module SDK's /metrics)
         self.stats = RequestStats()
         self.connected = asyncio.Event()
+        #: None: the process default (plantd.security.settings), resolved on first session
+        self.security = security
+        self._handshake: Any = None
 
     # --- registration -----------------------------------------------------------------
 
@@ -168,6 +174,9 @@ class Worker:
 
     def _close(self, *, send_disconnect: bool) -> None:
         sock, self._sock = self._sock, None
+        if self._handshake is not None:
+            self._handshake.close()
+            self._handshake = None
         self.connected.clear()
         self._lost.set()
         if self._handler_task is not None and not self._handler_task.done():
@@ -206,15 +215,19 @@ class Worker:
         path, and one timer for heartbeats: no zmq.asyncio future per message, which is most
         of a worker's CPU at thousands of requests per second.
         """
+        from plantd.client.secure import resolve, secure_socket
+
         self._loop = loop = asyncio.get_running_loop()
+        self.security = resolve(self.security)
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(self.endpoint)
+        self._handshake = secure_socket(sock, self.security, self.endpoint)
         self._sock = sock
         self._lost = lost = asyncio.Event()
         self._busy_heartbeat_sent = False
         self._last_heard = time.monotonic()
-        self._send(sock, mdp.encode_ready(self.service.encode()))
+        # the extra frame declares that we read the caller prefix (plantd.security.caller)
+        self._send(sock, [*mdp.encode_ready(self.service.encode()), CALLER_MARKER])
         self.connections += 1
         # `connected` is set when the broker first answers (see _drain), not here: a READY
         # sent into a dead endpoint proves nothing (health must say so while it is down)
@@ -232,6 +245,8 @@ class Worker:
         """Heartbeat when due; end the session when the broker has been silent too long."""
         if self._sock is not sock:
             return
+        if self._handshake is not None:
+            self._check_handshake()
         now = time.monotonic()
         interval = self.heartbeat_interval
         silence_limit = interval * self.liveness
@@ -245,6 +260,17 @@ class Worker:
         due = min(self._last_sent + interval, self._last_heard + silence_limit + 0.001)
         delay = max(0.005, due - time.monotonic())
         self._beat_handle = self._loop.call_later(delay, self._beat, sock)
+
+    def _check_handshake(self) -> None:
+        """Log a refused CURVE handshake (libzmq only says so on the monitor)."""
+        from plantd.client.errors import AuthenticationFailed
+
+        try:
+            if self._handshake.check():
+                self._handshake = None
+        except AuthenticationFailed as exc:
+            self._handshake = None
+            log.error("%s: %s (%s)", self.service, exc, self.security and self.security.source)
 
     def _drain(self, sock: zmq.Socket[bytes]) -> None:
         try:
@@ -285,6 +311,16 @@ class Worker:
         Plain handlers take a direct path: an async generator around every request cost
         more than the JSON work of a typical operation.
         """
+        try:
+            caller, body = split_caller(body)
+        except BadCaller as exc:
+            log.warning("%s: %s", self.service, exc)
+            self._reply(sock, client, _json_frame(error_document(BAD_REQUEST, str(exc))), True)
+            return
+        with serving(caller or ANONYMOUS):
+            await self._serve_body(sock, client, body)
+
+    async def _serve_body(self, sock: zmq.Socket[bytes], client: bytes, body: list[bytes]) -> None:
         try:
             op, arg = self._parse(sock, client, body)
             if op is None:

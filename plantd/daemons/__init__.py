@@ -33,6 +33,7 @@ REGISTRY: dict[str, tuple[str, ...]] = {
     "logger": ("plantd.logger.daemon",),
     "echo": ("plantd.echo",),
     "metric": ("plantd.metric.daemon",),
+    "proxy": ("plantd.proxy.daemon",),
 }
 #: entry-point group where installed packages declare their modules (``name = "pkg.mod:Class"``)
 ENTRY_POINT_GROUP = "plantd.modules"

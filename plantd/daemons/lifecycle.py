@@ -37,7 +37,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from plantd import __version__
 from plantd.config import ConfigError, DaemonSettings, Home, load_settings, plantd_home
-from plantd.daemons import process
+from plantd.daemons import journald, process
 from plantd.daemons.health import Check, HealthRegistry, HealthServer
 from plantd.daemons.systemd import Notifier
 from plantd.exitcodes import ExitCode
@@ -186,7 +186,8 @@ def parse_log_level(value: str, source: str) -> int:
 
 
 def setup_logging(name: str, level: int, log_file: Path) -> logging.Logger:
-    """Log to ``log_file`` and stderr (once, if stderr already is that file when detached)."""
+    """Log to ``log_file`` and stderr (once, if stderr already is that file when detached), or
+    to the journal with structured fields instead of stderr when systemd started us."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -195,7 +196,10 @@ def setup_logging(name: str, level: int, log_file: Path) -> logging.Logger:
     file_handler = logging.FileHandler(log_file, encoding="utf-8")
     file_handler.setFormatter(formatter)
     root.addHandler(file_handler)
-    if not _same_file(sys.stderr, log_file):
+    if journald.journal_stream_is_stderr():  # started by systemd: structured journal entries
+        address = os.environ.get("PLANTD_JOURNAL_SOCKET") or journald.JOURNAL_SOCKET
+        root.addHandler(journald.JournalHandler(name, address))
+    elif not _same_file(sys.stderr, log_file):
         stream = logging.StreamHandler(sys.stderr)
         stream.setFormatter(formatter)
         root.addHandler(stream)
@@ -257,6 +261,15 @@ async def _ping_watchdog(notifier: Notifier, interval: float, stop: asyncio.Even
             pass
 
 
+def _install_security(name: str, env: Mapping[str, str]) -> None:
+    """Load daemon ``name``'s own key (refusing an unsafe secret file, exit 9) and make it
+    the process default, so every client, worker and publisher the daemon opens
+    authenticates as its principal (plantd.security.settings)."""
+    from plantd.security import settings as security
+
+    security.install(security.daemon_security(name, env))
+
+
 def _err(message: str) -> None:
     print(f"plantd: {message}", file=sys.stderr, flush=True)
 
@@ -284,6 +297,13 @@ def run_daemon(
     if running is not None and running.pid != os.getpid():
         _err(f"{name} is already running (pid {running.pid})")
         return ExitCode.CONFLICT
+
+    try:
+        _install_security(name, env)
+    except Exception as exc:  # plantd.security errors: one line, their own exit code
+        _err(f"{name} refusing to start: {exc}")
+        code = getattr(exc, "exit_code", ExitCode.REJECTED)
+        return int(code) if isinstance(code, int) else int(ExitCode.REJECTED)
 
     log = setup_logging(name, level, home.log / f"{name}.log")
     daemon = cls(settings)

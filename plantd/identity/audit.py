@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plantd.identity.errors import InvalidArgument
+from plantd.security.errors import InvalidArgument
 
 GENESIS = "0" * 64
 #: values whose JSON encoding is larger than this are stored as a digest

@@ -37,7 +37,8 @@ from enum import IntEnum
 from fnmatch import fnmatchcase
 from typing import Any
 
-from plantd.identity.errors import InvalidArgument
+from plantd.security.errors import InvalidArgument
+from plantd.vocabulary import METRIC_SERVICE, METRIC_TOPIC_PREFIX
 
 
 class Access(IntEnum):
@@ -64,7 +65,9 @@ PSEUDO_ACCESS = {
 _REAL_OPERATIONS = "[!@]*"
 BUILTIN_ROLES = ("viewer", "operator", "engineer", "admin")
 _NAME = r"[a-z][a-z0-9._-]{0,63}"
-_ROLE_RE = re.compile(rf"(service:)?{_NAME}")
+#: a service name as the broker accepts it (``org.plantd.State``: capitals allowed)
+_SERVICE = r"[A-Za-z][A-Za-z0-9._-]{0,127}"
+_ROLE_RE = re.compile(rf"service:{_SERVICE}|{_NAME}")
 
 #: how each known operation counts. org.plantd.State's writes are exactly
 #: plantd.state.service.WRITE_OPERATIONS (a test keeps them equal).
@@ -190,6 +193,23 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         for g in CONFIG_SCOPES
     ),
     _allow("builtin:admin", "role:admin", Access.admin),
+    # topics not named after their service: the state daemon publishes each scope's changes
+    # (topic = scope), the metric module its samples (org.plantd.Metric.<device>)
+    _allow(
+        "builtin:state-bus",
+        f"role:service:{STATE_SERVICE}",
+        Access.write,
+        service=BUS_SERVICE_PREFIX + "state",
+        operation=PUBLISH_OPERATION,
+    ),
+    _allow(
+        "builtin:metric-bus",
+        f"role:service:{METRIC_SERVICE}",
+        Access.write,
+        service=BUS_SERVICE_PREFIX + "metric",
+        operation=PUBLISH_OPERATION,
+        key=METRIC_TOPIC_PREFIX + "*",
+    ),
 )
 #: role -> the roles it includes
 BUILTIN_INHERITS: Mapping[str, tuple[str, ...]] = {
@@ -298,7 +318,7 @@ _RULE_FIELDS = (
     "key",
     "access",
 )
-_SUBJECT_RE = re.compile(rf"\*|principal:{_NAME}|role:(service:)?{_NAME}")
+_SUBJECT_RE = re.compile(rf"\*|principal:{_NAME}|role:(service:{_SERVICE}|{_NAME})")
 
 
 def parse_policy(text: str, source: str = "policy") -> Policy:

@@ -21,8 +21,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from plantd.identity.errors import Conflict, InvalidArgument, NotFound
-from plantd.identity.keys import (
+from plantd.identity.policy import IDENTITY_SERVICE, validate_role
+from plantd.security.errors import Conflict, InvalidArgument, NotFound
+from plantd.security.keys import (
     KeyPair,
     Keyring,
     generate_keypair,
@@ -30,9 +31,25 @@ from plantd.identity.keys import (
     write_public,
     write_secret,
 )
-from plantd.identity.policy import validate_role
+from plantd.vocabulary import (
+    ECHO_SERVICE,
+    LOGGER_SERVICE,
+    METRIC_SERVICE,
+    SERVICE_PREFIX,
+    STATE_SERVICE,
+)
 
 KINDS = ("person", "module", "daemon")
+#: principal -> service of every built-in daemon: ``plant identity init`` makes each one a
+#: principal (kind daemon, role ``service:<service>``) whose secret the daemon loads
+DAEMON_PRINCIPALS = {
+    "state": STATE_SERVICE,
+    "logger": LOGGER_SERVICE,
+    "metric": METRIC_SERVICE,
+    "echo": ECHO_SERVICE,
+    "identity": IDENTITY_SERVICE,
+    "proxy": SERVICE_PREFIX + "Proxy",
+}
 STATES = ("active", "pending", "revoked")
 #: lower-case letters, digits, '.', '_', '-'; starts with a letter; at most 64 characters
 NAME_RE = re.compile(r"[a-z][a-z0-9._-]{0,63}")
@@ -92,7 +109,7 @@ class Principal:
         return doc
 
 
-def _row(row: sqlite3.Row) -> Principal:
+def principal_from_row(row: sqlite3.Row) -> Principal:
     return Principal(
         name=row["name"],
         public_key=row["public_key"],
@@ -141,7 +158,7 @@ class Registry:
         row = self._db.execute("SELECT * FROM principals WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise NotFound(f"no principal named {name!r}")
-        return _row(row)
+        return principal_from_row(row)
 
     def list_principals(self, state: str | None = None) -> list[Principal]:
         if state is not None and state not in STATES:
@@ -149,7 +166,7 @@ class Registry:
         sql, args = "SELECT * FROM principals", tuple[str, ...]()
         if state is not None:
             sql, args = sql + " WHERE state = ?", (state,)
-        return [_row(r) for r in self._db.execute(sql + " ORDER BY name", args)]
+        return [principal_from_row(r) for r in self._db.execute(sql + " ORDER BY name", args)]
 
     def active_keys(self) -> dict[str, Principal]:
         """Public key (Z85) -> principal, for every active principal: what ZAP accepts."""
@@ -159,7 +176,7 @@ class Registry:
         row = self._db.execute(
             "SELECT * FROM principals WHERE public_key = ?", (public_key,)
         ).fetchone()
-        return None if row is None else _row(row)
+        return None if row is None else principal_from_row(row)
 
     # ------------------------------------------------------------------ writes
     def _check_new_key(self, db: sqlite3.Connection, public_key: str) -> None:
@@ -293,4 +310,18 @@ def init_keyring(keyring: Keyring, admin: str = "admin") -> tuple[KeyPair, Princ
     write_public(keyring.broker_public, "broker", broker.public)
     with Registry(keyring) as reg:
         principal, _ = reg.add(admin, ["admin"], kind="person")
+        for name, service in DAEMON_PRINCIPALS.items():
+            reg.add(name, [f"service:{service}"], kind="daemon")
     return broker, principal
+
+
+def ensure_service_principal(keyring: Keyring, name: str, service: str, kind: str) -> bool:
+    """Create principal ``name`` (role ``service:<service>``, its secret here) unless it
+    exists; True when it was created. What ``plant module start`` runs for a module."""
+    with Registry(keyring) as reg:
+        try:
+            reg.get(name)
+        except NotFound:
+            reg.add(name, [f"service:{service}"], kind=kind)
+            return True
+    return False

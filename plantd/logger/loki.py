@@ -246,8 +246,9 @@ class LokiForwarder:
 
     @property
     def backlog(self) -> int:
-        """Stored records not yet acknowledged by Loki (as of the last read)."""
-        return max(0, self.top_id - self.cursor)
+        """Stored records not yet acknowledged by Loki (ids after the cursor: retention may
+        have deleted some of them since)."""
+        return max(0, max(self.top_id, self.store.last_id) - self.cursor)
 
     def counters(self) -> dict[str, Any]:
         return {

@@ -213,6 +213,8 @@ class LogStore(BusStore):
         self.on_commit: list[Callable[[], None]] = []
         #: the largest record id when the database was opened (where a new cursor starts)
         self.opened_at_id = 0
+        #: the largest record id written so far (what a reader of the table has to catch up to)
+        self.last_id = 0
         self.received = 0
         self.invalid = 0
         #: replayed records (see plantd.logbus) that had arrived live already: not stored
@@ -227,7 +229,7 @@ class LogStore(BusStore):
     async def _load(self) -> None:
         await self.db.write(self._load_producers)
         (top,) = await self.db.read(lambda c: c.execute("SELECT max(id) FROM records").fetchone())
-        self.opened_at_id = int(top or 0)
+        self.opened_at_id = self.last_id = int(top or 0)
 
     def _subscriptions(
         self,
@@ -346,18 +348,20 @@ class LogStore(BusStore):
         dirty = [self.producers[k].as_row(k) for k in self._dirty if k in self.producers]
         self._dirty.clear()
 
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: sqlite3.Connection) -> int:
             conn.execute("BEGIN")
             try:
                 conn.executemany(_INSERT, rows)
                 if dirty:
                     conn.executemany(_UPSERT_PRODUCER, dirty)
+                (top,) = conn.execute("SELECT max(id) FROM records").fetchone()
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            return int(top or 0)
 
-        await self.db.write(write)
+        self.last_id = await self.db.write(write)
         for wake in self.on_commit:
             wake()
         if self.listeners:

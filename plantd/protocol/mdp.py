@@ -213,7 +213,10 @@ def _decode_worker(frames: list[bytes], at: int, dialect: Dialect) -> PeerMessag
     if cmd == W_READY:
         if rest < 1:
             raise MalformedMessage("READY without service frame")
-        return PeerMessage(Kind.READY, dialect, _check_service(frames[at + 1]))
+        # frames after the service: capabilities (plantd.security.caller.CALLER_MARKER)
+        return PeerMessage(
+            Kind.READY, dialect, _check_service(frames[at + 1]), b"", frames[at + 2 :]
+        )
     if cmd == W_DISCONNECT:
         return PeerMessage(Kind.DISCONNECT, dialect)
     raise MalformedMessage(f"unknown worker command {cmd[:16]!r}")

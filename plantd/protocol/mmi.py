@@ -78,6 +78,8 @@ class BrokerStatus:
     queued_bytes: int = 0
     counters: dict[str, int] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    #: the broker's wall clock when it answered (epoch seconds): clients measure skew with it
+    time: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,4 +206,5 @@ def decode_broker(doc: Any) -> BrokerStatus:
         queued_bytes=_int(d, "queued_bytes", "broker", 0),
         counters={str(k): _int(counters, k, "broker.counters") for k in counters},
         settings=dict(settings),
+        time=_float(d, "time", "broker") if d.get("time") is not None else None,
     )

@@ -65,7 +65,8 @@ class StateDaemon(Daemon[StateSettings]):
 
     async def run(self, ctx: DaemonContext) -> None:
         from plantd.client import Publisher, Worker
-        from plantd.state import CorruptDatabase, Limits, StateStore, StoreLocked
+        from plantd.state import CorruptDatabase, InvalidArgument, StoreLocked
+        from plantd.state.backend import open_backend
         from plantd.state.service import StateService
 
         s = self.settings
@@ -73,18 +74,10 @@ class StateDaemon(Daemon[StateSettings]):
             raise ValueError(f"PLANTD_STATE_WORKERS must be >= 1, got {s.workers}")
         path = self.db_path(ctx)
         try:
-            store = await StateStore.open(
-                path,
-                limits=Limits(max_value_bytes=s.max_value_bytes, max_txn_ops=s.max_txn_ops),
-                history_size=s.history_size,
-                request_history=s.request_history,
-                batch_max=s.batch_max,
-                reap_interval=s.reap_interval,
-                cache_bytes=s.cache_mib << 20,
-            )
+            store = await open_backend(s, path)
         except StoreLocked as exc:
             raise StartupRefused(exc.message, ExitCode.CONFLICT) from None
-        except CorruptDatabase as exc:
+        except (CorruptDatabase, InvalidArgument) as exc:
             raise StartupRefused(exc.message) from None
         publisher = Publisher(s.state_bus) if s.state_bus.strip() else None
         try:
@@ -122,9 +115,10 @@ class StateDaemon(Daemon[StateSettings]):
                 return "warn", {"output": f"not registered with broker {s.endpoint}"}
 
             def storage() -> tuple[str, dict[str, Any]]:
-                if store.last_error:
-                    return "warn", {"output": store.last_error}
-                return "pass", {"observedValue": store.revision, "observedUnit": "revision"}
+                status, reason = store.status()
+                if reason:
+                    return status, {"output": reason}
+                return status, {"observedValue": store.revision, "observedUnit": "revision"}
 
             ctx.add_check("state:worker", registered)
             ctx.add_check("state:store", storage)
@@ -137,7 +131,7 @@ class StateDaemon(Daemon[StateSettings]):
             ctx.log.info(
                 "state serving %s from %s (revision %d) via %s with %d workers",
                 s.service,
-                path,
+                s.etcd_endpoints if s.backend == "etcd" else path,
                 store.revision,
                 s.endpoint,
                 len(workers),
@@ -158,7 +152,7 @@ class StateDaemon(Daemon[StateSettings]):
             await store.close()
             if publisher is not None:
                 publisher.close()
-            ctx.log.info("state database %s closed at revision %d", path, store.revision)
+            ctx.log.info("state store %s closed at revision %d", s.backend, store.revision)
 
 
 DAEMON = StateDaemon

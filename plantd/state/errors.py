@@ -22,6 +22,7 @@ __all__ = [
     "StateError",
     "StorageError",
     "StoreLocked",
+    "Unavailable",
 ]
 
 
@@ -117,6 +118,13 @@ class StorageError(StateError):
     """SQLite failed (disk full, I/O error, ...); nothing of the failed write was applied."""
 
     code = "storage_error"
+
+
+class Unavailable(StorageError):
+    """The storage cannot be reached or has no quorum (etcd): nothing was acknowledged;
+    ``reason`` says why. A retry (with the same request_id) is safe."""
+
+    code = "unavailable"
 
 
 class StoreLocked(StorageError):

@@ -31,8 +31,8 @@ from plantd.protocol.envelope import (
     error_doc,
     ok,
 )
+from plantd.state.backend import StateBackend
 from plantd.state.errors import Compacted, Conflict, StateError
-from plantd.state.store import StateStore
 from plantd.storage.paging import QueryError, bad_field, json_type, parse_limit
 from plantd.vocabulary import STATE_SERVICE
 
@@ -241,7 +241,7 @@ class StateService:
 
     def __init__(
         self,
-        store: StateStore,
+        store: StateBackend,
         *,
         publish: Callable[[str, dict[str, Any]], bool] | None = None,
         failpoint: str = "",

@@ -25,8 +25,20 @@ class StateSettings(DaemonSettings):
     service: str = SERVICE
     heartbeat_interval: float = 2.5
     liveness: int = 3
+    #: storage: "sqlite" (one file, the default) or "etcd" (a cluster several daemons share)
+    backend: str = "sqlite"
     #: SQLite file (default ``$PLANTD_HOME/data/state.db``)
     db: Path | None = None
+    #: etcd client URLs, comma-separated (``http://host-a:2379,http://host-b:2379``)
+    etcd_endpoints: str = ""
+    #: where this plant's state lies in etcd (several plants may share a cluster)
+    etcd_prefix: str = "/plantd/state/"
+    #: seconds an etcd request may take before the request is answered ``unavailable``
+    etcd_timeout: float = 3.0
+    #: etcd's --max-txn-ops (etcd's default 128): a write needs its keys + scopes + 2
+    etcd_max_txn_ops: int = 128
+    #: lease of the state bus publisher role (s): a dead publisher is replaced after it
+    etcd_publisher_ttl: int = 2
     #: state bus frontend: every committed change is published here (topic = scope);
     #: named as in ModuleSettings
     state_bus: str = bus("state").publish

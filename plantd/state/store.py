@@ -395,6 +395,10 @@ class StateStore:
     def _failed(self, err: StorageError) -> None:
         self.last_error = err.message
 
+    def status(self) -> tuple[str, str | None]:
+        """``warn`` with the reason while the last write failed (the file still serves)."""
+        return ("warn", self.last_error) if self.last_error else ("pass", None)
+
     async def reap_expired(self) -> int:
         """Commit deletes for expired keys now (the reaper calls this every ``reap_interval``)."""
         return await ttl.reap_expired(

@@ -226,9 +226,12 @@ async def read_bus(
     Runs until cancelled. ``received`` is the wall-clock time of the burst. ``on_message``
     must be quick and must not raise (it is the ingestion hot path).
     """
+    from plantd.client.secure import resolve
+
     sock = (context or zmq.asyncio.Context.instance()).socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVHWM, hwm)
+    resolve(None).apply(sock)  # the process's CURVE keys (plantd.security.settings)
     for topic in topics:
         sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
     sock.connect(endpoint)

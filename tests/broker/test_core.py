@@ -204,7 +204,7 @@ def test_heartbeats_sent_in_each_workers_dialect() -> None:
 def test_authorizer_sees_every_message() -> None:
     seen: list[bytes] = []
 
-    def deny_clients(sender: bytes, msg: mdp.PeerMessage) -> bool:
+    def deny_clients(sender: bytes, msg: mdp.PeerMessage, origin: object) -> bool:
         seen.append(sender)
         return msg.kind is not mdp.Kind.REQUEST
 

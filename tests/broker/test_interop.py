@@ -9,7 +9,7 @@ import pytest
 from plantd.client import SyncClient
 from tests.support.broker import RawDealer, wait_service
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.insecure]  # foreign MDP peers
 
 
 def test_majortomo_client_to_our_worker(broker_endpoint: str, peer: Callable[..., object]) -> None:

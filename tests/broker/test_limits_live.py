@@ -16,6 +16,7 @@ import zmq
 
 from plantd.client import SyncClient
 from plantd.client.errors import MessageTooLarge, ProtocolError, UnknownService
+from plantd.security.settings import INSECURE, default_client
 from tests.support.broker import BrokerProcess, RawDealer, broker_env, start_broker, wait_service
 from tests.support.polling import wait_until
 from tests.support.ports import free_port
@@ -138,6 +139,7 @@ def test_mmi_workers_and_services_page(
         for i in range(2500):
             sock = ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
+            default_client().apply(sock)
             sock.connect(endpoint)
             sock.send_multipart([b"MDPW02", b"\x01", b"svc.%04d" % (i % 1200)])
             socks.append(sock)
@@ -192,7 +194,8 @@ def test_sync_client_drops_stray_replies() -> None:
     thread = threading.Thread(target=fake_broker)
     thread.start()
     try:
-        with SyncClient(f"tcp://127.0.0.1:{port}", timeout=5.0) as c:
+        # the fake broker is a plain ROUTER: the client's NULL mechanism matches it
+        with SyncClient(f"tcp://127.0.0.1:{port}", timeout=5.0, security=INSECURE) as c:
             assert c.request("svc", b"op") == [b"answer"]
     finally:
         thread.join(10)

@@ -215,6 +215,7 @@ def test_unreachable_broker_is_reported_fast() -> None:
     asyncio.run(async_client())
 
 
+@pytest.mark.insecure  # a majortomo worker cannot do CURVE
 def test_mmi_reports_workers_and_services(broker_endpoint: str, peer: Peer) -> None:
     peer("plantd-worker", broker_endpoint, "a")
     peer("majortomo-worker", broker_endpoint, "b")

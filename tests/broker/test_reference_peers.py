@@ -22,7 +22,7 @@ from tests.support.broker import wait_service
 from tests.support.guide_peers import GuideSyncClient, guide_async_burst
 from tests.support.polling import wait_until
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.insecure]  # foreign MDP peers
 
 Peer = Callable[..., subprocess.Popen[bytes]]
 

@@ -10,6 +10,7 @@ import psutil
 import pytest
 import zmq
 
+from plantd.security.settings import default_client
 from tests.support.broker import broker_env, start_broker
 from tests.support.processes import kill_pid
 
@@ -27,10 +28,12 @@ def test_stalled_subscriber_bounded_memory_visible_loss_and_resync(
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.RCVHWM, 1000)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
+        default_client().apply(sub)
         sub.connect(back)
         pub = ctx.socket(zmq.PUB)
         pub.setsockopt(zmq.LINGER, 0)
         pub.setsockopt(zmq.SNDHWM, 1000)
+        default_client().apply(pub)
         pub.connect(front)
         payload = "x" * 400
         seq = 0

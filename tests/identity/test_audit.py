@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from plantd.identity.audit import MAX_PAGE, VALUE_LIMIT, AuditLog
-from plantd.identity.errors import InvalidArgument
+from plantd.security.errors import InvalidArgument
 
 DAY = 86400.0
 

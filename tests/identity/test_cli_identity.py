@@ -13,7 +13,7 @@ import pytest
 from tests.support.processes import PlantRunner
 from tests.test_cli import assert_one_line_error
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.no_keyring]
 
 
 def ok_json(plant: PlantRunner, *args: str) -> object:
@@ -36,7 +36,11 @@ def test_key_workflow_and_audit(initialised: PlantRunner, plantd_home: Path) -> 
     secret = Path(added["secret_file"])
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600
     names = ok_json(plant, "identity", "list")
-    assert [p["name"] for p in names] == ["admin", "alice"]  # type: ignore[union-attr]
+    # init also made a principal per built-in daemon (issue 13: kind daemon, service role)
+    people = [p["name"] for p in names if p["kind"] != "daemon"]  # type: ignore[union-attr]
+    assert people == ["admin", "alice"]
+    daemons = {p["name"]: p["roles"] for p in names if p["kind"] == "daemon"}  # type: ignore[union-attr]
+    assert daemons["state"] == ["service:org.plantd.State"]
     me = ok_json(plant, "whoami")
     assert me == {**me, "principal": "admin", "source": "default", "roles": ["admin"]}  # type: ignore[dict-item]
     alice = ok_json(plant, "whoami", "--identity", str(secret))
@@ -123,13 +127,13 @@ def test_exit_4_not_found(plant: PlantRunner) -> None:
         assert_one_line_error(out.stderr, fragment)
 
 
-def test_exit_5_group_readable_secret_is_refused(
+def test_exit_9_group_readable_secret_is_refused(
     initialised: PlantRunner, plantd_home: Path
 ) -> None:
     secret = plantd_home / "identity" / "secrets" / "admin.key_secret"
     secret.chmod(0o640)
     out = initialised("whoami")
-    assert out.returncode == 5
+    assert out.returncode == 9  # KEY_INSECURE (issue 13: its own exit code)
     assert_one_line_error(out.stderr, str(secret), "0640", "chmod 600")
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import zmq.auth
 
-from plantd.identity.errors import InsecureKeyFile, InvalidArgument, NotFound
-from plantd.identity.keys import (
+from plantd.security.errors import InsecureKeyFile, InvalidArgument, NotFound
+from plantd.security.keys import (
     Keyring,
     check_secret_file,
     client_identity_path,

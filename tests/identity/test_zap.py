@@ -12,17 +12,17 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from plantd.identity.keys import KeyPair, Keyring, generate_keypair, load_secret
 from plantd.identity.principals import Registry, init_keyring
-from plantd.identity.zap import (
+from plantd.identity.zap import PrincipalAuthenticator
+from plantd.security.curve import (
     AUTH_REJECTED,
     KEY_MISMATCH,
-    PrincipalAuthenticator,
     configure_curve_client,
     configure_curve_server,
     open_handshake_monitor,
     watch_handshake_async,
 )
+from plantd.security.keys import KeyPair, Keyring, generate_keypair, load_secret
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -167,7 +167,7 @@ async def test_revocation_refuses_new_connections_after_reload(
 def test_blocking_watch_reports_a_key_mismatch(tmp_path: Path) -> None:
     """The CLI's blocking variant, with a plain zmq context (no authenticator needed: the
     client fails before ZAP is asked)."""
-    from plantd.identity.zap import watch_handshake
+    from plantd.security.curve import watch_handshake
 
     context = zmq.Context()
     try:

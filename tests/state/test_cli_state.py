@@ -334,3 +334,30 @@ def test_get_and_set_never_import_asyncio_or_the_store(stack: Stack) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
+
+
+def complete(env: dict[str, str], words: str) -> list[str]:
+    """What bash's completion would offer for ``words`` (the last one being typed), asked of
+    ``plant`` exactly as the script from ``plant completion bash`` asks it."""
+    cword = len(words.split()) - 1
+    env = {**env, "_PLANT_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(cword)}
+    done = subprocess.run(PLANT, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_completion_offers_services_scopes_and_keys_from_the_live_stack(
+    run: PlantRunner, stack: Stack
+) -> None:
+    """Issue 17: services, scopes and keys complete from the broker (short timeout)."""
+    for key in ("speed", "spin", "temp"):
+        assert run("state", "set", key, "1", "-s", "line1").returncode == 0
+    assert run("state", "set", "x", "1", "-s", "lab").returncode == 0
+    assert complete(stack.env, "plant state get -s li") == ["line1"]
+    assert complete(stack.env, "plant state get --scope line1 sp") == ["speed", "spin"]
+    assert complete(stack.env, "plant state set -s line1 t") == ["temp"]
+    assert complete(stack.env, "plant call org.plantd.St") == ["org.plantd.State"]
+    stack.close()  # no broker: nothing offered, quickly, no traceback
+    started = time.monotonic()
+    assert complete(stack.env, "plant state get -s li") == []
+    assert time.monotonic() - started < 20

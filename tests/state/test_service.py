@@ -22,8 +22,8 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    s = make_stack(tmp_path / "home")
+def stack(tmp_path: Path, backend: dict[str, Any]) -> Iterator[Stack]:
+    s = make_stack(tmp_path / "home", **backend)
     try:
         yield s
     finally:
@@ -31,9 +31,14 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="module")
-def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """One broker + state daemon for the tests that only need a serving daemon."""
-    s = make_stack(tmp_path_factory.mktemp("state-svc") / "home", history_size=50, watch_limit=7)
+def shared_stack(
+    tmp_path_factory: pytest.TempPathFactory, backend: dict[str, Any]
+) -> Iterator[Stack]:
+    """One broker + state daemon for the tests that only need a serving daemon, on each
+    storage backend (``backend``: tests/state/conftest.py)."""
+    s = make_stack(
+        tmp_path_factory.mktemp("state-svc") / "home", history_size=50, watch_limit=7, **backend
+    )
     try:
         yield s
     finally:

@@ -16,7 +16,7 @@ from tests.support.processes import PLANT, START_TIMEOUT, wait_healthy
 
 BUSES = ("state", "event", "metric", "log")
 #: daemons `plant up` starts besides the broker (their PLANTD_<NAME>_* settings get test ports)
-WORKER_DAEMONS = ("ECHO", "STATE", "LOGGER", "METRIC")
+WORKER_DAEMONS = ("ECHO", "STATE", "LOGGER", "METRIC", "PROXY")
 #: the peer processes script: ``python PEERS ROLE ENDPOINT [SERVICE]``
 PEERS = str(Path(__file__).with_name("peers.py"))
 
@@ -53,6 +53,7 @@ def stack_env(env: dict[str, str]) -> dict[str, str]:
     """Settings for the whole ``plant up`` stack: broker plus every worker daemon."""
     env = broker_env(env)
     endpoint = env["PLANTD_BROKER_ENDPOINT"]
+    env["PLANTD_PROXY_LISTEN"] = f"127.0.0.1:{free_port()}"  # the proxy's HTTP port
     for name in WORKER_DAEMONS:
         env[f"PLANTD_{name}_ENDPOINT"] = endpoint
         env[f"PLANTD_{name}_HEALTH_PORT"] = "0"
@@ -146,8 +147,11 @@ class RawDealer:
     """A raw DEALER for hand-built frames."""
 
     def __init__(self, endpoint: str) -> None:
+        from plantd.security.settings import default_client
+
         self.sock = zmq.Context.instance().socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        default_client().apply(self.sock)  # the test process's CURVE keys (or none)
         self.sock.connect(endpoint)
 
     def send(self, *frames: bytes) -> None:

@@ -28,6 +28,9 @@ def _dealer(endpoint: str, rcvhwm: int | None = None) -> zmq.Socket:
     sock.setsockopt(zmq.LINGER, 0)
     if rcvhwm is not None:
         sock.setsockopt(zmq.RCVHWM, rcvhwm)
+    from plantd.security.settings import default_client
+
+    default_client().apply(sock)  # CURVE keys of this process (none when insecure)
     sock.connect(endpoint)
     return sock
 

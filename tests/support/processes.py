@@ -30,13 +30,21 @@ DAEMON_CMD = [sys.executable, "-m", "plantd.daemons.run"]
 START_TIMEOUT = 20.0
 
 
-def clean_env(home: Path) -> dict[str, str]:
-    """The test process environment without any PLANTD_* setting, plus an isolated home."""
+def clean_env(home: Path, *, keyring: bool = True) -> dict[str, str]:
+    """The test process environment without any PLANTD_* setting, plus an isolated home
+    holding a copy of the session's keyring (security on, tests/support/keyring.py) unless
+    ``keyring`` is False."""
+    if keyring:
+        from tests.support.keyring import install_keyring
+
+        install_keyring(home)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLANTD_")}
     env["PLANTD_HOME"] = str(home)
     env["XDG_CONFIG_HOME"] = str(home / "xdg-config")  # no user config file leaks in
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("PLANTD_DEBUG", None)
+    if os.environ.get("PLANTD_SECURITY") == "off":  # a test marked insecure
+        env["PLANTD_SECURITY"] = "off"
     return env
 
 

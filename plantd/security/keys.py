@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from plantd.identity.errors import InsecureKeyFile, InvalidArgument, NotFound
+from plantd.security.errors import InsecureKeyFile, InvalidArgument, NotFound
 
 #: the 85 characters of Z85 (ZeroMQ RFC 32)
 Z85_ALPHABET = frozenset(

@@ -44,7 +44,7 @@ class InsecureKeyFile(IdentityError, PermissionError):
     """A secret key file that group or others may read (refused, as ssh does)."""
 
     code = "insecure_key_file"
-    exit_code = ExitCode.AUTH
+    exit_code = ExitCode.KEY_INSECURE
 
     def __init__(self, message: str, path: str) -> None:
         super().__init__(message)

@@ -1,0 +1,157 @@
+"""The authorization view of one keyring, kept current cheaply: who is active, with which
+roles, and what the policy decides.
+
+Daemons that authorize per message (the broker, the state service, the Identity service)
+hold one :class:`Authority` and call :meth:`Authority.refresh` before deciding (or on a
+timer). A refresh costs one ``PRAGMA data_version`` on an open read connection and one
+``stat`` of the policy file; the principals and the policy are only re-read when either
+changed, so a revocation or a policy edit takes effect on the next message.
+
+A policy file that does not parse keeps the last good policy (the error is kept in
+:attr:`Authority.policy_error` for health and logs): a typo must not open or shut the plant.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from plantd.identity.policy import Decision, Policy, PolicyError, parse_policy
+from plantd.identity.principals import Principal, principal_from_row
+from plantd.security.keys import Keyring
+
+
+def load_policy(path: Path) -> Policy:
+    """The policy in ``path``; the built-in policy when the file does not exist."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Policy()
+    return parse_policy(text, path.name)
+
+
+class Authority:
+    """Active principals and the policy of ``keyring``, reloaded only when they changed."""
+
+    def __init__(self, keyring: Keyring) -> None:
+        self.keyring = keyring
+        self.policy = Policy()
+        self.policy_error: str | None = None
+        self._principals: dict[str, Principal] = {}
+        self._db: sqlite3.Connection | None = None
+        self._data_version: int | None = None
+        self._policy_stamp: tuple[int, int, int] | None = None
+        self.reloads = 0
+        self.refresh()
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def __enter__(self) -> Authority:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ refresh
+    def _connection(self) -> sqlite3.Connection | None:
+        if self._db is None and self.keyring.registry.exists():
+            if self.keyring.registry.stat().st_size == 0:
+                return None  # being created by Registry() right now
+            uri = f"file:{self.keyring.registry}?mode=ro"
+            self._db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=5.0)
+            self._db.row_factory = sqlite3.Row
+        return self._db
+
+    def _policy_changed(self) -> bool:
+        try:
+            st = self.keyring.policy.stat()
+            stamp: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except FileNotFoundError:
+            stamp = None
+        if stamp == self._policy_stamp and self.reloads:
+            return False
+        self._policy_stamp = stamp
+        return True
+
+    def _registry_changed(self) -> bool:
+        db = self._connection()
+        if db is None:
+            changed = self._data_version is not None or bool(self._principals)
+            self._data_version = None
+            return changed
+        try:
+            version = int(db.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.DatabaseError:
+            self.close()  # the file was replaced: reopen next time, reload now
+            self._data_version = None
+            return True
+        if version == self._data_version and self.reloads:
+            return False
+        self._data_version = version
+        return True
+
+    def refresh(self) -> bool:
+        """Reload what changed since the last call; True when anything was reloaded."""
+        registry = self._registry_changed()
+        policy = self._policy_changed()
+        if registry:
+            self._principals = self._read_principals()
+        if policy:
+            try:
+                self.policy = load_policy(self.keyring.policy)
+                self.policy_error = None
+            except PolicyError as exc:
+                self.policy_error = str(exc)  # keep the last good policy
+        if registry or policy:
+            self.reloads += 1
+            return True
+        return False
+
+    def _read_principals(self) -> dict[str, Principal]:
+        db = self._connection()
+        if db is None:
+            return {}
+        try:
+            rows = db.execute("SELECT * FROM principals WHERE state = 'active'").fetchall()
+        except sqlite3.OperationalError:
+            return {}  # no table yet: nobody is active
+        return {r["name"]: principal_from_row(r) for r in rows}
+
+    # ------------------------------------------------------------------ queries
+    def principal(self, name: str | None) -> Principal | None:
+        """The active principal named ``name`` (None if unknown, pending or revoked)."""
+        return self._principals.get(name) if name else None
+
+    def roles(self, name: str | None) -> tuple[str, ...]:
+        """The roles of an active principal; () for anyone else."""
+        p = self.principal(name)
+        return p.roles if p is not None else ()
+
+    def active_keys(self) -> dict[str, str]:
+        """Public key (Z85) -> principal name, for the ZAP authenticator."""
+        return {p.public_key: p.name for p in self._principals.values()}
+
+    def decide(
+        self,
+        principal: str | None,
+        roles: tuple[str, ...] | list[str] | None,
+        service: str,
+        operation: str,
+        scope: str | None = None,
+        key: str | None = None,
+    ) -> Decision:
+        """The policy's decision. ``roles`` None means "look them up" (the registry's);
+        a principal that is not active is denied (rule ``not-active``)."""
+        if not principal or self.principal(principal) is None:
+            return Decision(False, NOT_ACTIVE_RULE)
+        use = self.roles(principal) if roles is None else tuple(roles)
+        return self.policy.decide(principal, use, service, operation, scope, key)
+
+
+#: the rule a denial names when the principal is unknown, pending or revoked
+NOT_ACTIVE_RULE = "not-active"
+
+__all__ = ["NOT_ACTIVE_RULE", "Authority", "load_policy"]

@@ -1,0 +1,93 @@
+"""Who sent the request a worker is serving, in a form a client cannot forge.
+
+The broker knows each client's principal from its CURVE connection (the ``User-Id`` its ZAP
+handler set). Workers that can read it say so in READY (an extra frame, :data:`CALLER_MARKER`,
+after the service name); the broker then puts two frames in front of every request body it
+sends them: the marker and the caller as JSON. Because the broker *always* adds them for such
+a worker, the first two body frames come from the broker: a client that sends the marker
+itself only adds frames further back. Foreign workers never declare the capability and get
+the body unchanged.
+
+In the worker SDK the caller of the request being served is :func:`current_caller` (a
+context variable set for the handler's task), so handler signatures stay as they are.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+#: the READY capability frame and the first frame of the caller prefix
+CALLER_MARKER = b"\x00plantd.caller/1"
+
+
+class BadCaller(ValueError):
+    """A caller prefix that does not parse (only a broker bug can send one)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The authenticated sender of a request.
+
+    ``principal`` is None when nobody was authenticated (insecure mode, or a broker that does
+    not know the capability); ``roles`` are the principal's roles as the broker knew them when
+    it routed the request; ``peer`` is the client's network address as the broker saw it.
+    """
+
+    principal: str | None
+    roles: tuple[str, ...] = ()
+    peer: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {"principal": self.principal, "roles": list(self.roles), "peer": self.peer}
+
+    @property
+    def label(self) -> str:
+        """A name for logs and the audit trail: the principal, or ``anonymous``."""
+        return self.principal or "anonymous"
+
+
+ANONYMOUS = Caller(None)
+
+_current: ContextVar[Caller] = ContextVar("plantd_caller", default=ANONYMOUS)
+
+
+def current_caller() -> Caller:
+    """The caller of the request this task serves (:data:`ANONYMOUS` outside a request)."""
+    return _current.get()
+
+
+@contextmanager
+def serving(caller: Caller) -> Iterator[Caller]:
+    """Make ``caller`` the :func:`current_caller` inside the block."""
+    token = _current.set(caller)
+    try:
+        yield caller
+    finally:
+        _current.reset(token)
+
+
+def encode_caller(caller: Caller) -> list[bytes]:
+    """The two frames the broker puts in front of a request body."""
+    doc = json.dumps(caller.to_json(), separators=(",", ":"), ensure_ascii=False)
+    return [CALLER_MARKER, doc.encode("utf-8")]
+
+
+def split_caller(body: list[bytes]) -> tuple[Caller | None, list[bytes]]:
+    """``(caller, rest)`` of a body that may start with the caller prefix; ``(None, body)``
+    when it does not (a broker without the capability)."""
+    if len(body) < 2 or body[0] != CALLER_MARKER:
+        return None, body
+    try:
+        doc = json.loads(body[1])
+        principal = doc["principal"]
+        roles = tuple(str(r) for r in doc.get("roles") or ())
+        peer = doc.get("peer")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BadCaller(f"caller prefix does not parse: {exc}") from None
+    if principal is not None and not isinstance(principal, str):
+        raise BadCaller("caller prefix: principal is not a string")
+    return Caller(principal, roles, peer if isinstance(peer, str) else None), body[2:]
