@@ -38,6 +38,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import zmq
 from _common import dealers, free_port, stop
@@ -369,6 +370,82 @@ def etcd_rows(root: Path, args: argparse.Namespace, n: int) -> list[tuple[str, s
     return rows
 
 
+def etcd_failover_rows(root: Path, args: argparse.Namespace, kills: int) -> list[tuple[str, str]]:
+    """etcd leader loss: a 3-member cluster on loopback (tests/support/etcd.py: heartbeat
+    50 ms, election timeout 500 ms), a state daemon on it; a client writes continuously and
+    the leader is killed (SIGKILL) ``kills`` times (restarted between kills): the time
+    from the kill to the first acknowledged write, and the writes lost (must be 0)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the test helpers
+    from plantd.client import SyncClient
+    from tests.support.etcd import start_cluster
+
+    cluster = start_cluster(root / "cluster", 3)
+    env = stack_env(root, args.workers)
+    env.update(
+        PLANTD_STATE_BACKEND="etcd",
+        PLANTD_STATE_ETCD_ENDPOINTS=cluster.endpoints,
+        PLANTD_STATE_ETCD_TIMEOUT="1",
+    )
+    procs: list[subprocess.Popen[bytes]] = []
+    times: list[float] = []
+    acked: dict[int, int] = {}  # value -> revision
+    try:
+        procs.append(start("broker", env, root))
+        procs.append(start("state", env, root))
+        with SyncClient(env["PLANTD_BROKER_ENDPOINT"], timeout=2.0) as c:
+            value = 0
+
+            def write() -> bool:
+                nonlocal value
+                value += 1
+                body = {"service": "failover", "key": "k", "value": value}
+                try:
+                    reply = json.loads(
+                        c.request(STATE, b"state-set", json.dumps(body).encode())[-1]
+                    )
+                except Exception:  # a timeout: outcome unknown, not acknowledged
+                    return False
+                if reply.get("success"):
+                    acked[value] = reply["data"]["revision"]
+                return bool(reply.get("success"))
+
+            for _ in range(kills):
+                leader = cluster.wait_leader()
+                for _ in range(50):  # a steady state before the fault
+                    write()
+                killed = time.monotonic()
+                cluster.kill(leader)
+                while not write():
+                    if time.monotonic() - killed > 30:
+                        raise RuntimeError("writes did not resume within 30 s")
+                    time.sleep(0.01)
+                times.append(time.monotonic() - killed)
+                cluster.restart(leader)
+            events: dict[int, Any] = {}
+            since = min(acked.values()) - 1
+            while True:
+                page = json.loads(
+                    c.request(STATE, b"watch", json.dumps({"revision": since}).encode())[-1]
+                )["data"]
+                events.update({e["revision"]: e.get("value") for e in page["events"]})
+                since = page["revision"]
+                if not page["more"]:
+                    break
+        lost = sum(1 for v, rev in acked.items() if events.get(rev) != v)
+    finally:
+        for p in reversed(procs):
+            stop(p)
+        cluster.close()
+    spread = f"  (min {min(times):.2f}, max {max(times):.2f})"
+    return [
+        (
+            f"etcd failover: leader kill -> first acknowledged write, median of {kills}",
+            f"{statistics.median(times):12.2f} s{spread}",
+        ),
+        (f"etcd failover: acknowledged writes lost (of {len(acked)})", f"{lost:12d}"),
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=3.0)
@@ -394,6 +471,9 @@ def main() -> None:
         "--role-echo-pool", nargs=2, metavar=("ENDPOINT", "WORKERS"), help=argparse.SUPPRESS
     )
     ap.add_argument("--no-etcd", action="store_true", help="skip the etcd backend rows")
+    ap.add_argument(
+        "--failover-kills", type=int, default=5, help="etcd leader kills for the failover rows"
+    )
     args = ap.parse_args()
     if args.role_echo_pool:
         run_echo_pool(args.role_echo_pool[0], int(args.role_echo_pool[1]))
@@ -473,6 +553,7 @@ def main() -> None:
             )
         if shutil.which("etcd") and not args.no_etcd:
             rows += etcd_rows(tmp / "etcd", args, n)
+            rows += etcd_failover_rows(tmp / "etcd-failover", args, args.failover_kills)
     finally:
         for p in reversed(procs):
             stop(p)

@@ -94,7 +94,7 @@ def test_doctor_fails_on_a_readable_secret_and_a_service_that_does_not_answer(
     env = stack_env(plant.env)
     env["PLANTD_CLIENT_ENDPOINT"] = env["PLANTD_BROKER_ENDPOINT"]
     secrets = plantd_home / "identity" / "secrets"
-    secrets.mkdir(parents=True)
+    secrets.mkdir(parents=True, exist_ok=True)
     leaked = secrets / "alice.key_secret"
     leaked.write_text("secret\n")
     leaked.chmod(0o644)
@@ -125,7 +125,7 @@ def test_doctor_fails_on_a_readable_secret_and_a_service_that_does_not_answer(
         stuck = rows["service org.plantd.test.Stuck"]
         assert stuck["status"] == "fail" and "does not answer" in stuck["detail"], stuck
         assert rows["clock"]["status"] == "ok" and "broker clock" in rows["clock"]["detail"]
-        assert rc == 5  # the first failing check: the readable secret
+        assert rc == 9  # the first failing check: the readable secret (KEY_INSECURE)
         leaked.chmod(0o600)
         rc, rows = doctor(plant, env)
         assert "key alice.key_secret" not in rows and rc == 7  # now the service that never answers

@@ -10,6 +10,10 @@ core with the message; the core's ``authorize`` hook is :meth:`BrokerAccess.auth
   being the first body frame (MMI: any authenticated principal, by the built-in rule);
 - a READY is checked against ``(service, "@ready")``: only ``service:<name>`` (or admin)
   registers as worker ``name``;
+- a REQUEST sent on behalf of another principal (the act-as prefix, see
+  ``plantd.security.caller``) needs ``@act-as`` on ``@broker`` (the proxy's service role,
+  admin) and an active named principal; it is then decided as, and routed as, that principal
+  (its workers see ``via``);
 - each principal's requests pass a token bucket (``rate_limit`` per second, ``rate_burst``);
   over it the client gets status 429, never a silent drop.
 
@@ -23,9 +27,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
+from plantd.broker.core import Delegated
 from plantd.identity.authority import NOT_ACTIVE_RULE
+from plantd.identity.policy import ACT_AS_OPERATION, BROKER_PSEUDO_SERVICE
 from plantd.protocol.mdp import Kind, PeerMessage
-from plantd.security.caller import Caller, encode_caller
+from plantd.security.caller import ACT_AS_MARKER, Caller, encode_caller
 from plantd.security.keys import BROKER
 
 if TYPE_CHECKING:
@@ -36,6 +42,8 @@ FORBIDDEN = 403
 RATE_LIMITED = 429
 #: the broker's own connections (its log publisher on its own buses) act as admin
 BROKER_ROLES = ("admin",)
+_BROKER = BROKER_PSEUDO_SERVICE.encode()
+_ACT_AS = ACT_AS_OPERATION.encode()
 #: entries in each cache before it is dropped (bounds memory against made-up operations)
 CACHE_LIMIT = 65536
 
@@ -123,14 +131,17 @@ class BrokerAccess:
             found = self._origins[key] = Origin(user_id, roles, peer, caller)
         return found
 
-    def authorize(self, sender: bytes, msg: PeerMessage, origin: Origin | None) -> Denial | None:
-        """None when ``msg`` may pass, else the denial (also reported to ``on_denial``)."""
-        denial = self._check(msg, origin)
-        if denial is not None and self._on_denial is not None:
-            self._on_denial(origin, msg, denial)
-        return denial
+    def authorize(
+        self, sender: bytes, msg: PeerMessage, origin: Origin | None
+    ) -> Denial | Delegated | None:
+        """None when ``msg`` may pass, :class:`Delegated` when it passes as sent for another
+        principal, else the denial (also reported to ``on_denial``)."""
+        verdict = self._check(msg, origin)
+        if isinstance(verdict, Denial) and self._on_denial is not None:
+            self._on_denial(origin, msg, verdict)
+        return verdict
 
-    def _check(self, msg: PeerMessage, origin: Origin | None) -> Denial | None:
+    def _check(self, msg: PeerMessage, origin: Origin | None) -> Denial | Delegated | None:
         if origin is None or not origin.principal:
             return Denial(FORBIDDEN, "not authorized: no authenticated principal", "no-principal")
         name = origin.principal
@@ -146,6 +157,8 @@ class BrokerAccess:
                     "rate-limit",
                 )
             body = msg.body
+            if body and body[0] == ACT_AS_MARKER:
+                return self._act_as(origin, msg)
             operation = body[0][:64] if body and not msg.service.startswith(b"mmi.") else b""
             return self._decide(origin, msg.service, operation)
         if kind is Kind.READY:
@@ -157,6 +170,41 @@ class BrokerAccess:
                 NOT_ACTIVE_RULE,
             )
         return None
+
+    def _act_as(self, origin: Origin, msg: PeerMessage) -> Denial | Delegated:
+        """A request ``origin`` sends for the principal named in its act-as prefix."""
+        refused = self._decide(origin, _BROKER, _ACT_AS)
+        if refused is not None:
+            return Denial(
+                FORBIDDEN,
+                f"not authorized: principal '{origin.principal}' may not act for others"
+                f" (rule {refused.rule})",
+                refused.rule,
+            )
+        body = msg.body
+        name = body[1].decode("utf-8", "replace") if len(body) > 1 else ""
+        if self.authority.principal(name) is None:
+            return Denial(
+                FORBIDDEN,
+                f"not authorized: principal '{name}', acted for by '{origin.principal}', is not"
+                f" active (rule {NOT_ACTIVE_RULE})",
+                NOT_ACTIVE_RULE,
+            )
+        acting = self._acting_origin(name, origin)
+        operation = body[2][:64] if len(body) > 2 and not msg.service.startswith(b"mmi.") else b""
+        denial = self._decide(acting, msg.service, operation)
+        return Delegated(acting) if denial is None else denial
+
+    def _acting_origin(self, name: str, via: Origin) -> Origin:
+        key = (name, f"{via.peer} via {via.principal}")
+        found = self._origins.get(key)
+        if found is None:
+            if len(self._origins) >= CACHE_LIMIT:
+                self._origins.clear()
+            roles = self.authority.roles(name)
+            caller = encode_caller(Caller(name, roles, via.peer or None, via.principal))
+            found = self._origins[key] = Origin(name, roles, via.peer, caller)
+        return found
 
     def _decide(self, origin: Origin, service: bytes, operation: bytes) -> Denial | None:
         key = (origin.principal, service, operation)

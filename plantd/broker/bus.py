@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from plantd.broker.access import CACHE_LIMIT
 from plantd.identity.policy import BUS_SERVICE_PREFIX, PUBLISH_OPERATION, SUBSCRIBE_OPERATION
@@ -133,11 +132,10 @@ class BusProxy:
         peer.setsockopt(zmq.LINGER, 0)
         peer.connect(self._control_addr)
         self._control = peer
-        # connections on each side, for /metrics (read on scrape by connections())
-        events = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
+        # connections on each side, for /metrics (read by connections())
         self._monitors = {
-            "publishers": xsub.get_monitor_socket(events),
-            "subscribers": xpub.get_monitor_socket(events),
+            "publishers": self._monitor(xsub, "publishers"),
+            "subscribers": self._monitor(xpub, "subscribers"),
         }
 
         def serve() -> None:
@@ -182,11 +180,24 @@ class BusProxy:
             "delivered_bytes": values[7],
         }
 
+    def _monitor(self, sock: zmq.Socket[bytes], side: str) -> zmq.Socket[bytes]:
+        """A PAIR receiving ``sock``'s accept/disconnect events. Its receive side has no
+        high-water mark: libzmq sends monitor events from the proxy thread, which must never
+        wait on a full pipe (the broker drains it every few seconds, see connections())."""
+        addr = f"inproc://plantd-bus-{self.name}-{side}-{id(self):x}"
+        sock.monitor(addr, zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+        monitor: zmq.Socket[bytes] = self._ctx.socket(zmq.PAIR)
+        monitor.setsockopt(zmq.LINGER, 0)
+        monitor.setsockopt(zmq.RCVHWM, 0)
+        monitor.connect(addr)
+        return monitor
+
     def connections(self) -> dict[str, int]:
         """Connected ``publishers`` and ``subscribers`` now (from socket monitor events)."""
-        for side, monitor in self._monitors.items():
+        for side, monitor in list(self._monitors.items()):
             while monitor.poll(0):
-                event = recv_monitor_message(monitor)["event"]
+                # frame 1: u16 event, u32 value (parsed here: zmq.utils.monitor imports asyncio)
+                (event,) = struct.unpack_from("=H", monitor.recv_multipart()[0])
                 change = 1 if event == zmq.EVENT_ACCEPTED else -1
                 self._connected[side] = max(0, self._connected[side] + change)
         return dict(self._connected)

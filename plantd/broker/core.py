@@ -216,10 +216,20 @@ class Service:
 
 
 #: ``authorize(sender, msg, origin)``: None or True lets the message pass; False or a
-#: (status, reason) pair refuses it. ``origin`` is whatever the socket layer passed to
-#: :meth:`BrokerCore.handle` (``plantd.broker.access.Origin``, with a ``caller`` prefix).
+#: (status, reason) pair refuses it; a :class:`Delegated` lets a REQUEST pass as sent by its
+#: ``origin`` with the first two body frames (the act-as prefix) removed. ``origin`` is
+#: whatever the socket layer passed to :meth:`BrokerCore.handle`
+#: (``plantd.broker.access.Origin``, with a ``caller`` prefix).
 Authorizer = Callable[[bytes, PeerMessage, Any], Any]
 _ANONYMOUS_PREFIX = encode_caller(ANONYMOUS)
+
+
+@dataclass(frozen=True, slots=True)
+class Delegated:
+    """An ``authorize`` verdict: the request was sent for another principal (``origin``), which
+    it is now authorized as; its act-as prefix is dropped before routing."""
+
+    origin: Any
 
 
 class BadArgument(ValueError):
@@ -278,7 +288,10 @@ class BrokerCore:
             return
         if self.authorize is not None:
             verdict = self.authorize(sender, msg, origin)
-            if verdict is not None and verdict is not True:
+            if isinstance(verdict, Delegated):
+                origin = verdict.origin
+                msg = msg._replace(body=msg.body[2:])
+            elif verdict is not None and verdict is not True:
                 self._refuse(sender, msg, verdict)
                 return
         kind = msg.kind

@@ -156,6 +156,14 @@ class _BrokerCollector:
             yield from _bus_families(self.proxies)
 
 
+async def _drain_bus_monitors(proxies: list[Any], interval: float = 5.0) -> None:
+    """Read the proxies' connection events now and then, scraped or not (bounded memory)."""
+    while True:
+        await asyncio.sleep(interval)
+        for proxy in proxies:
+            proxy.connections()
+
+
 def _bus_families(proxies: list[Any]) -> Iterator[Any]:
     """``plantd_bus_*{bus}``: messages through each proxy and who is connected to it."""
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -246,6 +254,7 @@ class BrokerDaemon(Daemon[BrokerDaemonSettings]):
             ctx.metrics.register(_GuardCollector(guard))
         server = BrokerServer(core_settings, security=security, guard=guard)
         proxies: list[Any] = []
+        monitors: asyncio.Task[None] | None = None
         try:
             try:
                 bound = server.bind()  # raise bind errors now, before announcing readiness
@@ -260,6 +269,8 @@ class BrokerDaemon(Daemon[BrokerDaemonSettings]):
             ctx.metrics.register(_BrokerCollector(server, proxies))
             self._add_checks(ctx, server, proxies, s)
 
+            if proxies:
+                monitors = asyncio.create_task(_drain_bus_monitors(proxies), name="bus.monitors")
             task = asyncio.create_task(server.run(ctx.stop), name="broker.server")
             ready = asyncio.create_task(server.ready.wait())
             await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
@@ -268,6 +279,8 @@ class BrokerDaemon(Daemon[BrokerDaemonSettings]):
                 ctx.set_ready()
             await task
         finally:
+            if monitors is not None:
+                monitors.cancel()
             for proxy in proxies:
                 await asyncio.to_thread(proxy.stop)
             if guard is not None:

@@ -82,7 +82,8 @@ class BrokerGuard:
             self._authenticator = ThreadPrincipalAuthenticator(self.context, self.keys)
         else:
             shadow = zmq.asyncio.Context.shadow(self.context.underlying)
-            self._authenticator = PrincipalAuthenticator(shadow, self.keys)
+            # in the loop: an unknown key first makes it look for new principals
+            self._authenticator = PrincipalAuthenticator(shadow, self.keys, on_unknown=self.refresh)
         self._authenticator.start()
         self.audit.start()
 

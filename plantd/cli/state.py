@@ -14,7 +14,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -22,6 +22,9 @@ from plantd.cli import client_settings, output_format
 from plantd.cli.completion import key_names, scope_names
 from plantd.cli.exitcodes import CliError, ExitCode
 from plantd.cli.output import OutputFormat, emit, emit_rows, info, one_line, resolve_format
+
+if TYPE_CHECKING:
+    from plantd.client.errors import RequestRejected
 
 app = typer.Typer(
     help="Read, write and watch the scoped state store.",
@@ -432,11 +435,12 @@ def export(
 
 
 def import_chunks(
-    scopes: dict[str, Any], budget: int = IMPORT_CHUNK_BYTES
+    scopes: dict[str, Any], budget: int = IMPORT_CHUNK_BYTES, max_keys: int | None = None
 ) -> Iterator[dict[str, dict[str, Any]]]:
-    """Split an export's scopes into import documents of about ``budget`` bytes each."""
+    """Split an export's scopes into import documents of about ``budget`` bytes (and at
+    most ``max_keys`` keys) each."""
     chunk: dict[str, dict[str, Any]] = {}
-    size = 0
+    size = count = 0
     for scope, kv in scopes.items():
         if not isinstance(kv, dict):
             raise CliError(f"import: scope {scope!r} must map keys to values", ExitCode.USAGE)
@@ -444,13 +448,40 @@ def import_chunks(
         for key, value in kv.items():
             # as the request is encoded (json.dumps escapes non-ASCII: up to 6 bytes a char)
             item = len(json.dumps(key)) + len(json.dumps(value)) + 4
-            if size and size + item > budget:
+            if (size and size + item > budget) or (max_keys and count >= max_keys):
                 yield chunk
-                chunk, size = {scope: {}}, 0
+                chunk, size, count = {scope: {}}, 0, 0
             chunk[scope][key] = value
             size += item
+            count += 1
     if chunk or not scopes:
         yield chunk
+
+
+class ChunkFit:
+    """Import chunks within the store's ops-per-write limit: on etcd a chunk is one etcd
+    txn of at most ``--max-txn-ops`` ops; the refusal names the limit and the chunk is
+    sent again in parts that fit (each still atomic; nothing of a refused chunk was
+    applied), and later chunks are cut to that size from the start."""
+
+    def __init__(self) -> None:
+        self.max_keys: int | None = None
+        self._retry: list[dict[str, dict[str, Any]]] = []
+
+    def parts(self, chunk: dict[str, dict[str, Any]]) -> Iterator[dict[str, dict[str, Any]]]:
+        self._retry = list(import_chunks(chunk, max_keys=self.max_keys))
+        while self._retry:
+            yield self._retry.pop(0)
+
+    def learn(self, exc: RequestRejected, part: dict[str, dict[str, Any]]) -> None:
+        doc = exc.doc
+        keys = sum(len(kv) for kv in part.values())
+        if exc.code != "limit_exceeded" or doc.get("limit") != "etcd_max_txn_ops" or keys <= 1:
+            raise exc
+        # ops grow with keys (a put each, and a delete range each with --replace)
+        fit = keys * int(doc["maximum"]) // max(int(doc["actual"]), 1) - 4
+        self.max_keys = max(1, min(fit, keys // 2))
+        self._retry[:0] = list(import_chunks(part, max_keys=self.max_keys))
 
 
 @app.command("import")
@@ -475,17 +506,25 @@ def import_(
     total = sum(len(kv) for kv in doc["scopes"].values() if isinstance(kv, dict))
     data: dict[str, Any] = {"revision": None, "scopes": len(doc["scopes"]), "keys": 0, "chunks": 0}
     header = {k: v for k, v in doc.items() if k != "scopes"}
+    from plantd.client.errors import RequestRejected
+
     with _progress("import", total) as advance, _state(ctx) as st:
-        for i, chunk in enumerate(import_chunks(doc["scopes"])):
-            got = st.import_(
-                {**header, "scopes": chunk},
-                replace=replace and i == 0,
-                request_id=_request_id(),
-            )
-            data["revision"] = got.revision
-            data["keys"] += got.keys
-            data["chunks"] += 1
-            advance(got.keys)
+        fit = ChunkFit()
+        for chunk in import_chunks(doc["scopes"]):
+            for part in fit.parts(chunk):
+                try:
+                    got = st.import_(
+                        {**header, "scopes": part},
+                        replace=replace and data["chunks"] == 0,
+                        request_id=_request_id(),
+                    )
+                except RequestRejected as exc:
+                    fit.learn(exc, part)  # raises unless a smaller chunk will fit
+                    continue
+                data["revision"] = got.revision
+                data["keys"] += got.keys
+                data["chunks"] += 1
+                advance(got.keys)
     line = (
         f"imported {data['keys']} keys in {data['scopes']} scopes"
         f" (revision {data['revision']}"

@@ -19,6 +19,7 @@ from plantd.client.reply import (
     timeout_error,
 )
 from plantd.client.secure import Handshake, resolve, secure_socket
+from plantd.security.caller import acting_principal, encode_act_as
 from plantd.transport import NOBLOCK, recv_frames, send_frames
 
 if TYPE_CHECKING:
@@ -127,8 +128,12 @@ class Client:
         """Yield each reply part's body: the PARTIALs, then the FINAL.
 
         ``timeout`` bounds the wait for each part. A request is retried (``retries``) only
-        if nothing was received for it yet.
+        if nothing was received for it yet. Inside ``plantd.security.caller.acting_for(P)``
+        the request is sent on behalf of principal P (the broker checks we may).
         """
+        acting = acting_principal()
+        if acting is not None and not _is_mmi(service):  # the proxy, for its token's principal
+            body = (*encode_act_as(acting), *body)
         ex = Exchange(
             service,
             body,
@@ -225,3 +230,7 @@ class Client:
         start = time.perf_counter()
         await self.request("mmi.service", b"mmi.ping", timeout=timeout)
         return time.perf_counter() - start
+
+
+def _is_mmi(service: str | bytes) -> bool:
+    return (service.encode() if isinstance(service, str) else service).startswith(b"mmi.")

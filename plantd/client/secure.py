@@ -42,11 +42,12 @@ class _SecurityUnavailable(errors.PlantdError):
 class Handshake:
     """Watches one socket's handshake (open before connect) until it is decided."""
 
-    __slots__ = ("_reader", "monitor")
+    __slots__ = ("_reader", "_socket", "monitor")
 
     def __init__(self, socket: zmq.Socket[Any]) -> None:
         from plantd.security.curve import open_handshake_monitor
 
+        self._socket = socket
         self.monitor: Any = open_handshake_monitor(socket)
         # an asyncio socket's monitor is an asyncio socket: read it through a plain shadow
         self._reader: zmq.Socket[Any] = (
@@ -69,8 +70,17 @@ class Handshake:
         return decided
 
     def close(self) -> None:
-        if not self.monitor.closed:
-            self.monitor.close(linger=0)
+        """Stop monitoring, then close the monitor's end. In this order: libzmq's I/O thread
+        sends each later event (a reconnect's handshake) to the monitor PAIR and blocks
+        when nobody is at the other end, stalling every socket of the context."""
+        if self.monitor.closed:
+            return
+        if not self._socket.closed:
+            try:
+                self._socket.disable_monitor()
+            except zmq.ZMQError:
+                pass
+        self.monitor.close(linger=0)
 
 
 def secure_socket(

@@ -56,7 +56,11 @@ REGISTER_OPERATION = "@ready"  # a worker's READY for service S: (S, "@ready", a
 PUBLISH_OPERATION = "@publish"  # a publish on bus B: ("@bus.B", "@publish", key=topic, write)
 SUBSCRIBE_OPERATION = "@subscribe"  # a subscription: ("@bus.B", "@subscribe", key=topic, read)
 BUS_SERVICE_PREFIX = "@bus."
+ACT_AS_OPERATION = "@act-as"  # send requests for another principal: ("@broker", "@act-as", admin)
+BROKER_PSEUDO_SERVICE = "@broker"
+PROXY_SERVICE = "org.plantd.Proxy"
 PSEUDO_ACCESS = {
+    ACT_AS_OPERATION: Access.admin,
     REGISTER_OPERATION: Access.admin,
     PUBLISH_OPERATION: Access.write,
     SUBSCRIBE_OPERATION: Access.read,
@@ -193,6 +197,15 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         for g in CONFIG_SCOPES
     ),
     _allow("builtin:admin", "role:admin", Access.admin),
+    # the HTTP proxy acts for the principal its API token names (the broker then decides as
+    # that principal); nobody else but admin may
+    _allow(
+        "builtin:proxy-act-as",
+        f"role:service:{PROXY_SERVICE}",
+        Access.admin,
+        service=BROKER_PSEUDO_SERVICE,
+        operation=ACT_AS_OPERATION,
+    ),
     # topics not named after their service: the state daemon publishes each scope's changes
     # (topic = scope), the metric module its samples (org.plantd.Metric.<device>)
     _allow(

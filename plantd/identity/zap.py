@@ -23,10 +23,19 @@ class _PrincipalKeys:
     """The key -> principal table both authenticators share (pyzmq's credentials provider
     and user-id hooks)."""
 
-    def _setup(self, load: Callable[[], Mapping[str, str]], domain: str) -> None:
+    def _setup(
+        self,
+        load: Callable[[], Mapping[str, str]],
+        domain: str,
+        on_unknown: Callable[[], None] | None = None,
+    ) -> None:
         self._load = load
         self._names: Mapping[str, str] = dict(load())
         self.domain = domain
+        #: called before refusing a key we do not know: a principal added a moment ago must
+        #: not be refused for good (RFC 26: a refused client does not retry) just because the
+        #: table was loaded before it; the hook refreshes and may call :meth:`reload`
+        self._on_unknown = on_unknown
 
     def reload(self) -> None:
         """Re-read the key table: revoked keys are refused from the next handshake on."""
@@ -34,7 +43,10 @@ class _PrincipalKeys:
 
     def callback(self, domain: str, z85_key: bytes) -> bool:
         """pyzmq's credentials-provider hook: is this key allowed in ``domain``?"""
-        return domain == self.domain and z85_key.decode("ascii") in self._names
+        key = z85_key.decode("ascii")
+        if key not in self._names and self._on_unknown is not None:
+            self._on_unknown()
+        return domain == self.domain and key in self._names
 
     def curve_user_id(self, client_public_key: bytes) -> str:
         # "" if the key was dropped by a reload between callback and here: no principal
@@ -54,9 +66,10 @@ class PrincipalAuthenticator(_PrincipalKeys, AsyncioAuthenticator):
         context: zmq.asyncio.Context,
         load: Callable[[], Mapping[str, str]],
         domain: str = DOMAIN,
+        on_unknown: Callable[[], None] | None = None,
     ) -> None:
         AsyncioAuthenticator.__init__(self, context)
-        self._setup(load, domain)
+        self._setup(load, domain, on_unknown)
         self.configure_curve_callback(domain, credentials_provider=self)
 
 

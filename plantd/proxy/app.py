@@ -19,6 +19,7 @@ from plantd.proxy.auth import TokenGate
 from plantd.proxy.problems import Problem, problem_for
 from plantd.proxy.ratelimit import RateLimiter
 from plantd.proxy.routes import Request, Route
+from plantd.security.caller import acting_for
 
 __all__ = ["Cors", "build_app"]
 
@@ -57,7 +58,11 @@ def _route_handler(
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(http: web.Request) -> web.StreamResponse:
         params = route.parse(http)
-        return await route.handler(api, Request(http, params, http.get("principal")))
+        principal = http.get("principal")
+        # every MDP request of this handler goes out for the token's principal: the broker
+        # and the services decide (and audit) as that principal, not as the proxy
+        with acting_for(principal):
+            return await route.handler(api, Request(http, params, principal))
 
     handle.__name__ = route.operation_id
     return handle

@@ -73,19 +73,26 @@ class TokenGate:
             return None
         if scheme.lower() != "bearer" or not token.strip():
             raise _unauthorized("Authorization: expected 'Bearer <token>'")
-        token = token.strip()
+        try:
+            return self.verify(token.strip())
+        except InvalidToken as exc:
+            raise _unauthorized(str(exc)) from None
+
+    def verify(self, token: str) -> str:
+        """The principal an active ``token`` was issued to (cached for ``CACHE_SECONDS``);
+        :class:`InvalidToken` saying why not. The web console (``plant web``) shares it."""
         now = self._clock()
         hit = self._cache.get(token)
         if hit is not None and now - hit[1] < CACHE_SECONDS:
             return hit[0]
         store = self._tokens()
         if store is None:
-            raise _unauthorized("bearer token is not known (no tokens issued on this host)")
+            raise InvalidToken("bearer token is not known (no tokens issued on this host)")
         try:
             found = store.verify(token)
-        except InvalidToken as exc:
+        except InvalidToken:
             self._cache.pop(token, None)
-            raise _unauthorized(str(exc)) from None
+            raise
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[token] = (found.principal, now)

@@ -10,6 +10,12 @@ the body unchanged.
 
 In the worker SDK the caller of the request being served is :func:`current_caller` (a
 context variable set for the handler's task), so handler signatures stay as they are.
+
+Acting for another principal (the HTTP proxy, for the principal its API token names): inside
+:func:`acting_for`, the client puts :data:`ACT_AS_MARKER` and the principal's name in front of
+each request body. The broker allows that only to principals granted ``@act-as`` (the proxy's
+service role, admin), strips the two frames, authorizes the request as the named principal
+and tells the worker who it was, ``via`` whom.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from dataclasses import dataclass
 
 #: the READY capability frame and the first frame of the caller prefix
 CALLER_MARKER = b"\x00plantd.caller/1"
+#: the first frame of a request sent on behalf of another principal (the second: its name)
+ACT_AS_MARKER = b"\x00plantd.act-as/1"
 
 
 class BadCaller(ValueError):
@@ -40,9 +48,18 @@ class Caller:
     principal: str | None
     roles: tuple[str, ...] = ()
     peer: str | None = None
+    #: the principal that sent the request on this one's behalf (the proxy), if any
+    via: str | None = None
 
     def to_json(self) -> dict[str, object]:
-        return {"principal": self.principal, "roles": list(self.roles), "peer": self.peer}
+        doc: dict[str, object] = {
+            "principal": self.principal,
+            "roles": list(self.roles),
+            "peer": self.peer,
+        }
+        if self.via is not None:
+            doc["via"] = self.via
+        return doc
 
     @property
     def label(self) -> str:
@@ -53,6 +70,7 @@ class Caller:
 ANONYMOUS = Caller(None)
 
 _current: ContextVar[Caller] = ContextVar("plantd_caller", default=ANONYMOUS)
+_acting_for: ContextVar[str | None] = ContextVar("plantd_acting_for", default=None)
 
 
 def current_caller() -> Caller:
@@ -68,6 +86,33 @@ def serving(caller: Caller) -> Iterator[Caller]:
         yield caller
     finally:
         _current.reset(token)
+
+
+def acting_principal() -> str | None:
+    """The principal this task's requests are sent for (:func:`acting_for`), if any."""
+    return _acting_for.get()
+
+
+@contextmanager
+def acting_for(principal: str | None) -> Iterator[None]:
+    """Send this task's requests on behalf of ``principal`` (None: as ourselves)."""
+    token = _acting_for.set(principal)
+    try:
+        yield
+    finally:
+        _acting_for.reset(token)
+
+
+def encode_act_as(principal: str) -> list[bytes]:
+    """The two frames a client puts in front of a request body to act for ``principal``."""
+    return [ACT_AS_MARKER, principal.encode("utf-8")]
+
+
+def split_act_as(body: list[bytes]) -> tuple[str | None, list[bytes]]:
+    """``(principal, rest)`` of a request body sent on someone's behalf, else ``(None, body)``."""
+    if len(body) < 2 or body[0] != ACT_AS_MARKER:
+        return None, body
+    return body[1].decode("utf-8", "replace"), body[2:]
 
 
 def encode_caller(caller: Caller) -> list[bytes]:
@@ -86,8 +131,15 @@ def split_caller(body: list[bytes]) -> tuple[Caller | None, list[bytes]]:
         principal = doc["principal"]
         roles = tuple(str(r) for r in doc.get("roles") or ())
         peer = doc.get("peer")
+        via = doc.get("via")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise BadCaller(f"caller prefix does not parse: {exc}") from None
     if principal is not None and not isinstance(principal, str):
         raise BadCaller("caller prefix: principal is not a string")
-    return Caller(principal, roles, peer if isinstance(peer, str) else None), body[2:]
+    caller = Caller(
+        principal,
+        roles,
+        peer if isinstance(peer, str) else None,
+        via if isinstance(via, str) else None,
+    )
+    return caller, body[2:]

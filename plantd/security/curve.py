@@ -11,15 +11,16 @@ socket monitor and turns the events into a message a person can act on.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
+import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
-import zmq.asyncio
-from zmq.utils.monitor import parse_monitor_message
+
+if TYPE_CHECKING:  # a blocking CLI command must not load asyncio (tests/state/test_cli_state.py)
+    import zmq.asyncio
 
 from plantd.security.keys import KeyPair
 
@@ -73,6 +74,13 @@ def open_handshake_monitor(socket: zmq.Socket[Any]) -> zmq.Socket[Any]:
     return monitor
 
 
+def _event(frames: list[bytes]) -> int:
+    """The event number of a monitor message (frame 1: u16 event, u32 value; frame 2: the
+    endpoint). Parsed here: ``zmq.utils.monitor`` imports asyncio, which a blocking CLI
+    command must not load."""
+    return int.from_bytes(frames[0][:2], sys.byteorder)  # libzmq copies a native uint16_t
+
+
 def _verdict(event: int) -> tuple[bool, str | None]:
     """(decided, message): success decides with None, a failure with its message."""
     if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
@@ -86,7 +94,7 @@ def read_verdict(monitor: zmq.Socket[Any]) -> tuple[bool, str | None]:
     """Read the events waiting on a monitor without blocking: ``(decided, message)`` as
     :func:`watch_handshake` would decide (the first deciding event wins)."""
     while monitor.poll(0):
-        decided, message = _verdict(parse_monitor_message(monitor.recv_multipart())["event"])
+        decided, message = _verdict(_event(monitor.recv_multipart()))
         if decided:
             return True, message
     return False, None
@@ -101,7 +109,7 @@ def watch_handshake(monitor: zmq.Socket[Any], timeout: float = 2.0) -> str | Non
     while (left := deadline - time.monotonic()) > 0:
         if not monitor.poll(int(left * 1000) + 1):
             break
-        decided, message = _verdict(parse_monitor_message(monitor.recv_multipart())["event"])
+        decided, message = _verdict(_event(monitor.recv_multipart()))
         if decided:
             return message
     return None
@@ -109,11 +117,13 @@ def watch_handshake(monitor: zmq.Socket[Any], timeout: float = 2.0) -> str | Non
 
 async def watch_handshake_async(monitor: zmq.asyncio.Socket, timeout: float = 2.0) -> str | None:
     """:func:`watch_handshake` for an asyncio monitor socket."""
+    import asyncio
+
     try:
         async with asyncio.timeout(timeout):
             while True:
                 frames = await monitor.recv_multipart()
-                decided, message = _verdict(parse_monitor_message(frames)["event"])
+                decided, message = _verdict(_event(frames))
                 if decided:
                     return message
     except TimeoutError:

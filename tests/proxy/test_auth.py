@@ -58,9 +58,6 @@ def test_tokens_required_once_issued_and_principal_resolved(
     stack = _stack(broker, plantd_home)
     env = stack.env
     assert stack.request("GET", "/v1/broker").status == 200  # no token issued yet: open
-    out = run_plant(env, "identity", "token", "create", "admin", "-o", "json")
-    assert out.returncode == 4 and "plant identity init" in out.stderr
-    assert run_plant(env, "identity", "init", "-o", "json").returncode == 0
     assert run_plant(env, "identity", "token", "create", "nobody").returncode == 4
     out = run_plant(env, "identity", "token", "create", "admin", "--expires", "1d", "-o", "json")
     assert out.returncode == 0, out.stderr

@@ -190,7 +190,7 @@ def test_watch_sse_resumes_with_last_event_id_every_revision_once(stack: ProxySt
     stack.request("PUT", "/v1/state/scopes/w/keys/init", 0)  # the scope exists before
     start = stack.request("PUT", "/v1/state/scopes/w/keys/k", 0).json()["revision"]
     revisions = [start]
-    reader = SseReader(stack.url, f"/v1/state/watch?scope=w&since={start - 1}")
+    reader = SseReader(stack.url, f"/v1/state/watch?scope=w&since={start - 1}", stack.auth)
     assert reader.status == 200 and reader.response.getheader("Content-Type") == "text/event-stream"
     for i in range(1, 4):
         revisions.append(stack.request("PUT", "/v1/state/scopes/w/keys/k", i).json()["revision"])
@@ -200,7 +200,9 @@ def test_watch_sse_resumes_with_last_event_id_every_revision_once(stack: ProxySt
     for i in range(4, 8):  # written while nobody watches
         revisions.append(stack.request("PUT", "/v1/state/scopes/w/keys/k", i).json()["revision"])
     again = SseReader(
-        stack.url, "/v1/state/watch?scope=w", headers={"Last-Event-ID": first[-1].id or ""}
+        stack.url,
+        "/v1/state/watch?scope=w",
+        headers={**stack.auth, "Last-Event-ID": first[-1].id or ""},
     )
     second = again.take(len(revisions) - 3)
     revisions.append(stack.request("PUT", "/v1/state/scopes/w/keys/k", 8).json()["revision"])
@@ -224,18 +226,20 @@ def test_logs_query_pages_and_tail(stack: ProxyStack) -> None:
     assert {r["id"] for r in nxt["records"]}.isdisjoint({r["id"] for r in page["records"]})
     problem(stack.request("GET", "/v1/logs?after=nope"), 400, "invalid_argument")
     problem(stack.request("GET", "/v1/logs?level=loud"), 400, "invalid_argument")
-    reader = SseReader(stack.url, "/v1/logs/tail?lines=2")
+    reader = SseReader(stack.url, "/v1/logs/tail?lines=2", stack.auth)
     backlog = reader.take(2)
     assert all(e.event == "record" for e in backlog)
     ids = [json.loads(e.id or "[]")[1] for e in backlog]
     assert ids == sorted(ids)
     reader.close()
-    resumed = SseReader(stack.url, "/v1/logs/tail", headers={"Last-Event-ID": backlog[0].id or ""})
+    resumed = SseReader(
+        stack.url, "/v1/logs/tail", headers={**stack.auth, "Last-Event-ID": backlog[0].id or ""}
+    )
     (nxt_event,) = resumed.take(1)
     resumed.close()
     assert nxt_event.id == backlog[1].id
     # a record published now reaches a tail that starts at "now"
-    live = SseReader(stack.url, "/v1/logs/tail?lines=0&service=test.Tail")
+    live = SseReader(stack.url, "/v1/logs/tail?lines=0&service=test.Tail", stack.auth)
     handler = LogBusHandler("test.Tail", stack.broker.bus("log")[0])
     log = bus_logger("test.tail", handler)
     done = threading.Event()

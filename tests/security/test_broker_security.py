@@ -18,7 +18,7 @@ from plantd.broker.server import BrokerServer
 from plantd.client import Client, Worker
 from plantd.client.errors import AuthenticationFailed, NotAuthorized, RateLimited
 from plantd.identity.principals import Registry
-from plantd.security.caller import CALLER_MARKER, current_caller
+from plantd.security.caller import CALLER_MARKER, acting_for, current_caller
 from plantd.security.keys import Keyring, generate_keypair
 from plantd.security.settings import (
     ClientSecurity,
@@ -209,3 +209,47 @@ def test_daemon_refuses_a_group_readable_secret_with_exit_9(
     assert out.returncode == 9, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and str(secret) in lines[0] and "chmod 600" in lines[0]
+
+
+async def test_a_proxy_acts_for_its_token_principal_and_nobody_else_may(tmp_path: Path) -> None:
+    """The HTTP proxy's requests go out for the principal its API token names: the broker
+    decides as that principal and the worker sees it, via the proxy; a principal without
+    ``@act-as`` cannot act for anyone, and an unknown principal cannot be acted for."""
+    async with secure_broker(tmp_path) as plant:
+        who_key = plant.add("who", "service:org.plantd.module.Who")
+        worker = Worker(plant.endpoint, "org.plantd.module.Who", security=who_key)
+
+        @worker.operation("who")
+        async def who(doc: object) -> dict[str, object]:
+            return current_caller().to_json()
+
+        task = asyncio.create_task(worker.run())
+        try:
+            await asyncio.wait_for(worker.connected.wait(), 5)
+            plant.add("alice", "operator")
+            plant.add("vic", "viewer")
+            gateway = plant.add("gw", "service:org.plantd.Proxy")
+            async with plant.client(gateway) as c:
+
+                async def registered() -> bool:
+                    return await c.mmi_service("org.plantd.module.Who") == "200"
+
+                await wait_until_async(registered, 5, what="Who registered")
+                with acting_for("alice"):
+                    seen = await c.call("org.plantd.module.Who", "who", {})
+                assert (seen["principal"], seen["via"]) == ("alice", "gw")
+                assert seen["roles"] == ["operator"]
+                with acting_for("vic"), pytest.raises(NotAuthorized, match=r"'vic'.*'who'"):
+                    await c.call("org.plantd.module.Who", "who", {})
+                with acting_for("nobody"), pytest.raises(NotAuthorized, match="not-active"):
+                    await c.call("org.plantd.module.Who", "who", {})
+                with pytest.raises(NotAuthorized, match=r"'gw'.*'who'"):  # as itself: a viewer
+                    await c.call("org.plantd.module.Who", "who", {})
+            async with plant.client(plant.security("alice")) as c:
+                with acting_for("admin"), pytest.raises(NotAuthorized, match="act for others"):
+                    await c.call("org.plantd.module.Who", "who", {})
+        finally:
+            await worker.stop()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

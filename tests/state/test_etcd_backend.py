@@ -19,6 +19,7 @@ import pytest
 from plantd.client.errors import PlantdError
 from tests.state.conftest import etcd_settings
 from tests.support.etcd import EtcdCluster, start_cluster
+from tests.support.keyring import install_keyring
 from tests.support.polling import wait_until
 from tests.support.processes import http_get, read_pid_file
 from tests.support.state import Stack, StateProcess, data, make_stack, request, state_settings
@@ -101,6 +102,7 @@ def test_two_daemons_share_one_etcd_and_the_bus_survives_the_publisher(
 
     home2 = tmp_path / "home2"
     home2.mkdir()
+    install_keyring(home2)  # the same keys as the first home (one broker, security on)
     env2 = state_settings({**stack.env, "PLANTD_HOME": str(home2)})
     second = StateProcess(env2, home2, tag="state-b").wait_ready()
     first = stack.state
@@ -159,3 +161,17 @@ def write_once(stack: Stack, value: int, deadline: float) -> int:
                 pass
             assert time.monotonic() < deadline, "writes never resumed"
             time.sleep(0.05)
+
+
+def test_replace_import_deletes_by_ranges_around_the_kept_keys() -> None:
+    """An import with ``replace`` deletes what a chunk does not overwrite with at most one
+    range per gap between kept keys, never covering a kept key."""
+    from plantd.state.etcd.store import _gaps
+
+    stored = [b"p/a", b"p/b", b"p/c", b"p/d", b"p/e", b"q/x"]
+    ranges = _gaps(stored, [b"p/b", b"p/d"], b"p/")
+    assert ranges == [(b"p/", b"p/b"), (b"p/b\x00", b"p/d"), (b"p/d\x00", b"p0")]
+    covered = [x for x in stored if any(a <= x < b for a, b in ranges)]
+    assert covered == [b"p/a", b"p/c", b"p/e"]
+    assert _gaps(stored, [b"p/a", b"p/b"], b"p/") == [(b"p/b\x00", b"p0")]
+    assert _gaps(stored, [b"p/a", b"p/b", b"p/c", b"p/d", b"p/e"], b"p/") == []

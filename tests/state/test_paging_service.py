@@ -28,9 +28,12 @@ def key(i: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A stack whose store holds a 100,000-key scope (written with txn batches of 128)."""
-    s = make_stack(tmp_path_factory.mktemp("state-paging") / "home")
+def big(tmp_path_factory: pytest.TempPathFactory, backend: dict[str, Any]) -> Iterator[Stack]:
+    """A stack whose store holds a 100,000-key scope (written with txn batches of 128), on
+    each storage backend (``backend``: tests/state/conftest.py)."""
+    if backend:  # etcd: the --replace import below deletes ~100,000 keys in ONE etcd txn,
+        backend = {**backend, "etcd_timeout": 15}  # which takes seconds (docs/state.md)
+    s = make_stack(tmp_path_factory.mktemp("state-paging") / "home", **backend)
     try:
         with s.client(timeout=30) as c:
             for start in range(0, N, 128):

@@ -40,8 +40,11 @@ VALUES = st.recursive(
 
 
 @pytest.fixture(scope="module")
-def prop_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = make_stack(tmp_path_factory.mktemp("state-props") / "home", watch_limit=5)
+def prop_stack(
+    tmp_path_factory: pytest.TempPathFactory, backend: dict[str, Any]
+) -> Iterator[Stack]:
+    """A serving stack on each storage backend (``backend``: tests/state/conftest.py)."""
+    s = make_stack(tmp_path_factory.mktemp("state-props") / "home", watch_limit=5, **backend)
     try:
         yield s
     finally:
@@ -55,6 +58,7 @@ def same(a: Any, b: Any) -> bool:
 
 class StateMachine(RuleBasedStateMachine):
     endpoint: str = ""
+    backend: str = "sqlite"
     counter = 0
 
     def __init__(self) -> None:
@@ -147,11 +151,29 @@ class StateMachine(RuleBasedStateMachine):
 
     @rule(key=KEYS, value=VALUES)
     def ttl_expires(self, key: str, value: Any) -> None:
-        self.ok("state-set", {"key": key, "value": value, "ttl": 0.15})
+        res = self.ok("state-set", {"key": key, "value": value, "ttl": 0.15})
         self.model.pop(key, None)
         time.sleep(0.45)  # > ttl + the daemon's reap interval (0.1 s): expired AND reaped
         doc = self.call("state-get", {"key": key})
         assert doc["code"] == "not_found", doc
+        if self.backend == "etcd":
+            self.await_expiry_in_history(key, res["revision"])
+
+    def await_expiry_in_history(self, key: str, since: int) -> None:
+        """etcd: the key is deleted by etcd when its lease expires (>= 1 s here), and the
+        ``watch`` operation shows that delete once a later change moved the head (docs/
+        state.md, "Where behaviour differs"): change another scope until it shows."""
+        deadline = time.monotonic() + 10
+        while True:
+            self.ok("state-set", {"service": f"{self.scope}.flush", "key": "f", "value": 0})
+            rev, more = since, True
+            while more:
+                page = self.ok("watch", {"service": self.scope, "revision": rev})
+                if any(e["op"] == "delete" and e["key"] == key for e in page["events"]):
+                    return
+                rev, more = page["revision"], page["more"]
+            assert time.monotonic() < deadline, f"etcd never deleted the expired key {key!r}"
+            time.sleep(0.2)
 
     @rule(key=KEYS, value=VALUES)
     def ttl_long(self, key: str, value: Any) -> None:
@@ -191,6 +213,7 @@ class StateMachine(RuleBasedStateMachine):
 
 def test_state_machine_against_the_daemon(prop_stack: Stack, tmp_path: Path) -> None:
     StateMachine.endpoint = prop_stack.endpoint
+    StateMachine.backend = prop_stack.env.get("PLANTD_STATE_BACKEND", "sqlite")
     run_state_machine_as_test(
         StateMachine,
         settings=settings(

@@ -63,9 +63,12 @@ def wait_subscribed(frontend: str, topic: str, timeout: float = 10.0) -> float:
     one no earlier subscriber of this bus holds."""
     import zmq
 
+    from plantd.security.settings import default_client
+
     want = b"\x01" + topic.encode()
     probe = zmq.Context.instance().socket(zmq.XPUB)
     probe.setsockopt(zmq.LINGER, 0)
+    default_client().apply(probe)  # the bus is a CURVE server: connect as the test's admin
     probe.connect(frontend)
     start = time.monotonic()
     seen: list[bytes] = []

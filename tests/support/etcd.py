@@ -5,14 +5,18 @@ and restart members)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import subprocess
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.support.peernet import PeerNet
 from tests.support.polling import wait_until
 from tests.support.ports import _accepts, free_port
 
@@ -37,6 +41,8 @@ class Member:
     data_dir: Path
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    #: the peer port the others dial (a PeerNet relay in front of ``peer_port``), if any
+    advertised_peer_port: int | None = None
 
     @property
     def endpoint(self) -> str:
@@ -44,7 +50,8 @@ class Member:
 
     @property
     def peer_url(self) -> str:
-        return f"http://127.0.0.1:{self.peer_port}"
+        """The advertised peer URL (the relay's when the cluster is partitionable)."""
+        return f"http://127.0.0.1:{self.advertised_peer_port or self.peer_port}"
 
     @property
     def alive(self) -> bool:
@@ -57,7 +64,10 @@ class EtcdCluster:
 
     root: Path
     size: int = 1
+    #: peer traffic through a PeerNet, so a member can be partitioned away (``net.isolate``)
+    partitionable: bool = False
     members: list[Member] = field(default_factory=list)
+    net: PeerNet | None = None
 
     def __post_init__(self) -> None:
         for i in range(self.size):
@@ -66,6 +76,42 @@ class EtcdCluster:
             self.members.append(
                 Member(f"m{i}", free_port(), free_port(), d / "data", d / "etcd.log")
             )
+        if self.partitionable:
+            self.net = PeerNet(
+                lambda: {m.proc.pid: m.name for m in self.members if m.proc is not None}
+            )
+            for m in self.members:
+                m.advertised_peer_port = self.net.add(m.name, m.peer_port)
+
+    def member(self, name: str) -> Member:
+        return next(m for m in self.members if m.name == name)
+
+    def status(self, m: Member, timeout: float = 1.0) -> dict[str, Any] | None:
+        """etcd's maintenance status of ``m`` (JSON gateway), None if it does not answer."""
+        req = urllib.request.Request(f"{m.endpoint}/v3/maintenance/status", data=b"{}")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                doc: dict[str, Any] = json.loads(resp.read())
+                return doc
+        except (OSError, ValueError):
+            return None
+
+    def leader(self, among: list[Member] | None = None) -> Member | None:
+        """The member that ``among`` (default: the live ones) agree leads, if they agree."""
+        ids: dict[str, Member] = {}
+        leaders = set()
+        for m in among or [m for m in self.members if m.alive]:
+            st = self.status(m)
+            if st is None or st.get("leader", "0") == "0":
+                return None
+            ids[st["header"]["member_id"]] = m
+            leaders.add(st["leader"])
+        if len(leaders) != 1:
+            return None
+        return ids.get(leaders.pop())
+
+    def wait_leader(self, among: list[Member] | None = None, timeout: float = 15.0) -> Member:
+        return wait_until(lambda: self.leader(among), timeout, interval=0.1, what="etcd leader")
 
     @property
     def endpoints(self) -> str:
@@ -84,7 +130,7 @@ class EtcdCluster:
             "--advertise-client-urls",
             m.endpoint,
             "--listen-peer-urls",
-            m.peer_url,
+            f"http://127.0.0.1:{m.peer_port}",
             "--initial-advertise-peer-urls",
             m.peer_url,
             "--initial-cluster",
@@ -141,10 +187,12 @@ class EtcdCluster:
     def close(self) -> None:
         for m in self.members:
             self.kill(m)
+        if self.net is not None:
+            self.net.close()
 
 
-def start_cluster(root: Path, size: int = 1) -> EtcdCluster:
-    cluster = EtcdCluster(root, size)
+def start_cluster(root: Path, size: int = 1, *, partitionable: bool = False) -> EtcdCluster:
+    cluster = EtcdCluster(root, size, partitionable)
     try:
         return cluster.start()
     except BaseException:

@@ -36,6 +36,13 @@ class ProxyStack:
     proxy: Daemon
     url: str
     daemons: list[Daemon]
+    #: an API token of the admin principal, sent with every request unless ``headers``
+    #: carry their own Authorization (None: requests go out anonymous)
+    token: str | None = None
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     @property
     def env(self) -> dict[str, str]:
@@ -57,7 +64,7 @@ class ProxyStack:
         req = urllib.request.Request(self.url + path, data=data, method=method)
         if data is not None:
             req.add_header("Content-Type", "application/json")
-        for name, value in (headers or {}).items():
+        for name, value in {**self.auth, **(headers or {})}.items():
             req.add_header(name, value)
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -77,6 +84,23 @@ def proxy_env(broker: BrokerProcess, **extra: str) -> dict[str, str]:
         timeout="3",
         **extra,
     )
+
+
+def admin_token(env: dict[str, str], home: Path) -> str:
+    """A fresh API token of the ``admin`` principal (``plant identity token create``)."""
+    import subprocess
+
+    from tests.support.processes import PLANT
+
+    out = subprocess.run(
+        [*PLANT, "identity", "token", "create", "admin", "-o", "json"],
+        env=dict(env, PLANTD_HOME=str(home)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    return str(json.loads(out.stdout)["token"])
 
 
 def start_proxy(broker: BrokerProcess, home: Path, **extra: str) -> tuple[Daemon, str]:
@@ -121,7 +145,9 @@ def proxy_stack(home: Path, **proxy_settings: str) -> Iterator[ProxyStack]:
         )  # fmt: skip
         proxy, url = start_proxy(broker, home, **proxy_settings)
         daemons.append(proxy)
-        yield ProxyStack(home, broker, proxy, url, daemons)
+        # security is on: anonymous HTTP acts as the proxy's own principal (read-only); the
+        # tests act as admin through a token, as an operator's script would
+        yield ProxyStack(home, broker, proxy, url, daemons, admin_token(broker.env, home))
     finally:
         for d in reversed(daemons):
             d.stop()

@@ -11,7 +11,17 @@ from aetcd import rpc
 from plantd.state.etcd.conn import EtcdConn
 from plantd.state.etcd.layout import prefix_end
 
-__all__ = ["cmp_create", "cmp_mod", "cmp_version", "delete", "get", "put", "scan", "txn"]
+__all__ = [
+    "cmp_create",
+    "cmp_mod",
+    "cmp_version",
+    "delete",
+    "delete_range",
+    "get",
+    "put",
+    "scan",
+    "txn",
+]
 
 _EQUAL = rpc.Compare.EQUAL
 
@@ -33,6 +43,11 @@ def put(key: bytes, value: bytes, lease: int = 0) -> Any:
 def delete(key: bytes, *, prefix: bool = False) -> Any:
     end = prefix_end(key) if prefix else b""
     return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key, range_end=end))
+
+
+def delete_range(start: bytes, end: bytes) -> Any:
+    """Delete every key in ``[start, end)``."""
+    return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=start, range_end=end))
 
 
 def cmp_mod(key: bytes, mod_revision: int) -> Any:

@@ -16,6 +16,7 @@ is etcd's MVCC history: ``changes_since`` is an etcd watch from that revision, c
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import fnmatch
 import logging
@@ -434,10 +435,11 @@ class EtcdStore:
             if replace:
                 for s in sorted(existing - set(scopes)):
                     p.ops += [kv.delete(lay.scope(s)), kv.delete(lay.scope_keys(s), prefix=True)]
-                for x in listed[1].kvs:
-                    s, k = lay.split_key(x.key)
-                    if s in scopes and k not in {item[0] for item in scopes[s]}:
-                        p.ops.append(kv.delete(x.key))
+                stored = [x.key for x in listed[1].kvs]  # sorted by etcd
+                for s, items in scopes.items():
+                    keep = sorted(lay.key(s, item[0]) for item in items)
+                    start = lay.scope_keys(s)
+                    p.ops += [kv.delete_range(a, b) for a, b in _gaps(stored, keep, start)]
             for s, items in scopes.items():
                 if s not in existing:
                     p.ops.append(kv.put(lay.scope(s), _scope_value(now)))
@@ -727,7 +729,8 @@ class EtcdStore:
                     more = True
                     break
                 text, updated, expires = live
-                size += len(x.key) + (len(text) if include_values else 0) + 140
+                # UTF-8 bytes as stored (the text, its metadata), as SQLite counts them
+                size += len(x.key) + (len(x.value) if include_values else 0) + 140
                 if items and size > max_bytes:
                     more = True
                     break
@@ -926,6 +929,23 @@ class EtcdStore:
             "format": "etcd-snapshot",
             "revision": self.revision,
         }
+
+
+def _gaps(stored: list[bytes], keep: list[bytes], prefix: bytes) -> list[tuple[bytes, bytes]]:
+    """Ranges ``[a, b)`` under ``prefix`` that cover every stored key not in ``keep`` and no
+    key of ``keep`` (both sorted): an import with ``replace`` deletes what it does not
+    overwrite in at most ``len(keep) + 1`` ops, however many keys that is (etcd refuses a
+    txn that deletes and puts one key, so the kept keys must stay outside every range)."""
+    lo, hi = bisect.bisect_left(stored, prefix), bisect.bisect_left(stored, prefix_end(prefix))
+    kept = set(keep)
+    ranges: dict[int, tuple[bytes, bytes]] = {}
+    for x in stored[lo:hi]:
+        if x in kept:
+            continue
+        i = bisect.bisect_left(keep, x)  # keep[i-1] < x < keep[i]
+        a = keep[i - 1] + b"\x00" if i else prefix
+        ranges[i] = (a, keep[i] if i < len(keep) else prefix_end(prefix))
+    return [ranges[i] for i in sorted(ranges)]
 
 
 def _check_dest(path: Path, overwrite: bool) -> None:
