@@ -1,5 +1,8 @@
 """Echo round trips through (a) our broker, (b) majortomo's broker, (c) a bare DEALER<->ROUTER.
 
+Our broker is also measured with security on (CURVE on every connection, ZAP, per-message
+authorization; a throwaway keyring, every peer as its admin) next to the same run without.
+
 Run: ``python bench/broker.py [--seconds 3] [--runs 3] [--inflight 1 16]``. Prints req/s,
 p50/p99 latency and the broker process's CPU time per request, for 1 sequential client and
 for 16 requests in flight with 2 workers, medians over runs, and our broker's ratios to (b)
@@ -22,17 +25,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import psutil
 import zmq
-from _common import dealers, free_port, stop
+from _common import dealers, free_port, make_keyring, secure_client, secure_env, stop
 
 HERE = os.path.abspath(__file__)
 SERVICE = b"echo"
@@ -72,6 +78,7 @@ def run_worker(endpoint: str, dialect: str) -> None:
     d = DIALECTS[dialect]
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    secure_client(sock)
     sock.connect(endpoint)
     sock.send_multipart(d["ready"])
     at, final, heartbeat = d["request_at"], d["final"], d["heartbeat"]
@@ -187,12 +194,17 @@ def run_burst(endpoint: str, dialect: str, count: int) -> None:
 # --- orchestration ----------------------------------------------------------------------
 
 
-def spawn(*args: str) -> subprocess.Popen[str]:
+#: the environment of the processes of a CURVE row (set by main when a row needs it)
+SECURE_ENV: dict[str, str] | None = None
+
+
+def spawn(*args: str, secure: bool = False) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, HERE, "--role", *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
+        env=SECURE_ENV if secure else None,
     )
 
 
@@ -229,15 +241,20 @@ def one_run(system: str, dialect: str, inflight: int, seconds: float) -> dict[st
     port = free_port()
     endpoint = f"tcp://127.0.0.1:{port}"
     procs: list[subprocess.Popen[str]] = []
+    secure = system == "ours-curve"
     try:
-        server = spawn({"ours": "ours", "majortomo": "majortomo", "raw": "raw"}[system], endpoint)
+        role = {"ours": "ours", "ours-curve": "ours", "majortomo": "majortomo", "raw": "raw"}
+        server = spawn(role[system], endpoint, secure=secure)
         procs.append(server)
         wait_port(port)
         if system != "raw":
             for _ in range(2):
-                procs.append(spawn("worker", endpoint, dialect))
+                procs.append(spawn("worker", endpoint, dialect, secure=secure))
             time.sleep(0.5)
-        load = spawn("load", endpoint, dialect, str(inflight), str(seconds), str(system == "raw"))
+        load = spawn(
+            "load", endpoint, dialect, str(inflight), str(seconds), str(system == "raw"),
+            secure=secure,
+        )  # fmt: skip
         procs.append(load)
         result, used = measure(server, load, f"{system}: load generator")
         lat = sorted(result["lat"])
@@ -306,8 +323,12 @@ def main() -> None:
         burst_table(args.burst, args.runs)
         return
 
+    global SECURE_ENV
+    keyring = tempfile.mkdtemp(prefix="bench-keyring-")
+    SECURE_ENV = secure_env(make_keyring(Path(keyring)))
     cases = [
         ("ours", "rfc18", "our broker, RFC 18 peers"),
+        ("ours-curve", "rfc18", "our broker, RFC 18 peers, CURVE"),
         ("ours", "majortomo", "our broker, majortomo peers"),
         ("majortomo", "majortomo", "majortomo broker"),
         ("raw", "majortomo", "raw DEALER<->ROUTER"),
@@ -330,6 +351,11 @@ def main() -> None:
                 f"{med['p99_us']:>8.0f} {cpu:>18}",
                 flush=True,
             )
+    shutil.rmtree(keyring, ignore_errors=True)
+    for inflight in args.inflight:
+        curve = table[("our broker, RFC 18 peers, CURVE", inflight)]["rps"]
+        plain = table[("our broker, RFC 18 peers", inflight)]["rps"]
+        print(f"in flight {inflight}: CURVE costs {1 - curve / plain:.1%} of req/s (RFC 18 peers)")
     for inflight in args.inflight:
         ours = table[("our broker, majortomo peers", inflight)]["rps"]
         ours18 = table[("our broker, RFC 18 peers", inflight)]["rps"]

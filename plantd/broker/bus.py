@@ -263,8 +263,14 @@ class _GuardedProxy:
         if principal == BROKER:
             found = True
         else:
+            # a subscription is a prefix: it stands for every topic that starts with it
             decision = self.guard.authority.decide(
-                principal, None, self.service, operation, key=text
+                principal,
+                None,
+                self.service,
+                operation,
+                key=text,
+                key_prefix=operation == SUBSCRIBE_OPERATION,
             )
             found = bool(decision)
             if not found:

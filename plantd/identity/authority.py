@@ -142,13 +142,18 @@ class Authority:
         operation: str,
         scope: str | None = None,
         key: str | None = None,
+        *,
+        key_prefix: bool = False,
     ) -> Decision:
         """The policy's decision. ``roles`` None means "look them up" (the registry's);
-        a principal that is not active is denied (rule ``not-active``)."""
+        a principal that is not active is denied (rule ``not-active``); ``key_prefix``: see
+        :meth:`plantd.identity.policy.Policy.decide`."""
         if not principal or self.principal(principal) is None:
             return Decision(False, NOT_ACTIVE_RULE)
         use = self.roles(principal) if roles is None else tuple(roles)
-        return self.policy.decide(principal, use, service, operation, scope, key)
+        return self.policy.decide(
+            principal, use, service, operation, scope, key, key_prefix=key_prefix
+        )
 
 
 #: the rule a denial names when the principal is unknown, pending or revoked

@@ -121,6 +121,28 @@ def validate_role(role: str) -> str:
     return role
 
 
+_WILDCARDS = re.compile(r"[*?\[]")
+
+
+def _glob_may_match_prefix(glob: str, prefix: str) -> bool:
+    """Whether ``glob`` might match some string starting with ``prefix`` (may say yes
+    wrongly, never no wrongly)."""
+    wild = _WILDCARDS.search(glob)
+    if wild is None:
+        return glob.startswith(prefix)
+    literal = glob[: wild.start()]
+    return literal.startswith(prefix) or prefix.startswith(literal)
+
+
+def _glob_covers_prefix(glob: str, prefix: str) -> bool:
+    """Whether ``glob`` matches every string starting with ``prefix`` (may say no wrongly,
+    never yes wrongly): ``*``, or ``LITERAL*`` with ``prefix`` starting with LITERAL."""
+    if not glob.endswith("*"):
+        return False
+    literal = glob[:-1]
+    return _WILDCARDS.search(literal) is None and prefix.startswith(literal)
+
+
 @dataclass(frozen=True)
 class Rule:
     name: str
@@ -134,15 +156,32 @@ class Rule:
     except_scope: tuple[str, ...] = ()
 
     def matches(
-        self, subjects: frozenset[str], service: str, operation: str, scope: str, key: str
+        self,
+        subjects: frozenset[str],
+        service: str,
+        operation: str,
+        scope: str,
+        key: str,
+        key_prefix: bool = False,
     ) -> bool:
+        """Whether the rule applies. With ``key_prefix`` the key stands for every key that
+        starts with it (a bus subscription): a deny applies when its key glob might match
+        one of them, an allow only when it surely matches all of them (fail closed)."""
+        if key_prefix:
+            key_ok = (
+                _glob_may_match_prefix(self.key, key)
+                if self.effect == "deny"
+                else _glob_covers_prefix(self.key, key)
+            )
+        else:
+            key_ok = fnmatchcase(key, self.key)
         return (
             (self.subject == "*" or self.subject in subjects)
             and fnmatchcase(service, self.service)
             and fnmatchcase(operation, self.operation)
             and fnmatchcase(scope, self.scope)
             and not any(fnmatchcase(scope, g) for g in self.except_scope)
-            and fnmatchcase(key, self.key)
+            and key_ok
         )
 
     def covers(self, access: Access) -> bool:
@@ -288,8 +327,12 @@ class Policy:
         scope: str | None = None,
         key: str | None = None,
         access: Access | None = None,
+        *,
+        key_prefix: bool = False,
     ) -> Decision:
-        """Allowed or not, and by which rule. ``access`` defaults to :func:`access_of`."""
+        """Allowed or not, and by which rule. ``access`` defaults to :func:`access_of`.
+        ``key_prefix``: ``key`` is a topic prefix standing for every key that starts with it
+        (bus subscriptions), see :meth:`Rule.matches`."""
         level = access_of(service, operation) if access is None else access
         expanded = self.expand_roles(roles)
         subjects = frozenset({f"principal:{principal}", *(f"role:{r}" for r in expanded)})
@@ -306,7 +349,7 @@ class Policy:
         allow: Rule | None = None
         for rule in candidates:
             if not rule.covers(level) or not rule.matches(
-                subjects, service, operation, scope or "", key or ""
+                subjects, service, operation, scope or "", key or "", key_prefix
             ):
                 continue
             if rule.effect == "deny":

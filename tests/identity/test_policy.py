@@ -258,3 +258,56 @@ def test_decision_names_a_rule_that_exists(extra: list[Rule], request: tuple) ->
     assert d.allowed == (
         d.rule != DEFAULT_RULE and not any(r.name == d.rule and r.effect == "deny" for r in extra)
     )
+
+
+# ------------------------------------------------------- bus subscriptions are prefixes
+
+TOPIC = st.text(alphabet="ab.", max_size=4)
+KEY_GLOB = st.one_of(
+    st.just("*"),
+    TOPIC,
+    TOPIC.map(lambda t: t + "*"),
+    st.tuples(TOPIC, TOPIC).map(lambda p: f"{p[0]}?{p[1]}"),
+    st.tuples(TOPIC, TOPIC).map(lambda p: f"{p[0]}*{p[1]}"),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    allow_key=KEY_GLOB,
+    deny_key=KEY_GLOB,
+    prefix=TOPIC,
+    suffix=TOPIC,
+)
+def test_an_allowed_subscription_never_reaches_a_topic_its_principal_may_not_read(
+    allow_key: str, deny_key: str, prefix: str, suffix: str
+) -> None:
+    """A subscription to P delivers every topic P...: allowed only if each of them is."""
+    policy = Policy(
+        (
+            Rule("allow-some", "allow", "principal:sub", Access.read, service="@bus.event",
+                 key=allow_key),
+            Rule("deny-some", "deny", "principal:sub", Access.read, service="@bus.event",
+                 key=deny_key),
+        )
+    )  # fmt: skip
+    subscribe = policy.decide("sub", (), "@bus.event", "@subscribe", key=prefix, key_prefix=True)
+    if subscribe:
+        exact = policy.decide("sub", (), "@bus.event", "@subscribe", key=prefix + suffix)
+        assert exact, (allow_key, deny_key, prefix, suffix)
+
+
+def test_a_deny_on_some_topics_refuses_the_catch_all_subscription() -> None:
+    policy = Policy(
+        (Rule("no-secrets", "deny", "role:viewer", Access.read, service="@bus.*",
+              key="secret.*"),)
+    )  # fmt: skip
+
+    def sub(topic: str) -> bool:
+        return bool(policy.decide("v", ("viewer",), "@bus.event", "@subscribe", key=topic,
+                                  key_prefix=True))  # fmt: skip
+
+    assert not sub("")  # everything would include secret.*
+    assert not sub("secret.")
+    assert not sub("sec")
+    assert sub("line1.") and sub("public")

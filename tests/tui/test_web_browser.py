@@ -106,7 +106,6 @@ def web_has(web: object, proc: object) -> bool:
 
 
 def test_login_with_a_token_in_the_browser(plantd_env: dict[str, str], tmp_path: Path) -> None:
-    assert run_plant(plantd_env, "identity", "init", "-o", "json").returncode == 0
     out = run_plant(plantd_env, "identity", "token", "create", "admin", "-o", "json")
     assert out.returncode == 0, out.stderr
     token = json.loads(out.stdout)["token"]
