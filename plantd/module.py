@@ -39,6 +39,7 @@ from typing import Any, ClassVar, TypeVar
 from plantd.config import DaemonSettings
 from plantd.daemons import ENTRY_POINT_GROUP, installed, load_installed
 from plantd.daemons.lifecycle import Daemon, DaemonContext
+from plantd.telemetry import FamilyCollector, worker_families
 from plantd.vocabulary import BROKER_ENDPOINT, MODULE_SERVICE_PREFIX
 from plantd.vocabulary import bus as default_bus
 
@@ -205,8 +206,11 @@ class Module(Daemon[ModuleSettingsT]):
             worker.add_operation("health", self._health_operation(worker))
 
         def registered() -> tuple[str, dict[str, Any]]:
-            if worker.connected.is_set():
+            if worker.broker_answering():
                 return "pass", {"observedValue": worker.served, "observedUnit": "requests"}
+            if worker.connected.is_set():
+                silent = f"{worker.silent_for():.1f}s"
+                return "warn", {"output": f"no heartbeat from broker {s.endpoint} for {silent}"}
             return "warn", {"output": f"not registered with broker {s.endpoint}"}
 
         serving = self.serves()
@@ -214,7 +218,9 @@ class Module(Daemon[ModuleSettingsT]):
             ctx.add_check(f"{self.name}:worker", registered)
         await self.setup()
         if ctx.metrics is not None and type(self).collect is not Module.collect:
-            ctx.metrics.register(_Collector(self.collect))
+            ctx.metrics.register(FamilyCollector(self.collect))
+        if ctx.metrics is not None and serving:
+            ctx.metrics.register(FamilyCollector(lambda: worker_families([worker.stats])))
         tasks = [asyncio.create_task(worker.run(), name=f"{self.name}.worker")] if serving else []
         for (bus, topic), handler in self._handlers("__plantd_subscribe__"):
             tasks.append(asyncio.create_task(self._subscription(bus, topic, handler)))
@@ -284,16 +290,6 @@ class Module(Daemon[ModuleSettingsT]):
                     await result
             except Exception:
                 self.log.exception("%s: periodic %s failed", self.name, handler.__name__)
-
-
-class _Collector:
-    """prometheus_client's collector protocol over :meth:`Module.collect`."""
-
-    def __init__(self, collect: Callable[[], Iterable[Any]]) -> None:
-        self.collect = collect
-
-    def describe(self) -> list[Any]:
-        return []  # names are only known at scrape time: skip the registry's duplicate check
 
 
 def load(name: str) -> type[Module[Any]]:

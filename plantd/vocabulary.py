@@ -27,6 +27,7 @@ __all__ = [
     "LEVELS",
     "LEVEL_ALIASES",
     "LEVEL_NAMES",
+    "LOGGER_PRESENT_TOPIC",
     "LOGGER_SERVICE",
     "METRIC_SERVICE",
     "METRIC_TOPIC_PREFIX",
@@ -57,6 +58,9 @@ ECHO_SERVICE = MODULE_SERVICE_PREFIX + "Echo"
 
 #: topic prefix of metric samples on the ``metric`` bus (``org.plantd.Metric.<device>``)
 METRIC_TOPIC_PREFIX = SERVICE_PREFIX + "Metric."
+#: the log-bus topic the logger subscribes to (besides everything) so that producers see a
+#: store-and-forward consumer arrive: no record starts with a NUL byte, so nothing matches it
+LOGGER_PRESENT_TOPIC = "\x00plantd.logger"
 #: the state scope clients use when none is given (``PLANTD_CLIENT_SCOPE``)
 CLIENT_SCOPE = SERVICE_PREFIX + "Client"
 

@@ -21,6 +21,7 @@ control socket stops either kind of proxy cleanly.
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -90,6 +91,11 @@ class BusProxy:
         self._thread: threading.Thread | None = None
         self._control_addr = f"inproc://plantd-bus-{name}-{id(self):x}"
         self._control: zmq.Socket[bytes] | None = None
+        self._control_lock = threading.Lock()  # scrapes and stop() share the control socket
+        self._monitors: dict[str, zmq.Socket[bytes]] = {}
+        self._connected = {"publishers": 0, "subscribers": 0}
+        #: the secure proxy loop counts here (libzmq's STATISTICS serves the plain proxy)
+        self.counts = {"published": 0, "published_bytes": 0, "delivered": 0, "delivered_bytes": 0}
         self.bound_frontend: str | None = None
         self.bound_backend: str | None = None
 
@@ -126,6 +132,11 @@ class BusProxy:
         peer.setsockopt(zmq.LINGER, 0)
         peer.connect(self._control_addr)
         self._control = peer
+        # connections on each side, for /metrics (read by connections())
+        self._monitors = {
+            "publishers": self._monitor(xsub, "publishers"),
+            "subscribers": self._monitor(xpub, "subscribers"),
+        }
 
         def serve() -> None:
             try:
@@ -148,7 +159,57 @@ class BusProxy:
         """The proxy thread is forwarding (false before start, after stop, or if it died)."""
         return self._thread is not None and self._thread.is_alive()
 
+    def statistics(self) -> dict[str, int]:
+        """Messages and bytes through the proxy (libzmq's STATISTICS): ``published`` (in from
+        publishers), ``delivered`` (out to subscribers) and their ``_bytes``; {} if stopped."""
+        if self.guard is not None:
+            return dict(self.counts) if self.alive else {}
+        with self._control_lock:
+            if self._control is None or not self.alive:
+                return {}
+            self._control.send(b"STATISTICS")
+            if not self._control.poll(1000):
+                return {}
+            frames = self._control.recv_multipart()
+        values = [struct.unpack("=Q", f)[0] for f in frames]
+        # frontend in (msgs, bytes), frontend out, backend in, backend out
+        return {
+            "published": values[0],
+            "published_bytes": values[1],
+            "delivered": values[6],
+            "delivered_bytes": values[7],
+        }
+
+    def _monitor(self, sock: zmq.Socket[bytes], side: str) -> zmq.Socket[bytes]:
+        """A PAIR receiving ``sock``'s accept/disconnect events. Its receive side has no
+        high-water mark: libzmq sends monitor events from the proxy thread, which must never
+        wait on a full pipe (the broker drains it every few seconds, see connections())."""
+        addr = f"inproc://plantd-bus-{self.name}-{side}-{id(self):x}"
+        sock.monitor(addr, zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+        monitor: zmq.Socket[bytes] = self._ctx.socket(zmq.PAIR)
+        monitor.setsockopt(zmq.LINGER, 0)
+        monitor.setsockopt(zmq.RCVHWM, 0)
+        monitor.connect(addr)
+        return monitor
+
+    def connections(self) -> dict[str, int]:
+        """Connected ``publishers`` and ``subscribers`` now (from socket monitor events)."""
+        for side, monitor in list(self._monitors.items()):
+            while monitor.poll(0):
+                # frame 1: u16 event, u32 value (parsed here: zmq.utils.monitor imports asyncio)
+                (event,) = struct.unpack_from("=H", monitor.recv_multipart()[0])
+                change = 1 if event == zmq.EVENT_ACCEPTED else -1
+                self._connected[side] = max(0, self._connected[side] + change)
+        return dict(self._connected)
+
     def stop(self, timeout: float = 2.0) -> None:
+        with self._control_lock:
+            self._stop_proxy(timeout)
+        for monitor in self._monitors.values():
+            monitor.close(linger=0)
+        self._monitors = {}
+
+    def _stop_proxy(self, timeout: float) -> None:
         if self._control is not None:
             try:
                 self._control.send(b"TERMINATE")
@@ -259,13 +320,19 @@ class _GuardedProxy:
     def _forward(self) -> None:
         """Forward published messages whose principal may publish their topic."""
         xsub, xpub = self.xsub, self.xpub
+        counts = self.proxy.counts
         n = 0
         while n < self.BURST and readable(xsub):
             frames, user, _ = recv_frames_from(xsub, NOBLOCK)
             n += 1
+            size = sum(map(len, frames))
+            counts["published"] += 1
+            counts["published_bytes"] += size
             if self.allowed(user, PUBLISH_OPERATION, frames[0]):
                 try:
                     send_frames(xpub, frames, NOBLOCK)
+                    counts["delivered"] += 1
+                    counts["delivered_bytes"] += size
                 except zmq.Again:
                     pass  # XPUB drops at the high-water mark anyway
             else:

@@ -36,6 +36,7 @@ from plantd.broker.fairqueue import FairQueue
 from plantd.protocol import mdp, mmi
 from plantd.protocol.mdp import Dialect, Kind, MalformedMessage, PeerMessage
 from plantd.security.caller import ANONYMOUS, CALLER_MARKER, encode_caller
+from plantd.telemetry import Latency
 from plantd.vocabulary import BROKER_ENDPOINT
 
 # status codes carried in error replies (see docs/protocol.md)
@@ -192,6 +193,7 @@ class Service:
         "failed",
         "idle",
         "last_progress",
+        "latency",
         "name",
         "queue",
         "requests",
@@ -206,6 +208,8 @@ class Service:
         self.queue: FairQueue[Request] = FairQueue()
         self.requests = 0
         self.failed = 0
+        #: arrival to final reply of each request a worker completed (/metrics histogram)
+        self.latency = Latency()
         self.ever_ready = False
         #: when a worker last completed a request: a queue that keeps moving is not expired
         self.last_progress = float("-inf")
@@ -436,6 +440,7 @@ class BrokerCore:
             self.counters.partials += 1
             return
         self.counters.replies += 1
+        worker.service.latency.observe(now - request.arrival)
         self._finish(worker, now)
 
     def _finish(self, worker: Worker, now: float) -> None:

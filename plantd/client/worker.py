@@ -31,6 +31,7 @@ from plantd.protocol.envelope import (
 from plantd.protocol.mdp import Kind
 from plantd.security.caller import ANONYMOUS, CALLER_MARKER, BadCaller, serving, split_caller
 from plantd.security.settings import ClientSecurity
+from plantd.telemetry import RequestStats
 from plantd.transport import NOBLOCK, readable, recv_frames, send_frames
 
 log = logging.getLogger("plantd.worker")
@@ -43,11 +44,12 @@ RawHandler = Callable[[list[bytes]], Awaitable[list[bytes]] | AsyncIterator[list
 
 
 class Operation:
-    __slots__ = ("handler", "raw")
+    __slots__ = ("handler", "name", "raw")
 
-    def __init__(self, handler: Callable[..., Any], raw: bool) -> None:
+    def __init__(self, handler: Callable[..., Any], raw: bool, name: str = "") -> None:
         self.handler = handler
         self.raw = raw
+        self.name = name
 
 
 def error_document(code: str, message: str) -> dict[str, Any]:
@@ -105,6 +107,8 @@ class Worker:
         #: times READY was sent (1 + reconnects); read by tests and health checks
         self.connections = 0
         self.served = 0
+        #: count, errors and latency per operation (exported by the module SDK's /metrics)
+        self.stats = RequestStats()
         self.connected = asyncio.Event()
         #: None: the process default (plantd.security.settings), resolved on first session
         self.security = security
@@ -124,7 +128,7 @@ class Worker:
         return register
 
     def add_operation(self, name: str, handler: Callable[..., Any], *, raw: bool = False) -> None:
-        self._ops[name.encode()] = Operation(handler, raw)
+        self._ops[name.encode()] = Operation(handler, raw, name)
 
     @property
     def operations(self) -> list[str]:
@@ -153,6 +157,15 @@ class Worker:
                 backoff = min(backoff * 2, self.reconnect_max)
         finally:
             self._close(send_disconnect=True)
+
+    def silent_for(self) -> float:
+        """Seconds since the broker was last heard from (heartbeat or request)."""
+        return time.monotonic() - self._last_heard
+
+    def broker_answering(self) -> bool:
+        """Registered (the broker answered READY) and heard from within two heartbeats: what
+        health checks report, ahead of the liveness limit that ends the session."""
+        return self.connected.is_set() and self.silent_for() <= 2 * self.heartbeat_interval
 
     async def stop(self) -> None:
         """Leave the broker cleanly (DISCONNECT) and make :meth:`run` return."""
@@ -216,7 +229,8 @@ class Worker:
         # the extra frame declares that we read the caller prefix (plantd.security.caller)
         self._send(sock, [*mdp.encode_ready(self.service.encode()), CALLER_MARKER])
         self.connections += 1
-        self.connected.set()
+        # `connected` is set when the broker first answers (see _drain), not here: a READY
+        # sent into a dead endpoint proves nothing (health must say so while it is down)
         self._fd = sock.fileno()  # zmq.FD, typed as the int it is
         loop.add_reader(self._fd, self._drain, sock)
         self._beat(sock)
@@ -263,6 +277,8 @@ class Worker:
             while self._sock is sock and readable(sock):
                 frames = recv_frames(sock, NOBLOCK)
                 self._last_heard = time.monotonic()
+                if not self.connected.is_set():
+                    self.connected.set()  # the broker answered our READY
                 self._on_message(sock, frames)
         except zmq.ZMQError as exc:
             if not self._stopping:
@@ -310,6 +326,8 @@ class Worker:
             if op is None:
                 return
             encode = _raw if op.raw else _json_frame
+            started = time.perf_counter()
+            failed = False
             try:
                 result = op.handler(arg)
                 if inspect.isasyncgen(result):
@@ -328,14 +346,18 @@ class Worker:
                     finally:
                         await result.aclose()
                 else:
-                    self._reply(sock, client, encode(await result), True)
+                    value = await result
+                    failed = isinstance(value, dict) and value.get("success") is False
+                    self._reply(sock, client, encode(value), True)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                failed = True
                 log.exception("%s: handler for %r failed", self.service, body[0])
                 doc = error_document(INTERNAL, f"{type(exc).__name__}: {exc}")
                 self._reply(sock, client, _json_frame(doc), True)
             self.served += 1
+            self.stats.observe(op.name, time.perf_counter() - started, failed)
         except zmq.ZMQError as exc:
             log.warning("%s: could not send reply: %s", self.service, exc)
 

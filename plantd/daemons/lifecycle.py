@@ -55,6 +55,9 @@ __all__ = [
 #: how often readiness is re-evaluated for systemd until the daemon is healthy
 READY_POLL_SECONDS = 0.1
 
+#: how often the log-bus handler checks whether the logger arrived (see plantd.logbus)
+LOG_BUS_PUMP_SECONDS = 0.2
+
 # How long a daemon gets to return from run() after stop is set before it is cancelled.
 STOP_GRACE_SECONDS = 10.0
 
@@ -207,20 +210,31 @@ def setup_logging(name: str, level: int, log_file: Path) -> logging.Logger:
     return logging.getLogger(f"plantd.{name}")
 
 
-def _install_log_bus(daemon: Daemon[Any], log: logging.Logger) -> None:
+def _install_log_bus(daemon: Daemon[Any], log: logging.Logger) -> Any:
     """Also publish log records on the log bus so `plant bus tail log` and the logger see them.
 
     Best effort: without a bus (or the logbus module) the daemon still logs to its file.
+    Returns the handler (None without one). ``logging.shutdown()`` at the end of
+    :func:`run_daemon` closes it, which lingers (bounded) so the last records get out.
     """
     endpoint = daemon.log_bus_endpoint()
     if endpoint is None:
-        return
+        return None
     try:
         from plantd.logbus import install_log_bus
 
-        install_log_bus(daemon.service_name(), endpoint)
+        return install_log_bus(daemon.service_name(), endpoint)
     except Exception as exc:
         log.warning("log bus %s unavailable: %s", endpoint, exc)
+        return None
+
+
+async def _pump_log_bus(handler: Any, interval: float = LOG_BUS_PUMP_SECONDS) -> None:
+    """Let the log handler see the logger arrive and replay its backlog, even while the
+    daemon logs nothing (start-up lines of a daemon started before the logger)."""
+    while True:
+        await asyncio.sleep(interval)
+        handler.pump()
 
 
 async def _announce_ready(
@@ -304,7 +318,13 @@ def run_daemon(
 async def _serve(
     daemon: Daemon[Any], settings: DaemonSettings, home: Home, pid_file: Path, log: logging.Logger
 ) -> int:
-    from prometheus_client import CollectorRegistry, Gauge, PlatformCollector, ProcessCollector
+    from prometheus_client import (
+        CollectorRegistry,
+        Gauge,
+        Info,
+        PlatformCollector,
+        ProcessCollector,
+    )
 
     name = daemon.name
     loop = asyncio.get_running_loop()
@@ -313,12 +333,16 @@ async def _serve(
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     started = time.time()
+    # no `daemon` label: each /metrics is one daemon, and scrape configs commonly put a
+    # `daemon` target label on it (a clash Prometheus resolves by renaming to exported_daemon)
     Gauge(
         "plantd_daemon_start_time_seconds",
         "Unix time the daemon started",
-        ["daemon"],
         registry=registry,
-    ).labels(name).set(started)
+    ).set(started)
+    Info("plantd_daemon", "Which plantd daemon this is", registry=registry).info(
+        {"name": name, "version": __version__}
+    )
 
     checks = HealthRegistry()
     ctx = DaemonContext(
@@ -393,7 +417,7 @@ async def _serve(
         version=__version__,
     )
     process.write_pid_info(pid_file, ctx.info)
-    _install_log_bus(daemon, log)
+    log_bus = _install_log_bus(daemon, log)
     log.info("%s starting (pid %d, version %s)", name, os.getpid(), __version__)
 
     rc = int(ExitCode.OK)
@@ -401,7 +425,9 @@ async def _serve(
     notifier.status(f"{name} starting")
     main_task = asyncio.create_task(daemon.run(ctx), name=f"{name}.run")
     stop_wait = asyncio.create_task(stop.wait())
-    systemd_tasks: list[asyncio.Task[None]] = []
+    systemd_tasks: list[asyncio.Task[None]] = []  # (and the log-bus pump)
+    if log_bus is not None:
+        systemd_tasks.append(asyncio.create_task(_pump_log_bus(log_bus), name="log-bus.pump"))
     if notifier.enabled:
         systemd_tasks.append(asyncio.create_task(_announce_ready(notifier, checks, stop, name)))
         if notifier.watchdog_interval is not None:

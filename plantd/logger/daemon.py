@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from plantd.daemons.lifecycle import StartupRefused
+from plantd.exitcodes import ExitCode
 from plantd.logger import SERVICE
 from plantd.logger.loki import LokiForwarder
 from plantd.logger.store import LogStore, StoreSettings
@@ -45,8 +47,11 @@ class LoggerSettings(ModuleSettings):
     loki_tenant: str = ""
     loki_batch_size: int = 1000
     loki_batch_wait: float = 1.0
-    loki_max_queue: int = 50_000
     loki_timeout: float = 5.0
+    #: structured metadata: auto (detect a Loki that refuses or drops it), on, off
+    loki_metadata: str = "auto"
+    #: deprecated and ignored: the store is the queue (kept so old configs still load)
+    loki_max_queue: int = 0
 
 
 class LoggerModule(Module[LoggerSettings]):
@@ -79,20 +84,27 @@ class LoggerModule(Module[LoggerSettings]):
         )
         await self.store.start()
         if s.loki_url.strip():
-            self.forwarder = LokiForwarder(
-                s.loki_url,
-                batch_size=s.loki_batch_size,
-                batch_wait=s.loki_batch_wait,
-                max_queue=s.loki_max_queue,
-                timeout=s.loki_timeout,
-                tenant=s.loki_tenant or None,
-            )
+            metadata = s.loki_metadata.strip().lower()
+            if metadata not in ("auto", "on", "off"):
+                await self.store.stop()
+                raise StartupRefused(
+                    f"loki_metadata: expected auto, on or off, got {s.loki_metadata!r}",
+                    ExitCode.USAGE,
+                )
             try:
+                self.forwarder = LokiForwarder(
+                    self.store,
+                    s.loki_url,
+                    batch_size=s.loki_batch_size,
+                    batch_wait=s.loki_batch_wait,
+                    timeout=s.loki_timeout,
+                    tenant=s.loki_tenant or None,
+                    metadata=metadata,  # type: ignore[arg-type]
+                )
                 await self.forwarder.start()
             except BaseException:
                 await self.store.stop()  # run() calls teardown() only once setup() succeeded
                 raise
-            self.store.listeners.append(self.forwarder.offer)
             self.log.info("forwarding to Loki at %s", self.forwarder.url)
             self.ctx.add_check("logger:loki", self._loki_check)
         self.ctx.add_check("logger:ingest", self._ingest_check)
@@ -100,9 +112,10 @@ class LoggerModule(Module[LoggerSettings]):
         self.log.info("logger storing %s in %s", buses, path)
 
     async def teardown(self) -> None:
-        await self.store.stop()  # flushes the last batch, which also goes to the forwarder
         if self.forwarder is not None:
-            await self.forwarder.stop()
+            await self.store.flush()  # the last records, so the forwarder can still send them
+            await self.forwarder.stop()  # what Loki did not acknowledge waits in the store
+        await self.store.stop()
 
     @operation("query")
     async def query(self, doc: Any) -> AsyncIterator[dict[str, Any]]:
@@ -135,32 +148,50 @@ class LoggerModule(Module[LoggerSettings]):
     def _loki_check(self) -> tuple[str, dict[str, Any]]:
         assert self.forwarder is not None
         f = self.forwarder
-        return ("warn" if f.failed or f.dropped else "pass"), f.counters()
+        return f.status(), {"observedValue": f.backlog, "observedUnit": "records", **f.counters()}
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         c = self.store.counters()
-        for key in ("received", "invalid", "stored", "dropped", "failed", "trimmed"):
-            yield CounterMetricFamily(
-                f"plantd_logger_records_{key}", f"Log records {key}", value=c[key]
-            )
+        for key, text in (
+            ("received", "Bus messages received (log and event buses)"),
+            ("invalid", "Bus messages that were not a JSON record (not stored)"),
+            ("duplicates", "Replayed records already stored (not stored again)"),
+            ("stored", "Records written to the logger's database"),
+            ("dropped", "Records dropped because too many waited to be written"),
+            ("failed", "Records lost because their database write failed"),
+            ("trimmed", "Records deleted by retention (max_age, max_rows)"),
+        ):
+            yield CounterMetricFamily(f"plantd_logger_records_{key}", text, value=c[key])
         yield CounterMetricFamily(
             "plantd_logger_records_missed",
-            "Records lost before reaching the logger (seq gaps)",
+            "Records lost between producers and the logger (gaps in their seq)",
             value=sum(p.missed for p in self.store.producers.values()),
         )
         yield GaugeMetricFamily(
-            "plantd_logger_pending", "Records waiting to be written", value=c["pending"]
+            "plantd_logger_pending_records", "Records waiting to be written", value=c["pending"]
         )
         if self.forwarder is not None:
             f = self.forwarder.counters()
-            for key in ("sent", "dropped", "failed", "retries"):
-                yield CounterMetricFamily(
-                    f"plantd_logger_loki_{key}", f"Loki records {key}", value=f[key]
-                )
+            for key, text in (
+                ("sent", "Log records Loki accepted"),
+                ("rejected", "Log records Loki refused (counted from its 400 answers)"),
+                ("expired", "Log records deleted by retention before they reached Loki"),
+            ):
+                yield CounterMetricFamily(f"plantd_logger_loki_records_{key}", text, value=f[key])
+            yield CounterMetricFamily(
+                "plantd_logger_loki_pushes", "Push requests Loki answered for good", f["pushes"]
+            )
+            yield CounterMetricFamily(
+                "plantd_logger_loki_push_retries",
+                "Push attempts retried after 429, 5xx or a connection error",
+                value=f["retries"],
+            )
             yield GaugeMetricFamily(
-                "plantd_logger_loki_queued", "Records queued for Loki", value=f["queued"]
+                "plantd_logger_loki_backlog_records",
+                "Stored records Loki has not acknowledged yet",
+                value=f["backlog"],
             )
 
 

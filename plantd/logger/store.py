@@ -28,7 +28,7 @@ from plantd.storage.paging import (
     parse_limit,
     parse_record_cursor,
 )
-from plantd.vocabulary import LEVEL_NAMES, bus, level_name, level_number
+from plantd.vocabulary import LEVEL_NAMES, LOGGER_PRESENT_TOPIC, bus, level_name, level_number
 
 __all__ = ["LogStore", "QueryError", "StoreSettings"]
 
@@ -64,6 +64,10 @@ CREATE TABLE IF NOT EXISTS producers(
     resets INTEGER NOT NULL DEFAULT 0,
     last_seen REAL NOT NULL,
     PRIMARY KEY(host, pid, service)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cursors(
+    name TEXT PRIMARY KEY,
+    id INTEGER NOT NULL
 ) WITHOUT ROWID;
 """
 
@@ -149,6 +153,12 @@ class Producer:
     missed: int = 0
     resets: int = 0
     last_seen: float = 0.0
+    #: the first seq that came in order (live): replays from it on are duplicates
+    live_first: int = -1
+
+    def __post_init__(self) -> None:
+        if self.live_first < 0:
+            self.live_first = self.first_seq
 
     def as_row(self, key: tuple[str, int, str]) -> tuple[Any, ...]:
         return (
@@ -198,8 +208,17 @@ class LogStore(BusStore):
         #: called with each batch of record dicts as it is written (Loki forwarding); must
         #: not block
         self.listeners: list[Callable[[list[dict[str, Any]]], None]] = []
+        #: called (no arguments) after each batch is committed: a cheap wake-up for readers
+        #: of the table such as the Loki forwarder; must not block
+        self.on_commit: list[Callable[[], None]] = []
+        #: the largest record id when the database was opened (where a new cursor starts)
+        self.opened_at_id = 0
+        #: the largest record id written so far (what a reader of the table has to catch up to)
+        self.last_id = 0
         self.received = 0
         self.invalid = 0
+        #: replayed records (see plantd.logbus) that had arrived live already: not stored
+        self.replayed_duplicates = 0
         self.trimmed = 0
         self.started = time.time()
 
@@ -209,6 +228,8 @@ class LogStore(BusStore):
 
     async def _load(self) -> None:
         await self.db.write(self._load_producers)
+        (top,) = await self.db.read(lambda c: c.execute("SELECT max(id) FROM records").fetchone())
+        self.opened_at_id = self.last_id = int(top or 0)
 
     def _subscriptions(
         self,
@@ -216,7 +237,9 @@ class LogStore(BusStore):
         s = self.settings
         subs: list[tuple[str, list[str], Callable[[list[bytes], float], None], int]] = []
         if s.log_backend:
-            subs.append((s.log_backend, [""], self._log_message, s.hwm))
+            # the presence marker first: producers replay what they kept for the logger when
+            # it arrives, and it must arrive before "" lets live records through
+            subs.append((s.log_backend, [LOGGER_PRESENT_TOPIC, ""], self._log_message, s.hwm))
         if s.event_backend:
             subs.append((s.event_backend, [""], self._event_message, s.hwm))
         return subs
@@ -265,8 +288,9 @@ class LogStore(BusStore):
         seq = doc.get("seq")
         if isinstance(seq, bool) or not isinstance(seq, int):
             seq = None
-        else:
-            self._track(host, pid, service, seq, received)
+        elif not self._track(host, pid, service, seq, received, doc.get("replay") is True):
+            self.replayed_duplicates += 1
+            return True
         fields_json = json.dumps(fields, separators=(",", ":"), default=str) if fields else None
         return self.batcher.add(
             (
@@ -285,9 +309,24 @@ class LogStore(BusStore):
             )
         )
 
-    def _track(self, host: str, pid: int, service: str, seq: int, now: float) -> None:
+    def _track(
+        self, host: str, pid: int, service: str, seq: int, now: float, replay: bool = False
+    ) -> bool:
+        """Account ``seq``; False for a replayed record this logger already has.
+
+        A producer replays what it published before it saw the logger subscribe
+        (:mod:`plantd.logbus`): those below the first ``seq`` received are new (they fill in
+        before it), those from the first to the last received came live already.
+        """
         key = (host, pid, service)
         p = self.producers.get(key)
+        if p is not None and replay and seq <= p.last_seq:
+            if seq >= p.live_first:
+                return False
+            p.first_seq = min(p.first_seq, seq)
+            p.received += 1
+            self._dirty.add(key)
+            return True
         if p is None:
             if len(self.producers) >= MAX_PRODUCERS:
                 oldest = min(self.producers, key=lambda k: self.producers[k].last_seen)
@@ -303,23 +342,28 @@ class LogStore(BusStore):
             p.received += 1
             p.last_seen = now
         self._dirty.add(key)
+        return True
 
     async def _flush(self, rows: list[Row]) -> None:
         dirty = [self.producers[k].as_row(k) for k in self._dirty if k in self.producers]
         self._dirty.clear()
 
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: sqlite3.Connection) -> int:
             conn.execute("BEGIN")
             try:
                 conn.executemany(_INSERT, rows)
                 if dirty:
                     conn.executemany(_UPSERT_PRODUCER, dirty)
+                (top,) = conn.execute("SELECT max(id) FROM records").fetchone()
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            return int(top or 0)
 
-        await self.db.write(write)
+        self.last_id = await self.db.write(write)
+        for wake in self.on_commit:
+            wake()
         if self.listeners:
             docs = [_row_doc((None, *row)) for row in rows]
             for listener in self.listeners:
@@ -339,6 +383,42 @@ class LogStore(BusStore):
             (MAX_PRODUCERS,),
         ):
             self.producers[(row[0], row[1], row[2])] = Producer(*row[3:])
+
+    # --- durable cursors (what a reader of the table, e.g. the Loki forwarder, has done) -
+
+    async def cursor(self, name: str, default: int) -> int:
+        """The id stored under ``name``; created as ``default`` if there is none."""
+
+        def run(conn: sqlite3.Connection) -> int:
+            conn.execute("INSERT OR IGNORE INTO cursors(name, id) VALUES (?, ?)", (name, default))
+            (value,) = conn.execute("SELECT id FROM cursors WHERE name = ?", (name,)).fetchone()
+            return int(value)
+
+        return await self.db.write(run)
+
+    async def set_cursor(self, name: str, value: int) -> None:
+        await self.db.write(
+            lambda c: c.execute(
+                "INSERT INTO cursors(name, id) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET"
+                " id = excluded.id",
+                (name, value),
+            )
+        )
+
+    async def records_after(self, after_id: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """Up to ``limit`` records with ``id > after_id`` in id (arrival) order, and the
+        largest id in the table (0 when empty)."""
+
+        def run(conn: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], int]:
+            rows = conn.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM records WHERE id > ? ORDER BY id LIMIT ?",
+                (after_id, limit),
+            ).fetchall()
+            (top,) = conn.execute("SELECT max(id) FROM records").fetchone()
+            return rows, int(top or 0)
+
+        rows, top = await self.db.read(run)
+        return [_row_doc(row) for row in rows], top
 
     # --- retention --------------------------------------------------------------------
 
@@ -497,6 +577,7 @@ class LogStore(BusStore):
         return {
             "received": self.received,
             "invalid": self.invalid,
+            "duplicates": self.replayed_duplicates,
             "stored": b.flushed,
             "pending": b.pending,
             "dropped": b.dropped,

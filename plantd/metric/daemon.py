@@ -148,19 +148,27 @@ class MetricModule(Module[MetricSettings]):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         if self.producer is not None:
-            for key in ("published", "dropped", "errors"):
+            for key, text in (
+                ("published", "Samples published on the metric bus"),
+                ("dropped", "Samples the bus publisher dropped (its queue was full)"),
+                ("errors", "Sampling rounds of a source that failed"),
+            ):
                 yield CounterMetricFamily(
-                    f"plantd_metric_samples_{key}",
-                    f"Samples {key}",
-                    value=getattr(self.producer, key),
+                    f"plantd_metric_samples_{key}", text, value=getattr(self.producer, key)
                 )
         if self.store is not None:
             c = self.store.counters()
-            for key in ("received", "invalid", "stored"):
-                yield CounterMetricFamily(
-                    f"plantd_metric_store_{key}", f"Samples {key}", value=c[key]
-                )
-            yield GaugeMetricFamily("plantd_metric_channels", "Known channels", value=c["channels"])
+            for key, text in (
+                ("received", "Samples received from the metric bus"),
+                ("invalid", "Samples refused (no device/channel, non-numeric or non-finite)"),
+                ("stored", "Samples written to the sample database"),
+            ):
+                yield CounterMetricFamily(f"plantd_metric_store_{key}", text, value=c[key])
+            yield GaugeMetricFamily(
+                "plantd_metric_channels",
+                "Distinct (device, channel) pairs seen",
+                value=c["channels"],
+            )
 
 
 DAEMON = MetricModule

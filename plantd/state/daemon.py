@@ -17,6 +17,7 @@ from typing import Any
 from plantd.daemons.lifecycle import Daemon, DaemonContext, StartupRefused
 from plantd.exitcodes import ExitCode
 from plantd.state.settings import SERVICE, StateSettings, audit_path, db_path
+from plantd.telemetry import FamilyCollector, worker_families
 
 __all__ = ["DAEMON", "SERVICE", "StateDaemon", "StateSettings"]
 
@@ -124,9 +125,10 @@ class StateDaemon(Daemon[StateSettings]):
                 )
                 service.attach(worker)
                 workers.append(worker)
+            ctx.metrics.register(FamilyCollector(lambda: worker_families(w.stats for w in workers)))
 
             def registered() -> tuple[str, dict[str, Any]]:
-                up = sum(w.connected.is_set() for w in workers)
+                up = sum(w.broker_answering() for w in workers)
                 if up:
                     served = sum(w.served for w in workers)
                     return "pass", {
