@@ -64,6 +64,7 @@ class StateDaemon(Daemon[StateSettings]):
 
     async def run(self, ctx: DaemonContext) -> None:
         from plantd.client import Publisher, Worker
+        from plantd.client.worker import registration_health
         from plantd.state import CorruptDatabase, InvalidArgument, StoreLocked
         from plantd.state.backend import open_backend
         from plantd.state.service import StateService
@@ -102,15 +103,8 @@ class StateDaemon(Daemon[StateSettings]):
                 workers.append(worker)
 
             def registered() -> tuple[str, dict[str, Any]]:
-                up = sum(w.connected.is_set() for w in workers)
-                if up:
-                    served = sum(w.served for w in workers)
-                    return "pass", {
-                        "observedValue": served,
-                        "observedUnit": "requests",
-                        "workers": up,
-                    }
-                return "warn", {"output": f"not registered with broker {s.endpoint}"}
+                status, detail = registration_health(workers)
+                return status, {**detail, "workers": sum(w.connected.is_set() for w in workers)}
 
             def storage() -> tuple[str, dict[str, Any]]:
                 status, reason = store.status()
