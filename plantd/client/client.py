@@ -53,9 +53,11 @@ class Client:
         retries: int = 0,
         context: zmq.asyncio.Context | None = None,
         security: ClientSecurity | None = None,
+        brokers: Brokers | None = None,
     ) -> None:
-        #: the brokers, and which one is in use (``brokers.states()`` for the console)
-        self.brokers = Brokers(parse_endpoints(endpoint, "endpoint"))
+        #: the brokers, and which one is in use (``brokers.states()`` for the console); a
+        #: caller replacing its client passes the old one's on, keeping what it learnt
+        self.brokers = brokers or Brokers(parse_endpoints(endpoint, "endpoint"))
         #: None: the process default (plantd.security.settings), resolved on first use
         self.security = security
         #: sockets whose CURVE handshake is not decided yet
