@@ -13,7 +13,9 @@ ports) and measures, through that same broker:
   through an echo pool with as many workers in one process as the state daemon has (the
   transport ceiling for the state daemon's topology);
 * single-row durable commits/s of plain sqlite3 with the store's pragmas on the same disk;
-* wall time of ``plant state get`` as a whole process (median of 20).
+* wall time of ``plant state get`` as a whole process (median of 20);
+* broker failover (two brokers, the one in use killed): kill -> first acknowledged write,
+  acknowledged writes lost, writes applied twice; then etcd rows when etcd is installed.
 
 ``--fsync-delay-ms`` emulates a slower disk (SD card, eMMC: 2-20 ms per fsync) with an
 LD_PRELOAD shim (bench/slow_fsync.c) in the state daemon and the plain-SQLite reference:
@@ -64,6 +66,8 @@ def stack_env(home: Path, workers: int) -> dict[str, str]:
     endpoint = tcp(free_port())
     env.update(
         PLANTD_HOME=str(home),
+        # as _common set it for this process (off unless a CURVE row asks for on)
+        PLANTD_SECURITY=os.environ.get("PLANTD_SECURITY", "off"),
         XDG_CONFIG_HOME=str(home / "xdg"),
         PLANTD_BROKER_ENDPOINT=endpoint,
         PLANTD_BROKER_HEALTH_PORT="0",
@@ -446,6 +450,77 @@ def etcd_failover_rows(root: Path, args: argparse.Namespace, kills: int) -> list
     ]
 
 
+def broker_failover_rows(root: Path, args: argparse.Namespace, kills: int) -> list[tuple[str, str]]:
+    """Broker loss: two brokers (separate homes), a state daemon registered with both, a
+    client given both writing continuously (a new key per write); the broker the client
+    uses is killed (SIGKILL) ``kills`` times (restarted between kills): the time from the
+    kill to the first acknowledged write, acknowledged writes lost and writes applied twice
+    (a key whose version is not 1), both must be 0."""
+    from plantd.client import SyncClient
+    from plantd.client.state import SyncStateClient
+
+    homes = [root / "a", root / "b"]
+    envs = []
+    for home in homes:
+        home.mkdir(parents=True)
+        envs.append(stack_env(home, args.workers))
+    both = ",".join(e["PLANTD_BROKER_ENDPOINT"] for e in envs)
+    daemon = dict(envs[0], PLANTD_HOME=str(root / "daemons"), PLANTD_STATE_ENDPOINT=both)
+    daemon["PLANTD_STATE_STATE_BUS"] = ",".join(e["PLANTD_BROKER_STATE_FRONTEND"] for e in envs)
+    (root / "daemons").mkdir()
+    brokers = [start("broker", env, home) for env, home in zip(envs, homes, strict=True)]
+    procs: list[subprocess.Popen[bytes]] = []
+    times: list[float] = []
+    acked: dict[str, int] = {}
+    try:
+        procs.append(start("state", daemon, root / "daemons"))
+        with SyncClient(both, timeout=5.0) as c:
+            state = SyncStateClient(c)
+            value = 0
+
+            def write() -> bool:
+                nonlocal value
+                value += 1
+                try:
+                    acked[f"k{value}"] = state.set("failover", f"k{value}", value).revision
+                except Exception:  # not acknowledged
+                    return False
+                return True
+
+            for _ in range(kills):
+                for _ in range(50):  # a steady state before the fault
+                    write()
+                victim = c.brokers.endpoints.index(c.endpoint)
+                killed = time.monotonic()
+                brokers[victim].kill()
+                brokers[victim].wait()
+                while not write():
+                    if time.monotonic() - killed > 30:
+                        raise RuntimeError("writes did not resume within 30 s")
+                times.append(time.monotonic() - killed)
+                brokers[victim] = start("broker", envs[victim], homes[victim])
+                time.sleep(3.0)  # the state daemon registers again (backoff)
+            stored = {kv.key: kv for kv in state.list_keys("failover")}
+        lost = sum(
+            1 for k, rev in acked.items() if k not in stored or stored[k].mod_revision != rev
+        )
+        twice = sum(1 for kv in stored.values() if kv.version != 1)
+    finally:
+        for p in reversed(procs):
+            stop(p)
+        for b in brokers:
+            stop(b)
+    spread = f"  (min {min(times):.2f}, max {max(times):.2f})"
+    return [
+        (
+            f"broker failover: kill -9 -> first acknowledged write, median of {kills}",
+            f"{statistics.median(times):12.2f} s{spread}",
+        ),
+        (f"broker failover: acknowledged writes lost (of {len(acked)})", f"{lost:12d}"),
+        ("broker failover: writes applied twice", f"{twice:12d}"),
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=3.0)
@@ -479,11 +554,25 @@ def main() -> None:
     )
     ap.add_argument("--no-etcd", action="store_true", help="skip the etcd backend rows")
     ap.add_argument(
-        "--failover-kills", type=int, default=5, help="etcd leader kills for the failover rows"
+        "--failover-kills",
+        type=int,
+        default=5,
+        help="etcd leader (and broker) kills for the failover rows",
+    )
+    ap.add_argument(
+        "--broker-failover-only", action="store_true", help="only the broker failover rows"
     )
     args = ap.parse_args()
     if args.role_echo_pool:
         run_echo_pool(args.role_echo_pool[0], int(args.role_echo_pool[1]))
+        return
+    if args.broker_failover_only:
+        tmp = Path(tempfile.mkdtemp(prefix="plantd-bench-failover-", dir=args.dir))
+        try:
+            for label, value in broker_failover_rows(tmp, args, args.failover_kills):
+                print(f"{label:<60}  {value}")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         return
     n = args.inflight
     tmp = Path(tempfile.mkdtemp(prefix="plantd-bench-state-", dir=args.dir))
@@ -563,6 +652,7 @@ def main() -> None:
             rows.append(
                 ("`plant state get`, bytecode cached, median of 20", f"{med * 1e3:12.1f} ms")
             )
+        rows += broker_failover_rows(tmp / "broker-failover", args, args.failover_kills)
         if shutil.which("etcd") and not args.no_etcd:
             rows += etcd_rows(tmp / "etcd", args, n)
             rows += etcd_failover_rows(tmp / "etcd-failover", args, args.failover_kills)

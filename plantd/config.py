@@ -17,20 +17,23 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NewType, TypeVar
 
 from plantd.exitcodes import ExitCode
 from plantd.vocabulary import BROKER_ENDPOINT, CLIENT_SCOPE, bus
 
 __all__ = [
+    "LOCAL_BROKER",
     "ClientSettings",
     "ConfigError",
     "DaemonSettings",
+    "Endpoints",
     "Home",
     "config_file_for",
     "env_var",
     "load_client_settings",
     "load_settings",
+    "parse_endpoints",
     "plantd_home",
 ]
 
@@ -46,6 +49,48 @@ class ConfigError(ValueError):
     exit_code = ExitCode.USAGE
 
 
+#: a setting naming one or more ZeroMQ endpoints, comma-separated
+#: (``tcp://host-a:9797,tcp://host-b:9797``): brokers a worker registers with and a client
+#: fails over between, or bus ends a publisher or subscriber uses all of. Loading checks it
+#: with :func:`parse_endpoints`; the value stays the (normalised) string.
+Endpoints = NewType("Endpoints", str)
+#: the default of every broker ``endpoint`` setting: the local broker
+LOCAL_BROKER = Endpoints(BROKER_ENDPOINT)
+
+_SCHEMES = ("tcp", "ipc", "inproc")
+
+
+def parse_endpoints(
+    value: str | typing.Iterable[str], setting: str = "endpoint"
+) -> tuple[str, ...]:
+    """``"tcp://a:9797, tcp://b:9797"`` (or a sequence) -> ``("tcp://a:9797", "tcp://b:9797")``.
+
+    The one parser of endpoint lists: every error names ``setting`` and the item at fault
+    (empty items, unknown schemes, a TCP endpoint without a numeric port, duplicates)."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    out: list[str] = []
+    for n, raw in enumerate(items, 1):
+        item = str(raw).strip()
+        where = f"{setting}={value if isinstance(value, str) else ','.join(items)!r}: item {n}"
+        if not item:
+            raise ConfigError(f"{where} is empty (expected SCHEME://ADDRESS, comma-separated)")
+        scheme, sep, address = item.partition("://")
+        if not sep or scheme not in _SCHEMES or not address:
+            raise ConfigError(
+                f"{where} {item!r} is not tcp://HOST:PORT, ipc://PATH or inproc://NAME"
+            )
+        if scheme == "tcp":
+            host, colon, port = address.rpartition(":")
+            if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(f"{where} {item!r} needs HOST:PORT with a port 1-65535")
+        if item in out:
+            raise ConfigError(f"{where} {item!r} is listed twice")
+        out.append(item)
+    if not out:
+        raise ConfigError(f"{setting}: no endpoint given")
+    return tuple(out)
+
+
 @dataclass
 class DaemonSettings:
     """Fields every daemon has; daemon settings dataclasses subclass this."""
@@ -59,9 +104,10 @@ class DaemonSettings:
 
 @dataclass
 class ClientSettings:
-    """How the CLI and the TUI reach the broker (``PLANTD_CLIENT_*``)."""
+    """How the CLI and the TUI reach the broker (``PLANTD_CLIENT_*``); ``endpoint`` may list
+    several brokers, the client fails over between them."""
 
-    endpoint: str = BROKER_ENDPOINT
+    endpoint: Endpoints = LOCAL_BROKER
     timeout: float = 5.0
     retries: int = 0
     scope: str = CLIENT_SCOPE
@@ -168,6 +214,12 @@ def coerce(value: Any, tp: Any, source: str) -> Any:
         if optional:
             return None
         raise ConfigError(f"{source}: a value is required")
+    if base is Endpoints:
+        if isinstance(value, list):
+            value = ",".join(map(str, value))
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}={value!r}: expected endpoints, comma-separated")
+        return ",".join(parse_endpoints(value, source))
     try:
         if base is bool:
             if isinstance(value, bool):

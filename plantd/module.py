@@ -36,11 +36,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from plantd.config import DaemonSettings
+from plantd.config import LOCAL_BROKER, DaemonSettings, Endpoints
 from plantd.daemons import ENTRY_POINT_GROUP, installed, load_installed
 from plantd.daemons.lifecycle import Daemon, DaemonContext
 from plantd.telemetry import FamilyCollector, worker_families
-from plantd.vocabulary import BROKER_ENDPOINT, MODULE_SERVICE_PREFIX
+from plantd.vocabulary import MODULE_SERVICE_PREFIX
 from plantd.vocabulary import bus as default_bus
 
 __all__ = [
@@ -64,7 +64,7 @@ class ModuleSettings(DaemonSettings):
     so any number of modules can run side by side without choosing ports."""
 
     health_port: int = 0
-    endpoint: str = BROKER_ENDPOINT
+    endpoint: Endpoints = LOCAL_BROKER
     #: MDP service name; empty = the module class's ``service``
     service: str = ""
     heartbeat_interval: float = 2.5
@@ -120,7 +120,7 @@ class Module(Daemon[ModuleSettingsT]):
     """
 
     settings_class: ClassVar[type[DaemonSettings]] = ModuleSettings
-    #: how long startup waits for the broker before reporting ready anyway (health "warn")
+    #: how long startup waits for the broker before reporting ready anyway (health "fail")
     connect_grace: ClassVar[float] = 3.0
 
     def __init__(self, settings: ModuleSettingsT) -> None:
@@ -193,6 +193,7 @@ class Module(Daemon[ModuleSettingsT]):
 
     async def run(self, ctx: DaemonContext) -> None:
         from plantd.client import Worker
+        from plantd.client.worker import registration_health
 
         self.ctx = ctx
         s = self.settings
@@ -206,12 +207,7 @@ class Module(Daemon[ModuleSettingsT]):
             worker.add_operation("health", self._health_operation(worker))
 
         def registered() -> tuple[str, dict[str, Any]]:
-            if worker.broker_answering():
-                return "pass", {"observedValue": worker.served, "observedUnit": "requests"}
-            if worker.connected.is_set():
-                silent = f"{worker.silent_for():.1f}s"
-                return "warn", {"output": f"no heartbeat from broker {s.endpoint} for {silent}"}
-            return "warn", {"output": f"not registered with broker {s.endpoint}"}
+            return registration_health([worker])
 
         serving = self.serves()
         if serving:
@@ -227,7 +223,8 @@ class Module(Daemon[ModuleSettingsT]):
         for seconds, handler in self._handlers("__plantd_every__"):
             tasks.append(asyncio.create_task(self._periodic(seconds, handler)))
         # `plant module start && plant call` must not race the READY; without a broker we
-        # still come up (health "warn") and keep reconnecting
+        # still come up and keep reconnecting (health "warn" with some of its brokers,
+        # "fail" with none)
         if serving:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(worker.connected.wait(), self.connect_grace)

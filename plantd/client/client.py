@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -11,6 +12,7 @@ import zmq.asyncio
 
 from plantd.client import errors
 from plantd.client.exchange import Exchange, MmiListing, decode_mmi
+from plantd.client.failover import PROBE_EVERY, BrokerDied, Brokers
 from plantd.client.reply import (
     DEFAULT_ENDPOINT,
     call_body,
@@ -19,6 +21,7 @@ from plantd.client.reply import (
     timeout_error,
 )
 from plantd.client.secure import Handshake, resolve, secure_socket
+from plantd.config import parse_endpoints
 from plantd.security.caller import acting_principal, encode_act_as
 from plantd.transport import NOBLOCK, recv_frames, send_frames
 
@@ -36,18 +39,25 @@ class Client:
     RFC 18 replies carry no request id, so each in-flight request owns a DEALER socket from a
     small pool. A socket whose request timed out is closed, never reused: a late reply can
     never be handed to the next request.
+
+    ``endpoint`` may name several brokers (a comma-separated string or a sequence): requests
+    go to one that answers, and move to the next when it dies or times out
+    (:mod:`plantd.client.failover`), resent there if nothing was received yet.
     """
 
     def __init__(
         self,
-        endpoint: str = DEFAULT_ENDPOINT,
+        endpoint: str | Sequence[str] = DEFAULT_ENDPOINT,
         *,
         timeout: float = 5.0,
         retries: int = 0,
         context: zmq.asyncio.Context | None = None,
         security: ClientSecurity | None = None,
+        brokers: Brokers | None = None,
     ) -> None:
-        self.endpoint = endpoint
+        #: the brokers, and which one is in use (``brokers.states()`` for the console); a
+        #: caller replacing its client passes the old one's on, keeping what it learnt
+        self.brokers = brokers or Brokers(parse_endpoints(endpoint, "endpoint"))
         #: None: the process default (plantd.security.settings), resolved on first use
         self.security = security
         #: sockets whose CURVE handshake is not decided yet
@@ -55,8 +65,17 @@ class Client:
         self.timeout = timeout
         self.retries = retries
         self._ctx = context or zmq.asyncio.Context.instance()
-        self._pool: list[zmq.asyncio.Socket] = []
+        self._pools: dict[str, list[zmq.asyncio.Socket]] = {e: [] for e in self.brokers.endpoints}
         self._closed = False
+
+    @property
+    def endpoint(self) -> str:
+        """The broker in use."""
+        return self.brokers.current
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        return self.brokers.endpoints
 
     async def __aenter__(self) -> Client:
         return self
@@ -66,28 +85,31 @@ class Client:
 
     async def close(self) -> None:
         self._closed = True
-        for sock in self._pool:
-            self._discard(sock)
-        self._pool.clear()
+        for pool in self._pools.values():
+            for sock in pool:
+                self._discard(sock)
+            pool.clear()
 
-    def _take(self) -> zmq.asyncio.Socket:
+    def _take(self, endpoint: str) -> zmq.asyncio.Socket:
         if self._closed:
             raise errors.PlantdError("client is closed")
-        if self._pool:
-            return self._pool.pop()
+        pool = self._pools[endpoint]
+        if pool:
+            return pool.pop()
         self.security = security = resolve(self.security)
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
-        watch = secure_socket(sock, security, self.endpoint)
+        watch = secure_socket(sock, security, endpoint)
         if watch is not None:
             self._handshakes[sock] = watch
         return sock
 
-    def _give_back(self, sock: zmq.asyncio.Socket) -> None:
-        if self._closed or len(self._pool) >= POOL_SIZE:
+    def _give_back(self, sock: zmq.asyncio.Socket, endpoint: str) -> None:
+        pool = self._pools[endpoint]
+        if self._closed or len(pool) >= POOL_SIZE:
             self._discard(sock)
         else:
-            self._pool.append(sock)
+            pool.append(sock)
 
     def _discard(self, sock: zmq.asyncio.Socket) -> None:
         watch = self._handshakes.pop(sock, None)
@@ -127,9 +149,11 @@ class Client:
     ) -> AsyncIterator[list[bytes]]:
         """Yield each reply part's body: the PARTIALs, then the FINAL.
 
-        ``timeout`` bounds the wait for each part. A request is retried (``retries``) only
-        if nothing was received for it yet. Inside ``plantd.security.caller.acting_for(P)``
-        the request is sent on behalf of principal P (the broker checks we may).
+        ``timeout`` bounds the wait for each part. A request is retried (``retries``), or
+        resent through the next broker when its broker died or timed out (once per other
+        broker), only if nothing was received for it yet. Inside
+        ``plantd.security.caller.acting_for(P)`` the request is sent on behalf of principal
+        P (the broker checks we may).
         """
         acting = acting_principal()
         if acting is not None and not _is_mmi(service):  # the proxy, for its token's principal
@@ -139,9 +163,14 @@ class Client:
             body,
             timeout=self.timeout if timeout is None else timeout,
             retries=self.retries,
+            failovers=len(self.brokers.endpoints) - 1,
         )
+        brokers = self.brokers
         while True:
-            sock = self._take()
+            endpoint, wait = brokers.pick(time.monotonic())
+            if wait > 0:
+                await asyncio.sleep(wait)
+            sock = self._take(endpoint)
             ok = False
             try:
                 try:
@@ -151,9 +180,19 @@ class Client:
                 ex.sent(time.monotonic())
                 while True:
                     left = ex.time_left(time.monotonic())
-                    if left <= 0 or not await self._wait(sock, left):
+                    if left <= 0:
                         raise TimeoutError
-                    reply = ex.received_frames(recv_frames(sock, NOBLOCK), time.monotonic())
+                    if brokers.several and left > PROBE_EVERY:
+                        if not await self._wait(sock, PROBE_EVERY):
+                            reason = await probe_async(endpoint)
+                            if reason is not None:
+                                raise BrokerDied(reason)
+                            continue
+                    elif not await self._wait(sock, left):
+                        raise TimeoutError
+                    frames = recv_frames(sock, NOBLOCK)
+                    brokers.succeeded(endpoint)
+                    reply = ex.received_frames(frames, time.monotonic())
                     if reply is None:
                         continue
                     if reply.final:
@@ -161,13 +200,20 @@ class Client:
                         yield reply.body
                         return
                     yield reply.body
-            except TimeoutError:
+            except (TimeoutError, BrokerDied) as exc:
+                reason = exc.reason if isinstance(exc, BrokerDied) else None
+                if brokers.several:
+                    reason = reason or await probe_async(endpoint)
+                    brokers.failed(endpoint, time.monotonic(), reason or "no reply in time")
+                    if ex.failover():
+                        continue
                 if not ex.timed_out():
-                    reason = await probe_async(self.endpoint)
-                    raise timeout_error(self.endpoint, ex.service, ex.timeout, reason) from None
+                    if reason is None and not brokers.several:
+                        reason = await probe_async(endpoint)
+                    raise timeout_error(endpoint, ex.service, ex.timeout, reason) from None
             finally:
                 if ok:
-                    self._give_back(sock)
+                    self._give_back(sock, endpoint)
                 else:
                     self._discard(sock)
 

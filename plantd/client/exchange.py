@@ -25,8 +25,8 @@ class Exchange:
     """One request: ``request`` frames, then reply parts until the FINAL.
 
     ``timeout`` bounds the wait for each part; after a silent part the request is sent again
-    (``retries`` times) only if nothing was received for it yet: a stream half read cannot be
-    replayed.
+    (``retries`` times, or ``failovers`` times through another broker) only if nothing was
+    received for it yet: a stream half read cannot be replayed.
     """
 
     def __init__(
@@ -36,11 +36,13 @@ class Exchange:
         *,
         timeout: float,
         retries: int,
+        failovers: int = 0,
     ) -> None:
         self.service = service_name(service)
         self.request = mdp.encode_request(self.service, list(body))
         self.timeout = timeout
         self._attempts_left = retries
+        self._failovers_left = failovers
         self._deadline = 0.0
         self.received = False
 
@@ -60,6 +62,16 @@ class Exchange:
             self.received = True
             self._deadline = now + self.timeout
         return reply
+
+    def failover(self) -> bool:
+        """The broker died or went silent: True to send again through the next broker
+        (``failovers`` times per request, when nothing was received: a half-read stream
+        cannot be replayed). Writes carry a ``request_id``, so a resent write whose first
+        copy was applied is answered with its first outcome, not applied twice."""
+        if self.received or self._failovers_left <= 0:
+            return False
+        self._failovers_left -= 1
+        return True
 
     def timed_out(self) -> bool:
         """No part in time: True to send again on a fresh socket, False to give up."""

@@ -125,7 +125,3 @@ def timeout_error(
     return errors.RequestTimeout(
         f"no reply from '{service.decode('utf-8', 'replace')}' within {timeout:g}s"
     )
-
-
-def unreachable_or_timeout(endpoint: str, service: bytes, timeout: float) -> errors.PlantdError:
-    return timeout_error(endpoint, service, timeout, probe(endpoint))

@@ -20,6 +20,7 @@ CLI's ``plant state get`` does not load asyncio.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
@@ -317,6 +318,13 @@ def _optional(doc: dict[str, Any], **fields: Any) -> dict[str, Any]:
     return doc
 
 
+def _write_id(request_id: str | None) -> str:
+    """The ``request_id`` a write is sent with: the caller's, else a fresh one. Every write
+    carries one, so a client that resends it (a timeout, a failover to another broker) has
+    it applied once: the service answers the copy with the first outcome."""
+    return request_id if request_id is not None else uuid.uuid4().hex
+
+
 def _get(scope: str, key: str) -> _Op[KeyValue]:
     return _Op("state-get", {"service": scope, "key": key}, decode_key_value)
 
@@ -331,6 +339,7 @@ def _set(
     return_prev: bool,
     request_id: str | None,
 ) -> _Op[Written]:
+    request_id = _write_id(request_id)
     doc = {"service": scope, "key": key, "value": value}
     _optional(doc, return_prev=return_prev, request_id=request_id)
     if prev_revision is not None:  # 0 is a value: "only if absent"
@@ -342,6 +351,8 @@ def _set(
 def _delete(
     scope: str, key: str, prev_revision: int | None, request_id: str | None
 ) -> _Op[Deleted]:
+    request_id = _write_id(request_id)
+
     def decode(data: Any) -> Deleted:
         d = _object(data, "delete")
         return Deleted(
@@ -359,6 +370,8 @@ def _delete(
 
 
 def _txn(ops: list[dict[str, Any]], scope: str | None, request_id: str | None) -> _Op[TxnResult]:
+    request_id = _write_id(request_id)
+
     def decode(data: Any) -> TxnResult:
         d = _object(data, "txn")
         results = d.get("results") or []
@@ -368,6 +381,8 @@ def _txn(ops: list[dict[str, Any]], scope: str | None, request_id: str | None) -
 
 
 def _create_scope(scope: str, request_id: str | None) -> _Op[ScopeCreated]:
+    request_id = _write_id(request_id)
+
     def decode(data: Any) -> ScopeCreated:
         d = _object(data, "create-scope")
         return ScopeCreated(
@@ -378,6 +393,8 @@ def _create_scope(scope: str, request_id: str | None) -> _Op[ScopeCreated]:
 
 
 def _delete_scope(scope: str, request_id: str | None) -> _Op[ScopeDeleted]:
+    request_id = _write_id(request_id)
+
     def decode(data: Any) -> ScopeDeleted:
         d = _object(data, "delete-scope")
         return ScopeDeleted(
@@ -410,6 +427,8 @@ def _watch_page(since: int | None, scope: str | None, limit: int | None) -> _Op[
 
 
 def _import(doc: Any, replace: bool, request_id: str | None) -> _Op[ImportResult]:
+    request_id = _write_id(request_id)
+
     def decode(data: Any) -> ImportResult:
         d = _object(data, "import")
         return ImportResult(_int(d, "revision"), _int(d, "scopes"), _int(d, "keys"), data=d)

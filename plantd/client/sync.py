@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from plantd.client import errors
 from plantd.client.exchange import Exchange, MmiListing, decode_mmi
+from plantd.client.failover import PROBE_EVERY, BrokerDied, Brokers
 from plantd.client.reply import (
     DEFAULT_ENDPOINT,
     call_body,
     decode_document,
     probe,
-    unreachable_or_timeout,
+    timeout_error,
 )
 from plantd.client.secure import Handshake, resolve, secure_socket
+from plantd.config import parse_endpoints
 
 if TYPE_CHECKING:
     from plantd.protocol.mmi import BrokerStatus, ServiceEntry, WorkerEntry
@@ -28,12 +30,12 @@ class SyncClient:
     """Blocking client with the same methods as :class:`plantd.client.Client`.
 
     One request at a time; the socket is replaced after a timeout so a late reply is never
-    taken for the next request's.
+    taken for the next request's. Several brokers fail over as in :class:`Client`.
     """
 
     def __init__(
         self,
-        endpoint: str = DEFAULT_ENDPOINT,
+        endpoint: str | Sequence[str] = DEFAULT_ENDPOINT,
         *,
         timeout: float = 5.0,
         retries: int = 0,
@@ -41,7 +43,8 @@ class SyncClient:
         check_reachable: bool = True,
         security: ClientSecurity | None = None,
     ) -> None:
-        self.endpoint = endpoint
+        self.brokers = Brokers(parse_endpoints(endpoint, "endpoint"))
+        self._sock_endpoint = ""
         self.timeout = timeout
         self.retries = retries
         self._ctx = context or zmq.Context.instance()
@@ -50,6 +53,15 @@ class SyncClient:
         #: None: the process default (plantd.security.settings), resolved on first use
         self.security = security
         self._handshake: Handshake | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """The broker in use."""
+        return self.brokers.current
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        return self.brokers.endpoints
 
     def __enter__(self) -> SyncClient:
         return self
@@ -66,19 +78,34 @@ class SyncClient:
             self._sock = None
 
     def _socket(self) -> zmq.Socket[bytes]:
+        endpoint, wait = self.brokers.pick(time.monotonic())
+        if self._sock is not None and endpoint != self._sock_endpoint:
+            self.close()  # failed over: a new socket to the new broker
         if self._sock is None:
             if self._check:
-                # fail in a millisecond, not after the whole timeout, when no broker runs
-                reason = probe(self.endpoint)
-                if reason is not None:
-                    raise errors.BrokerUnreachable(reason)
-                self._check = False
+                endpoint = self._first_reachable()
+            elif wait > 0:
+                time.sleep(wait)
             self.security = resolve(self.security)
             sock = self._ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
-            self._handshake = secure_socket(sock, self.security, self.endpoint)
-            self._sock = sock
+            self._handshake = secure_socket(sock, self.security, endpoint)
+            self._sock, self._sock_endpoint = sock, endpoint
         return self._sock
+
+    def _first_reachable(self) -> str:
+        """Fail in a millisecond, not after the whole timeout, when no broker runs: probe
+        each broker once, the first that accepts is used."""
+        reasons = []
+        for _ in self.brokers.endpoints:
+            endpoint, _wait = self.brokers.pick(time.monotonic())
+            reason = probe(endpoint)
+            if reason is None:
+                self._check = False
+                return endpoint
+            reasons.append(reason)
+            self.brokers.failed(endpoint, time.monotonic(), reason)
+        raise errors.BrokerUnreachable("; ".join(reasons))
 
     def _wait(self, sock: zmq.Socket[bytes], ms: int) -> bool:
         """Wait up to ``ms`` for a reply; while the handshake is undecided, also for its
@@ -114,26 +141,44 @@ class SyncClient:
             body,
             timeout=self.timeout if timeout is None else timeout,
             retries=self.retries,
+            failovers=len(self.brokers.endpoints) - 1,
         )
+        brokers = self.brokers
         while True:
             sock = self._socket()
+            endpoint = self._sock_endpoint
             try:
                 sock.send_multipart(ex.request)
                 ex.sent(time.monotonic())
                 while True:
                     left = ex.time_left(time.monotonic())
-                    if left <= 0 or not self._wait(sock, int(left * 1000)):
+                    if left <= 0:
                         raise TimeoutError
-                    reply = ex.received_frames(sock.recv_multipart(), time.monotonic())
+                    if brokers.several and left > PROBE_EVERY:
+                        if not self._wait(sock, int(PROBE_EVERY * 1000)):
+                            reason = probe(endpoint)
+                            if reason is not None:
+                                raise BrokerDied(reason)
+                            continue
+                    elif not self._wait(sock, int(left * 1000)):
+                        raise TimeoutError
+                    frames = sock.recv_multipart()
+                    brokers.succeeded(endpoint)
+                    reply = ex.received_frames(frames, time.monotonic())
                     if reply is None:
                         continue
                     yield reply.body
                     if reply.final:
                         return
-            except TimeoutError:
+            except (TimeoutError, BrokerDied) as exc:
                 self.close()
+                reason = exc.reason if isinstance(exc, BrokerDied) else probe(endpoint)
+                if brokers.several:
+                    brokers.failed(endpoint, time.monotonic(), reason or "no reply in time")
+                    if ex.failover():
+                        continue
                 if not ex.timed_out():
-                    raise unreachable_or_timeout(self.endpoint, ex.service, ex.timeout) from None
+                    raise timeout_error(endpoint, ex.service, ex.timeout, reason) from None
             except BaseException:
                 self.close()  # an abandoned stream leaves replies behind: drop the socket
                 raise

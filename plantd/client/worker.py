@@ -3,7 +3,7 @@
 Request body convention of plantd services: frame 1 = operation name, frame 2 = JSON
 document. The worker keeps heartbeating while a handler runs (the handler is a separate
 task), reconnects with backoff and sends READY again when the broker goes silent, and
-sends DISCONNECT on shutdown.
+sends DISCONNECT on shutdown; with several brokers it does all of that with each.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import zmq
 import zmq.asyncio
 
 from plantd.client.reply import DEFAULT_ENDPOINT, format_bytes
+from plantd.config import parse_endpoints
 from plantd.protocol import jsoncodec, mdp
 from plantd.protocol.envelope import (
     BAD_REQUEST,
@@ -62,11 +63,17 @@ def _json_frame(doc: Any) -> list[bytes]:
 
 
 class Worker:
-    """Serve one service: register operations, then ``await run()``."""
+    """Serve one service: register operations, then ``await run()``.
+
+    ``endpoint`` may name several brokers (comma-separated, or a sequence): the worker
+    registers with every one of them, one session each (READY with the caller marker,
+    heartbeats, reconnects), serving the same operations. A broker that dies costs only its
+    session; clients fail over to the others.
+    """
 
     def __init__(
         self,
-        endpoint: str = DEFAULT_ENDPOINT,
+        endpoint: str | Sequence[str] = DEFAULT_ENDPOINT,
         service: str = "",
         *,
         heartbeat_interval: float = 2.5,
@@ -79,7 +86,7 @@ class Worker:
     ) -> None:
         if not service:
             raise ValueError("a worker needs a service name")
-        self.endpoint = endpoint
+        self.endpoints = parse_endpoints(endpoint, "endpoint")
         self.service = service
         self.heartbeat_interval = heartbeat_interval
         self.liveness = liveness
@@ -94,25 +101,38 @@ class Worker:
             zmq.Context.shadow(context.underlying) if context else zmq.Context.instance()
         )
         self._ops: dict[bytes, Operation] = {}
-        self._sock: zmq.Socket[bytes] | None = None
-        self._fd: int | None = None
-        self._beat_handle: asyncio.TimerHandle | None = None
-        self._lost = asyncio.Event()
-        self._last_heard = 0.0
-        self._loop: Any = None  # the running loop, set by each session
         self._stopping = False
-        self._handler_task: asyncio.Task[None] | None = None
-        self._last_sent = 0.0
-        self._busy_heartbeat_sent = False
-        #: times READY was sent (1 + reconnects); read by tests and health checks
-        self.connections = 0
         self.served = 0
         #: count, errors and latency per operation (exported by the module SDK's /metrics)
         self.stats = RequestStats()
+        #: set while registered with at least one broker
         self.connected = asyncio.Event()
         #: None: the process default (plantd.security.settings), resolved on first session
         self.security = security
-        self._handshake: Any = None
+        #: one session per broker, in ``endpoints`` order
+        self.links = [_Link(self, e) for e in self.endpoints]
+
+    @property
+    def endpoint(self) -> str:
+        """The brokers, as the setting names them."""
+        return ",".join(self.endpoints)
+
+    @property
+    def connections(self) -> int:
+        """Times READY was sent, over every broker (1 per broker + reconnects)."""
+        return sum(link.connections for link in self.links)
+
+    def brokers_connected(self) -> list[str]:
+        """The brokers this worker is registered with (each answered READY) and heard from
+        within two heartbeats: what health checks report, ahead of the liveness limit that
+        ends a session."""
+        return [link.endpoint for link in self.links if link.answering()]
+
+    def _link_changed(self) -> None:
+        if any(link.up for link in self.links):
+            self.connected.set()
+        else:
+            self.connected.clear()
 
     # --- registration -----------------------------------------------------------------
 
@@ -138,46 +158,99 @@ class Worker:
 
     async def run(self) -> None:
         """Serve until :meth:`stop` (or cancellation); survive broker restarts."""
-        backoff = self.reconnect_min
+        tasks = [
+            asyncio.create_task(link.run(), name=f"{self.service}@{link.endpoint}")
+            for link in self.links
+        ]
         try:
-            while not self._stopping:
-                served_before = self.served
-                await self._session()
-                if self._stopping:
-                    break
-                # reset the backoff after a session that did real work
-                backoff = self.reconnect_min if self.served > served_before else backoff
-                log.warning(
-                    "%s: broker %s lost, reconnecting in %.2fs",
-                    self.service,
-                    self.endpoint,
-                    backoff,
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.reconnect_max)
+            await asyncio.gather(*tasks)
         finally:
-            self._close(send_disconnect=True)
-
-    def silent_for(self) -> float:
-        """Seconds since the broker was last heard from (heartbeat or request)."""
-        return time.monotonic() - self._last_heard
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for link in self.links:
+                link.close(send_disconnect=True)
 
     def broker_answering(self) -> bool:
-        """Registered (the broker answered READY) and heard from within two heartbeats: what
-        health checks report, ahead of the liveness limit that ends the session."""
-        return self.connected.is_set() and self.silent_for() <= 2 * self.heartbeat_interval
+        """Registered with at least one broker that answers (see :meth:`brokers_connected`)."""
+        return bool(self.brokers_connected())
 
     async def stop(self) -> None:
-        """Leave the broker cleanly (DISCONNECT) and make :meth:`run` return."""
+        """Leave every broker cleanly (DISCONNECT) and make :meth:`run` return."""
         self._stopping = True
-        self._close(send_disconnect=True)
+        for link in self.links:
+            link.close(send_disconnect=True)
 
-    def _close(self, *, send_disconnect: bool) -> None:
+
+def registration_health(workers: Sequence[Worker]) -> tuple[str, dict[str, Any]]:
+    """The ``<daemon>:worker`` health check of workers serving one service: pass when
+    registered with every broker, warn with some, fail with none (naming the missing ones)."""
+    endpoints = workers[0].endpoints if workers else ()
+    up = {e for w in workers for e in w.brokers_connected()}
+    missing = [e for e in endpoints if e not in up]
+    detail: dict[str, Any] = {
+        "observedValue": len(up),
+        "observedUnit": "brokers",
+        "brokers": len(endpoints),
+        "served": sum(w.served for w in workers),
+    }
+    if not missing:
+        return "pass", detail
+    detail["output"] = (
+        f"registered with {len(up)} of {len(endpoints)} brokers; not with {', '.join(missing)}"
+    )
+    return ("warn" if up else "fail"), detail
+
+
+class _Link:
+    """The worker's session with one broker: READY, serve, heartbeat, reconnect."""
+
+    def __init__(self, worker: Worker, endpoint: str) -> None:
+        self.w = worker
+        self.endpoint = endpoint
+        self._sock: zmq.Socket[bytes] | None = None
+        self._fd: int | None = None
+        self._beat_handle: asyncio.TimerHandle | None = None
+        self._lost = asyncio.Event()
+        self._last_heard = 0.0
+        self._loop: Any = None  # the running loop, set by each session
+        self._handler_task: asyncio.Task[None] | None = None
+        self._last_sent = 0.0
+        self._busy_heartbeat_sent = False
+        self._handshake: Any = None
+        #: times READY was sent to this broker
+        self.connections = 0
+        self.up = False
+
+    def answering(self) -> bool:
+        """Registered (the broker answered READY) and heard from within two heartbeats."""
+        silent = time.monotonic() - self._last_heard
+        return self.up and silent <= 2 * self.w.heartbeat_interval
+
+    async def run(self) -> None:
+        w = self.w
+        backoff = w.reconnect_min
+        while not w._stopping:
+            served_before = w.served
+            await self._session()
+            if w._stopping:
+                break
+            # reset the backoff after a session that did real work
+            backoff = w.reconnect_min if w.served > served_before else backoff
+            log.warning(
+                "%s: broker %s lost, reconnecting in %.2fs", w.service, self.endpoint, backoff
+            )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, w.reconnect_max)
+
+    def close(self, *, send_disconnect: bool) -> None:
         sock, self._sock = self._sock, None
         if self._handshake is not None:
             self._handshake.close()
             self._handshake = None
-        self.connected.clear()
+        if self.up:
+            self.up = False
+            self.w._link_changed()
         self._lost.set()
         if self._handler_task is not None and not self._handler_task.done():
             self._handler_task.cancel()
@@ -203,7 +276,9 @@ class Worker:
         try:
             send_frames(sock, frames, NOBLOCK)
         except zmq.Again:
-            log.warning("%s: send queue to broker full, message dropped", self.service)
+            log.warning(
+                "%s: send queue to broker %s full, message dropped", self.w.service, self.endpoint
+            )
         # the socket's fd is edge-triggered: a send can consume the readable edge
         if readable(sock):
             self._loop.call_soon(self._drain, sock)
@@ -217,20 +292,21 @@ class Worker:
         """
         from plantd.client.secure import resolve, secure_socket
 
+        w = self.w
         self._loop = loop = asyncio.get_running_loop()
-        self.security = resolve(self.security)
-        sock = self._ctx.socket(zmq.DEALER)
+        w.security = resolve(w.security)
+        sock = w._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
-        self._handshake = secure_socket(sock, self.security, self.endpoint)
+        self._handshake = secure_socket(sock, w.security, self.endpoint)
         self._sock = sock
         self._lost = lost = asyncio.Event()
         self._busy_heartbeat_sent = False
         self._last_heard = time.monotonic()
         # the extra frame declares that we read the caller prefix (plantd.security.caller)
-        self._send(sock, [*mdp.encode_ready(self.service.encode()), CALLER_MARKER])
+        self._send(sock, [*mdp.encode_ready(w.service.encode()), CALLER_MARKER])
         self.connections += 1
-        # `connected` is set when the broker first answers (see _drain), not here: a READY
-        # sent into a dead endpoint proves nothing (health must say so while it is down)
+        # `up` is set when the broker first answers (see _drain), not here: a READY sent
+        # into a dead endpoint proves nothing (health must say so while it is down)
         self._fd = sock.fileno()  # zmq.FD, typed as the int it is
         loop.add_reader(self._fd, self._drain, sock)
         self._beat(sock)
@@ -239,7 +315,7 @@ class Worker:
             await lost.wait()
         finally:
             if self._sock is sock:
-                self._close(send_disconnect=False)
+                self.close(send_disconnect=False)
 
     def _beat(self, sock: zmq.Socket[bytes]) -> None:
         """Heartbeat when due; end the session when the broker has been silent too long."""
@@ -248,12 +324,14 @@ class Worker:
         if self._handshake is not None:
             self._check_handshake()
         now = time.monotonic()
-        interval = self.heartbeat_interval
-        silence_limit = interval * self.liveness
+        interval = self.w.heartbeat_interval
+        silence_limit = interval * self.w.liveness
         if now - self._last_heard > silence_limit:
             silent = now - self._last_heard
-            log.warning("%s: no heartbeat from broker for %.1fs", self.service, silent)
-            self._close(send_disconnect=False)
+            log.warning(
+                "%s: no heartbeat from broker %s for %.1fs", self.w.service, self.endpoint, silent
+            )
+            self.close(send_disconnect=False)
             return
         if now - self._last_sent >= interval:
             self._send(sock, mdp.HEARTBEAT)
@@ -270,31 +348,34 @@ class Worker:
                 self._handshake = None
         except AuthenticationFailed as exc:
             self._handshake = None
-            log.error("%s: %s (%s)", self.service, exc, self.security and self.security.source)
+            sec = self.w.security
+            log.error("%s: %s (%s)", self.w.service, exc, sec and sec.source)
 
     def _drain(self, sock: zmq.Socket[bytes]) -> None:
         try:
             while self._sock is sock and readable(sock):
                 frames = recv_frames(sock, NOBLOCK)
                 self._last_heard = time.monotonic()
-                if not self.connected.is_set():
-                    self.connected.set()  # the broker answered our READY
+                if not self.up:  # the broker answered our READY
+                    self.up = True
+                    self.w._link_changed()
                 self._on_message(sock, frames)
         except zmq.ZMQError as exc:
-            if not self._stopping:
-                log.warning("%s: socket error %s", self.service, exc)
+            if not self.w._stopping:
+                log.warning("%s: socket error %s", self.w.service, exc)
             if self._sock is sock:
-                self._close(send_disconnect=False)
+                self.close(send_disconnect=False)
 
     def _on_message(self, sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
+        service = self.w.service
         try:
             cmd = mdp.decode_worker_command(frames)
         except mdp.MalformedMessage as exc:
-            log.warning("%s: dropped malformed message from broker: %s", self.service, exc)
+            log.warning("%s: dropped malformed message from broker: %s", service, exc)
             return
         if cmd.kind is Kind.REQUEST:
             if self._handler_task is not None and not self._handler_task.done():
-                log.warning("%s: broker sent a request while one is running", self.service)
+                log.warning("%s: broker sent a request while one is running", service)
             if not self._busy_heartbeat_sent:
                 # tells the broker we heartbeat while busy, so it can hold us to the
                 # heartbeat deadline instead of the long busy timeout (docs/protocol.md)
@@ -302,8 +383,10 @@ class Worker:
                 self._send(sock, mdp.HEARTBEAT)
             self._handler_task = asyncio.create_task(self._serve(sock, cmd.client, cmd.body))
         elif cmd.kind is Kind.DISCONNECT:
-            log.warning("%s: broker asked us to disconnect; registering again", self.service)
-            self._close(send_disconnect=False)  # ends the session; run() reconnects
+            log.warning(
+                "%s: broker %s asked us to disconnect; registering again", service, self.endpoint
+            )
+            self.close(send_disconnect=False)  # ends the session; run() reconnects
 
     async def _serve(self, sock: zmq.Socket[bytes], client: bytes, body: list[bytes]) -> None:
         """Run the handler for ``body`` and send its reply (parts, for a streaming handler).
@@ -314,7 +397,7 @@ class Worker:
         try:
             caller, body = split_caller(body)
         except BadCaller as exc:
-            log.warning("%s: %s", self.service, exc)
+            log.warning("%s: %s", self.w.service, exc)
             self._reply(sock, client, _json_frame(error_document(BAD_REQUEST, str(exc))), True)
             return
         with serving(caller or ANONYMOUS):
@@ -353,13 +436,13 @@ class Worker:
                 raise
             except Exception as exc:
                 failed = True
-                log.exception("%s: handler for %r failed", self.service, body[0])
+                log.exception("%s: handler for %r failed", self.w.service, body[0])
                 doc = error_document(INTERNAL, f"{type(exc).__name__}: {exc}")
                 self._reply(sock, client, _json_frame(doc), True)
-            self.served += 1
-            self.stats.observe(op.name, time.perf_counter() - started, failed)
+            self.w.served += 1
+            self.w.stats.observe(op.name, time.perf_counter() - started, failed)
         except zmq.ZMQError as exc:
-            log.warning("%s: could not send reply: %s", self.service, exc)
+            log.warning("%s: could not send reply: %s", self.w.service, exc)
 
     def _parse(
         self, sock: zmq.Socket[bytes], client: bytes, body: list[bytes]
@@ -369,13 +452,13 @@ class Worker:
             doc = error_document(BAD_REQUEST, "empty request body")
             self._reply(sock, client, _json_frame(doc), True)
             return None, None
-        op = self._ops.get(body[0])
+        op = self.w._ops.get(body[0])
         if op is None:
             name = body[0][:64].decode("utf-8", "replace")
-            known = ", ".join(self.operations)
+            known = ", ".join(self.w.operations)
             doc = error_document(
                 UNKNOWN_OPERATION,
-                f"unknown operation '{name}' for {self.service} (known: {known})",
+                f"unknown operation '{name}' for {self.w.service} (known: {known})",
             )
             self._reply(sock, client, _json_frame(doc), True)
             return None, None
@@ -399,17 +482,18 @@ class Worker:
         """
         if self._sock is not sock:  # the connection it came on is gone: the reply is stale
             return False
+        w = self.w
         msg = mdp.encode_worker_reply(client, frames, final)
         size = sum(map(len, msg))
-        if size <= self.max_reply_bytes:
+        if size <= w.max_reply_bytes:
             self._send(sock, msg)
             return True
-        self.oversized += 1
+        w.oversized += 1
         text = (
-            f"reply of {size:,} bytes ({format_bytes(size)}) from {self.service} exceeds"
-            f" the {format_bytes(self.max_reply_bytes)} limit"
+            f"reply of {size:,} bytes ({format_bytes(size)}) from {w.service} exceeds"
+            f" the {format_bytes(w.max_reply_bytes)} limit"
         )
-        log.warning("%s: %s; sent an error instead", self.service, text)
+        log.warning("%s: %s; sent an error instead", w.service, text)
         doc = error_doc(REPLY_TOO_LARGE, text)
         self._send(sock, mdp.encode_worker_reply(client, _json_frame(doc), True))
         return False

@@ -5,8 +5,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from plantd.config import ConfigError, DaemonSettings
-from plantd.vocabulary import BROKER_ENDPOINT, HEALTH_PORTS, PROXY_PORT, bus
+from plantd.config import LOCAL_BROKER, ConfigError, DaemonSettings, Endpoints
+from plantd.vocabulary import HEALTH_PORTS, PROXY_PORT, bus
 
 __all__ = ["ProxySettings", "parse_listen"]
 
@@ -19,7 +19,7 @@ class ProxySettings(DaemonSettings):
     #: HOST:PORT of the HTTP API (loopback only until identity enforcement lands)
     listen: str = f"127.0.0.1:{PROXY_PORT}"
     #: the broker, and the state bus (subscriber side) for watches
-    endpoint: str = BROKER_ENDPOINT
+    endpoint: Endpoints = LOCAL_BROKER
     state_bus_sub: str = bus("state").subscribe
     #: seconds a request waits for its reply (``?timeout=`` on calls overrides)
     timeout: float = 5.0

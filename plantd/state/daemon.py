@@ -67,6 +67,7 @@ class StateDaemon(Daemon[StateSettings]):
 
     async def run(self, ctx: DaemonContext) -> None:
         from plantd.client import Publisher, Worker
+        from plantd.client.worker import registration_health
         from plantd.identity.auditwriter import AuditWriter
         from plantd.identity.authority import Authority
         from plantd.identity.guard import Guard
@@ -128,15 +129,8 @@ class StateDaemon(Daemon[StateSettings]):
             ctx.metrics.register(FamilyCollector(lambda: worker_families(w.stats for w in workers)))
 
             def registered() -> tuple[str, dict[str, Any]]:
-                up = sum(w.broker_answering() for w in workers)
-                if up:
-                    served = sum(w.served for w in workers)
-                    return "pass", {
-                        "observedValue": served,
-                        "observedUnit": "requests",
-                        "workers": up,
-                    }
-                return "warn", {"output": f"not registered with broker {s.endpoint}"}
+                status, detail = registration_health(workers)
+                return status, {**detail, "workers": sum(w.broker_answering() for w in workers)}
 
             def storage() -> tuple[str, dict[str, Any]]:
                 status, reason = store.status()

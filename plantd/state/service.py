@@ -795,7 +795,9 @@ class StateService:
         scope = req.opt_scope()
         since, field = self._watch_cursor(req)
         limit = req.limit(self.watch_limit, self.watch_limit)
-        head = self.store.revision  # everything up to here is committed and in the snapshot
+        # everything up to here is committed; read now (a cached revision may be stale when
+        # several daemons share etcd, or 0 for a prefix that never changed)
+        head = await self.store.current_revision()
         if since is None:
             return ok(
                 {

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from plantd.config import DaemonSettings, Home
-from plantd.vocabulary import BROKER_ENDPOINT, HEALTH_PORTS, STATE_SERVICE, bus
+from plantd.config import LOCAL_BROKER, DaemonSettings, Endpoints, Home
+from plantd.vocabulary import HEALTH_PORTS, STATE_SERVICE, bus
 
 SERVICE = STATE_SERVICE
 
@@ -21,7 +21,7 @@ class StateSettings(DaemonSettings):
     """``PLANTD_STATE_*``."""
 
     health_port: int = HEALTH_PORTS["state"]
-    endpoint: str = BROKER_ENDPOINT
+    endpoint: Endpoints = LOCAL_BROKER
     service: str = SERVICE
     heartbeat_interval: float = 2.5
     liveness: int = 3

@@ -534,6 +534,10 @@ class StateStore:
             self._read_uri, after=after, limit=limit, max_bytes=max_bytes, now=self._clock()
         )
 
+    async def current_revision(self) -> int:
+        """The revision of the newest commit (this process is the only writer)."""
+        return self.revision
+
     async def changes_since(self, revision: int, *, limit: int | None = None) -> list[Event]:
         """Committed events with revision > ``revision`` in commit order.
 

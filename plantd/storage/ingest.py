@@ -29,6 +29,7 @@ from typing import Any, Generic, TypeVar
 import zmq
 import zmq.asyncio
 
+from plantd.protocol import jsoncodec
 from plantd.storage.sqlite import SqliteThread
 from plantd.transport import NOBLOCK, readable, recv_frames
 
@@ -224,17 +225,35 @@ async def read_bus(
     """Subscribe to ``topics`` on a bus backend and call ``on_message(frames, received)``.
 
     Runs until cancelled. ``received`` is the wall-clock time of the burst. ``on_message``
-    must be quick and must not raise (it is the ingestion hot path).
+    must be quick and must not raise (it is the ingestion hot path). With several bus
+    endpoints (one per broker) each message is handed over once (plantd.client.dedup).
     """
+    from plantd.client.dedup import BusDedup
     from plantd.client.secure import resolve
+    from plantd.config import parse_endpoints
 
+    endpoints = parse_endpoints(endpoint, "bus endpoint")
     sock = (context or zmq.asyncio.Context.instance()).socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVHWM, hwm)
     resolve(None).apply(sock)  # the process's CURVE keys (plantd.security.settings)
     for topic in topics:
         sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
-    sock.connect(endpoint)
+    for e in endpoints:
+        sock.connect(e)
+    if len(endpoints) > 1:
+        dedup = BusDedup()
+        deliver = on_message
+
+        def on_message(frames: list[bytes], received: float) -> None:
+            payload = frames[1] if len(frames) > 1 else b""
+            try:
+                doc = jsoncodec.loads(payload)
+            except ValueError:
+                doc = None
+            if dedup.accept(frames[0], payload, doc):
+                deliver(frames, received)
+
     if connected is not None:
         connected.set()
     try:

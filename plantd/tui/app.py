@@ -224,11 +224,15 @@ class PlantApp(App[None]):
                 reason = (
                     str(exc) if isinstance(exc, SourceError) else f"{type(exc).__name__}: {exc}"
                 )
-                self.post_message(ConnectionChanged(False, error=reason, attempt=failures))
+                self.post_message(
+                    ConnectionChanged(
+                        False, error=reason, attempt=failures, brokers=self.source.brokers()
+                    )
+                )
                 await asyncio.sleep(delay)
                 continue
             failures = 0
-            self.post_message(ConnectionChanged(True, rtt=rtt))
+            self.post_message(ConnectionChanged(True, rtt=rtt, brokers=self.source.brokers()))
             results = await asyncio.gather(
                 self.source.services(),
                 self.source.workers(),
@@ -250,6 +254,7 @@ class PlantApp(App[None]):
         self.connected = event.connected
         bar.connected = event.connected
         bar.rtt = event.rtt
+        bar.brokers = event.brokers
         if event.connected:
             banner.hide()
             if was is not True:

@@ -14,6 +14,7 @@ from textual.message import Message
 from plantd.tui.keywindow import KeyQuery, PageResult, Step, WalkResult
 from plantd.tui.source import (
     BrokerInfo,
+    BrokerReach,
     Identity,
     KeyChange,
     KeyEntry,
@@ -47,13 +48,20 @@ class ConnectionChanged(Message):
     """The poll loop's verdict on the broker connection."""
 
     def __init__(
-        self, connected: bool, rtt: float | None = None, error: str = "", attempt: int = 0
+        self,
+        connected: bool,
+        rtt: float | None = None,
+        error: str = "",
+        attempt: int = 0,
+        brokers: list[BrokerReach] | None = None,
     ) -> None:
         super().__init__()
         self.connected = connected
         self.rtt = rtt
         self.error = error
         self.attempt = attempt
+        #: every broker and whether it is reached (several brokers: shown in the header)
+        self.brokers = brokers or []
 
 
 class OverviewData(Message):

@@ -210,11 +210,23 @@ class ReplyPart:
 # --------------------------------------------------------------------------- protocol
 
 
+@dataclass(frozen=True, slots=True)
+class BrokerReach:
+    """Whether the console reaches one of its brokers: "up", "down" or "unknown" (not
+    tried yet), and whether it is the one in use."""
+
+    endpoint: str
+    state: str
+    current: bool = False
+
+
 @runtime_checkable
 class DataSource(Protocol):
     """Everything the console reads or writes; implemented by `LiveSource` and the test fake."""
 
     endpoint: str
+
+    def brokers(self) -> list[BrokerReach]: ...
 
     async def services(self) -> list[ServiceInfo]: ...
     async def workers(self) -> list[WorkerInfo]: ...
@@ -484,13 +496,29 @@ class LiveSource:
         self.settings = settings or SourceSettings.from_env()
         self.endpoint = self.settings.endpoint
         self._client: Any = None
+        self._brokers: Any = None  # plantd.client.failover.Brokers, kept across resets
 
     async def _get_client(self) -> Any:
         if self._client is None:
             from plantd.client import Client
 
-            self._client = Client(self.endpoint, timeout=self.settings.timeout, retries=0)
+            self._client = Client(
+                self.endpoint, timeout=self.settings.timeout, retries=0, brokers=self._brokers
+            )
+            self._brokers = self._client.brokers
         return self._client
+
+    def brokers(self) -> list[BrokerReach]:
+        """The brokers of ``PLANTD_CLIENT_ENDPOINT`` and whether the client reaches them
+        (it moves to another by itself when the one in use dies)."""
+        if self._brokers is None:
+            from plantd.config import parse_endpoints
+
+            return [BrokerReach(e, "unknown") for e in parse_endpoints(self.endpoint)]
+        current = self._brokers.current
+        return [
+            BrokerReach(s.endpoint, s.state, s.endpoint == current) for s in self._brokers.states()
+        ]
 
     async def _reset(self) -> None:
         """Drop the client after a failure so the next request starts on fresh sockets."""

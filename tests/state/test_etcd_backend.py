@@ -175,3 +175,35 @@ def test_replace_import_deletes_by_ranges_around_the_kept_keys() -> None:
     assert covered == [b"p/a", b"p/c", b"p/e"]
     assert _gaps(stored, [b"p/a", b"p/b"], b"p/") == [(b"p/b\x00", b"p0")]
     assert _gaps(stored, [b"p/a", b"p/b", b"p/c", b"p/d", b"p/e"], b"p/") == []
+
+
+def test_watch_starts_above_a_compaction_other_prefixes_caused(
+    stack: Stack, cluster: EtcdCluster
+) -> None:
+    """A prefix that never changed has no change marker: ``watch {}`` once answered revision
+    0 there, and ``watch {revision: 0}`` was then refused as compacted when another store on
+    the same cluster had compacted etcd's history. It now answers etcd's revision, from which
+    the watch works."""
+    from plantd.state.etcd.store import EtcdStore
+
+    async def compact_elsewhere() -> int:
+        other = await EtcdStore.open(cluster.endpoints, prefix="/other/", history_size=5)
+        try:
+            for i in range(20):
+                await other.set("s", "k", i)
+            await other.changes_since(other.revision - 1)  # the compaction task has run
+            return other.compact_revision
+        finally:
+            await other.close()
+
+    compacted = asyncio.run(compact_elsewhere())
+    assert compacted > 0
+    with stack.client(timeout=10) as c:
+        start = data(c, "watch", {})["revision"]
+        assert start > compacted
+        page = data(c, "watch", {"revision": start})
+        assert page["events"] == [] and page["revision"] == start
+        written = data(c, "state-set", {"service": "plant", "key": "k", "value": 1})
+        page = data(c, "watch", {"revision": start})
+        events = [(e["revision"], e["op"]) for e in page["events"]]
+        assert events == [(written["revision"], "create-scope"), (written["revision"], "set")]

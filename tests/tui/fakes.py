@@ -11,6 +11,7 @@ from typing import Any
 
 from plantd.tui.source import (
     BrokerInfo,
+    BrokerReach,
     Conflict,
     Disconnected,
     Identity,
@@ -126,6 +127,8 @@ class FakeSource:
     def __init__(self, *, connected: bool = True, logs: list[LogRecord] | None = None) -> None:
         self.endpoint = "tcp://127.0.0.1:9797"
         self.connected = connected
+        #: what brokers() answers: one broker unless a test gives several
+        self.reach: list[BrokerReach] = []
         self.service_list = plant_services()
         self.worker_list = plant_workers()
         self.broker = BrokerInfo(heartbeat_interval=2.5, liveness=3)
@@ -181,6 +184,9 @@ class FakeSource:
     async def ping(self) -> float:
         self._check()
         return 0.0012
+
+    def brokers(self) -> list[BrokerReach]:
+        return self.reach or [BrokerReach(self.endpoint, "up" if self.connected else "down", True)]
 
     # state: pages per the paging contract (by name, `after` exclusive, limit <= 10,000)
     def _limit(self, limit: int | None) -> int:

@@ -352,3 +352,30 @@ async def test_big_scope_against_real_state_service(up_stack: PlantUpStack) -> N
         assert next(iter(view.keys)) == "tag.015000"
         assert "100/20,000 keys  prefix: 'tag.0150'" in str(title.render())
         print(f"opened a {count:,}-key scope in {opened:.2f} s ({source.list_keys_calls} pages)")
+
+
+async def test_console_with_a_dead_broker_first_uses_the_second(broker: BrokerProcess) -> None:
+    """Two brokers, the first one gone: the console fails over by itself, keeps polling
+    through the second, and its header says which broker is down and which is used."""
+    from tests.support.ports import free_port, tcp
+
+    dead = tcp(free_port())
+    settings = SourceSettings(
+        endpoint=f"{dead},{broker.endpoint}",
+        timeout=2.0,
+        state_bus=broker.bus("state")[1],
+        log_bus=broker.bus("log")[1],
+    )
+    source = LiveSource(settings)
+    app = PlantApp(source, poll_interval=0.2, animations=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        bar = app.query_one(ConnectionBar)
+        assert await wait_until(pilot, lambda: bar.connected is True, 15)
+        reach = {b.endpoint: (b.state, b.current) for b in source.brokers()}
+        assert reach == {dead: ("down", False), broker.endpoint: ("up", True)}
+        assert await wait_until(pilot, lambda: len(bar.brokers) == 2)
+        line = str(bar.render())
+        assert f"{dead.removeprefix('tcp://')} DOWN" in line
+        assert f"{broker.endpoint.removeprefix('tcp://')} up" in line
+        assert not app.query_one(Banner).display
+    await source.close()

@@ -14,7 +14,7 @@ import pytest
 from textual.pilot import Pilot
 
 from plantd.tui.messages import OverviewData
-from plantd.tui.source import Identity, KeyChange, ServiceInfo, WorkerInfo
+from plantd.tui.source import BrokerReach, Identity, KeyChange, ServiceInfo, WorkerInfo
 from tests.tui.fakes import T0, FakeSource, big_scope, make_app
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
@@ -134,6 +134,17 @@ def _disconnected() -> FakeSource:
     return fake
 
 
+def _two_brokers() -> FakeSource:
+    """Two brokers, the first one dead: the console is on the second."""
+    fake = FakeSource()
+    fake.endpoint = "tcp://10.0.0.1:9797,tcp://10.0.0.2:9797"
+    fake.reach = [
+        BrokerReach("tcp://10.0.0.1:9797", "down"),
+        BrokerReach("tcp://10.0.0.2:9797", "up", current=True),
+    ]
+    return fake
+
+
 Case = tuple[tuple[str, ...], Callable[[Pilot[Any]], Awaitable[None]] | None, dict[str, Any]]
 CASES: dict[str, Case] = {
     "overview": ((), _trend, {}),
@@ -146,6 +157,7 @@ CASES: dict[str, Case] = {
     "conflict_dialog": ((), _conflict, {}),
     "service_picker": (("3", "s"), None, {}),
     "disconnected": ((), None, {"source": _disconnected}),
+    "two_brokers_one_down": ((), None, {"source": _two_brokers}),
     "overview_many_workers": ((), None, {"source": _many_workers}),
     "read_only_state": (("2",), None, {"read_only": True}),
     "viewer_state_history": ((), _viewer_history, {"source": _viewer}),

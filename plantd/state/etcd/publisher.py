@@ -153,7 +153,7 @@ class PublisherRole:
         conn, lay = self.store.conn, self.store.layout
         r = await kv.txn(conn, (), [kv.get(lay.published)])
         kvs = r.responses[0].response_range.kvs
-        start = int(kvs[0].value) if kvs else await self.store.head()
+        start = int(kvs[0].value) if kvs else await self.store.current_revision()
         self.published = start
         self.leading = True
         self.takeovers += 1

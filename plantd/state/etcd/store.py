@@ -213,6 +213,17 @@ class EtcdStore:
         self.revision = max(self.revision, rev)
         return rev
 
+    async def current_revision(self) -> int:
+        """etcd's revision now (a linearizable read), not the change marker's: a prefix that
+        never changed has no marker (head 0), and one whose last change is old may lie below
+        a compaction other prefixes of the cluster caused; either way a watch from the
+        marker's revision would be refused as compacted. No change of this store lies between
+        the marker and etcd's revision, so a watch may start there."""
+        r = await kv.txn(self.conn, (), [kv.get(self.layout.head)])
+        kvs = r.responses[0].response_range.kvs
+        self.revision = max(self.revision, int(kvs[0].mod_revision) if kvs else 0)
+        return max(int(r.header.revision), self.revision)
+
     def status(self) -> tuple[str, str | None]:
         """``("fail", reason)`` while etcd is unreachable or without quorum."""
         if self.conn.last_error:

@@ -6,20 +6,27 @@ on a monochrome terminal).
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
+_REACH = {"up": ("up", "green"), "down": ("DOWN", "bold red"), "unknown": ("?", "yellow")}
+
 
 class ConnectionBar(Static):
     """One line: endpoint, connected/disconnected, round-trip time, who the console is,
-    read-only badge."""
+    read-only badge. With several brokers, each one and whether it is reached (the one in
+    use underlined)."""
 
     connected: reactive[bool | None] = reactive(None)
     rtt: reactive[float | None] = reactive(None)
     updated: reactive[str] = reactive("")
     #: "alice (operator)" once org.plantd.Identity answered whoami ("" before, or without it)
     who: reactive[str] = reactive("")
+    #: ``BrokerReach`` items from the source (endpoint, state, current)
+    brokers: reactive[list[Any]] = reactive(list, always_update=True)
 
     def __init__(self, endpoint: str, read_only: bool = False, **kwargs: object) -> None:
         super().__init__("", **kwargs)  # type: ignore[arg-type]
@@ -34,7 +41,16 @@ class ConnectionBar(Static):
             text.append("● connected", style="bold green")
         else:
             text.append("✖ DISCONNECTED", style="bold red")
-        text.append(f"  {self.endpoint}")
+        if len(self.brokers) > 1:
+            for i, b in enumerate(self.brokers):
+                word, style = _REACH.get(b.state, (b.state, ""))
+                text.append("  " if i == 0 else " · ")
+                text.append(
+                    b.endpoint.removeprefix("tcp://"), style="underline" if b.current else ""
+                )
+                text.append(f" {word}", style=style)
+        else:
+            text.append(f"  {self.endpoint}")
         if self.connected and self.rtt is not None:
             text.append(f"  rtt {self.rtt * 1000:.1f} ms", style="dim")
         if self.updated:
