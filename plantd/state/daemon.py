@@ -176,13 +176,13 @@ class StateDaemon(Daemon[StateSettings]):
                 raise failed[0].exception()  # type: ignore[misc]
         finally:
             await store.close()
-        from plantd.identity.auditwriter import AuditWriter
-        from plantd.identity.authority import Authority
-        from plantd.identity.guard import Guard
-        from plantd.security.keys import Keyring
-        from plantd.security.settings import security_enabled
-        from plantd.state import CorruptDatabase, InvalidArgument, StoreLocked
-        from plantd.state.backend import open_backend
+            if audit is not None:
+                await audit.close()
+            authority.close()
+            for pub in (publisher, events):
+                if pub is not None:
+                    pub.close()
+            ctx.log.info("state store %s closed at revision %d", s.backend, store.revision)
 
 
 DAEMON = StateDaemon

@@ -21,7 +21,10 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.no_keyring]
 def plantd_env(plantd_home: Path) -> dict[str, str]:
     """No broker at the client endpoint (a free port, never whatever runs on 9797): the
     commands that ask org.plantd.Identity first fall back to the local keyring."""
-    return {**clean_env(plantd_home), "PLANTD_CLIENT_ENDPOINT": f"tcp://127.0.0.1:{free_port()}"}
+    return {
+        **clean_env(plantd_home, keyring=False),
+        "PLANTD_CLIENT_ENDPOINT": f"tcp://127.0.0.1:{free_port()}",
+    }
 
 
 def ok_json(plant: PlantRunner, *args: str) -> object:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from plantd.identity.principals import Registry, init_keyring
+from plantd.identity.principals import Registry
 from plantd.security.keys import Keyring
 from tests.support.broker import BrokerProcess, daemon_env, wait_service
 from tests.support.processes import DAEMON_CMD, kill_pid, run_plant, wait_healthy
@@ -25,12 +25,10 @@ SERVICE = "org.plantd.Identity"
 
 @pytest.fixture
 def identity(broker: BrokerProcess, plantd_home: Path) -> Iterator[dict[str, str]]:
-    ring = Keyring.at_home(plantd_home)
-    init_keyring(ring)
+    ring = Keyring.at_home(plantd_home)  # the session keyring, copied (security on)
     with Registry(ring) as reg:
         reg.add("alice", ["operator"])
     env = daemon_env(broker, "identity", audit_head_interval="0.2")
-    env["PLANTD_SECURITY"] = "off"
     out = plantd_home / "identity.out"
     with out.open("wb") as fh:
         proc = subprocess.Popen(
@@ -49,19 +47,18 @@ def test_whoami_and_principals_through_the_service(identity: dict[str, str]) -> 
     out = run_plant(identity, "call", SERVICE, "whoami")
     assert out.returncode == 0, out.stderr
     me = json.loads(out.stdout)["data"]
-    assert me["principal"] is None and me["secure"] is False
+    assert me["principal"] == "admin" and me["secure"] is True  # as the broker saw the CLI
+    assert "admin" in me["roles"] and me["peer"] == "127.0.0.1"
     who = run_plant(identity, "whoami", "-o", "json")
     assert who.returncode == 0, who.stderr
     doc = json.loads(who.stdout)
-    assert doc["answered_by"] == SERVICE and doc["principal"] is None
+    assert doc["answered_by"] == SERVICE and doc["principal"] == "admin"
     assert doc["public_key"]  # the local key the CLI would use is still shown
     local = json.loads(run_plant(identity, "whoami", "--local", "-o", "json").stdout)
     assert local["answered_by"] == "local keyring" and local["principal"] == "admin"
     listed = run_plant(identity, "call", SERVICE, "list")
-    assert [p["name"] for p in json.loads(listed.stdout)["data"]["principals"]] == [
-        "admin",
-        "alice",
-    ]
+    names = [p["name"] for p in json.loads(listed.stdout)["data"]["principals"]]
+    assert {"admin", "alice", "state", "identity"} <= set(names) and names == sorted(names)
 
 
 def test_changes_are_audited_and_listed_through_the_service(
@@ -73,7 +70,7 @@ def test_changes_are_audited_and_listed_through_the_service(
     rows = run_plant(identity, "audit", "list", "--key", "alice", "-o", "json")
     assert rows.returncode == 0, rows.stderr
     got = json.loads(rows.stdout)
-    assert [(r["principal"], r["operation"]) for r in got] == [("anonymous", "revoke")]
+    assert [(r["principal"], r["operation"]) for r in got] == [("admin", "revoke")]
     bad = run_plant(identity, "call", SERVICE, "show", '{"name": 7}')
     assert bad.returncode == 2 and "field 'name'" in bad.stderr
     verify = run_plant(identity, "audit", "verify", "-o", "json")

@@ -13,7 +13,7 @@ from plantd.identity.audit import AuditLog
 from plantd.identity.auditwriter import AuditWriter
 from plantd.identity.authority import Authority
 from plantd.identity.guard import Guard
-from plantd.identity.principals import Registry, init_keyring
+from plantd.identity.principals import DAEMON_PRINCIPALS, Registry, init_keyring
 from plantd.identity.service import SERVICE, IdentityService
 from plantd.security.caller import Caller, serving
 from plantd.security.keys import Keyring, generate_keypair
@@ -61,7 +61,8 @@ async def test_whoami_is_the_caller_the_broker_passed(svc: IdentityService) -> N
 
 async def test_viewer_reads_principals_but_cannot_change_them(svc: IdentityService) -> None:
     listed = await call(svc, VIC, "list")
-    assert [p["name"] for p in listed["data"]["principals"]] == ["admin", "vic"]
+    names = [p["name"] for p in listed["data"]["principals"]]
+    assert names == sorted({"admin", "vic", *DAEMON_PRINCIPALS})  # init makes the daemons
     denied = await call(svc, VIC, "add", {"name": "eve", "roles": ["admin"]})
     assert denied["code"] == "unauthorized" and "vic (viewer) may not admin" in denied["error"]
     assert (await call(svc, VIC, "audit-verify"))["code"] == "unauthorized"
