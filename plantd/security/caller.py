@@ -21,6 +21,7 @@ and tells the worker who it was, ``via`` whom.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -30,6 +31,8 @@ from dataclasses import dataclass
 CALLER_MARKER = b"\x00plantd.caller/1"
 #: the first frame of a request sent on behalf of another principal (the second: its name)
 ACT_AS_MARKER = b"\x00plantd.act-as/1"
+#: a whole process acting for one principal (a ``plant web`` session, under the proxy's key)
+ACT_AS_ENV = "PLANTD_CLIENT_ACT_AS"
 
 
 class BadCaller(ValueError):
@@ -89,8 +92,9 @@ def serving(caller: Caller) -> Iterator[Caller]:
 
 
 def acting_principal() -> str | None:
-    """The principal this task's requests are sent for (:func:`acting_for`), if any."""
-    return _acting_for.get()
+    """The principal this task's requests are sent for (:func:`acting_for`, else the
+    process's ``PLANTD_CLIENT_ACT_AS``), if any."""
+    return _acting_for.get() or os.environ.get(ACT_AS_ENV) or None
 
 
 @contextmanager

@@ -127,6 +127,11 @@ def test_login_with_a_token_in_the_browser(plantd_env: dict[str, str], tmp_path:
         assert [c["httpOnly"] for c in driver.get_cookies()] == [True]
         assert token not in " ".join(requested_urls(driver))  # never in a URL
         (session,) = web.sessions()
+        # the console acts for the token's principal, through the proxy's key: the broker
+        # decides (and the audit records) as admin here, as a viewer for a viewer's token
+        environ = session.environ()
+        assert environ["PLANTD_CLIENT_ACT_AS"] == "admin"
+        assert environ["PLANTD_CLIENT_IDENTITY"].endswith("secrets/proxy.key_secret")
 
         web.proc.terminate()  # plant web stopped with a session open: it ends the session too
         assert web.proc.wait(15) == 0

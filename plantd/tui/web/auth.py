@@ -37,6 +37,7 @@ class WebAuth:
     """Token login and the per-request check, as an aiohttp middleware plus two routes."""
 
     def __init__(self, identity_dir: Path, *, require: bool = False) -> None:
+        self.identity_dir = identity_dir
         self.gate = TokenGate(identity_dir, require=require)
         self._sessions: OrderedDict[str, str] = OrderedDict()  # session id -> token
 

@@ -16,6 +16,7 @@ import shlex
 from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from aiohttp import WSCloseCode, web
 from textual_serve.app_service import AppService
@@ -32,9 +33,30 @@ log = logging.getLogger("textual-serve")
 
 
 class ConsoleSession(AppService):
-    """One console process whose stop is bounded."""
+    """One console process whose stop is bounded. A session opened with a token login runs
+    for that token's principal: under the proxy's key (which may act for others) with
+    ``PLANTD_CLIENT_ACT_AS``, so the broker, the services and the audit see who it really
+    is; without a login (no token issued, loopback) it is this host's own client."""
 
     quit_grace = QUIT_GRACE
+
+    def __init__(
+        self, *args: Any, acting_for: str | None = None, identity_dir: Path | None = None,
+        **kwargs: Any,
+    ) -> None:  # fmt: skip
+        super().__init__(*args, **kwargs)
+        self.acting_for = acting_for
+        self.identity_dir = identity_dir
+
+    def _build_environment(self, width: int = 80, height: int = 24) -> dict[str, str]:
+        env = super()._build_environment(width=width, height=height)
+        if self.acting_for is not None and self.identity_dir is not None:
+            from plantd.security.caller import ACT_AS_ENV
+            from plantd.security.keys import Keyring
+
+            env["PLANTD_CLIENT_IDENTITY"] = str(Keyring(self.identity_dir).secret_path("proxy"))
+            env[ACT_AS_ENV] = self.acting_for
+        return env
 
     @property
     def pid(self) -> int | None:
@@ -92,6 +114,8 @@ class ConsoleServer(Server):
                 close=_closer(websocket),
                 download_manager=self.download_manager,
                 debug=self.debug,
+                acting_for=request.get("principal"),
+                identity_dir=self.auth.identity_dir,
             )
             await session.start(width, height)
             log.info(
