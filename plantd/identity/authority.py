@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from plantd.identity.policy import Access, Decision, Policy, PolicyError, parse_policy
 from plantd.identity.principals import Principal, principal_from_row
@@ -41,6 +42,9 @@ class Authority:
         self._db: sqlite3.Connection | None = None
         self._data_version: int | None = None
         self._policy_stamp: tuple[int, int, int] | None = None
+        #: decisions by their whole question, dropped on every reload (a service asks the same
+        #: few questions again and again: the policy's glob matching is not free)
+        self._decisions: dict[tuple[Any, ...], Decision] = {}
         self.reloads = 0
         self.refresh()
 
@@ -108,6 +112,7 @@ class Authority:
                 self.policy_error = str(exc)  # keep the last good policy
         if registry or policy:
             self.reloads += 1
+            self._decisions.clear()
             return True
         return False
 
@@ -154,9 +159,15 @@ class Authority:
         if not principal or self.principal(principal) is None:
             return Decision(False, NOT_ACTIVE_RULE)
         use = self.roles(principal) if roles is None else tuple(roles)
-        return self.policy.decide(
-            principal, use, service, operation, scope, key, access, key_prefix=key_prefix
-        )
+        question = (principal, use, service, operation, scope, key, access, key_prefix)
+        found = self._decisions.get(question)
+        if found is None:
+            if len(self._decisions) >= DECISION_CACHE_LIMIT:
+                self._decisions.clear()
+            found = self._decisions[question] = self.policy.decide(
+                principal, use, service, operation, scope, key, access, key_prefix=key_prefix
+            )
+        return found
 
     @property
     def has_registry(self) -> bool:
@@ -164,6 +175,8 @@ class Authority:
         return self._connection() is not None
 
 
+#: decisions kept between reloads at most (bounds memory against made-up keys)
+DECISION_CACHE_LIMIT = 65536
 #: the rule a denial names when the principal is unknown, pending or revoked
 NOT_ACTIVE_RULE = "not-active"
 
