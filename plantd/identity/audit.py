@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from plantd.security.errors import InvalidArgument
+from plantd.security.keys import write_durably
 
 GENESIS = "0" * 64
 #: values whose JSON encoding is larger than this are stored as a digest
@@ -110,22 +110,6 @@ class Head:
     @classmethod
     def empty(cls) -> Head:
         return cls(0, GENESIS, 0, GENESIS)
-
-
-def _fsync_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, text.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 @dataclass(frozen=True)
@@ -234,7 +218,7 @@ def write_head(db: sqlite3.Connection, head_path: Path) -> Head:
         "anchor_seq": head.anchor_seq,
         "anchor_hash": head.anchor_hash,
     }
-    _fsync_write(head_path, json.dumps(doc, sort_keys=True) + "\n")
+    write_durably(head_path, json.dumps(doc, sort_keys=True) + "\n", 0o600)
     return head
 
 

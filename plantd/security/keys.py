@@ -87,10 +87,13 @@ def _zcert_text(name: str, pair: KeyPair, *, secret: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, text: str, mode: int) -> None:
-    """Write ``text`` to ``path`` with ``mode`` from the first byte on (not the umask's)."""
+def write_durably(path: Path, text: str, mode: int) -> None:
+    """Write ``text`` to ``path`` atomically and durably (temporary file, fsync, rename,
+    directory fsync), with ``mode`` from the first byte on (not the umask's)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # left by a crash of an earlier process with this pid
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         os.fchmod(fd, mode)  # O_CREAT's mode is masked by the umask; fchmod is not
@@ -113,7 +116,7 @@ def _write_atomic(path: Path, text: str, mode: int) -> None:
 def write_public(path: Path, name: str, public: str) -> None:
     """Write a public certificate (0644: public keys are meant to be shared)."""
     validate_z85_key(public)
-    _write_atomic(path, _zcert_text(name, KeyPair(public), secret=False), 0o644)
+    write_durably(path, _zcert_text(name, KeyPair(public), secret=False), 0o644)
 
 
 def write_secret(path: Path, name: str, pair: KeyPair) -> None:
@@ -122,7 +125,7 @@ def write_secret(path: Path, name: str, pair: KeyPair) -> None:
         raise InvalidArgument("secret_key: a secret certificate needs the secret key", "secret")
     validate_z85_key(pair.public)
     validate_z85_key(pair.secret, "secret_key")
-    _write_atomic(path, _zcert_text(name, pair, secret=True), 0o600)
+    write_durably(path, _zcert_text(name, pair, secret=True), 0o600)
 
 
 def check_secret_file(path: Path) -> None:
