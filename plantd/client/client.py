@@ -22,7 +22,7 @@ from plantd.client.reply import (
 )
 from plantd.client.secure import Handshake, resolve, secure_socket
 from plantd.config import parse_endpoints
-from plantd.security.caller import acting_principal, encode_act_as
+from plantd.security.caller import acting_principal
 from plantd.transport import NOBLOCK, recv_frames, send_frames
 
 if TYPE_CHECKING:
@@ -155,15 +155,13 @@ class Client:
         ``plantd.security.caller.acting_for(P)`` the request is sent on behalf of principal
         P (the broker checks we may).
         """
-        acting = acting_principal()
-        if acting is not None and not _is_mmi(service):  # the proxy, for its token's principal
-            body = (*encode_act_as(acting), *body)
         ex = Exchange(
             service,
             body,
             timeout=self.timeout if timeout is None else timeout,
             retries=self.retries,
             failovers=len(self.brokers.endpoints) - 1,
+            acting_for=acting_principal(),
         )
         brokers = self.brokers
         while True:
@@ -276,7 +274,3 @@ class Client:
         start = time.perf_counter()
         await self.request("mmi.service", b"mmi.ping", timeout=timeout)
         return time.perf_counter() - start
-
-
-def _is_mmi(service: str | bytes) -> bool:
-    return (service.encode() if isinstance(service, str) else service).startswith(b"mmi.")

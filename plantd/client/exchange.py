@@ -14,6 +14,7 @@ from typing import Any
 from plantd.client import errors
 from plantd.client.reply import check_reply, service_name
 from plantd.protocol import mdp
+from plantd.security.caller import encode_act_as
 
 __all__ = ["MAX_PAGES", "Exchange", "MmiListing", "decode_mmi", "next_cursor", "page_body"]
 
@@ -26,7 +27,8 @@ class Exchange:
 
     ``timeout`` bounds the wait for each part; after a silent part the request is sent again
     (``retries`` times, or ``failovers`` times through another broker) only if nothing was
-    received for it yet: a stream half read cannot be replayed.
+    received for it yet: a stream half read cannot be replayed. ``acting_for``: send it on
+    behalf of that principal (the act-as prefix, ``plantd.security.caller``; not for MMI).
     """
 
     def __init__(
@@ -37,9 +39,13 @@ class Exchange:
         timeout: float,
         retries: int,
         failovers: int = 0,
+        acting_for: str | None = None,
     ) -> None:
         self.service = service_name(service)
-        self.request = mdp.encode_request(self.service, list(body))
+        frames = list(body)
+        if acting_for is not None and not self.service.startswith(b"mmi."):
+            frames[:0] = encode_act_as(acting_for)
+        self.request = mdp.encode_request(self.service, frames)
         self.timeout = timeout
         self._attempts_left = retries
         self._failovers_left = failovers

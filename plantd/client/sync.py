@@ -20,6 +20,7 @@ from plantd.client.reply import (
 )
 from plantd.client.secure import Handshake, resolve, secure_socket
 from plantd.config import parse_endpoints
+from plantd.security.caller import acting_principal
 
 if TYPE_CHECKING:
     from plantd.protocol.mmi import BrokerStatus, ServiceEntry, WorkerEntry
@@ -142,6 +143,7 @@ class SyncClient:
             timeout=self.timeout if timeout is None else timeout,
             retries=self.retries,
             failovers=len(self.brokers.endpoints) - 1,
+            acting_for=acting_principal(),
         )
         brokers = self.brokers
         while True:

@@ -70,3 +70,14 @@ def test_typed_mmi_calls_against_a_broker(broker: BrokerProcess) -> None:
 
     services, workers, status2 = asyncio.run(main())
     assert services == [] and workers == [] and status2.version == __version__  # type: ignore[attr-defined]
+
+
+def test_acting_for_puts_the_act_as_prefix_in_front_of_the_body_but_not_for_mmi() -> None:
+    from plantd.security.caller import encode_act_as, split_act_as
+
+    ex = Exchange("org.plantd.State", [b"get", b"{}"], timeout=1, retries=0, acting_for="alice")
+    body = ex.request[ex.request.index(b"org.plantd.State") + 1 :]
+    assert body[:2] == encode_act_as("alice")
+    assert split_act_as(body) == ("alice", [b"get", b"{}"])
+    mmi = Exchange("mmi.service", [b"echo"], timeout=1, retries=0, acting_for="alice")
+    assert mmi.request[-1] == b"echo" and encode_act_as("alice")[0] not in mmi.request
