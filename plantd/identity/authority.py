@@ -3,8 +3,9 @@ roles, and what the policy decides.
 
 Daemons that authorize per message (the broker, the state service, the Identity service)
 hold one :class:`Authority` and call :meth:`Authority.refresh` before deciding (or on a
-timer). A refresh costs one ``PRAGMA data_version`` on an open read connection and one
-``stat`` of the policy file; the principals and the policy are only re-read when either
+timer). A refresh costs one ``stat`` of the policy file and a look at the registry's WAL
+index header (:class:`WalHeader`); only when that header changed does it ask SQLite
+(``PRAGMA data_version``); the principals and the policy are only re-read when either
 changed, so a revocation or a policy edit takes effect on the next message.
 
 A policy file that does not parse keeps the last good policy (the error is kept in
@@ -13,6 +14,8 @@ A policy file that does not parse keeps the last good policy (the error is kept 
 
 from __future__ import annotations
 
+import mmap
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,47 @@ def load_policy(path: Path) -> Policy:
     return parse_policy(text, path.name)
 
 
+#: the two copies of the WAL index header at the start of a database's ``-shm`` file
+#: (sqlite.org/walformat.html): every commit rewrites them (change counter, last frame,
+#: checksums), and it is there that readers learn of the commit
+WAL_HEADER_BYTES = 96
+
+
+class WalHeader:
+    """The WAL index header of an open WAL-mode database, read from its ``-shm`` file.
+
+    Why: ``PRAGMA data_version`` takes and drops a read lock with several syscalls and runs
+    SQLite's VM: about 30 us of CPU per call inside a busy broker, where it ran once per
+    drained batch (most of what security cost its event loop). A commit becomes visible to
+    readers exactly when the writer rewrites this header, so an unchanged header means
+    nothing was committed since the last look, at the cost of a 96-byte compare.
+
+    Only open while the caller's own SQLite connection is open: that connection holds the
+    shared lock that keeps any other connection from truncating or re-creating the file.
+    """
+
+    def __init__(self, database: Path) -> None:
+        fd = os.open(f"{database}-shm", os.O_RDONLY)
+        try:
+            if os.fstat(fd).st_size < WAL_HEADER_BYTES:
+                raise OSError("WAL index not initialised")
+            self._map = mmap.mmap(fd, WAL_HEADER_BYTES, access=mmap.ACCESS_READ)
+        finally:
+            os.close(fd)  # the mapping keeps the file
+        self._seen = b""
+
+    def changed(self) -> bool:
+        """True when the header differs from the last call (and on the first call)."""
+        head = self._map[:WAL_HEADER_BYTES]
+        if head == self._seen:
+            return False
+        self._seen = head
+        return True
+
+    def close(self) -> None:
+        self._map.close()
+
+
 class Authority:
     """Active principals and the policy of ``keyring``, reloaded only when they changed."""
 
@@ -40,7 +84,10 @@ class Authority:
         self.policy_error: str | None = None
         self._principals: dict[str, Principal] = {}
         self._db: sqlite3.Connection | None = None
+        self._wal: WalHeader | None = None
+        self._wal_tried = False
         self._data_version: int | None = None
+        self._policy_path = str(keyring.policy)
         self._policy_stamp: tuple[int, int, int] | None = None
         #: decisions by their whole question, dropped on every reload (a service asks the same
         #: few questions again and again: the policy's glob matching is not free)
@@ -49,6 +96,10 @@ class Authority:
         self.refresh()
 
     def close(self) -> None:
+        if self._wal is not None:
+            self._wal.close()
+            self._wal = None
+        self._wal_tried = False
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -69,9 +120,22 @@ class Authority:
             self._db.row_factory = sqlite3.Row
         return self._db
 
+    def _watch_wal(self, db: sqlite3.Connection) -> None:
+        """Map the registry's WAL index header, once per connection (in WAL mode: any other
+        journal mode keeps asking SQLite every time). Reading the journal mode opens the
+        WAL index; the header is taken in before the caller's data_version."""
+        self._wal_tried = True
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                wal = WalHeader(self.keyring.registry)
+                wal.changed()
+                self._wal = wal
+        except (OSError, ValueError, sqlite3.DatabaseError):
+            self._wal = None
+
     def _policy_changed(self, force: bool) -> bool:
         try:
-            st = self.keyring.policy.stat()
+            st = os.stat(self._policy_path)  # not Path.stat: this runs per drained batch
             stamp: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino)
         except FileNotFoundError:
             stamp = None
@@ -86,7 +150,12 @@ class Authority:
             changed = self._data_version is not None or bool(self._principals)
             self._data_version = None
             return changed
+        wal = self._wal
+        if wal is not None and self.reloads and not force and not wal.changed():
+            return False  # no commit since the last data_version
         try:
+            if not self._wal_tried:
+                self._watch_wal(db)
             version = int(db.execute("PRAGMA data_version").fetchone()[0])
         except sqlite3.DatabaseError:
             self.close()  # the file was replaced: reopen next time, reload now

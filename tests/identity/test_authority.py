@@ -65,6 +65,30 @@ def test_revocation_visible_after_refresh(ring: Keyring) -> None:
         assert "alice" not in auth.active_keys().values()
 
 
+def test_every_commit_seen_through_the_wal_header(ring: Keyring) -> None:
+    """refresh asks SQLite only when the registry's WAL index header changed: every commit
+    by another connection is still seen on the next refresh, also after a checkpoint
+    restarted the WAL (the header's counters start over there)."""
+    import sqlite3
+
+    with Authority(ring) as auth:
+        assert auth.refresh() is False
+        assert auth._wal is not None  # the registry is in WAL mode: the cheap check is on
+        checkpointer = sqlite3.connect(ring.registry, isolation_level=None)
+        try:
+            for i in range(4):
+                with Registry(ring) as reg:
+                    reg.add(f"p{i}", ["viewer"])
+                assert auth.refresh() is True and auth.principal(f"p{i}") is not None
+                assert auth.refresh() is False
+                checkpointer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                with Registry(ring) as reg:
+                    reg.revoke(f"p{i}")
+                assert auth.refresh() is True and auth.principal(f"p{i}") is None
+        finally:
+            checkpointer.close()
+
+
 def test_new_and_accepted_principals_visible(ring: Keyring) -> None:
     from plantd.security.keys import generate_keypair
 
