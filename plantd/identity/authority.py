@@ -134,11 +134,16 @@ class Authority:
             self._wal = None
 
     def _policy_changed(self, force: bool) -> bool:
-        try:
-            st = os.stat(self._policy_path)  # not Path.stat: this runs per drained batch
-            stamp: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino)
-        except FileNotFoundError:
-            stamp = None
+        # this runs per drained batch: os.stat, not Path.stat, and no exception raised for
+        # the usual absent file (os.access says so for a quarter of the cost)
+        path = self._policy_path
+        stamp: tuple[int, int, int] | None = None
+        if self._policy_stamp is not None or force or os.access(path, os.F_OK):
+            try:
+                st = os.stat(path)
+                stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            except FileNotFoundError:
+                pass
         if stamp == self._policy_stamp and self.reloads and not force:
             return False
         self._policy_stamp = stamp
