@@ -3,10 +3,13 @@
 Our broker is also measured with security on (CURVE on every connection, ZAP, per-message
 authorization; a throwaway keyring, every peer as its admin) next to the same run without.
 
-Run: ``python bench/broker.py [--seconds 3] [--runs 3] [--inflight 1 16]``. Prints req/s,
-p50/p99 latency and the broker process's CPU time per request, for 1 sequential client and
-for 16 requests in flight with 2 workers, medians over runs, and our broker's ratios to (b)
-and (c).
+Run: ``python bench/broker.py [--seconds 3] [--runs 3] [--inflight 1 16] [--security]``.
+Prints req/s, p50/p99 latency and the broker process's CPU time per request, for 1
+sequential client and for 16 requests in flight with 2 workers, medians over runs, and our
+broker's ratios to (b) and (c). The systems take turns within each round (one run of each,
+then the next round), so a change in the machine's load hits them alike: on a shared
+machine, compare rows of the same run only. ``--security`` runs only the two rows that give
+the cost of CURVE (our broker with RFC 18 peers, without and with security).
 
 ``--burst N`` instead measures the Guide's asynchronous client (issue 11): one DEALER sends N
 small requests in one go, then reads the N echoes (one echo worker). It prints, for our broker
@@ -17,7 +20,8 @@ Every system gets the same load: one load-generator process with N DEALER socket
 request in flight each) and 2 worker processes, all plain blocking pyzmq speaking the
 majortomo dialect (the only one majortomo's broker accepts; ours accepts it too). Our broker
 is also measured with RFC 18 peers. CPU per request is read from /proc for the broker
-process only: on this noisy 2-core machine it is the steadier figure.
+process (on this noisy 2-core machine the steadier figure) and for all the processes of a
+run together (load generator, broker, workers: CURVE encrypts each frame in each of them).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -219,22 +224,31 @@ def wait_port(port: int) -> None:
     raise TimeoutError(port)
 
 
+def cpu_seconds(procs: list[psutil.Process]) -> list[float]:
+    return [sum(p.cpu_times()[:2]) for p in procs]
+
+
 def measure(
-    server: subprocess.Popen[str], load: subprocess.Popen[str], what: str
-) -> tuple[dict[str, Any], float]:
+    server: subprocess.Popen[str],
+    load: subprocess.Popen[str],
+    what: str,
+    peers: Sequence[subprocess.Popen[str]] = (),
+) -> tuple[dict[str, Any], float, float]:
     """Wait for ``load``'s "ready", start it, and return its JSON result with the CPU seconds
-    the server process spent meanwhile."""
+    the server process spent meanwhile, and those of every process of the run (the server,
+    ``peers`` and the load generator: CURVE costs in each of them)."""
     assert load.stdout is not None and load.stdin is not None
     line = load.stdout.readline()
     if line.strip() != "ready":
         raise RuntimeError(f"{what} failed: {line}")
-    cpu = psutil.Process(server.pid)
-    before = cpu.cpu_times()
+    procs = [psutil.Process(p.pid) for p in (server, *peers, load)]
+    before = cpu_seconds(procs)
     load.stdin.write("go\n")
     load.stdin.flush()
     result: dict[str, Any] = json.loads(load.stdout.readline())
-    after = cpu.cpu_times()
-    return result, (after.user - before.user) + (after.system - before.system)
+    after = cpu_seconds(procs)
+    used = [a - b for a, b in zip(after, before, strict=True)]
+    return result, used[0], sum(used)
 
 
 def one_run(system: str, dialect: str, inflight: int, seconds: float) -> dict[str, float]:
@@ -256,7 +270,7 @@ def one_run(system: str, dialect: str, inflight: int, seconds: float) -> dict[st
             secure=secure,
         )  # fmt: skip
         procs.append(load)
-        result, used = measure(server, load, f"{system}: load generator")
+        result, used, everyone = measure(server, load, f"{system}: load generator", procs[1:-1])
         lat = sorted(result["lat"])
         n = len(lat)
         return {
@@ -264,6 +278,7 @@ def one_run(system: str, dialect: str, inflight: int, seconds: float) -> dict[st
             "p50_us": lat[n // 2] * 1e6,
             "p99_us": lat[min(n - 1, int(n * 0.99))] * 1e6,
             "cpu_us": used / n * 1e6,
+            "all_cpu_us": everyone / n * 1e6,
         }
     finally:
         for p in reversed(procs):
@@ -281,7 +296,7 @@ def one_burst(system: str, dialect: str, count: int) -> dict[str, float]:
         procs.append(spawn("worker", endpoint, dialect))
         load = spawn("burst", endpoint, dialect, str(count))
         procs.append(load)
-        result, used = measure(server, load, f"{system}: burst client")
+        result, used, _ = measure(server, load, f"{system}: burst client")
         n = result["n"]
         return {
             "n": n,
@@ -318,6 +333,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--inflight", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--burst", type=int, default=0, help="measure an N-request burst")
+    parser.add_argument(
+        "--security", action="store_true", help="only the rows without and with CURVE"
+    )
     args = parser.parse_args()
     if args.burst:
         burst_table(args.burst, args.runs)
@@ -333,14 +351,21 @@ def main() -> None:
         ("majortomo", "majortomo", "majortomo broker"),
         ("raw", "majortomo", "raw DEALER<->ROUTER"),
     ]
+    if args.security:
+        cases = cases[:2]
     table: dict[tuple[str, int], dict[str, float]] = {}
     print(f"# {os.cpu_count()} cores, {args.runs} runs x {args.seconds:g}s, medians")
     print(
-        f"{'system':32} {'in flight':>9} {'req/s':>8} {'p50 us':>8} {'p99 us':>8} {'broker CPU us/req':>18}"
+        f"{'system':32} {'in flight':>9} {'req/s':>8} {'p50 us':>8} {'p99 us':>8}"
+        f" {'broker CPU us/req':>18} {'all CPU us/req':>15}"
     )
     for inflight in args.inflight:
-        for system, dialect, label in cases:
-            runs = [one_run(system, dialect, inflight, args.seconds) for _ in range(args.runs)]
+        rounds = [
+            [one_run(system, dialect, inflight, args.seconds) for system, dialect, _ in cases]
+            for _ in range(args.runs)
+        ]
+        for i, (system, _dialect, label) in enumerate(cases):
+            runs = [r[i] for r in rounds]
             med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
             table[(label, inflight)] = med
             cpu = "-" if system == "raw" else f"{med['cpu_us']:.0f}"
@@ -348,7 +373,7 @@ def main() -> None:
                 cpu = f"({med['cpu_us']:.0f} server)"
             print(
                 f"{label:32} {inflight:>9} {med['rps']:>8.0f} {med['p50_us']:>8.0f} "
-                f"{med['p99_us']:>8.0f} {cpu:>18}",
+                f"{med['p99_us']:>8.0f} {cpu:>18} {med['all_cpu_us']:>15.0f}",
                 flush=True,
             )
     shutil.rmtree(keyring, ignore_errors=True)
@@ -356,6 +381,8 @@ def main() -> None:
         curve = table[("our broker, RFC 18 peers, CURVE", inflight)]["rps"]
         plain = table[("our broker, RFC 18 peers", inflight)]["rps"]
         print(f"in flight {inflight}: CURVE costs {1 - curve / plain:.1%} of req/s (RFC 18 peers)")
+    if args.security:
+        return
     for inflight in args.inflight:
         ours = table[("our broker, majortomo peers", inflight)]["rps"]
         ours18 = table[("our broker, RFC 18 peers", inflight)]["rps"]
