@@ -244,7 +244,20 @@ def _identity_call(
     s = client_settings(ctx)
     try:
         with SyncClient(s.endpoint, timeout=s.timeout) as client:
-            data = client.call(IDENTITY_SERVICE, operation, payload)["data"]
+            # ask the broker first: a request to a service without workers would wait for
+            # one, and a write that timed out cannot fall back (it may have been applied)
+            if client.mmi_service(IDENTITY_SERVICE, timeout=min(s.timeout, 3.0)) != "200":
+                raise UnknownService(f"no {IDENTITY_SERVICE} worker at the broker")
+            try:
+                data = client.call(IDENTITY_SERVICE, operation, payload)["data"]
+            except RequestTimeout as exc:
+                if not write:
+                    raise
+                raise CliError(
+                    f"{IDENTITY_SERVICE} did not answer '{operation}' in time; it may have been"
+                    " applied: check with 'plant identity show'",
+                    ExitCode.TIMEOUT,
+                ) from exc
         if verbose:
             info(f"answered by {IDENTITY_SERVICE} at {s.endpoint}")
         return data
@@ -252,15 +265,7 @@ def _identity_call(
         raise
     except NotFound as exc:  # no key to call with: only this host's files can serve
         reason = str(exc)
-    except RequestTimeout as exc:
-        if write:
-            raise CliError(
-                f"{IDENTITY_SERVICE} did not answer '{operation}' in time; it may have been"
-                " applied: check with 'plant identity show'",
-                ExitCode.TIMEOUT,
-            ) from exc
-        reason = str(exc)
-    except (BrokerUnreachable, ServiceUnavailable, UnknownService) as exc:
+    except (BrokerUnreachable, RequestTimeout, ServiceUnavailable, UnknownService) as exc:
         reason = str(exc) or type(exc).__name__
     _unreachable_fallback(ctx, reason, verbose)
     return None
