@@ -601,13 +601,15 @@ def _epoch(value: str | None) -> float | None:
         raise CliError(f"--since: cannot read {value!r} as a time", ExitCode.USAGE) from None
 
 
-def _audit_log() -> Any:
-    from plantd.identity.audit import AuditLog
+def _audit_sources() -> Any:
+    """This host's chains (the keyring's and those daemons registered); exit 4 if none."""
+    from plantd.identity.audit import host_sources
 
     ring = _keyring()
-    if not ring.audit.exists():
+    sources = host_sources(ring.audit)
+    if not sources:
         raise CliError(f"{ring.audit}: no audit log yet", ExitCode.NOT_FOUND)
-    return AuditLog(ring.audit)
+    return sources
 
 
 def _audit_pages(ctx: typer.Context, local: bool, query: dict[str, Any]) -> Iterator[Any]:
@@ -624,18 +626,20 @@ def _audit_pages(ctx: typer.Context, local: bool, query: dict[str, Any]) -> Iter
                     )
                 yield page
             return
-    with _audit_log() as log:
-        after = query.get("after")
-        filters = {k: query.get(k) for k in ("since", "principal", "scope", "key")}
-        while True:
-            got = log.query(after=after, limit=query["limit"], **filters)
-            yield {"rows": got.rows, "more": got.more, "next": got.next}
-            if not got.more:
-                return
-            after = got.next
+    from plantd.identity.audit import merged_query
+
+    sources = _audit_sources()
+    after = query.get("after")
+    filters = {k: query.get(k) for k in ("since", "principal", "scope", "key")}
+    while True:
+        got = merged_query(sources, after=after, limit=query["limit"], **filters)
+        yield {"rows": got.rows, "more": got.more, "next": got.next}
+        if not got.more:
+            return
+        after = got.next
 
 
-LOCAL_OPT = typer.Option(False, "--local", help="Read this host's audit file, not the service.")
+LOCAL_OPT = typer.Option(False, "--local", help="Read this host's audit files, not the service.")
 
 
 @audit_app.command("list")
@@ -676,17 +680,12 @@ def audit_list(
 def audit_verify(
     ctx: typer.Context, local: bool = LOCAL_OPT, output: OutputFormat | None = OUTPUT_OPT
 ) -> None:
-    """Check the hash chain; exit 1 naming the first bad row."""
+    """Check every hash chain on this host; exit 1 naming the first bad row."""
+    from plantd.identity.audit import verify_sources
+
     doc = None if local else _service(ctx, "audit-verify")
     if doc is None:
-        with _audit_log() as log:
-            result = log.verify()
-        doc = {
-            "ok": result.ok,
-            "rows": result.rows,
-            "first_bad_seq": result.first_bad_seq,
-            "reason": result.reason or None,
-        }
+        doc = verify_sources(_audit_sources())
     emit(doc, output_format(ctx, output))
     if not doc["ok"]:
         bad = doc.get("first_bad_seq")

@@ -20,7 +20,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from plantd.identity.audit import MAX_PAGE, AuditLog
+from plantd.identity.audit import MAX_PAGE, host_sources, merged_query, verify_sources
 from plantd.identity.auditwriter import AuditWriter, Entry
 from plantd.identity.guard import UNAUTHORIZED, Guard
 from plantd.identity.policy import IDENTITY_SERVICE, parse_policy
@@ -365,10 +365,8 @@ class IdentityService:
             after = page["next"]
 
     def _query(self, filters: dict[str, Any], after: Any, limit: Any) -> dict[str, Any]:
-        if not self.keyring.audit.exists():
-            return {"rows": [], "count": 0, "more": False, "next": None, "max_page": MAX_PAGE}
-        with AuditLog(self.keyring.audit) as log:
-            page = log.query(after=after, limit=limit, **filters)
+        """A page of every chain on this host merged by time (docs/security.md)."""
+        page = merged_query(host_sources(self.keyring.audit), after=after, limit=limit, **filters)
         return {
             "rows": page.rows,
             "count": len(page.rows),
@@ -378,20 +376,9 @@ class IdentityService:
         }
 
     async def audit_verify(self, _doc: dict[str, Any]) -> dict[str, Any]:
-        def run() -> Any:
-            with AuditLog(self.keyring.audit) as log:
-                return log.verify()
-
-        result = await asyncio.to_thread(run)
-        return ok(
-            {
-                "ok": result.ok,
-                "rows": result.rows,
-                "first_bad_seq": result.first_bad_seq,
-                "reason": result.reason or None,
-                "head": self.audit.head_doc(),
-            }
-        )
+        """Every chain on this host verified on its own; the first broken one is named."""
+        result = await asyncio.to_thread(verify_sources, host_sources(self.keyring.audit))
+        return ok({**result, "head": self.audit.head_doc()})
 
 
 __all__ = ["SERVICE", "IdentityService"]
