@@ -16,14 +16,26 @@ and the proxy is a Python loop in its thread that checks the policy:
 
 Decisions are cached per (principal, topic) until the guard reloads the authority. A PAIR
 control socket stops either kind of proxy cleanly.
+
+Revocation of a subscriber that is already connected: libzmq's XPUB has no per-peer
+disconnect, and an applied subscription stays until its pipe closes. The proxy therefore
+remembers, per connection (the TCP descriptor libzmq read the subscription from,
+``ZMQ_SRCFD``, and its peer address), the principal and the topics it subscribed; when the
+guard reloads (a revocation or policy edit; the broker checks at least every 100 ms) it
+re-decides them and shuts down (``shutdown(2)``, libzmq closes it) each connection holding
+a subscription no longer allowed. That subscriber reconnects, a revoked key is refused at the
+handshake, a reduced one gets only the subscriptions still allowed; no other subscriber is
+touched.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import struct
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -88,6 +100,8 @@ class BusProxy:
         #: messages and subscriptions the policy refused
         self.denied_publish = 0
         self.denied_subscribe = 0
+        #: subscriber connections shut down because the policy stopped allowing them
+        self.evicted = 0
         self._thread: threading.Thread | None = None
         self._control_addr = f"inproc://plantd-bus-{name}-{id(self):x}"
         self._control: zmq.Socket[bytes] | None = None
@@ -227,11 +241,46 @@ class BusProxy:
             self._owns_guard = False
 
 
+@dataclass(slots=True)
+class _Subscriber:
+    """What one subscriber connection subscribed, and as whom."""
+
+    principal: str
+    peer: Any  # getpeername() when the first subscription arrived: detects a reused fd
+    topics: set[bytes] = field(default_factory=set)
+
+
+def _peername(fd: int) -> Any:
+    """The remote address of socket ``fd`` (None when it is not a connected socket)."""
+    try:
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            return sock.getpeername()
+    except OSError:
+        return None
+
+
+def _shutdown(fd: int, peer: Any) -> bool:
+    """Shut down connection ``fd`` if it is still the one to ``peer`` (libzmq then closes it
+    as a lost connection); False when the fd is gone or now another connection's."""
+    try:
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            if sock.getpeername() != peer:
+                return False
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        return False
+    return True
+
+
 class _GuardedProxy:
     """The secure proxy loop of one bus (runs in the proxy's thread)."""
 
     #: messages forwarded per wake-up before the other sockets get a turn
     BURST = 1024
+    #: how often (ms) the loop looks for a reload of the guard when no message wakes it
+    REVIEW_MS = 100
+    #: remembered subscriber connections before the closed ones are swept out
+    SUBSCRIBER_LIMIT = 4096
 
     def __init__(
         self,
@@ -247,6 +296,11 @@ class _GuardedProxy:
         self.xsub, self.xpub, self.ctl = xsub, xpub, ctl
         self._generation = -1
         self._allowed: dict[tuple[str, str, bytes], bool] = {}
+        #: subscriber connections by descriptor (ZMQ_SRCFD of their subscriptions)
+        self._subscribers: dict[int, _Subscriber] = {}
+        self._reviewed = guard.generation
+        #: a standalone proxy's guard is refreshed here (the broker refreshes its own)
+        self._refresh = proxy._owns_guard
 
     def allowed(self, principal: str, operation: str, topic: bytes) -> bool:
         """May ``principal`` publish/subscribe ``topic`` (cached until the guard reloads)."""
@@ -290,9 +344,13 @@ class _GuardedProxy:
         for sock in (self.xsub, self.xpub, self.ctl):
             poller.register(sock, zmq.POLLIN)
         while True:
-            ready = dict(poller.poll())
+            ready = dict(poller.poll(self.REVIEW_MS))
             if self.ctl in ready and self.ctl.recv() == b"TERMINATE":
                 return
+            if self._refresh:
+                self.guard.refresh()
+            if self.guard.generation != self._reviewed:
+                self._review()
             if self.xpub in ready or readable(self.xpub):
                 self._subscriptions()
             if self.xsub in ready or readable(self.xsub):
@@ -302,20 +360,74 @@ class _GuardedProxy:
         """Apply each (un)subscription the policy allows and pass it upstream."""
         xpub = self.xpub
         while readable(xpub):
-            frames, user, _ = recv_frames_from(xpub, NOBLOCK)
-            data = frames[0]
+            frame = xpub.recv(NOBLOCK, copy=False)
+            data = frame.bytes
+            while frame.more:  # a subscription is one frame; drop anything else whole
+                frame = xpub.recv(NOBLOCK, copy=False)
+                data = b""
             if not data or data[0] not in (0, 1):
                 continue
             subscribe = data[0] == 1
             topic = data[1:]
+            try:
+                user = str(frame.get("User-Id"))
+            except zmq.ZMQError:
+                user = ""  # no User-Id: libzmq's unsubscription for a subscriber that left
             if user:
                 if not self.allowed(user, SUBSCRIBE_OPERATION, topic):
                     self.proxy.denied_subscribe += subscribe
                     continue
                 # XPUB_MANUAL: applies to the pipe this message came from
                 xpub.setsockopt(zmq.SUBSCRIBE if subscribe else zmq.UNSUBSCRIBE, topic)
-            # no User-Id: libzmq's unsubscription for a subscriber that left
+                self._remember(frame, user, topic, subscribe)
             self.xsub.send(data)
+
+    def _remember(self, frame: zmq.Frame, user: str, topic: bytes, subscribe: bool) -> None:
+        """Note which connection subscribed ``topic`` as ``user`` (for :meth:`_review`)."""
+        try:
+            fd = int(frame.get(zmq.SRCFD))
+        except (zmq.ZMQError, AttributeError):
+            return  # a libzmq without SRCFD: revocation waits for the subscriber to leave
+        found = self._subscribers.get(fd)
+        if found is None or found.principal != user:
+            peer = _peername(fd)
+            if peer is None:
+                return
+            if found is None or found.peer != peer:  # a new connection (maybe a reused fd)
+                if len(self._subscribers) >= self.SUBSCRIBER_LIMIT:
+                    self._sweep()
+                found = self._subscribers[fd] = _Subscriber(user, peer)
+        if subscribe:
+            found.topics.add(topic)
+        else:
+            found.topics.discard(topic)
+
+    def _sweep(self) -> None:
+        """Forget connections that are gone (their fd closed or reused)."""
+        for fd, sub in list(self._subscribers.items()):
+            if _peername(fd) != sub.peer:
+                del self._subscribers[fd]
+
+    def _review(self) -> None:
+        """The guard reloaded (a revocation, a policy edit): shut down every subscriber
+        connection holding a subscription the policy no longer allows."""
+        self._reviewed = self.guard.generation
+        for fd, sub in list(self._subscribers.items()):
+            denied = [
+                t for t in sub.topics if not self.allowed(sub.principal, SUBSCRIBE_OPERATION, t)
+            ]
+            if not denied:
+                continue
+            del self._subscribers[fd]
+            if _shutdown(fd, sub.peer):
+                self.proxy.evicted += 1
+                log.warning(
+                    "bus %s: disconnected subscriber '%s' at %s: it may no longer read '%s'",
+                    self.proxy.name,
+                    sub.principal,
+                    sub.peer,
+                    denied[0].decode("utf-8", "replace"),
+                )
 
     def _forward(self) -> None:
         """Forward published messages whose principal may publish their topic."""

@@ -112,9 +112,11 @@ class BrokerGuard:
             log.warning("could not reload the identity registry: %s", exc)
             return
         if changed:
-            self.generation += 1
+            # the key table first: the bus proxies disconnect on the generation, and the
+            # subscriber they disconnect must find its revoked key refused on reconnect
             if self._authenticator is not None:
                 self._authenticator.reload()
+            self.generation += 1
 
     def origin(self, user_id: str, peer: str) -> Origin:
         return self.access.origin(user_id, peer)

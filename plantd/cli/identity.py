@@ -1,10 +1,16 @@
 """``plant identity``, ``plant whoami`` and ``plant audit``: principals, keys and the audit
-trail on this host's keyring (``$PLANTD_HOME/identity``, see docs/security.md).
+trail (see docs/security.md).
 
-These work on local files (the registry and audit SQLite files, key files); no broker is
-needed. Errors: a bad name/role/key exits 2, an unknown principal 4, a name or key that
-already exists or a principal in the wrong state 6, an unsafe secret key file 9; ``audit
-verify`` exits 1 when the chain is broken (naming the first bad seq).
+``add``, ``revoke``, ``rotate``, ``accept``, ``reject``, ``pending``, ``list`` and ``show`` go
+through ``org.plantd.Identity`` when it answers (an admin on any host; the policy decides,
+the daemon audits), and change this host's keyring files (``$PLANTD_HOME/identity``) only
+when the service cannot be reached and the keyring is this host's (the broker endpoint is
+local), or with ``--local``. A new key pair is always made by the CLI, on the caller's host:
+the service gets the public key only and never holds a secret. ``init`` and ``export`` are
+local. Errors: a bad name/role/key exits 2, the service unreachable with no local keyring 3,
+an unknown principal 4, not authorized 5 (naming the rule), a name or key that already
+exists or a principal in the wrong state 6, an unsafe secret key file 9; ``audit verify``
+exits 1 when the chain is broken (naming the first bad seq).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from plantd.cli.tokens import app as token_app
 
 if TYPE_CHECKING:
     from plantd.identity.principals import Principal, Registry
-    from plantd.security.keys import Keyring
+    from plantd.security.keys import KeyPair, Keyring
 
 app = typer.Typer(help="Principals and their keys.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail: list and verify.", no_args_is_help=True)
@@ -35,7 +41,16 @@ ROLE_OPT = typer.Option(None, "--role", "-r", help="Role (repeatable).")
 ACCEPT_ROLE_OPT = typer.Option(
     None, "--role", "-r", help="Roles to grant (default for a module: service:NAME)."
 )
+ID_LOCAL_OPT = typer.Option(
+    False, "--local", help="Change this host's keyring files, not through org.plantd.Identity."
+)
+VERBOSE_OPT = typer.Option(
+    False, "--verbose", "-v", help="Say on stderr which path served: the service or local files."
+)
 COLUMNS = ("name", "kind", "state", "roles", "public_key", "created", "revoked_at")
+#: ``answered_by`` of a command: which path served it
+BY_SERVICE = "org.plantd.Identity"
+BY_LOCAL = "local keyring"
 AUDIT_COLUMNS = (
     "seq", "time", "principal", "service", "operation", "scope", "key", "old", "new", "outcome",
 )  # fmt: skip
@@ -164,6 +179,123 @@ def init(
     )
 
 
+def _principal(doc: dict[str, Any]) -> Principal:
+    from plantd.identity.principals import Principal
+
+    return Principal(
+        name=doc["name"],
+        public_key=doc["public_key"],
+        roles=tuple(doc.get("roles", ())),
+        kind=doc["kind"],
+        state=doc["state"],
+        created=doc["created"],
+        revoked_at=doc.get("revoked_at"),
+    )
+
+
+def _unreachable_fallback(ctx: typer.Context, reason: str, verbose: bool) -> None:
+    """The service cannot be reached: go on with the local keyring if it is the broker's
+    (the endpoint is on this host and the registry is here), else fail with exit 3."""
+    from plantd.cli import client_settings
+    from plantd.config import parse_endpoints
+    from plantd.security.settings import is_local_endpoint
+
+    endpoint = client_settings(ctx).endpoint
+    ring = _keyring()
+    local = all(is_local_endpoint(e) for e in parse_endpoints(endpoint))
+    if not local:
+        raise CliError(
+            f"{BY_SERVICE} at {endpoint} cannot be reached ({reason}) and that broker is not"
+            " on this host: its keyring cannot be changed from here",
+            ExitCode.UNREACHABLE,
+        )
+    if verbose:
+        info(f"answered by the {BY_LOCAL} {ring.root} ({BY_SERVICE} cannot be reached: {reason})")
+
+
+def _identity_call(
+    ctx: typer.Context,
+    local: bool,
+    verbose: bool,
+    operation: str,
+    payload: Any = None,
+    *,
+    write: bool = False,
+) -> Any | None:
+    """The reply data of ``org.plantd.Identity`` ``operation``, or None when the command is
+    to use this host's keyring instead (``--local``, or the service is unreachable and the
+    keyring is local). A refusal (not authorized: exit 5 naming the rule) is an error, never
+    a fallback; so is a write whose reply did not come (it may have been applied)."""
+    if local:
+        if verbose:
+            info(f"answered by the {BY_LOCAL} {_keyring().root} (--local)")
+        return None
+    from plantd.cli import client_settings
+    from plantd.client import SyncClient
+    from plantd.client.errors import (
+        BrokerUnreachable,
+        RequestTimeout,
+        ServiceUnavailable,
+        UnknownService,
+    )
+    from plantd.security.errors import InsecureKeyFile, NotFound
+    from plantd.vocabulary import IDENTITY_SERVICE
+
+    s = client_settings(ctx)
+    try:
+        with SyncClient(s.endpoint, timeout=s.timeout) as client:
+            # ask the broker first: a request to a service without workers would wait for
+            # one, and a write that timed out cannot fall back (it may have been applied)
+            if client.mmi_service(IDENTITY_SERVICE, timeout=min(s.timeout, 3.0)) != "200":
+                raise UnknownService(f"no {IDENTITY_SERVICE} worker at the broker")
+            try:
+                data = client.call(IDENTITY_SERVICE, operation, payload)["data"]
+            except RequestTimeout as exc:
+                if not write:
+                    raise
+                raise CliError(
+                    f"{IDENTITY_SERVICE} did not answer '{operation}' in time; it may have been"
+                    " applied: check with 'plant identity show'",
+                    ExitCode.TIMEOUT,
+                ) from exc
+        if verbose:
+            info(f"answered by {IDENTITY_SERVICE} at {s.endpoint}")
+        return data
+    except InsecureKeyFile:
+        raise
+    except NotFound as exc:  # no key to call with: only this host's files can serve
+        reason = str(exc)
+    except (BrokerUnreachable, RequestTimeout, ServiceUnavailable, UnknownService) as exc:
+        reason = str(exc) or type(exc).__name__
+    _unreachable_fallback(ctx, reason, verbose)
+    return None
+
+
+def _emit_remote(ctx: typer.Context, output: OutputFormat | None, data: Any, **extra: Any) -> None:
+    _emit_one(ctx, output, _principal(data), answered_by=BY_SERVICE, **extra)
+
+
+def _new_pair(public_key: str | None) -> KeyPair | None:
+    """The key pair the CLI makes for a principal when no public key is given (on the
+    caller's host: the service never sees a secret)."""
+    from plantd.security.keys import generate_keypair
+
+    return generate_keypair() if public_key is None else None
+
+
+def _keep_secret(name: str, pair: KeyPair | None) -> str | None:
+    """Write the secret of a pair the service accepted to this host's keyring (0600)."""
+    if pair is None:
+        return None
+    from plantd.security.keys import write_secret
+
+    ring = _keyring()
+    ring.ensure()
+    path = ring.secret_path(name)
+    write_secret(path, name, pair)
+    return str(path)
+
+
 @app.command("add")
 def add(
     ctx: typer.Context,
@@ -174,31 +306,52 @@ def add(
         None, "--public-key", help="Z85 public key of a principal on another host (no secret here)."
     ),
     pending: bool = typer.Option(False, "--pending", help="Hold it pending until accepted."),
+    local: bool = ID_LOCAL_OPT,
+    verbose: bool = VERBOSE_OPT,
     output: OutputFormat | None = OUTPUT_OPT,
 ) -> None:
-    """Register a principal; without --public-key its key pair is made on this host."""
+    """Register a principal; without --public-key its key pair is made here (the secret
+    under this host's secrets/, 0600)."""
     if pending and public_key is None:
         raise CliError("--pending needs --public-key (a key presented by a peer)", ExitCode.USAGE)
+    pair = _new_pair(public_key)
+    request = {
+        "name": name,
+        "roles": list(role or ()),
+        "kind": kind,
+        "public_key": public_key or (pair.public if pair else None),
+        "pending": pending,
+    }
+    data = _identity_call(ctx, local, verbose, "add", request, write=True)
+    if data is not None:
+        _emit_remote(ctx, output, data, secret_file=_keep_secret(name, pair))
+        return
     with _registry() as reg:
-        p, pair = reg.add(
+        p, made = reg.add(
             name,
             role or (),
             kind=kind,
             public_key=public_key,
             state="pending" if pending else "active",
         )
-        secret = str(reg.keyring.secret_path(name)) if pair is not None else None
+        secret = str(reg.keyring.secret_path(name)) if made is not None else None
     _record("add", p)
-    _emit_one(ctx, output, p, secret_file=secret)
+    _emit_one(ctx, output, p, secret_file=secret, answered_by=BY_LOCAL)
 
 
 @app.command("list")
 def list_(
     ctx: typer.Context,
     state: str | None = typer.Option(None, "--state", help="active, pending or revoked."),
+    local: bool = ID_LOCAL_OPT,
+    verbose: bool = VERBOSE_OPT,
     output: OutputFormat | None = OUTPUT_OPT,
 ) -> None:
     """Every principal (name order)."""
+    data = _identity_call(ctx, local, verbose, "list", {"state": state} if state else None)
+    if data is not None:
+        _emit_principals(ctx, output, [_principal(d) for d in data["principals"]])
+        return
     with _registry() as reg:
         items = reg.list_principals(state)
     _emit_principals(ctx, output, items)
@@ -208,26 +361,53 @@ def list_(
 def show(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Principal name."),
+    local: bool = ID_LOCAL_OPT,
+    verbose: bool = VERBOSE_OPT,
     output: OutputFormat | None = OUTPUT_OPT,
 ) -> None:
     """One principal."""
+    data = _identity_call(ctx, local, verbose, "show", {"name": name})
+    if data is not None:
+        _emit_remote(ctx, output, data)
+        return
     with _registry() as reg:
         p = reg.get(name)
-    _emit_one(ctx, output, p)
+    _emit_one(ctx, output, p, answered_by=BY_LOCAL)
+
+
+def _forget_secret(p: Principal) -> None:
+    """After a revocation through the service: delete this host's copy of the revoked key."""
+    from plantd.security.errors import IdentityError
+    from plantd.security.keys import read_certificate
+
+    path = _keyring().secret_path(p.name)
+    try:
+        held = read_certificate(path)
+    except IdentityError:
+        return
+    if held.public == p.public_key:
+        path.unlink(missing_ok=True)
 
 
 @app.command("revoke")
 def revoke(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Principal name."),
+    local: bool = ID_LOCAL_OPT,
+    verbose: bool = VERBOSE_OPT,
     output: OutputFormat | None = OUTPUT_OPT,
 ) -> None:
     """Revoke a principal: its key is never accepted again (its local secret is deleted)."""
+    data = _identity_call(ctx, local, verbose, "revoke", {"name": name}, write=True)
+    if data is not None:
+        _forget_secret(_principal(data))
+        _emit_remote(ctx, output, data)
+        return
     with _registry() as reg:
         before = reg.get(name)
         p = reg.revoke(name)
     _record("revoke", p, old={"state": before.state})
-    _emit_one(ctx, output, p)
+    _emit_one(ctx, output, p, answered_by=BY_LOCAL)
 
 
 @app.command("rotate")
@@ -237,15 +417,23 @@ def rotate(
     public_key: str | None = typer.Option(
         None, "--public-key", help="The new Z85 public key (else a pair is made here)."
     ),
+    local: bool = ID_LOCAL_OPT,
+    verbose: bool = VERBOSE_OPT,
     output: OutputFormat | None = OUTPUT_OPT,
 ) -> None:
     """Give a principal a new key; the old key is revoked."""
+    pair = _new_pair(public_key)
+    request = {"name": name, "public_key": public_key or (pair.public if pair else None)}
+    data = _identity_call(ctx, local, verbose, "rotate", request, write=True)
+    if data is not None:
+        _emit_remote(ctx, output, data, secret_file=_keep_secret(name, pair))
+        return
     with _registry() as reg:
         before = reg.get(name)
-        p, pair = reg.rotate(name, public_key)
-        secret = str(reg.keyring.secret_path(name)) if pair is not None else None
+        p, made = reg.rotate(name, public_key)
+        secret = str(reg.keyring.secret_path(name)) if made is not None else None
     _record("rotate", p, old={"public_key": before.public_key})
-    _emit_one(ctx, output, p, secret_file=secret)
+    _emit_one(ctx, output, p, secret_file=secret, answered_by=BY_LOCAL)
 
 
 @app.command("export")
@@ -272,8 +460,17 @@ def export(
 
 
 @app.command("pending")
-def pending(ctx: typer.Context, output: OutputFormat | None = OUTPUT_OPT) -> None:
+def pending(
+    ctx: typer.Context,
+    local: bool = ID_LOCAL_OPT,
+    verbose: bool = VERBOSE_OPT,
+    output: OutputFormat | None = OUTPUT_OPT,
+) -> None:
     """Principals waiting for 'accept' or 'reject'."""
+    data = _identity_call(ctx, local, verbose, "pending")
+    if data is not None:
+        _emit_principals(ctx, output, [_principal(d) for d in data["principals"]])
+        return
     with _registry() as reg:
         items = reg.list_principals("pending")
     _emit_principals(ctx, output, items)
@@ -284,26 +481,40 @@ def accept(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Pending principal."),
     role: list[str] | None = ACCEPT_ROLE_OPT,
+    local: bool = ID_LOCAL_OPT,
+    verbose: bool = VERBOSE_OPT,
     output: OutputFormat | None = OUTPUT_OPT,
 ) -> None:
     """Accept a pending principal (it becomes active)."""
+    data = _identity_call(
+        ctx, local, verbose, "accept", {"name": name, "roles": list(role or ())}, write=True
+    )
+    if data is not None:
+        _emit_remote(ctx, output, data)
+        return
     with _registry() as reg:
         p = reg.accept(name, role or ())
     _record("accept", p, old={"state": "pending"})
-    _emit_one(ctx, output, p)
+    _emit_one(ctx, output, p, answered_by=BY_LOCAL)
 
 
 @app.command("reject")
 def reject(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Pending principal."),
+    local: bool = ID_LOCAL_OPT,
+    verbose: bool = VERBOSE_OPT,
     output: OutputFormat | None = OUTPUT_OPT,
 ) -> None:
     """Reject a pending principal; its key is never accepted later."""
+    data = _identity_call(ctx, local, verbose, "reject", {"name": name}, write=True)
+    if data is not None:
+        _emit_remote(ctx, output, data)
+        return
     with _registry() as reg:
         p = reg.reject(name)
     _record("reject", p, old={"state": "pending"})
-    _emit_one(ctx, output, p)
+    _emit_one(ctx, output, p, answered_by=BY_LOCAL)
 
 
 def _service(ctx: typer.Context, operation: str, payload: Any = None) -> Any | None:
@@ -390,13 +601,15 @@ def _epoch(value: str | None) -> float | None:
         raise CliError(f"--since: cannot read {value!r} as a time", ExitCode.USAGE) from None
 
 
-def _audit_log() -> Any:
-    from plantd.identity.audit import AuditLog
+def _audit_sources() -> Any:
+    """This host's chains (the keyring's and those daemons registered); exit 4 if none."""
+    from plantd.identity.audit import host_sources
 
     ring = _keyring()
-    if not ring.audit.exists():
+    sources = host_sources(ring.audit)
+    if not sources:
         raise CliError(f"{ring.audit}: no audit log yet", ExitCode.NOT_FOUND)
-    return AuditLog(ring.audit)
+    return sources
 
 
 def _audit_pages(ctx: typer.Context, local: bool, query: dict[str, Any]) -> Iterator[Any]:
@@ -413,18 +626,20 @@ def _audit_pages(ctx: typer.Context, local: bool, query: dict[str, Any]) -> Iter
                     )
                 yield page
             return
-    with _audit_log() as log:
-        after = query.get("after")
-        filters = {k: query.get(k) for k in ("since", "principal", "scope", "key")}
-        while True:
-            got = log.query(after=after, limit=query["limit"], **filters)
-            yield {"rows": got.rows, "more": got.more, "next": got.next}
-            if not got.more:
-                return
-            after = got.next
+    from plantd.identity.audit import merged_query
+
+    sources = _audit_sources()
+    after = query.get("after")
+    filters = {k: query.get(k) for k in ("since", "principal", "scope", "key")}
+    while True:
+        got = merged_query(sources, after=after, limit=query["limit"], **filters)
+        yield {"rows": got.rows, "more": got.more, "next": got.next}
+        if not got.more:
+            return
+        after = got.next
 
 
-LOCAL_OPT = typer.Option(False, "--local", help="Read this host's audit file, not the service.")
+LOCAL_OPT = typer.Option(False, "--local", help="Read this host's audit files, not the service.")
 
 
 @audit_app.command("list")
@@ -465,17 +680,12 @@ def audit_list(
 def audit_verify(
     ctx: typer.Context, local: bool = LOCAL_OPT, output: OutputFormat | None = OUTPUT_OPT
 ) -> None:
-    """Check the hash chain; exit 1 naming the first bad row."""
+    """Check every hash chain on this host; exit 1 naming the first bad row."""
+    from plantd.identity.audit import verify_sources
+
     doc = None if local else _service(ctx, "audit-verify")
     if doc is None:
-        with _audit_log() as log:
-            result = log.verify()
-        doc = {
-            "ok": result.ok,
-            "rows": result.rows,
-            "first_bad_seq": result.first_bad_seq,
-            "reason": result.reason or None,
-        }
+        doc = verify_sources(_audit_sources())
     emit(doc, output_format(ctx, output))
     if not doc["ok"]:
         bad = doc.get("first_bad_seq")

@@ -15,6 +15,12 @@ a sidecar head that is on the chain, below the last row.
 Retention: :meth:`prune` deletes rows older than the cutoff and appends an ``audit.prune``
 row recording the seq and hash of the last deleted row (the anchor); verify then starts the
 chain at the anchor, which is kept in the ``meta`` table and in the sidecar.
+
+Several chains make up a host's trail (:class:`AuditSource`): the keyring's ``audit.db``
+(the Identity service, the broker's denials, ``plant identity``) and every chain a daemon
+keeps inside its own database (the state store writes its rows in the same transaction as
+the writes they record) and registers in ``audit.d/``. :func:`merged_query` lists them
+merged by time, :func:`verify_sources` verifies each chain on its own.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +48,7 @@ COLUMNS = (
     "revision", "request_id", "outcome", "prev_hash",
 )  # fmt: skip
 
-_SCHEMA = """
+AUDIT_TABLE_SQL = """
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY,
     ts REAL NOT NULL,
@@ -61,8 +67,20 @@ CREATE TABLE IF NOT EXISTS audit (
     hash TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+#: the table holding the retention anchor: ``meta`` in audit.db; a chain kept inside another
+#: daemon's database names its own (the state store: ``audit_meta``)
+META = "meta"
+#: the name of the keyring's own chain (audit.db) among a host's sources
+KEYRING_SOURCE = "keyring"
+INSERT_SQL = f"INSERT INTO audit VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"
+
+
+def meta_table_sql(meta: str = META) -> str:
+    return f"CREATE TABLE IF NOT EXISTS {meta} (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
+
+
+_SCHEMA = AUDIT_TABLE_SQL + meta_table_sql()
 
 
 def stored_value(value: Any) -> str | None:
@@ -89,7 +107,8 @@ def row_hash(row: dict[str, Any]) -> str:
 class Page:
     rows: list[dict[str, Any]]
     more: bool
-    next: int | None
+    #: the last seq returned; a merged listing: the last seq per source
+    next: int | dict[str, int] | None
 
 
 @dataclass(frozen=True)
@@ -138,18 +157,18 @@ def open_audit_db(db: sqlite3.Connection) -> None:
     db.executescript(_SCHEMA)
 
 
-def _meta(db: sqlite3.Connection, name: str, default: str) -> str:
-    row = db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+def _meta(db: sqlite3.Connection, name: str, default: str, meta: str = META) -> str:
+    row = db.execute(f"SELECT value FROM {meta} WHERE name = ?", (name,)).fetchone()
     return str(row[0]) if row else default
 
 
-def _anchor(db: sqlite3.Connection) -> tuple[int, str]:
-    return int(_meta(db, "anchor_seq", "0")), _meta(db, "anchor_hash", GENESIS)
+def _anchor(db: sqlite3.Connection, meta: str = META) -> tuple[int, str]:
+    return int(_meta(db, "anchor_seq", "0", meta)), _meta(db, "anchor_hash", GENESIS, meta)
 
 
-def _last(db: sqlite3.Connection) -> tuple[int, str]:
+def _last(db: sqlite3.Connection, meta: str = META) -> tuple[int, str]:
     row = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-    return (int(row[0]), str(row[1])) if row else _anchor(db)
+    return (int(row[0]), str(row[1])) if row else _anchor(db, meta)
 
 
 def append_entries(
@@ -170,10 +189,23 @@ def append_entries(
 
 
 def _insert_entries(
-    db: sqlite3.Connection, entries: list[Entry], now: float
+    db: sqlite3.Connection, entries: list[Entry], now: float, meta: str = META
 ) -> list[dict[str, Any]]:
     """Chain ``entries`` after the last row and insert them (inside the caller's transaction)."""
-    seq, prev = _last(db)
+    seq, prev = _last(db, meta)
+    rows = chain(entries, now, seq, prev)
+    insert_rows(db, rows)
+    return rows
+
+
+def insert_rows(db: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert chained rows (inside the caller's transaction)."""
+    db.executemany(INSERT_SQL, [[r[c] for c in (*COLUMNS, "hash")] for r in rows])
+
+
+def chain(entries: Iterable[Entry], now: float, seq: int, prev: str) -> list[dict[str, Any]]:
+    """The rows of ``entries`` chained after the row ``seq`` whose hash is ``prev`` (pure:
+    a writer that keeps its chain's end in memory chains a batch before it commits)."""
     rows: list[dict[str, Any]] = []
     for e in entries:
         seq += 1
@@ -195,23 +227,25 @@ def _insert_entries(
         }
         row["hash"] = prev = row_hash(row)
         rows.append(row)
-    db.executemany(
-        f"INSERT INTO audit VALUES ({', '.join('?' * (len(COLUMNS) + 1))})",
-        [[r[c] for c in (*COLUMNS, "hash")] for r in rows],
-    )
     return rows
 
 
-def read_head_of(db: sqlite3.Connection) -> Head:
+def read_head_of(db: sqlite3.Connection, meta: str = META) -> Head:
     """The chain's head as the database says (what the sidecar and the bus carry)."""
-    seq, digest = _last(db)
-    anchor_seq, anchor_hash = _anchor(db)
+    seq, digest = _last(db, meta)
+    anchor_seq, anchor_hash = _anchor(db, meta)
     return Head(seq, digest, anchor_seq, anchor_hash)
 
 
 def write_head(db: sqlite3.Connection, head_path: Path) -> Head:
     """Move the sidecar to the database's head (temporary file, fsync, rename)."""
     head = read_head_of(db)
+    write_head_file(head, head_path)
+    return head
+
+
+def write_head_file(head: Head, head_path: Path) -> None:
+    """Write ``head`` to the sidecar durably (temporary file, fsync, rename)."""
     doc = {
         "seq": head.seq,
         "hash": head.hash,
@@ -219,7 +253,35 @@ def write_head(db: sqlite3.Connection, head_path: Path) -> Head:
         "anchor_hash": head.anchor_hash,
     }
     write_durably(head_path, json.dumps(doc, sort_keys=True) + "\n", 0o600)
-    return head
+
+
+def drop_rows_before(
+    db: sqlite3.Connection, cutoff: float, last: int, meta: str = META
+) -> tuple[int, Entry] | None:
+    """Inside the caller's transaction: delete rows older than ``cutoff`` (never the last
+    one, ``last``: the chain needs a head), move the anchor to the last deleted row; return
+    the rows deleted and the ``audit.prune`` entry the caller chains in the same transaction
+    (None: nothing to prune)."""
+    row = db.execute(
+        "SELECT seq, hash FROM audit WHERE ts < ? AND seq < ? ORDER BY seq DESC LIMIT 1",
+        (cutoff, last),
+    ).fetchone()
+    if row is None:
+        return None
+    seq, digest = int(row[0]), str(row[1])
+    deleted = int(db.execute("DELETE FROM audit WHERE seq <= ?", (seq,)).rowcount)
+    db.executemany(
+        f"INSERT OR REPLACE INTO {meta} VALUES (?, ?)",
+        [("anchor_seq", str(seq)), ("anchor_hash", digest)],
+    )
+    record = Entry(
+        principal="plantd",
+        service="audit",
+        operation="audit.prune",
+        outcome="ok",
+        new={"pruned_through": seq, "anchor_hash": digest, "rows": deleted},
+    )
+    return deleted, record
 
 
 def prune_rows(db: sqlite3.Connection, cutoff: float, now: float) -> int:
@@ -227,27 +289,11 @@ def prune_rows(db: sqlite3.Connection, cutoff: float, now: float) -> int:
     the anchor to the last deleted row and append an ``audit.prune`` row; rows deleted."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        last, _ = _last(db)
-        row = db.execute(
-            "SELECT seq, hash FROM audit WHERE ts < ? AND seq < ? ORDER BY seq DESC LIMIT 1",
-            (cutoff, last),
-        ).fetchone()
-        if row is None:
+        dropped = drop_rows_before(db, cutoff, _last(db)[0])
+        if dropped is None:
             db.execute("ROLLBACK")
             return 0
-        seq, digest = int(row[0]), str(row[1])
-        deleted = int(db.execute("DELETE FROM audit WHERE seq <= ?", (seq,)).rowcount)
-        db.executemany(
-            "INSERT OR REPLACE INTO meta VALUES (?, ?)",
-            [("anchor_seq", str(seq)), ("anchor_hash", digest)],
-        )
-        record = Entry(
-            principal="plantd",
-            service="audit",
-            operation="audit.prune",
-            outcome="ok",
-            new={"pruned_through": seq, "anchor_hash": digest, "rows": deleted},
-        )
+        deleted, record = dropped
         _insert_entries(db, [record], now)  # the same transaction: anchor and record together
     except BaseException:
         db.execute("ROLLBACK")
@@ -256,21 +302,123 @@ def prune_rows(db: sqlite3.Connection, cutoff: float, now: float) -> int:
     return deleted
 
 
+def page_limit(limit: Any) -> int:
+    """``limit`` of a page (absent: DEFAULT_PAGE); InvalidArgument naming the field."""
+    if limit is None:
+        return DEFAULT_PAGE
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidArgument("limit: expected an integer >= 1", "limit")
+    if limit > MAX_PAGE:
+        raise InvalidArgument(f"limit: at most {MAX_PAGE}", "limit")
+    return limit
+
+
 def head_path_of(path: Path) -> Path:
     return path.with_name(path.name + ".head")
 
 
+@dataclass(frozen=True)
+class AuditSource:
+    """One hash chain of a host's trail: its name, the SQLite file holding its ``audit``
+    table, the table holding its anchor, and its head sidecar."""
+
+    name: str
+    path: Path
+    meta: str = META
+    head: Path | None = None
+
+    @property
+    def head_path(self) -> Path:
+        return self.head if self.head is not None else head_path_of(self.path)
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "meta": self.meta,
+            "head": str(self.head_path),
+        }
+
+
+def sources_dir(keyring_audit: Path) -> Path:
+    """Where daemons register the chains they keep in their own databases (``audit.d``
+    beside the keyring's ``audit.db``)."""
+    return keyring_audit.parent / "audit.d"
+
+
+def register_source(keyring_audit: Path, source: AuditSource) -> Path:
+    """Record ``source`` so that ``plant audit`` and the Identity service find it."""
+    if not source.name or not source.name.replace(".", "").replace("-", "").isalnum():
+        raise InvalidArgument(f"audit source name {source.name!r}: letters, digits, . and -")
+    folder = sources_dir(keyring_audit)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{source.name}.json"
+    write_durably(path, json.dumps(source.to_json(), sort_keys=True) + "\n", 0o600)
+    return path
+
+
+def host_sources(keyring_audit: Path) -> list[AuditSource]:
+    """The keyring's chain (when its file exists) and every registered chain whose file
+    exists, in name order after the keyring's."""
+    found: list[AuditSource] = []
+    if keyring_audit.exists():
+        found.append(AuditSource(KEYRING_SOURCE, keyring_audit))
+    folder = sources_dir(keyring_audit)
+    for entry in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+        try:
+            doc = json.loads(entry.read_text(encoding="utf-8"))
+            source = AuditSource(
+                str(doc["name"]), Path(doc["path"]), str(doc["meta"]), Path(doc["head"])
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a half-written registration: its daemon writes it again on start
+        if source.meta.isidentifier() and source.path.exists() and source.name != KEYRING_SOURCE:
+            found.append(source)
+    return found
+
+
 class AuditLog:
     """A connection to the audit database. Several processes may append (the chain's end
-    is read under SQLite's write lock); each append is one durable transaction."""
+    is read under SQLite's write lock); each append is one durable transaction.
 
-    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+    ``AuditLog.reader(source)`` opens a chain read-only (list and verify), also one kept in
+    another daemon's database."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        meta: str = META,
+        head_path: Path | None = None,
+        read_only: bool = False,
+    ) -> None:
         self.path = path
-        self.head_path = head_path_of(path)
+        self.head_path = head_path if head_path is not None else head_path_of(path)
+        self.meta = meta
         self._clock = clock
+        if read_only:
+            uri = f"{path.resolve().as_uri()}?mode=ro"
+            self._db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=5.0)
+            self._db.row_factory = sqlite3.Row
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, timeout=5.0)
         open_audit_db(self._db)
+
+    @classmethod
+    def reader(cls, source: AuditSource) -> AuditLog:
+        return cls(source.path, meta=source.meta, head_path=source.head_path, read_only=True)
+
+    def _has_chain(self) -> bool:
+        tables = {
+            r[0]
+            for r in self._db.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name IN ('audit', ?)",
+                (self.meta,),
+            )
+        }
+        return tables == {"audit", self.meta}
 
     def close(self) -> None:
         self._db.close()
@@ -283,10 +431,10 @@ class AuditLog:
 
     # ------------------------------------------------------------------ writing
     def _anchor(self) -> tuple[int, str]:
-        return _anchor(self._db)
+        return _anchor(self._db, self.meta)
 
     def _last(self) -> tuple[int, str]:
-        return _last(self._db)
+        return _last(self._db, self.meta)
 
     def append(
         self,
@@ -318,7 +466,7 @@ class AuditLog:
         return rows
 
     def head(self) -> Head:
-        return read_head_of(self._db)
+        return read_head_of(self._db, self.meta)
 
     def _write_head(self) -> None:
         write_head(self._db, self.head_path)
@@ -356,16 +504,13 @@ class AuditLog:
     ) -> Page:
         """Rows oldest first, paged by seq (``after`` = the last seq seen), per the shared
         paging contract: ``limit`` above MAX_PAGE or a bad cursor is an InvalidArgument."""
-        if limit is None:
-            limit = DEFAULT_PAGE
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise InvalidArgument("limit: expected an integer >= 1", "limit")
-        if limit > MAX_PAGE:
-            raise InvalidArgument(f"limit: at most {MAX_PAGE}", "limit")
+        limit = page_limit(limit)
         if after is not None and (
             isinstance(after, bool) or not isinstance(after, int) or after < 0
         ):
             raise InvalidArgument("after: expected the seq of the last row seen", "after")
+        if not self._has_chain():  # a database whose daemon has not written a row yet
+            return Page([], False, None)
         clauses: list[str] = ["seq > ?"]
         args: list[Any] = [after or 0]
         for column, value in (("principal", principal), ("scope", scope), ("key", key)):
@@ -386,8 +531,12 @@ class AuditLog:
 
     def verify(self) -> VerifyResult:
         """Walk the chain from the anchor; the first row that does not fit is reported."""
-        anchor_seq, anchor_hash = self._anchor()
         head = self.read_head()
+        if not self._has_chain():
+            if head is not None and head.seq != 0:
+                return VerifyResult(False, 1, f"no audit rows but the head sidecar says {head.seq}")
+            return VerifyResult(True)
+        anchor_seq, anchor_hash = self._anchor()
         if head is not None and head.seq < 0:
             return VerifyResult(False, None, f"{self.head_path}: unreadable head sidecar")
         if head is not None and (head.anchor_seq, head.anchor_hash) != (anchor_seq, anchor_hash):
@@ -426,3 +575,95 @@ class AuditLog:
                 count,
             )
         return VerifyResult(True, None, "", count)
+
+
+# ---------------------------------------------------------------------- a host's chains
+
+
+def _cursor(after: Any) -> dict[str, int]:
+    """``after`` of a merged listing: the ``next`` of the previous page, i.e. the last seq
+    seen per source (an integer is the keyring's seq, as before there were several)."""
+    if after is None:
+        return {}
+    if isinstance(after, int) and not isinstance(after, bool) and after >= 0:
+        return {KEYRING_SOURCE: after}
+    if isinstance(after, dict) and all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        for k, v in after.items()
+    ):
+        return dict(after)
+    raise InvalidArgument(
+        "after: expected the 'next' of the previous page (the last seq per source)", "after"
+    )
+
+
+def merged_query(
+    sources: list[AuditSource],
+    *,
+    since: float | None = None,
+    principal: str | None = None,
+    scope: str | None = None,
+    key: str | None = None,
+    after: Any = None,
+    limit: Any = None,
+) -> Page:
+    """Rows of every chain merged by time (each row names its ``source``), paged per the
+    shared contract: ``next`` holds the last seq returned per source (an integer while the
+    keyring's chain is the only one), so concurrent appends are never skipped."""
+    lim = page_limit(limit)
+    cursor = _cursor(after)
+    candidates: list[tuple[float, int, int, dict[str, Any]]] = []
+    truncated = False
+    for i, source in enumerate(sources):
+        with AuditLog.reader(source) as log:
+            page = log.query(
+                since=since,
+                principal=principal,
+                scope=scope,
+                key=key,
+                after=cursor.get(source.name),
+                limit=lim,
+            )
+        truncated = truncated or page.more
+        for row in page.rows:
+            row["source"] = source.name
+            candidates.append((float(row["ts"]), i, int(row["seq"]), row))
+    candidates.sort(key=lambda c: c[:3])
+    rows = [c[3] for c in candidates[:lim]]
+    more = truncated or len(candidates) > lim
+    nxt = dict(cursor)
+    for row in rows:
+        nxt[row["source"]] = row["seq"]
+    if not more:
+        return Page(rows, False, None)
+    if [s.name for s in sources] == [KEYRING_SOURCE]:
+        return Page(rows, True, nxt[KEYRING_SOURCE])
+    return Page(rows, True, nxt)
+
+
+def verify_sources(sources: list[AuditSource]) -> dict[str, Any]:
+    """Verify every chain on its own: ``ok`` when all are; the first broken one is named
+    (``source``, ``first_bad_seq``, ``reason``); ``sources`` has each chain's result."""
+    results: list[dict[str, Any]] = []
+    for source in sources:
+        with AuditLog.reader(source) as log:
+            r = log.verify()
+        results.append(
+            {
+                "source": source.name,
+                "path": str(source.path),
+                "ok": r.ok,
+                "rows": r.rows,
+                "first_bad_seq": r.first_bad_seq,
+                "reason": r.reason or None,
+            }
+        )
+    bad = next((r for r in results if not r["ok"]), None)
+    return {
+        "ok": bad is None,
+        "rows": sum(r["rows"] for r in results),
+        "first_bad_seq": bad["first_bad_seq"] if bad else None,
+        "reason": f"{bad['source']} ({bad['path']}): {bad['reason']}" if bad else None,
+        "source": bad["source"] if bad else None,
+        "sources": results,
+    }

@@ -57,7 +57,115 @@ def audit_topic(service: str) -> str:
     return f"audit.{service}"
 
 
-class AuditWriter:
+class AuditUpkeep:
+    """What every daemon keeping an audit chain does besides appending: publish each batch
+    of rows on ``audit.<service>``, keep the head sidecar close behind the head, publish the
+    head every ``head_interval`` and prune hourly. Subclasses say how the sidecar moves and
+    how rows are pruned (:class:`AuditWriter`: its own file; the state store: its database)."""
+
+    def __init__(
+        self,
+        head_path: Path,
+        *,
+        service: str,
+        publish: Publish | None,
+        retention: float,
+        head_interval: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.head_path = head_path
+        self.service = service
+        self.topic = audit_topic(service)
+        self._publish = publish
+        self.retention = retention
+        self.head_interval = head_interval
+        self._clock = clock
+        self._maintain: asyncio.Task[None] | None = None
+        self.head = Head.empty()
+        self.rows = 0
+        self.batches = 0
+        self.failures = 0
+        self.published = 0
+        self.last_error: str | None = None
+        self._sidecar_due = 0.0  # monotonic time the sidecar may be moved again
+        self._sidecar_dirty = False
+
+    def start_upkeep(self) -> None:
+        self._maintain = asyncio.create_task(self._maintenance(), name="audit.maintenance")
+
+    async def stop_upkeep(self) -> None:
+        if self._maintain is not None:
+            self._maintain.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintain
+
+    def adopt_rows(self, rows: list[dict[str, Any]], head: Head | None) -> None:
+        """A batch of rows is durable: take the head (``None``: the sidecar was not moved
+        with it, so it is behind until the upkeep catches it up) and publish the rows."""
+        if head is not None:
+            self._sidecar_due = time.monotonic() + SIDECAR_INTERVAL
+            self._sidecar_dirty = False
+        else:
+            self._sidecar_dirty = True
+            last = rows[-1]
+            head = Head(last["seq"], last["hash"], self.head.anchor_seq, self.head.anchor_hash)
+        self.head, self.rows, self.batches = head, self.rows + len(rows), self.batches + 1
+        self.last_error = None
+        self._send(self.topic, {"service": self.service, "rows": rows})
+
+    def _send(self, topic: str, doc: dict[str, Any]) -> None:
+        if self._publish is None:
+            return
+        try:
+            if self._publish(topic, doc):
+                self.published += 1
+        except Exception:
+            log.exception("audit publish on %s failed", topic)
+
+    def head_doc(self) -> dict[str, Any]:
+        h = self.head
+        return {
+            "service": self.service,
+            "seq": h.seq,
+            "hash": h.hash,
+            "anchor_seq": h.anchor_seq,
+            "anchor_hash": h.anchor_hash,
+            "ts": self._clock(),
+        }
+
+    def _idle(self) -> bool:
+        """No batch is being written (the sidecar may move)."""
+        return True
+
+    async def _catch_up_sidecar(self) -> None:
+        raise NotImplementedError
+
+    async def prune(self, now: float | None = None) -> int:
+        raise NotImplementedError
+
+    async def _maintenance(self) -> None:
+        """Catch the sidecar up, publish the head every ``head_interval``, prune hourly."""
+        next_prune = next_head = 0.0
+        while True:
+            now = time.monotonic()
+            try:
+                if self._idle():
+                    await self._catch_up_sidecar()
+                if now >= next_prune:
+                    next_prune = now + PRUNE_INTERVAL
+                    deleted = await self.prune()
+                    if deleted:
+                        log.info("audit: pruned %d rows older than %ss", deleted, self.retention)
+            except Exception as exc:
+                self.last_error = f"audit upkeep failed: {exc}"
+                log.error("%s", self.last_error)
+            if now >= next_head:
+                next_head = now + self.head_interval
+                self._send(HEAD_TOPIC, self.head_doc())
+            await asyncio.sleep(min(SIDECAR_INTERVAL, self.head_interval))
+
+
+class AuditWriter(AuditUpkeep):
     """Appends audit entries in batches on a database thread; see the module docstring."""
 
     def __init__(
@@ -71,26 +179,18 @@ class AuditWriter:
         head_interval: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__(
+            head_path_of(path),
+            service=service,
+            publish=publish,
+            retention=retention,
+            head_interval=head_interval,
+            clock=clock,
+        )
         self._thread = thread
         self.path = path
-        self.head_path = head_path_of(path)
-        self.service = service
-        self.topic = audit_topic(service)
-        self._publish = publish
-        self.retention = retention
-        self.head_interval = head_interval
-        self._clock = clock
         self._pending: deque[tuple[list[Entry], asyncio.Future[list[dict[str, Any]]]]] = deque()
         self._draining: asyncio.Task[None] | None = None
-        self._maintain: asyncio.Task[None] | None = None
-        self.head = Head.empty()
-        self.rows = 0
-        self.batches = 0
-        self.failures = 0
-        self.published = 0
-        self.last_error: str | None = None
-        self._sidecar_due = 0.0  # monotonic time the sidecar may be moved again
-        self._sidecar_dirty = False
 
     @classmethod
     async def open(
@@ -122,15 +222,12 @@ class AuditWriter:
             clock=clock,
         )
         self.head = head
-        self._maintain = asyncio.create_task(self._maintenance(), name="audit.maintenance")
+        self.start_upkeep()
         return self
 
     async def close(self) -> None:
         """Finish the queued batches, move the sidecar to the head, close the database."""
-        if self._maintain is not None:
-            self._maintain.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintain
+        await self.stop_upkeep()
         while self._draining is not None and not self._draining.done():
             await asyncio.shield(self._draining)
         try:
@@ -192,42 +289,16 @@ class AuditWriter:
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
-            if head is not None:
-                self._sidecar_due = time.monotonic() + SIDECAR_INTERVAL
-                self._sidecar_dirty = False
-            else:
-                self._sidecar_dirty = True
-                last = rows[-1]
-                head = Head(last["seq"], last["hash"], self.head.anchor_seq, self.head.anchor_hash)
-            self.head, self.rows, self.batches = head, self.rows + len(rows), self.batches + 1
-            self.last_error = None
             at = 0
             for items, fut in batch:
                 if not fut.done():
                     fut.set_result(rows[at : at + len(items)])
                 at += len(items)
-            self._send(self.topic, {"service": self.service, "rows": rows})
-
-    def _send(self, topic: str, doc: dict[str, Any]) -> None:
-        if self._publish is None:
-            return
-        try:
-            if self._publish(topic, doc):
-                self.published += 1
-        except Exception:
-            log.exception("audit publish on %s failed", topic)
+            self.adopt_rows(rows, head)
 
     # ------------------------------------------------------------------ upkeep
-    def head_doc(self) -> dict[str, Any]:
-        h = self.head
-        return {
-            "service": self.service,
-            "seq": h.seq,
-            "hash": h.hash,
-            "anchor_seq": h.anchor_seq,
-            "anchor_hash": h.anchor_hash,
-            "ts": self._clock(),
-        }
+    def _idle(self) -> bool:
+        return self._draining is None or self._draining.done()
 
     async def prune(self, now: float | None = None) -> int:
         """Delete rows older than the retention (keeping the chain verifiable)."""
@@ -240,26 +311,5 @@ class AuditWriter:
         deleted, self.head = await self._thread.run(job)
         return deleted
 
-    async def _maintenance(self) -> None:
-        """Catch the sidecar up, publish the head every ``head_interval``, prune hourly."""
-        next_prune = next_head = 0.0
-        while True:
-            now = time.monotonic()
-            try:
-                if self._draining is None or self._draining.done():
-                    await self._catch_up_sidecar()
-                if now >= next_prune:
-                    next_prune = now + PRUNE_INTERVAL
-                    deleted = await self.prune()
-                    if deleted:
-                        log.info("audit: pruned %d rows older than %ss", deleted, self.retention)
-            except Exception as exc:
-                self.last_error = f"audit upkeep failed: {exc}"
-                log.error("%s", self.last_error)
-            if now >= next_head:
-                next_head = now + self.head_interval
-                self._send(HEAD_TOPIC, self.head_doc())
-            await asyncio.sleep(min(SIDECAR_INTERVAL, self.head_interval))
 
-
-__all__ = ["HEAD_TOPIC", "AuditWriter", "Entry", "audit_topic"]
+__all__ = ["HEAD_TOPIC", "AuditUpkeep", "AuditWriter", "Entry", "audit_topic"]

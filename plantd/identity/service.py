@@ -1,10 +1,13 @@
 """The operations of ``org.plantd.Identity``: who am I, the principals, the policy, the audit.
 
 Each operation takes the request document and returns the reply document (``ok(...)`` or an
-error naming the field). The caller is the one the broker passed (``current_caller()``);
-every operation is checked against the policy with it (the broker checks the service too;
-this service knows what each operation is). Changes to principals are audited with the
-caller as principal and published on the event bus like the state service's rows.
+error naming the field). The service never makes or holds a secret key: ``add`` and
+``rotate`` take the principal's public key (``plant identity`` makes the pair on the
+caller's host and keeps the secret there). The caller is the one the broker passed
+(``current_caller()``); every operation is checked against the policy with it (the broker
+checks the service too; this service knows what each operation is). Changes to principals
+are audited with the caller as principal and published on the event bus like the state
+service's rows.
 
 SQLite work (the registry, audit queries and verification) runs on a thread
 (``asyncio.to_thread``) with a connection of its own, never on the event loop.
@@ -17,11 +20,11 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from plantd.identity.audit import MAX_PAGE, AuditLog
+from plantd.identity.audit import MAX_PAGE, host_sources, merged_query, verify_sources
 from plantd.identity.auditwriter import AuditWriter, Entry
 from plantd.identity.guard import UNAUTHORIZED, Guard
 from plantd.identity.policy import IDENTITY_SERVICE, parse_policy
-from plantd.identity.principals import STATES, Principal, Registry
+from plantd.identity.principals import STATES, Principal, Registry, validate_name
 from plantd.protocol.envelope import INVALID_ARGUMENT, error_doc, ok
 from plantd.security.caller import current_caller
 from plantd.security.errors import IdentityError, InvalidArgument
@@ -50,6 +53,18 @@ def _roles(doc: dict[str, Any]) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
         raise InvalidArgument("field 'roles': expected a list of role names", "roles")
     return value
+
+
+def _public_key(doc: dict[str, Any]) -> str:
+    key = _str(doc, "public_key", required=False)
+    if key is None:
+        raise InvalidArgument(
+            "missing field 'public_key': the Identity service keeps no secret keys; make the"
+            " pair on the principal's host ('plant identity add/rotate' does) and send its"
+            " public key",
+            "public_key",
+        )
+    return key
 
 
 def _int(doc: dict[str, Any], name: str) -> int | None:
@@ -167,9 +182,9 @@ class IdentityService:
     async def _change(
         self, operation: str, fn: Callable[[Registry], Any], old: Any = None
     ) -> dict[str, Any]:
-        """Apply a registry change, audit it, answer with the principal (and new key)."""
+        """Apply a registry change, audit it, answer with the principal."""
         result = await self._registry(fn)
-        p, pair = result if isinstance(result, tuple) else (result, None)
+        p = result[0] if isinstance(result, tuple) else result
         caller = current_caller()
         await self._record(
             Entry(
@@ -185,10 +200,7 @@ class IdentityService:
             )
         )
         self.guard.refresh()
-        data = p.to_json()
-        if pair is not None:
-            data["secret_file"] = str(self.keyring.secret_path(p.name))
-        return ok(data)
+        return ok(p.to_json())
 
     async def _get(self, name: str) -> Principal:
         p: Principal = await self._registry(lambda reg: reg.get(name))
@@ -224,13 +236,11 @@ class IdentityService:
         return await self.list_principals({"state": "pending"})
 
     async def add(self, doc: dict[str, Any]) -> dict[str, Any]:
-        name = str(_str(doc, "name"))
+        name = validate_name(str(_str(doc, "name")))
         roles = _roles(doc)
         kind = _str(doc, "kind", required=False) or "person"
-        public_key = _str(doc, "public_key", required=False)
+        public_key = _public_key(doc)
         if doc.get("pending") is True:
-            if public_key is None:
-                raise InvalidArgument("public_key: a pending principal needs its key", "public_key")
             return await self._change("add", lambda r: r.add_pending(name, public_key, kind))
         return await self._change(
             "add", lambda r: r.add(name, roles, kind=kind, public_key=public_key)
@@ -243,7 +253,7 @@ class IdentityService:
 
     async def rotate(self, doc: dict[str, Any]) -> dict[str, Any]:
         name = str(_str(doc, "name"))
-        public_key = _str(doc, "public_key", required=False)
+        public_key = _public_key(doc)
         old = await self._get(name)
         return await self._change(
             "rotate", lambda r: r.rotate(name, public_key), old={"public_key": old.public_key}
@@ -355,10 +365,8 @@ class IdentityService:
             after = page["next"]
 
     def _query(self, filters: dict[str, Any], after: Any, limit: Any) -> dict[str, Any]:
-        if not self.keyring.audit.exists():
-            return {"rows": [], "count": 0, "more": False, "next": None, "max_page": MAX_PAGE}
-        with AuditLog(self.keyring.audit) as log:
-            page = log.query(after=after, limit=limit, **filters)
+        """A page of every chain on this host merged by time (docs/security.md)."""
+        page = merged_query(host_sources(self.keyring.audit), after=after, limit=limit, **filters)
         return {
             "rows": page.rows,
             "count": len(page.rows),
@@ -368,20 +376,9 @@ class IdentityService:
         }
 
     async def audit_verify(self, _doc: dict[str, Any]) -> dict[str, Any]:
-        def run() -> Any:
-            with AuditLog(self.keyring.audit) as log:
-                return log.verify()
-
-        result = await asyncio.to_thread(run)
-        return ok(
-            {
-                "ok": result.ok,
-                "rows": result.rows,
-                "first_bad_seq": result.first_bad_seq,
-                "reason": result.reason or None,
-                "head": self.audit.head_doc(),
-            }
-        )
+        """Every chain on this host verified on its own; the first broken one is named."""
+        result = await asyncio.to_thread(verify_sources, host_sources(self.keyring.audit))
+        return ok({**result, "head": self.audit.head_doc()})
 
 
 __all__ = ["SERVICE", "IdentityService"]

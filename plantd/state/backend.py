@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
+from plantd.state.audit import AuditContext
 from plantd.state.history import Event, Listener
 from plantd.state.settings import StateSettings
 from plantd.state.validation import Limits
@@ -26,6 +27,9 @@ class StateBackend(Protocol):
     """What the state service and daemon need from a store."""
 
     limits: Limits
+    #: True: a write given ``audit`` commits its audit rows with it (SQLite); False: the
+    #: service records the rows itself after the write (etcd)
+    audits_in_transaction: bool
     revision: int
     compact_revision: int
     commits: int
@@ -41,10 +45,10 @@ class StateBackend(Protocol):
     def remove_listener(self, callback: Listener) -> None: ...
 
     async def create_scope(
-        self, scope: str, *, request_id: str | None = None
+        self, scope: str, *, request_id: str | None = None, audit: AuditContext | None = None
     ) -> dict[str, Any]: ...
     async def delete_scope(
-        self, scope: str, *, request_id: str | None = None
+        self, scope: str, *, request_id: str | None = None, audit: AuditContext | None = None
     ) -> dict[str, Any]: ...
     async def set(
         self,
@@ -56,6 +60,7 @@ class StateBackend(Protocol):
         prev_revision: int | None = None,
         if_absent: bool = False,
         request_id: str | None = None,
+        audit: AuditContext | None = None,
     ) -> dict[str, Any]: ...
     async def delete(
         self,
@@ -64,16 +69,23 @@ class StateBackend(Protocol):
         *,
         prev_revision: int | None = None,
         request_id: str | None = None,
+        audit: AuditContext | None = None,
     ) -> dict[str, Any]: ...
     async def txn(
         self,
         ops: Iterable[dict[str, Any]],
         *,
         request_id: str | None = None,
+        audit: AuditContext | None = None,
         default_scope: str | None = None,
     ) -> dict[str, Any]: ...
     async def import_json(
-        self, doc: dict[str, Any], *, replace: bool = False, request_id: str | None = None
+        self,
+        doc: dict[str, Any],
+        *,
+        replace: bool = False,
+        request_id: str | None = None,
+        audit: AuditContext | None = None,
     ) -> dict[str, Any]: ...
 
     async def get(self, scope: str, key: str) -> dict[str, Any]: ...

@@ -15,19 +15,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from plantd.identity.audit import GENESIS, Entry, chain, insert_rows
 from plantd.protocol import jsoncodec
 from plantd.state import history, requestlog
 from plantd.state.counts import Delta
 from plantd.state.history import Event
 
 if TYPE_CHECKING:
+    from plantd.state.audit import AuditContext
     from plantd.state.ops import KeyOp
 
 LOOKUP_SQL = (
     "SELECT EXISTS(SELECT 1 FROM scopes WHERE name=?1),"
-    " k.create_revision, k.mod_revision, k.version, k.expires"
+    " k.create_revision, k.mod_revision, k.version, k.expires, {value}"
     " FROM (SELECT 1) LEFT JOIN kv k ON k.scope=?1 AND k.key=?2"
 )
+"""A key's state; ``{value}`` is ``k.value`` when the write is audited (its old value comes
+from the row the write looks up anyway, not from a read before the write), else ``NULL``."""
 UPSERT_SQL = (
     "INSERT INTO kv(scope, key, value, create_revision, mod_revision, version, updated,"
     " expires) VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(scope, key) DO UPDATE SET"
@@ -51,9 +55,14 @@ DELETE_KEY_SQL = "DELETE FROM kv WHERE scope=? AND key=?"
 LOOKUP_MANY_SQL = (
     "SELECT EXISTS(SELECT 1 FROM scopes WHERE name=?1),"
     " (SELECT json_group_array(json_array(j.key, k.create_revision, k.mod_revision,"
-    " k.version, k.expires IS NOT NULL AND k.expires <= ?3))"
+    " k.version, k.expires IS NOT NULL AND k.expires <= ?3, {value}))"
     " FROM json_each(?2) j LEFT JOIN kv k ON k.scope=?1 AND k.key=j.value)"
 )
+_LOOKUP = {False: LOOKUP_SQL.format(value="NULL"), True: LOOKUP_SQL.format(value="k.value")}
+_LOOKUP_MANY = {
+    False: LOOKUP_MANY_SQL.format(value="NULL"),
+    True: LOOKUP_MANY_SQL.format(value="k.value"),
+}
 """States of many keys of one scope as ONE row: every row a cursor yields is one more
 sqlite3_step, i.e. one more release and re-take of the GIL (a 100-key txn took 101). Items are
 ``[index, create, mod, version, expired]``; expiry is decided in SQL against the bound
@@ -96,6 +105,12 @@ class KeyState:
     scope_exists: bool
     row: tuple[int, int, int] | None  # (create_revision, mod_revision, version) if live
     expired: bool  # a row exists but its TTL passed (treated as absent)
+    text: str | None = None  # the live value's JSON text, when looked up with values
+
+    @property
+    def old_value(self) -> Any:
+        """The live value before the write (None when absent or not looked up)."""
+        return jsoncodec.loads(self.text) if self.text is not None and self.row else None
 
     @property
     def mod_revision(self) -> int:
@@ -108,10 +123,13 @@ ABSENT = KeyState(False, None, False)
 class Op:
     """A write queued for the committer. ``apply`` must raise StateError only before writing.
 
-    ``apply`` runs on the writer's thread inside the batch transaction.
+    ``apply`` runs on the writer's thread inside the batch transaction. An op with
+    ``audit`` (who asked) adds its audit entries to the batch (:meth:`Batch.audit`): they
+    are chained and inserted in the same transaction as the write.
     """
 
     request_id: str | None = None
+    audit: AuditContext | None = None
 
     def fingerprint(self) -> str:
         raise NotImplementedError
@@ -141,6 +159,13 @@ class Batch:
         # rows added (+) / removed (-) per scope; None = unknown (see plantd.state.counts)
         self.key_deltas: dict[str, Delta] = {}
         self.reset_counts = False
+        self.audit_entries: list[Entry] = []
+        self.audit_anchor: tuple[int, str] | None = None  # moved by a prune in this batch
+        self.audit_last = 0  # the chain's last seq before this batch
+
+    def audit(self, entry: Entry) -> None:
+        """Record ``entry`` in the audit chain of this transaction."""
+        self.audit_entries.append(entry)
 
     def count(self, scope: str, delta: Delta) -> None:
         old = self.key_deltas.get(scope, 0)
@@ -161,14 +186,17 @@ class Batch:
             {"scope": scope, "key": key, "op": op, "value": value, "revision": rev, "ts": now}
         )
 
-    def lookup(self, scope: str, key: str) -> KeyState:
-        exists, crev, mrev, ver, expires = self.db.execute(LOOKUP_SQL, (scope, key)).fetchone()
-        return self._state(bool(exists), crev, mrev, ver, expires)
+    def lookup(self, scope: str, key: str, values: bool = False) -> KeyState:
+        """A key's state (with its value text when ``values``)."""
+        exists, crev, mrev, ver, expires, text = self.db.execute(
+            _LOOKUP[values], (scope, key)
+        ).fetchone()
+        return self._state(bool(exists), crev, mrev, ver, expires, text)
 
-    def lookup_many(self, ops: Sequence[KeyOp]) -> list[KeyState]:
+    def lookup_many(self, ops: Sequence[KeyOp], values: bool = False) -> list[KeyState]:
         """States of a txn's keys: one fixed statement per scope instead of one per key."""
         if len(ops) == 1 or not self.json_each:
-            return [self.lookup(o.scope, o.key) for o in ops]
+            return [self.lookup(o.scope, o.key, values) for o in ops]
         by_scope: dict[str, list[int]] = {}
         for i, o in enumerate(ops):
             by_scope.setdefault(o.scope, []).append(i)
@@ -176,22 +204,24 @@ class Batch:
         for scope, idxs in by_scope.items():
             # raw UTF-8 (orjson never writes surrogate-pair escapes for SQLite to decode)
             keys = jsoncodec.dumps([ops[i].key for i in idxs]).decode()
-            found, rows = self.db.execute(LOOKUP_MANY_SQL, (scope, keys, self.now)).fetchone()
+            found, rows = self.db.execute(_LOOKUP_MANY[values], (scope, keys, self.now)).fetchone()
             exists = bool(found)
-            for j, crev, mrev, ver, expired in jsoncodec.loads(rows):
+            for j, crev, mrev, ver, expired, text in jsoncodec.loads(rows):
                 if crev is None:
                     states[idxs[j]] = KeyState(exists, None, False)
                 else:
                     live = None if expired else (crev, mrev, ver)
-                    states[idxs[j]] = KeyState(exists, live, bool(expired))
+                    states[idxs[j]] = KeyState(exists, live, bool(expired), text)
         return states
 
-    def _state(self, exists: bool, crev: Any, mrev: Any, ver: Any, expires: Any) -> KeyState:
+    def _state(
+        self, exists: bool, crev: Any, mrev: Any, ver: Any, expires: Any, text: Any
+    ) -> KeyState:
         if crev is None:
             return KeyState(exists, None, False)
         if expires is not None and expires <= self.now:
             return KeyState(exists, None, True)
-        return KeyState(exists, (crev, mrev, ver), False)
+        return KeyState(exists, (crev, mrev, ver), False, text)
 
     def expire(self, scope: str, key: str) -> None:
         """Delete a key whose TTL passed: a change with its own revision, like any delete."""
@@ -214,6 +244,10 @@ class WriterState(NamedTuple):
     compact: int = 0
     history: int = 0
     requests: int = 0
+    #: the audit chain's end (seq, hash) and anchor: rows of a batch are chained before
+    #: COMMIT, in memory, since this writer is the chain's only one
+    audit: tuple[int, str] = (0, GENESIS)
+    audit_anchor: tuple[int, str] = (0, GENESIS)
 
 
 @dataclass(frozen=True)
@@ -236,6 +270,21 @@ class Committed:
     requests: int
     key_deltas: dict[str, Delta]
     reset_counts: bool
+    audit_rows: list[dict[str, Any]]
+    audit: tuple[int, str]
+    audit_anchor: tuple[int, str]
+
+    @property
+    def writer_state(self) -> WriterState:
+        """Where the next batch starts."""
+        return WriterState(
+            self.revision,
+            self.compact,
+            self.history,
+            self.requests,
+            self.audit,
+            self.audit_anchor,
+        )
 
 
 def apply_batch(
@@ -252,8 +301,9 @@ def apply_batch(
     Each op gets an outcome ``(True, result)`` or ``(False, StateError)``; an SQLite error
     rolls back and is raised: the caller then fails the whole batch.
     """
-    revision, compact, count, requests = start
+    revision, compact, count, requests, audit, anchor = start
     b = Batch(db, revision, now, json_each)
+    b.audit_last = audit[0]
     try:
         if db.in_transaction:
             db.execute("ROLLBACK")
@@ -274,6 +324,10 @@ def apply_batch(
             )
         if b.request_rows:
             requests = requestlog.record(db, b.request_rows, requests, keep.request_history)
+        audit_rows = chain(b.audit_entries, now, *audit) if b.audit_entries else []
+        if audit_rows:
+            insert_rows(db, audit_rows)
+            audit = (audit_rows[-1]["seq"], audit_rows[-1]["hash"])
         if b.revision != revision or compact != start.compact:
             db.execute(UPDATE_META_SQL, (b.revision, compact))
         db.execute("COMMIT")
@@ -291,4 +345,7 @@ def apply_batch(
         requests,
         b.key_deltas,
         b.reset_counts,
+        audit_rows,
+        audit,
+        b.audit_anchor or anchor,
     )

@@ -114,7 +114,7 @@ class GroupCommitter:
             done = self._write_batch([op for op, _ in batch], self._clock(), self._state, db)
         except BaseException as e:  # rolled back: every caller of the batch gets the error
             return Drained(batch, None, e)
-        self._state = WriterState(done.revision, done.compact, done.history, done.requests)
+        self._state = done.writer_state
         return Drained(batch, done, None)
 
     async def run(self) -> None:

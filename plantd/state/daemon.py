@@ -73,7 +73,8 @@ class StateDaemon(Daemon[StateSettings]):
         from plantd.identity.guard import Guard
         from plantd.security.keys import Keyring
         from plantd.security.settings import security_enabled
-        from plantd.state import CorruptDatabase, InvalidArgument, StoreLocked
+        from plantd.state import CorruptDatabase, InvalidArgument, StateStore, StoreLocked
+        from plantd.state.audit import StoreAudit
         from plantd.state.backend import open_backend
         from plantd.state.service import StateService
 
@@ -89,17 +90,21 @@ class StateDaemon(Daemon[StateSettings]):
             raise StartupRefused(exc.message) from None
         publisher = Publisher(s.state_bus) if s.state_bus.strip() else None
         events = Publisher(s.event_bus) if s.event_bus.strip() else None
-        authority = Authority(Keyring.at_home(ctx.home.root))
-        audit: AuditWriter | None = None
+        keyring = Keyring.at_home(ctx.home.root)
+        authority = Authority(keyring)
+        audit: AuditWriter | StoreAudit | None = None
         try:
             secure = security_enabled()
-            audit = await AuditWriter.open(
-                audit_path(s, ctx.home),
-                service=s.service,
-                publish=events.publish_nowait if events else None,
-                retention=s.audit_retention,
-                head_interval=s.audit_head_interval,
-            )
+            upkeep: dict[str, Any] = {
+                "service": s.service,
+                "publish": events.publish_nowait if events else None,
+                "retention": s.audit_retention,
+                "head_interval": s.audit_head_interval,
+            }
+            if isinstance(store, StateStore):  # the rows go into the writes' transactions
+                audit = await StoreAudit.open(store, keyring_audit=keyring.audit, **upkeep)
+            else:
+                audit = await AuditWriter.open(audit_path(s, ctx.home), **upkeep)
             guard = Guard(authority, service=s.service, secure=secure)
             service = StateService(
                 store,

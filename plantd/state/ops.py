@@ -77,7 +77,7 @@ class TxnOp(Op):
 
     def apply(self, b: Batch) -> dict[str, Any]:
         ops = self.ops
-        states = b.lookup_many(ops)
+        states = b.lookup_many(ops, values=self.audit is not None)
         for i, (o, st) in enumerate(zip(ops, states, strict=True)):
             o.compare(st, None if self.single else i)
         if all(o.op == "check" for o in ops):
@@ -151,6 +151,10 @@ class TxnOp(Op):
             )
         if dels:
             b.db.executemany(DELETE_KEY_SQL, dels)
+        if self.audit is not None:
+            for o, st in zip(ops, states, strict=True):
+                if o.op != "check":
+                    b.audit(self.audit.entry(o.scope, o.key, st.old_value, o.value, rev))
         if self.single:
             return results[0]
         return {"revision": rev, "results": results}
@@ -169,15 +173,20 @@ class CreateScopeOp(Op):
             "SELECT create_revision FROM scopes WHERE name=?", (self.scope,)
         ).fetchone()
         if found:
-            return {
-                "scope": self.scope,
-                "created": False,
-                "revision": b.revision,
-                "create_revision": found[0],
-            }
-        rev = b.begin_change()
-        b.create_scope(rev, self.scope)
-        return {"scope": self.scope, "created": True, "revision": rev, "create_revision": rev}
+            rev, crev = b.revision, found[0]
+        else:
+            rev = crev = b.begin_change()
+            b.create_scope(rev, self.scope)
+        if self.audit is not None:
+            status = "created" if not found else "exists"
+            summary = {"created": not found, "status": status}
+            b.audit(self.audit.entry(self.scope, None, None, summary, rev))
+        return {
+            "scope": self.scope,
+            "created": not found,
+            "revision": rev,
+            "create_revision": crev,
+        }
 
 
 class DeleteScopeOp(Op):
@@ -201,6 +210,9 @@ class DeleteScopeOp(Op):
         b.db.execute("DELETE FROM scopes WHERE name=?", (self.scope,))
         b.count(self.scope, None)
         b.emit(rev, "delete-scope", self.scope, None, None, None)
+        if self.audit is not None:
+            summary = {"deleted_keys": live, "status": "deleted"}
+            b.audit(self.audit.entry(self.scope, None, None, summary, rev))
         return {"scope": self.scope, "revision": rev, "deleted_keys": live}
 
 
@@ -220,6 +232,7 @@ class ImportOp(Op):
 
     def apply(self, b: Batch) -> dict[str, Any]:
         existing = {r[0] for r in b.db.execute("SELECT name FROM scopes")}
+        touched = sorted(set(self.scopes) | existing) if self.replace else sorted(self.scopes)
         rev = b.begin_change()
         if self.replace:
             for scope in sorted(existing):
@@ -250,4 +263,7 @@ class ImportOp(Op):
                 rows,
             )
             keys += len(rows)
+        if self.audit is not None:
+            summary = {"scopes": touched, "keys": keys, "replace": self.replace}
+            b.audit(self.audit.entry(None, None, None, summary, rev))
         return {"revision": rev, "scopes": len(self.scopes), "keys": keys}

@@ -10,6 +10,7 @@ import sqlite3
 from enum import Enum
 from typing import Any
 
+from plantd.identity.audit import AUDIT_TABLE_SQL, meta_table_sql
 from plantd.state.errors import CorruptDatabase, StorageError
 
 SCHEMA_VERSION = 1
@@ -53,6 +54,27 @@ CREATE TABLE requests(
 );
 """
 TABLES = frozenset({"meta", "scopes", "kv", "changes", "requests"})
+#: the table holding the state audit chain's anchor (the ``audit`` table is audit.db's)
+AUDIT_META = "audit_meta"
+AUDIT_SCHEMA = AUDIT_TABLE_SQL + meta_table_sql(AUDIT_META)
+"""The audit trail of the state service's writes, in the same file as the writes: a row is
+committed in the same transaction as the write it records. A database made before the
+audit moved here gets these tables on open (:func:`ensure_audit_tables`)."""
+
+
+def ensure_audit_tables(db: sqlite3.Connection) -> None:
+    """Create the audit tables if missing (idempotent; one transaction)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for stmt in AUDIT_SCHEMA.split(";"):
+            if stmt.strip():
+                db.execute(stmt)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
 
 #: the probe of a database too large for quick_check: first and last row of each table and
 #: index (a damaged b-tree page on those paths raises SQLITE_CORRUPT)
@@ -81,7 +103,7 @@ def create_schema(db: sqlite3.Connection) -> None:
     """Create the tables of an empty database in one transaction."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        for stmt in SCHEMA.split(";"):
+        for stmt in (SCHEMA + AUDIT_SCHEMA).split(";"):
             if stmt.strip():
                 db.execute(stmt)
         db.executemany(

@@ -37,6 +37,7 @@ from plantd.protocol.envelope import (
     ok,
 )
 from plantd.security.caller import Caller, current_caller
+from plantd.state.audit import AuditContext, StoreAudit
 from plantd.state.backend import StateBackend
 from plantd.state.errors import Compacted, Conflict, StateError
 from plantd.storage.paging import QueryError, bad_field, json_type, parse_limit
@@ -261,7 +262,7 @@ class StateService:
         reply_budget: int = DEFAULT_REPLY_BUDGET,
         service: str = SERVICE,
         guard: Guard | None = None,
-        audit: AuditWriter | None = None,
+        audit: AuditWriter | StoreAudit | None = None,
         audit_wait: bool = True,
     ) -> None:
         failpoint = failpoint.strip()
@@ -280,6 +281,9 @@ class StateService:
         self._publish = publish
         self.guard = guard
         self.audit = audit
+        #: writes leave their audit rows in their own transaction (the SQLite store); else
+        #: (etcd) the rows are recorded after the write, old values read before it
+        self.audit_in_store = audit is not None and store.audits_in_transaction
         self.audit_wait = audit_wait
         self.denied = 0
         self.audit_failed = 0
@@ -440,6 +444,8 @@ class StateService:
             for scope, key, access in targets:
                 await self._authorize(caller, op, req, scope, key, access)
         audited = self.audit is not None and op in AUDITED_OPERATIONS
+        if self.audit_in_store and op != "backup":
+            audited = False  # the store commits the rows with the write
         old = await self._old_values(targets) if audited and op != "import" else {}
         result: dict[str, Any] = await method(req)
         if audited and result.get("success") is True:
@@ -509,6 +515,14 @@ class StateService:
             )
         )
         raise Reject(UNAUTHORIZED, message, rule=decision.rule)
+
+    def _audit(self, req: Request) -> AuditContext | None:
+        """Who asks for this write, for the rows the store commits with it (None: the store
+        keeps no rows; see ``audit_in_store``)."""
+        if not self.audit_in_store:
+            return None
+        caller = current_caller()
+        return AuditContext(caller.label, self.service, req.op, caller.peer, self._request_id(req))
 
     @staticmethod
     def _request_id(req: Request) -> str | None:
@@ -649,13 +663,15 @@ class StateService:
 
     async def op_create_scope(self, req: Request) -> dict[str, Any]:
         scope = req.scope()
-        res = await self.store.create_scope(scope, request_id=req.opt_string("request_id"))
+        res = await self.store.create_scope(
+            scope, request_id=req.opt_string("request_id"), audit=self._audit(req)
+        )
         return ok({**res, "status": "created" if res.get("created") else "exists"})
 
     async def op_delete_scope(self, req: Request) -> dict[str, Any]:
         scope = req.scope()
         rid = req.opt_string("request_id")
-        res = await self.store.delete_scope(scope, request_id=rid)
+        res = await self.store.delete_scope(scope, request_id=rid, audit=self._audit(req))
         return ok({**res, "status": "deleted"})
 
     async def op_list_scopes(self, req: Request) -> dict[str, Any]:
@@ -735,6 +751,7 @@ class StateService:
             prev_revision=prev,
             if_absent=if_absent,
             request_id=rid,
+            audit=self._audit(req),
         )
         data = {**res, "value": value, "status": "set"}
         if req.boolean("return_prev"):
@@ -749,6 +766,7 @@ class StateService:
             key,
             prev_revision=req.integer("prev_revision"),
             request_id=req.opt_string("request_id"),
+            audit=self._audit(req),
         )
         return ok({**res, "status": "deleted"})
 
@@ -782,7 +800,10 @@ class StateService:
                 raw = item
             normalised.append(raw)
         res = await self.store.txn(
-            normalised, request_id=req.opt_string("request_id"), default_scope=default_scope
+            normalised,
+            request_id=req.opt_string("request_id"),
+            default_scope=default_scope,
+            audit=self._audit(req),
         )
         return ok(res)
 
@@ -937,6 +958,7 @@ class StateService:
             doc,
             replace=req.boolean("replace"),
             request_id=req.opt_string("request_id"),
+            audit=self._audit(req),
         )
         return ok(res)
 

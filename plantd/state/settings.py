@@ -56,14 +56,16 @@ class StateSettings(DaemonSettings):
     watch_limit: int = 1000
     #: page cache of the writer connection (MiB): bounds RSS, speeds random writes at 10^6 keys
     cache_mib: int = 64
-    #: audit trail of writes and denials (default ``$PLANTD_HOME/identity/audit.db``)
+    #: audit trail of writes and denials with the etcd backend (default
+    #: ``$PLANTD_HOME/identity/audit.db``); the SQLite store keeps it in its own file
     audit_db: Path | None = None
     #: audit rows older than this are pruned (seconds; default one year)
     audit_retention: float = 365 * 86400.0
     #: the audit chain head is published on the event bus this often (seconds)
     audit_head_interval: float = 10.0
-    #: reply to a write only once its audit row is durable (off: the row follows in the
-    #: next audit batch, a crash in between loses it; sets/s at 32 in flight about double)
+    #: etcd backend: reply to a write only once its audit row is durable (off: the row
+    #: follows in the next audit batch, a crash in between loses it). The SQLite store
+    #: commits a write's rows with it; a refusal's row is waited for unless this is off
     audit_wait: bool = True
     #: fault injection for tests only: "crash-after-commit"
     failpoint: str = ""

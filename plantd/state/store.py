@@ -26,8 +26,9 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from plantd.identity.audit import Head, read_head_of
 from plantd.protocol import jsoncodec
 from plantd.state import backup as backups
 from plantd.state import dbthread, pages, reads, ttl
@@ -45,7 +46,13 @@ from plantd.state.files import FileLock, precheck_file, side_file
 from plantd.state.history import ChangeFeed, Event, Listener, changes_after
 from plantd.state.listings import Listings
 from plantd.state.ops import CreateScopeOp, DeleteScopeOp, ImportOp, TxnOp
-from plantd.state.schema import Integrity, check_database, create_schema
+from plantd.state.schema import (
+    AUDIT_META,
+    Integrity,
+    check_database,
+    create_schema,
+    ensure_audit_tables,
+)
 from plantd.state.validation import (
     Limits,
     check_key,
@@ -59,6 +66,9 @@ from plantd.state.validation import (
 )
 from plantd.storage.sqlite import SqliteThread
 
+if TYPE_CHECKING:
+    from plantd.state.audit import AuditContext
+
 __all__ = ["Event", "Limits", "Listener", "StateStore"]
 
 log = logging.getLogger(__name__)
@@ -67,9 +77,18 @@ _T = TypeVar("_T")
 
 _REFUSE_OPEN = "refusing to open it, the file was not modified (restore a backup)"
 
+AuditListener = Callable[[list[dict[str, Any]], Head], None]
+
 
 class StateStore:
-    """Async scoped key-value store; create with ``await StateStore.open(path)``."""
+    """Async scoped key-value store; create with ``await StateStore.open(path)``.
+
+    A write given ``audit`` (who asks) leaves its audit rows in the same transaction
+    (plantd.state.audit); ``audit_listener(rows, head)`` is told after each such commit."""
+
+    #: audit rows of a write are committed with it (the etcd store cannot: its service
+    #: records them in the keyring's audit file after the write)
+    audits_in_transaction = True
 
     def __init__(
         self,
@@ -113,6 +132,8 @@ class StateStore:
         self.ops_applied = 0
         self.last_error: str | None = None
         self._json_each = True
+        self.audit_head = Head.empty()
+        self.audit_listener: AuditListener | None = None
         self._counts = KeyCounts()
         self._listings = Listings(
             self._read,
@@ -173,7 +194,12 @@ class StateStore:
             clock=self._clock,
             batch_max=self._batch_max,
             start=WriterState(
-                self.revision, self.compact_revision, self._history_count, self._request_count
+                self.revision,
+                self.compact_revision,
+                self._history_count,
+                self._request_count,
+                (self.audit_head.seq, self.audit_head.hash),
+                (self.audit_head.anchor_seq, self.audit_head.anchor_hash),
             ),
         )
         self._committer = asyncio.create_task(self._commits.run(), name="state-committer")
@@ -232,6 +258,8 @@ class StateStore:
             )
             if not tables:
                 await dbthread.on_db_thread(w, create_schema)
+            else:  # a file from before the audit moved into it
+                await dbthread.on_db_thread(w, ensure_audit_tables)
         except sqlite3.Error as e:
             raise StorageError(f"cannot initialise state database {self.path}: {e}") from None
 
@@ -246,6 +274,9 @@ class StateStore:
             "SELECT (SELECT count(*) FROM changes), (SELECT count(*) FROM requests)"
         )
         self._history_count, self._request_count = next(iter(rows))
+        self.audit_head = await dbthread.on_db_thread(
+            self._writer, lambda db: read_head_of(db, AUDIT_META)
+        )
         try:  # batched txn lookups need JSON1 (built in since SQLite 3.38)
             await self._writer.execute_fetchall("SELECT count(*) FROM json_each('[1]')")
         except sqlite3.OperationalError:
@@ -298,15 +329,19 @@ class StateStore:
 
     # ------------------------------------------------------------------ writes
 
-    async def create_scope(self, scope: str, *, request_id: str | None = None) -> dict[str, Any]:
+    async def create_scope(
+        self, scope: str, *, request_id: str | None = None, audit: AuditContext | None = None
+    ) -> dict[str, Any]:
         """Create a scope; creating an existing scope is not an error (``created: false``)."""
         op = CreateScopeOp(check_scope(scope, self.limits), self._rid(request_id))
-        return await self._submit(op)
+        return await self._submit(op, audit)
 
-    async def delete_scope(self, scope: str, *, request_id: str | None = None) -> dict[str, Any]:
+    async def delete_scope(
+        self, scope: str, *, request_id: str | None = None, audit: AuditContext | None = None
+    ) -> dict[str, Any]:
         """Delete a scope and all its keys: ONE revision, ONE ``delete-scope`` event."""
         op = DeleteScopeOp(check_scope(scope, self.limits), self._rid(request_id))
-        return await self._submit(op)
+        return await self._submit(op, audit)
 
     async def set(
         self,
@@ -318,12 +353,13 @@ class StateStore:
         prev_revision: int | None = None,
         if_absent: bool = False,
         request_id: str | None = None,
+        audit: AuditContext | None = None,
     ) -> dict[str, Any]:
         """Set a JSON value (creating the scope if missing); optional CAS and TTL."""
         kop = new_key_op(
             self.limits, "set", scope, key, prev_revision, if_absent, True, value, ttl, "set"
         )
-        return await self._submit(TxnOp([kop], self._rid(request_id), single=True))
+        return await self._submit(TxnOp([kop], self._rid(request_id), single=True), audit)
 
     async def delete(
         self,
@@ -332,12 +368,13 @@ class StateStore:
         *,
         prev_revision: int | None = None,
         request_id: str | None = None,
+        audit: AuditContext | None = None,
     ) -> dict[str, Any]:
         """Delete a key; a missing key raises NotFound; optional CAS on mod_revision."""
         kop = new_key_op(
             self.limits, "delete", scope, key, prev_revision, False, False, None, None, "delete"
         )
-        return await self._submit(TxnOp([kop], self._rid(request_id), single=True))
+        return await self._submit(TxnOp([kop], self._rid(request_id), single=True), audit)
 
     async def txn(
         self,
@@ -345,6 +382,7 @@ class StateStore:
         *,
         request_id: str | None = None,
         default_scope: str | None = None,
+        audit: AuditContext | None = None,
     ) -> dict[str, Any]:
         """Apply set/delete/check ops atomically as ONE revision: all or nothing.
 
@@ -353,19 +391,29 @@ class StateStore:
         ``scope`` uses ``default_scope``.
         """
         kops = txn_ops(ops, self.limits, default_scope)
-        return await self._submit(TxnOp(kops, self._rid(request_id), single=False))
+        return await self._submit(TxnOp(kops, self._rid(request_id), single=False), audit)
 
     async def import_json(
-        self, doc: dict[str, Any], *, replace: bool = False, request_id: str | None = None
+        self,
+        doc: dict[str, Any],
+        *,
+        replace: bool = False,
+        request_id: str | None = None,
+        audit: AuditContext | None = None,
     ) -> dict[str, Any]:
         """Load an ``export_json`` document as one revision; ``replace`` drops other scopes."""
         scopes = import_scopes(doc, self.limits)
-        return await self._submit(ImportOp(scopes, replace, self._rid(request_id)))
+        return await self._submit(ImportOp(scopes, replace, self._rid(request_id)), audit)
 
     def _rid(self, request_id: Any) -> str | None:
         return check_request_id(request_id, self.limits)
 
-    async def _submit(self, op: Op) -> dict[str, Any]:
+    async def submit_op(self, op: Op) -> dict[str, Any]:
+        """Commit ``op`` with the next batch (audit records and retention use this)."""
+        return await self._submit(op)
+
+    async def _submit(self, op: Op, audit: AuditContext | None = None) -> dict[str, Any]:
+        op.audit = audit
         if self._closed:
             raise StorageError("state store is closed")
         result: dict[str, Any] = await self._commits.submit(op)
@@ -389,6 +437,11 @@ class StateStore:
         if done.key_deltas or done.reset_counts:
             self._counts.adopt(done.revision, done.key_deltas, done.reset_counts)
         self.last_error = None
+        if done.audit_rows:
+            (seq, digest), (anchor_seq, anchor_hash) = done.audit, done.audit_anchor
+            self.audit_head = Head(seq, digest, anchor_seq, anchor_hash)
+            if self.audit_listener is not None:
+                self.audit_listener(done.audit_rows, self.audit_head)
         if self._feed:
             await self._feed.publish(done.events)
 

@@ -37,6 +37,11 @@ async def svc(tmp_path: Path) -> AsyncIterator[IdentityService]:
         authority.close()
 
 
+def key_of() -> str:
+    """A fresh public key, as ``plant identity add`` sends it (the secret stays with it)."""
+    return generate_keypair().public
+
+
 async def call(svc: IdentityService, caller: Caller, op: str, doc: Any = None) -> dict[str, Any]:
     with serving(caller):
         if op == "audit-list":
@@ -74,8 +79,16 @@ async def test_viewer_reads_principals_but_cannot_change_them(svc: IdentityServi
 
 
 async def test_admin_key_workflow_is_audited_and_takes_effect(svc: IdentityService) -> None:
-    added = await call(svc, ADMIN, "add", {"name": "alice", "roles": ["operator"]})
-    assert added["success"] and added["data"]["secret_file"].endswith("alice.key_secret")
+    # the service never makes a secret (issue 13: remote admins): it takes the public key
+    no_key = await call(svc, ADMIN, "add", {"name": "alice", "roles": ["operator"]})
+    assert no_key["code"] == "invalid_argument" and no_key["field"] == "public_key"
+    alice_key = generate_keypair().public
+    added = await call(
+        svc, ADMIN, "add", {"name": "alice", "roles": ["operator"], "public_key": alice_key}
+    )
+    assert added["success"] and added["data"]["public_key"] == alice_key
+    assert "secret_file" not in added["data"]
+    assert not svc.keyring.secret_path("alice").exists()
     key = generate_keypair().public
     pending = await call(svc, ADMIN, "add", {"name": "pump", "kind": "module", "pending": True,
                                             "public_key": key})  # fmt: skip
@@ -83,12 +96,16 @@ async def test_admin_key_workflow_is_audited_and_takes_effect(svc: IdentityServi
     assert [p["name"] for p in (await call(svc, VIC, "pending"))["data"]["principals"]] == ["pump"]
     accepted = await call(svc, ADMIN, "accept", {"name": "pump"})
     assert accepted["data"]["roles"] == ["service:pump"]
-    rotated = await call(svc, ADMIN, "rotate", {"name": "alice"})
-    assert rotated["data"]["public_key"] != added["data"]["public_key"]
+    assert (await call(svc, ADMIN, "rotate", {"name": "alice"}))["field"] == "public_key"
+    new_key = generate_keypair().public
+    rotated = await call(svc, ADMIN, "rotate", {"name": "alice", "public_key": new_key})
+    assert rotated["data"]["public_key"] == new_key != added["data"]["public_key"]
     await call(svc, ADMIN, "revoke", {"name": "vic"})
     # the revocation counts from vic's next request
     assert (await call(svc, VIC, "list"))["code"] == "unauthorized"
-    again = await call(svc, ADMIN, "add", {"name": "alice", "roles": ["viewer"]})
+    again = await call(
+        svc, ADMIN, "add", {"name": "alice", "roles": ["viewer"], "public_key": key_of()}
+    )
     assert again["code"] == "conflict" and "already exists" in again["error"]
     bad = await call(svc, ADMIN, "add", {"name": "Bad Name"})
     assert bad["code"] == "invalid_argument" and bad["field"] == "name"
@@ -110,7 +127,9 @@ async def test_admin_key_workflow_is_audited_and_takes_effect(svc: IdentityServi
 
 async def test_audit_list_pages_and_streams(svc: IdentityService) -> None:
     for i in range(5):
-        await call(svc, ADMIN, "add", {"name": f"p{i}", "roles": ["viewer"]})
+        await call(
+            svc, ADMIN, "add", {"name": f"p{i}", "roles": ["viewer"], "public_key": key_of()}
+        )
     first = (await call(svc, ADMIN, "audit-list", {"limit": 2}))["data"]
     assert len(first["rows"]) == 2 and first["more"] is True and first["next"] == 2
     second = (await call(svc, ADMIN, "audit-list", {"limit": 2, "after": first["next"]}))["data"]
@@ -148,7 +167,7 @@ async def test_policy_get_check_reload(svc: IdentityService) -> None:
 
 
 async def test_audit_rows_land_in_the_shared_file(svc: IdentityService) -> None:
-    await call(svc, ADMIN, "add", {"name": "bob", "roles": ["viewer"]})
+    await call(svc, ADMIN, "add", {"name": "bob", "roles": ["viewer"], "public_key": key_of()})
     with AuditLog(svc.keyring.audit) as log:
         rows = log.query(key="bob").rows
         assert log.verify().ok

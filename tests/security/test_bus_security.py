@@ -5,7 +5,7 @@ needs the right, and nobody without a registered key gets anything."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -129,5 +129,113 @@ def test_an_unknown_key_gets_nothing_from_a_bus(broker: BrokerProcess) -> None:
             sub.close()
             witness.close()
             pub.close()
+
+    asyncio.run(scenario())
+
+
+async def collect(sub: Subscriber, into: list[tuple[float, int]], stop: asyncio.Event) -> None:
+    """(arrival time, i) of every message ``sub`` receives until ``stop``."""
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        try:
+            _, doc = await sub.recv(timeout=0.1)
+        except TimeoutError:
+            continue
+        into.append((loop.time(), doc["i"]))
+
+
+#: how long a revocation may take to reach a connected subscriber: the broker reloads the
+#: registry at least every 100 ms, the bus proxy looks every 100 ms (generous under load)
+EFFECTIVE_WITHIN = 1.5
+
+
+async def run_cut(
+    broker: BrokerProcess, cut: Callable[[], None], vic_topics: tuple[str, ...]
+) -> tuple[list[tuple[float, int]], list[tuple[float, int]], list[tuple[float, int]], float]:
+    """Publish ``i`` every 10 ms on the event bus to a subscriber of vic (``vic_topics``), a
+    second one of vic on ``other.`` and one of admin; ``cut()`` half-way. Returns what each
+    received and when ``cut`` ran."""
+    front, back = broker.bus("event")
+    loop = asyncio.get_running_loop()
+    vic, admin = key(broker, "vic"), key(broker, "admin")
+    subs = [
+        Subscriber(back, vic_topics, security=vic),
+        Subscriber(back, ("other.",), security=vic),
+        Subscriber(back, ("",), security=admin),
+    ]
+    publisher = Publisher(front, security=admin)
+    got: list[list[tuple[float, int]]] = [[], [], []]
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(collect(s, g, stop)) for s, g in zip(subs, got, strict=True)]
+    try:
+        await asyncio.to_thread(wait_subscribed, front, "org.plantd.module.Pub.")
+        await asyncio.to_thread(wait_subscribed, front, "other.")
+        cut_at = 0.0
+        for i in range(300):
+            if i == 100:
+                await asyncio.to_thread(cut)
+                cut_at = loop.time()
+            await publisher.publish("org.plantd.module.Pub.level", {"i": i})
+            await publisher.publish("other.level", {"i": i})
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        for s in subs:
+            s.close()
+        publisher.close()
+    return got[0], got[1], got[2], cut_at
+
+
+def assert_cut_off(got: list[tuple[float, int]], cut_at: float) -> float:
+    """Nothing after ``EFFECTIVE_WITHIN`` of the cut; returns how long deliveries went on."""
+    assert any(t < cut_at for t, _ in got)  # it was receiving before
+    late = [t - cut_at for t, _ in got if t >= cut_at]
+    assert not late or max(late) < EFFECTIVE_WITHIN, late
+    return max(late, default=0.0)
+
+
+def test_a_revoked_subscriber_stops_receiving_and_the_others_do_not(
+    broker: BrokerProcess,
+) -> None:
+    """Issue 13: revocation reaches subscriptions already applied (the proxy shuts down that
+    subscriber's connection; its reconnect is refused), while every other subscriber keeps
+    receiving without a gap."""
+
+    def revoke() -> None:
+        with Registry(Keyring.at_home(broker.home)) as reg:
+            reg.revoke("vic")
+
+    async def scenario() -> None:
+        vic, vic_other, admin, cut_at = await run_cut(broker, revoke, ("org.plantd.module.Pub.",))
+        print(f"revoked subscriber: last delivery {assert_cut_off(vic, cut_at):.3f} s after")
+        assert_cut_off(vic_other, cut_at)  # the same principal's other connection too
+        seen = [i for _, i in admin]
+        assert sorted(set(seen)) == list(range(300))  # no gap for the others (both topics)
+
+    asyncio.run(scenario())
+
+
+def test_a_subscription_the_policy_stops_allowing_is_cut_and_the_rest_stays(
+    broker: BrokerProcess,
+) -> None:
+    """A policy edit that forbids a subscription already applied: that connection is cut
+    and, reconnecting, gets only what is still allowed; vic's other connection is untouched."""
+    ring = Keyring.at_home(broker.home)
+
+    def forbid() -> None:
+        ring.policy.write_text(
+            POLICY + "  - {name: no-pub-for-vic, effect: deny, subject: 'principal:vic',"
+            " service: '@bus.event', key: 'org.plantd.module.Pub.*', access: read}\n"
+        )
+
+    async def scenario() -> None:
+        cut, other, admin, cut_at = await run_cut(
+            broker, forbid, ("org.plantd.module.Pub.", "allowed.")
+        )
+        print(f"reduced subscriber: last delivery {assert_cut_off(cut, cut_at):.3f} s after")
+        assert sorted({i for _, i in other}) == list(range(300))  # not disconnected
+        assert sorted({i for _, i in admin}) == list(range(300))
 
     asyncio.run(scenario())

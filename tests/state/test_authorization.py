@@ -1,5 +1,6 @@
-"""Authorization and audit inside ``org.plantd.State``: a real store, a real keyring and
-policy file, a real audit database; the caller set as the Worker SDK sets it for a handler.
+"""Authorization and audit inside ``org.plantd.State``: a real store (whose file holds the
+state audit chain), a real keyring and policy file; the caller set as the Worker SDK sets it
+for a handler. Rows are read as ``plant audit`` reads them: every chain of the host merged.
 
 Through a whole stack (broker + daemon processes): tests/state/test_authorization_stack.py.
 """
@@ -14,14 +15,15 @@ from typing import Any
 
 import pytest
 
-from plantd.identity.audit import AuditLog
-from plantd.identity.auditwriter import HEAD_TOPIC, AuditWriter
+from plantd.identity.audit import host_sources, merged_query, verify_sources
+from plantd.identity.auditwriter import HEAD_TOPIC
 from plantd.identity.authority import Authority
 from plantd.identity.guard import Guard
 from plantd.identity.principals import Registry, init_keyring
 from plantd.security.caller import Caller, serving
 from plantd.security.keys import Keyring
 from plantd.state import StateStore
+from plantd.state.audit import StoreAudit
 from plantd.state.service import StateService
 
 ALICE = Caller("alice", ("operator",), "tcp://10.0.0.7:5555")
@@ -36,7 +38,7 @@ class Env:
     service: StateService
     store: StateStore
     ring: Keyring
-    audit: AuditWriter
+    audit: StoreAudit
     published: list[tuple[str, dict[str, Any]]]
 
     async def call(self, caller: Caller, op: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -49,8 +51,10 @@ class Env:
         return doc["data"]  # type: ignore[no-any-return]
 
     def rows(self, **where: Any) -> list[dict[str, Any]]:
-        with AuditLog(self.ring.audit) as log:
-            return log.query(limit=1000, **where).rows
+        return merged_query(host_sources(self.ring.audit), limit=1000, **where).rows
+
+    def verified(self) -> bool:
+        return bool(verify_sources(host_sources(self.ring.audit))["ok"])
 
 
 async def make_env(tmp_path: Path, *, secure: bool) -> AsyncIterator[Env]:
@@ -67,8 +71,12 @@ async def make_env(tmp_path: Path, *, secure: bool) -> AsyncIterator[Env]:
         return True
 
     store = await StateStore.open(tmp_path / "state.db")
-    audit = await AuditWriter.open(
-        ring.audit, service="org.plantd.State", publish=publish, head_interval=0.05
+    audit = await StoreAudit.open(
+        store,
+        service="org.plantd.State",
+        keyring_audit=ring.audit,
+        publish=publish,
+        head_interval=0.05,
     )
     authority = Authority(ring)
     guard = Guard(authority, service="org.plantd.State", secure=secure)
@@ -76,8 +84,8 @@ async def make_env(tmp_path: Path, *, secure: bool) -> AsyncIterator[Env]:
     try:
         yield Env(service, store, ring, audit, published)
     finally:
-        await audit.close()
         await store.close()
+        await audit.close()
         authority.close()
 
 
@@ -241,8 +249,8 @@ async def test_every_write_and_denial_is_audited(env: Env) -> None:
     blob = rows[7]
     assert blob["key"] == "blob" and set(blob["new"]) == {"sha256", "bytes"}
     assert rows[8]["operation"] == "backup" and rows[8]["principal"] == "admin"
-    with AuditLog(env.ring.audit) as log:
-        assert log.verify().ok
+    await env.audit._catch_up_sidecar(force=True)  # as the upkeep does within 0.25 s
+    assert env.verified()
     # each batch went out on the event bus with its rows
     sent = [
         row
@@ -263,5 +271,5 @@ async def test_concurrent_writes_share_audit_batches(env: Env) -> None:
     )
     assert len(env.rows(scope="load")) == n
     assert env.audit.batches < n  # rows shared transactions
-    with AuditLog(env.ring.audit) as log:
-        assert log.verify().ok
+    await env.audit._catch_up_sidecar(force=True)
+    assert env.verified()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from plantd.identity.audit import AuditLog
+from plantd.identity.audit import host_sources, merged_query, verify_sources
 from plantd.identity.principals import Registry
 from plantd.security.keys import Keyring
 from tests.support.processes import run_plant
@@ -44,10 +44,9 @@ def test_every_write_is_audited_with_the_authenticated_principal(stack: Stack) -
         assert out.returncode == 0, out.stderr
     out = run_plant(env, "state", "delete", "-s", "line1", "speed")
     assert out.returncode == 0, out.stderr
-    ring = Keyring.at_home(stack.home)
-    with AuditLog(ring.audit) as log:
-        rows = log.query(scope="line1").rows
-        assert log.verify().ok
+    sources = host_sources(Keyring.at_home(stack.home).audit)
+    rows = merged_query(sources, scope="line1").rows
+    assert verify_sources(sources)["ok"]
     assert [(r["principal"], r["operation"], r["old"], r["new"]) for r in rows] == [
         ("admin", "state-set", None, "1"),
         ("admin", "state-set", "1", "2"),
@@ -72,8 +71,8 @@ def test_viewer_reads_but_cannot_write_and_operator_stays_out_of_config(stack: S
     assert run_plant(operator, "state", "set", "-s", "line1", "speed", "9").returncode == 0
     config = run_plant(operator, "state", "set", "-s", "plantd.broker", "rate", "1")
     assert config.returncode == 5 and "otto" in config.stderr, config.stderr
-    with AuditLog(Keyring.at_home(stack.home).audit) as log:
-        denied = [r for r in log.query().rows if r["outcome"].startswith("denied")]
+    sources = host_sources(Keyring.at_home(stack.home).audit)
+    denied = [r for r in merged_query(sources).rows if r["outcome"].startswith("denied")]
     # the viewer is refused by the broker (no write at all: it never knows the scope), the
     # operator by the state service (the scope decides); both refusals are in the audit
     assert {(r["principal"], r["service"], r["scope"]) for r in denied} >= {

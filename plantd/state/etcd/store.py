@@ -26,7 +26,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aetcd import rpc
 
@@ -58,6 +58,9 @@ from plantd.state.validation import (
     txn_ops,
 )
 
+if TYPE_CHECKING:
+    from plantd.state.audit import AuditContext
+
 __all__ = ["EtcdStore"]
 
 log = logging.getLogger("plantd.state.etcd")
@@ -81,9 +84,14 @@ class Plan:
 
 
 class EtcdStore:
-    """Async scoped key-value store on etcd; create with ``await EtcdStore.open(...)``."""
+    """Async scoped key-value store on etcd; create with ``await EtcdStore.open(...)``.
+
+    The writes take ``audit`` for the backend interface but keep no audit rows: etcd's
+    transaction cannot hold them, so the state service records etcd writes in the keyring's
+    audit file after the write (``audits_in_transaction`` is False)."""
 
     backend = "etcd"
+    audits_in_transaction = False
 
     def __init__(
         self,
@@ -275,7 +283,9 @@ class EtcdStore:
     def _rid(self, request_id: Any) -> str | None:
         return check_request_id(request_id, self.limits)
 
-    async def create_scope(self, scope: str, *, request_id: str | None = None) -> dict[str, Any]:
+    async def create_scope(
+        self, scope: str, *, request_id: str | None = None, audit: AuditContext | None = None
+    ) -> dict[str, Any]:
         """Create a scope; creating an existing scope is not an error (``created: false``)."""
         op = CreateScopeOp(check_scope(scope, self.limits), self._rid(request_id))
         key = self.layout.scope(op.scope)
@@ -293,7 +303,9 @@ class EtcdStore:
 
         return await self._write(op.request_id, op.fingerprint, [key], plan)
 
-    async def delete_scope(self, scope: str, *, request_id: str | None = None) -> dict[str, Any]:
+    async def delete_scope(
+        self, scope: str, *, request_id: str | None = None, audit: AuditContext | None = None
+    ) -> dict[str, Any]:
         """Delete a scope and all its keys: ONE revision, ONE ``delete-scope`` event."""
         op = DeleteScopeOp(check_scope(scope, self.limits), self._rid(request_id))
         key = self.layout.scope(op.scope)
@@ -320,6 +332,7 @@ class EtcdStore:
         prev_revision: int | None = None,
         if_absent: bool = False,
         request_id: str | None = None,
+        audit: AuditContext | None = None,
     ) -> dict[str, Any]:
         """Set a JSON value (creating the scope if missing); optional CAS and TTL."""
         kop = new_key_op(
@@ -334,6 +347,7 @@ class EtcdStore:
         *,
         prev_revision: int | None = None,
         request_id: str | None = None,
+        audit: AuditContext | None = None,
     ) -> dict[str, Any]:
         """Delete a key; a missing key raises NotFound; optional CAS on mod_revision."""
         kop = new_key_op(
@@ -346,6 +360,7 @@ class EtcdStore:
         ops: Iterable[dict[str, Any]],
         *,
         request_id: str | None = None,
+        audit: AuditContext | None = None,
         default_scope: str | None = None,
     ) -> dict[str, Any]:
         """Apply set/delete/check ops atomically as ONE etcd txn = ONE revision."""
@@ -420,7 +435,12 @@ class EtcdStore:
         return await self._write(rid, op.fingerprint, reads, plan, writes=len(kops))
 
     async def import_json(
-        self, doc: dict[str, Any], *, replace: bool = False, request_id: str | None = None
+        self,
+        doc: dict[str, Any],
+        *,
+        replace: bool = False,
+        request_id: str | None = None,
+        audit: AuditContext | None = None,
     ) -> dict[str, Any]:
         """Load an export document as ONE etcd txn; ``replace`` drops the other scopes and
         keys (deletes only what the document does not overwrite: etcd refuses a txn that
