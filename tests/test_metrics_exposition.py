@@ -81,6 +81,7 @@ def test_every_daemon_exposes_clean_metrics(
     assert "NoSuchService" not in broker_page  # client-made names fold into "other"
     assert 'plantd_bus_published_messages_total{bus="log"}' in broker_page
     assert 'plantd_bus_subscribers{bus="log"}' in broker_page
+    assert 'plantd_bus_evicted_subscribers_total{bus="log"}' in broker_page
 
     exposed = {
         line.split("{")[0].split(" ")[0]

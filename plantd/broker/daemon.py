@@ -186,6 +186,15 @@ def _bus_families(proxies: list[Any]) -> Iterator[Any]:
                 volume.add_metric([name], st[f"{key}_bytes"])
         yield messages
         yield volume
+    for attr, metric, help_text in (
+        ("denied_publish", "denied_published_messages", "Published messages the policy refused"),
+        ("denied_subscribe", "denied_subscriptions", "Subscriptions the policy refused"),
+        ("evicted", "evicted_subscribers", "Subscriber connections cut after a revocation"),
+    ):
+        counter = CounterMetricFamily(f"plantd_bus_{metric}", help_text, labels=["bus"])
+        for proxy in proxies:
+            counter.add_metric([proxy.name], getattr(proxy, attr))
+        yield counter
     for side in ("publishers", "subscribers"):
         gauge = GaugeMetricFamily(
             f"plantd_bus_{side}", f"Connections of {side} to the bus now", labels=["bus"]
