@@ -7,12 +7,19 @@ request, so a revocation or a policy edit counts from the next request) and the 
 mode: an anonymous caller (no principal: the broker ran without CURVE) is served only when
 the daemon runs with security off.
 
+:meth:`Guard.ensure_fresh` refreshes once per event-loop iteration (as the broker does once
+per drained batch) and is still exact per message: a request's handler runs at the earliest
+in the iteration after its message was read, and the iteration's refresh is dropped before
+that one starts, so every request is decided on a view read after its message arrived.
+
 Where this host has no principals registry (a service on another host than the keyring),
 the roles the broker sent with the caller decide: the caller prefix comes from the broker
 over its authenticated connection and cannot be forged by a client.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from plantd.identity.authority import Authority
 from plantd.identity.policy import Access, Decision, Policy, access_of
@@ -36,11 +43,29 @@ class Guard:
         self.secure = secure
         self.denied = 0
         self._builtin = Policy()
+        self._fresh = False  # refreshed in this event-loop iteration
+        self._anonymous = Decision(not secure, INSECURE_RULE if not secure else ANONYMOUS_RULE)
 
     def refresh(self) -> None:
         """Pick up registry and policy changes (cheap when nothing changed)."""
         if self.authority is not None:
             self.authority.refresh()
+
+    def ensure_fresh(self) -> None:
+        """:meth:`refresh` unless already done in this event-loop iteration (a refresh is a
+        ``PRAGMA`` and a ``stat``: once per request was a good part of a write's cost)."""
+        if self._fresh or self.authority is None:
+            return
+        self.authority.refresh()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: every call refreshes
+            return
+        self._fresh = True
+        loop.call_soon(self._expire)
+
+    def _expire(self) -> None:
+        self._fresh = False
 
     def decide(
         self,
@@ -51,7 +76,7 @@ class Guard:
         access: Access | None = None,
     ) -> Decision:
         if caller.principal is None:
-            return Decision(not self.secure, INSECURE_RULE if not self.secure else ANONYMOUS_RULE)
+            return self._anonymous
         auth = self.authority
         if auth is None or not auth.has_registry:
             policy = auth.policy if auth is not None else self._builtin

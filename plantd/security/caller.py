@@ -130,8 +130,25 @@ def split_caller(body: list[bytes]) -> tuple[Caller | None, list[bytes]]:
     when it does not (a broker without the capability)."""
     if len(body) < 2 or body[0] != CALLER_MARKER:
         return None, body
+    known = _parsed.get(body[1])
+    if known is not None:
+        return known, body[2:]
+    caller = _parse_caller(body[1])
+    if len(_parsed) >= _PARSED_LIMIT:
+        _parsed.clear()
+    _parsed[body[1]] = caller
+    return caller, body[2:]
+
+
+#: callers by their prefix frame: a connection sends the same bytes with every request, and
+#: parsing them was a good part of a small request's cost (a Caller is immutable)
+_parsed: dict[bytes, Caller] = {}
+_PARSED_LIMIT = 4096
+
+
+def _parse_caller(frame: bytes) -> Caller:
     try:
-        doc = json.loads(body[1])
+        doc = json.loads(frame)
         principal = doc["principal"]
         roles = tuple(str(r) for r in doc.get("roles") or ())
         peer = doc.get("peer")
@@ -140,10 +157,9 @@ def split_caller(body: list[bytes]) -> tuple[Caller | None, list[bytes]]:
         raise BadCaller(f"caller prefix does not parse: {exc}") from None
     if principal is not None and not isinstance(principal, str):
         raise BadCaller("caller prefix: principal is not a string")
-    caller = Caller(
+    return Caller(
         principal,
         roles,
         peer if isinstance(peer, str) else None,
         via if isinstance(via, str) else None,
     )
-    return caller, body[2:]

@@ -55,18 +55,19 @@ class AuditContext:
     def entry(
         self, scope: str | None, key: str | None, old: Any, new: Any, revision: int | None
     ) -> Entry:
+        # positional (Entry's field order): a txn makes one per key on the writer's thread
         return Entry(
-            principal=self.principal,
-            service=self.service,
-            operation=self.operation,
-            outcome="ok",
-            peer=self.peer,
-            scope=scope,
-            key=key,
-            old=old,
-            new=new,
-            revision=revision,
-            request_id=self.request_id,
+            self.principal,
+            self.service,
+            self.operation,
+            "ok",
+            self.peer,
+            scope,
+            key,
+            old,
+            new,
+            revision,
+            self.request_id,
         )
 
 

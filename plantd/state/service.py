@@ -20,11 +20,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from plantd.identity.auditwriter import AuditWriter, Entry
 from plantd.identity.guard import UNAUTHORIZED, Guard
-from plantd.identity.policy import Access
+from plantd.identity.policy import Access, Decision
 from plantd.protocol import jsoncodec
 from plantd.protocol.envelope import (
     BAD_REQUEST,
@@ -241,6 +241,8 @@ WRITE_OPERATIONS = frozenset(
 PAGED_OPERATIONS = frozenset({"list-scopes", "list-keys", "watch", "export"})
 #: operations that leave a row per change in the audit trail (backup writes a file)
 AUDITED_OPERATIONS = WRITE_OPERATIONS | {"backup"}
+#: operations whose reply may hold scopes the caller may not read (filtered after the call)
+_FILTERED_OPERATIONS = frozenset({"list-scopes", "watch", "export"})
 #: operations whose target is one key (the others name a scope, many keys, or nothing)
 _KEY_OPERATIONS = frozenset({"get", "state-get", "set", "state-set", "delete"})
 
@@ -438,11 +440,17 @@ class StateService:
         if self.guard is None and self.audit is None:
             return await method(req)  # type: ignore[no-any-return]
         caller = current_caller()
-        targets = await self._targets(op, req)
-        if self.guard is not None:
-            self.guard.refresh()
+        if op == "import":
+            targets = await self._import_targets(req)
+        else:
+            targets = self._targets(op, req)
+        guard = self.guard
+        if guard is not None:
+            guard.ensure_fresh()
             for scope, key, access in targets:
-                await self._authorize(caller, op, req, scope, key, access)
+                decision = guard.decide(caller, op, scope, key, access)
+                if not decision.allowed:
+                    await self._refuse(caller, op, req, scope, key, access, decision)
         audited = self.audit is not None and op in AUDITED_OPERATIONS
         if self.audit_in_store and op != "backup":
             audited = False  # the store commits the rows with the write
@@ -450,15 +458,13 @@ class StateService:
         result: dict[str, Any] = await method(req)
         if audited and result.get("success") is True:
             await self._audit_write(caller, op, req, targets, old, result["data"])
-        elif self.guard is not None and result.get("success") is True:
+        elif guard is not None and op in _FILTERED_OPERATIONS and result.get("success") is True:
             await self._filter_readable(caller, op, req, result["data"])
         return result
 
-    async def _targets(
-        self, op: str, req: Request
-    ) -> list[tuple[str | None, str | None, Access | None]]:
+    def _targets(self, op: str, req: Request) -> list[tuple[str | None, str | None, Access | None]]:
         """``(scope, key, access)`` of everything the request reads or writes; access None
-        means the operation's own level."""
+        means the operation's own level (import: :meth:`_import_targets`)."""
         if op in _KEY_OPERATIONS:
             return [(req.scope(), req.string("key"), None)]
         if op == "txn":
@@ -473,16 +479,20 @@ class StateService:
                 level = Access.read if raw.get("op") == "check" else Access.write
                 out.append((str(scope) if scope is not None else None, str(key), level))
             return out
-        if op == "import":
-            doc = req.doc.get("doc")
-            scopes = doc.get("scopes") if isinstance(doc, dict) else None
-            names = set(scopes) if isinstance(scopes, dict) else set()
-            if req.boolean("replace"):  # replace deletes every scope that exists now
-                names |= {s["scope"] for s in await self.store.list_scopes()}
-            return [(str(n), None, None) for n in sorted(names, key=str)]
         if op in ("list-scopes", "export", "backup"):
             return [(None, None, None)]
         return [(req.opt_scope(), None, None)]  # scope ops, list-keys, watch, health
+
+    async def _import_targets(
+        self, req: Request
+    ) -> list[tuple[str | None, str | None, Access | None]]:
+        """The scopes an import writes (with ``replace``: every scope that exists now too)."""
+        doc = req.doc.get("doc")
+        scopes = doc.get("scopes") if isinstance(doc, dict) else None
+        names = set(scopes) if isinstance(scopes, dict) else set()
+        if req.boolean("replace"):  # replace deletes every scope that exists now
+            names |= {s["scope"] for s in await self.store.list_scopes()}
+        return [(str(n), None, None) for n in sorted(names, key=str)]
 
     async def _authorize(
         self,
@@ -496,8 +506,21 @@ class StateService:
         """Raise the ``unauthorized`` refusal (audited) unless the caller may do this."""
         assert self.guard is not None
         decision = self.guard.decide(caller, op, scope, key, access)
-        if decision.allowed:
-            return
+        if not decision.allowed:
+            await self._refuse(caller, op, req, scope, key, access, decision)
+
+    async def _refuse(
+        self,
+        caller: Caller,
+        op: str,
+        req: Request,
+        scope: str | None,
+        key: str | None,
+        access: Access | None,
+        decision: Decision,
+    ) -> NoReturn:
+        """Count, log and audit a denial, then raise its ``unauthorized`` refusal."""
+        assert self.guard is not None
         self.denied += 1
         self.guard.denied += 1
         message = self.guard.denial(caller, decision, op, scope, key, access)
@@ -939,7 +962,7 @@ class StateService:
                 max_bytes=self.reply_budget,
             )
             if self.guard is not None:
-                self.guard.refresh()
+                self.guard.ensure_fresh()
                 await self._authorize(caller, "export", req, None, None, None)
             async for page in pages:
                 if self.guard is not None:

@@ -7,6 +7,7 @@ Through a whole stack (broker + daemon processes): tests/state/test_authorizatio
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -191,6 +192,26 @@ async def test_revocation_counts_from_the_next_request(env: Env) -> None:
     with Registry(env.ring) as reg:
         reg.revoke("alice")
     denied = await env.call(ALICE, "set", body)
+    assert denied["code"] == "unauthorized" and "rule 'not-active'" in denied["error"]
+
+
+async def test_revocation_counts_for_a_request_begun_in_the_same_loop_iteration(
+    env: Env,
+) -> None:
+    """The authority is refreshed once per event-loop iteration, yet a request that starts
+    after a revocation (its handler runs at the earliest in the next iteration, as a message
+    read after the change would) is decided on the new view."""
+    first = asyncio.create_task(
+        env.call(ALICE, "set", {"service": "line1", "key": "a", "value": 1})
+    )
+    await asyncio.sleep(0)  # the first request refreshed and was authorized; now in the store
+    with Registry(env.ring) as reg:
+        reg.revoke("alice")
+    second = asyncio.create_task(
+        env.call(ALICE, "set", {"service": "line1", "key": "b", "value": 2})
+    )
+    assert (await first)["success"] is True
+    denied = await second
     assert denied["code"] == "unauthorized" and "rule 'not-active'" in denied["error"]
 
 
