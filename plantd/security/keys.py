@@ -238,10 +238,19 @@ def default_identity_path(home: Path) -> Path:
 
 def client_identity_path(explicit: str | None, home: Path, env: dict[str, str]) -> tuple[Path, str]:
     """Which key a client uses, and why: ``--identity``, then ``PLANTD_CLIENT_IDENTITY``,
-    then :func:`default_identity_path`."""
+    then :func:`default_identity_path`. Either may name a principal of this host's keyring
+    (``--identity vic``) instead of a secret key file."""
     if explicit:
-        return Path(explicit).expanduser(), "--identity"
+        return _identity_file(explicit, home), "--identity"
     from_env = env.get("PLANTD_CLIENT_IDENTITY", "").strip()
     if from_env:
-        return Path(from_env).expanduser(), "PLANTD_CLIENT_IDENTITY"
+        return _identity_file(from_env, home), "PLANTD_CLIENT_IDENTITY"
     return default_identity_path(home), "default"
+
+
+def _identity_file(given: str, home: Path) -> Path:
+    """A path as given, or a bare name that is no file here: that principal's secret."""
+    path = Path(given).expanduser()
+    if os.sep in given or path.exists() or given.endswith(SECRET_SUFFIX):
+        return path
+    return Keyring.at_home(home).secret_path(given)

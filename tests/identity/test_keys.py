@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zmq.auth
@@ -90,3 +91,16 @@ def test_identity_lookup_order(tmp_path: Path) -> None:
     )
     assert client_identity_path(None, tmp_path, {}) == (default_identity_path(tmp_path), "default")
     assert default_identity_path(tmp_path) == Keyring.at_home(tmp_path).secret_path("admin")
+
+
+def test_identity_may_name_a_principal_of_this_keyring(tmp_path: Path, monkeypatch: Any) -> None:
+    ring = Keyring.at_home(tmp_path)
+    assert client_identity_path("vic", tmp_path, {}) == (ring.secret_path("vic"), "--identity")
+    assert client_identity_path(None, tmp_path, {"PLANTD_CLIENT_IDENTITY": "vic"})[0] == (
+        ring.secret_path("vic")
+    )
+    # a file of that name in the working directory is taken as a file
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "vic").write_text("")
+    assert client_identity_path("vic", tmp_path, {}) == (Path("vic"), "--identity")
+    assert client_identity_path("./vic", tmp_path, {})[0] == Path("./vic")
