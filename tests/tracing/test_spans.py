@@ -1,0 +1,225 @@
+"""Spans of the in-process pieces (broker, worker, client in this event loop) on the SDK's
+in-memory exporter; and tracing off: nothing of OpenTelemetry is imported, the context is
+still passed on."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plantd import tracing
+from plantd.client import Client
+from plantd.client.errors import UnknownService
+from plantd.client.worker import Worker
+from tests.support.modules import running_broker
+
+pytest.importorskip("opentelemetry.sdk")
+
+
+@pytest.fixture
+def exporter() -> Iterator[Any]:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from plantd.tracing.otel import Tracing
+
+    memory = InMemorySpanExporter()
+    before = tracing._tracing
+    tracing.install(Tracing.with_processor("test", SimpleSpanProcessor(memory)))
+    try:
+        yield memory
+    finally:
+        tracing.install(None)
+        tracing._tracing = before
+
+
+@pytest.fixture
+async def endpoint(exporter: Any) -> AsyncIterator[str]:
+    async with running_broker() as endpoint:  # made after install(): its core traces
+        yield endpoint
+
+
+async def serve(worker: Worker) -> asyncio.Task[None]:
+    task = asyncio.create_task(worker.run())
+    await asyncio.wait_for(worker.connected.wait(), 10)
+    return task
+
+
+async def test_nested_call_spans_are_linked_in_one_trace(endpoint: str, exporter: Any) -> None:
+    from opentelemetry.trace import SpanKind, StatusCode
+
+    inner = Worker(endpoint, "t.inner", heartbeat_interval=0.2)
+    outer = Worker(endpoint, "t.outer", heartbeat_interval=0.2)
+    client = Client(endpoint, timeout=5)
+    seen: list[bytes | None] = []
+
+    @inner.operation("echo")
+    async def echo(doc: Any) -> Any:
+        seen.append(tracing.current_traceparent())
+        return doc
+
+    @inner.operation("boom")
+    async def boom(doc: Any) -> Any:
+        raise ValueError("boom")
+
+    @outer.operation("relay")
+    async def relay(doc: Any) -> Any:
+        return await client.call("t.inner", "echo", doc)
+
+    tasks = [await serve(inner), await serve(outer)]
+    try:
+        assert await client.call("t.outer", "relay", {"x": 1}) == {"x": 1}
+        with pytest.raises(Exception, match="boom"):
+            await client.call("t.inner", "boom", {})
+    finally:
+        await client.close()
+        for w in (inner, outer):
+            await w.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    spans = exporter.get_finished_spans()
+    relay_spans = [s for s in spans if s.name in ("t.outer/relay", "t.inner/echo")]
+    assert len({s.context.trace_id for s in relay_spans}) == 1
+    parent_of = {s.context.span_id: s.parent for s in relay_spans}
+    chain = sorted(relay_spans, key=lambda s: s.start_time)
+    kinds = [(s.name, s.kind) for s in chain]
+    assert kinds == [
+        ("t.outer/relay", SpanKind.CLIENT),
+        ("t.outer/relay", SpanKind.SERVER),  # broker
+        ("t.outer/relay", SpanKind.SERVER),  # worker
+        ("t.inner/echo", SpanKind.CLIENT),
+        ("t.inner/echo", SpanKind.SERVER),  # broker
+        ("t.inner/echo", SpanKind.SERVER),  # worker
+    ]
+    assert chain[0].parent is None
+    for parent, span in itertools.pairwise(chain):
+        assert parent_of[span.context.span_id].span_id == parent.context.span_id
+    # the handler saw its own span as the current trace
+    (current,) = seen
+    assert current is not None and current.decode()[36:52] == f"{chain[-1].context.span_id:016x}"
+
+    boom_spans = [s for s in spans if s.name == "t.inner/boom" and s.kind == SpanKind.SERVER]
+    (failed,) = [s for s in boom_spans if "plantd.outcome" not in (s.attributes or {})]
+    assert failed.status.status_code is StatusCode.ERROR
+    assert "ValueError: boom" in str(failed.status.description)
+
+
+async def test_broker_span_of_a_request_nobody_serves(endpoint: str, exporter: Any) -> None:
+    async with Client(endpoint, timeout=5) as client:
+        with pytest.raises(UnknownService):
+            await client.call("t.nobody", "op", {})
+    (broker,) = [
+        s for s in exporter.get_finished_spans() if (s.attributes or {}).get("plantd.status")
+    ]
+    assert broker.attributes["plantd.outcome"] == "error"
+    assert broker.attributes["plantd.status"] == 404
+    assert "unknown service" in broker.status.description
+
+
+OFF_SCRIPT = """
+import asyncio, json, sys
+from plantd import tracing
+from plantd.broker.core import BrokerSettings
+from plantd.broker.server import BrokerServer
+from plantd.client import Client
+from plantd.client.worker import Worker
+
+TP = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+async def main():
+    server = BrokerServer(BrokerSettings(endpoint="tcp://127.0.0.1:0", heartbeat_interval=0.2))
+    endpoint = server.bind()
+    stop = asyncio.Event()
+    btask = asyncio.create_task(server.run(stop))
+    worker = Worker(endpoint, "off.svc", heartbeat_interval=0.2)
+    seen = []
+
+    @worker.operation("op")
+    async def op(doc):
+        seen.append(tracing.current_traceparent())
+        return doc
+
+    wtask = asyncio.create_task(worker.run())
+    await asyncio.wait_for(worker.connected.wait(), 10)
+    async with Client(endpoint, timeout=5) as client:
+        await client.call("off.svc", "op", {})
+        with tracing.continuing(TP):  # a trace this untraced process was asked to continue
+            await client.call("off.svc", "op", {})
+    await worker.stop()
+    await asyncio.gather(wtask, return_exceptions=True)
+    stop.set()
+    await btask
+    otel = sorted(m for m in sys.modules if m.startswith("opentelemetry"))
+    print(json.dumps({"otel": otel, "seen": [s and s.decode() for s in seen]}))
+
+asyncio.run(main())
+"""
+
+
+def test_tracing_off_imports_no_opentelemetry_and_still_passes_the_context_on(
+    plantd_env: dict[str, str],
+) -> None:
+    env = dict(plantd_env)
+    for name in ("PLANTD_TRACING", "OTEL_TRACES_EXPORTER", "OTEL_SDK_DISABLED"):
+        env.pop(name, None)
+    done = subprocess.run(
+        [sys.executable, "-c", OFF_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["otel"] == []
+    assert result["seen"] == [None, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"]
+
+
+@pytest.mark.parametrize(
+    ("env", "on"),
+    [
+        ({}, False),
+        ({"PLANTD_TRACING": "on"}, True),
+        ({"PLANTD_TRACING": "off", "OTEL_TRACES_EXPORTER": "otlp"}, True),
+        ({"OTEL_TRACES_EXPORTER": "none", "PLANTD_TRACING": "on"}, False),
+        ({"PLANTD_TRACING": "on", "OTEL_SDK_DISABLED": "true"}, False),
+    ],
+)
+def test_what_switches_tracing_on(env: dict[str, str], on: bool) -> None:
+    assert tracing.tracing_enabled(env) is on
+
+
+def test_log_record_carries_trace_and_span_id() -> None:
+    import logging
+
+    from plantd.logbus import LogBusHandler
+
+    docs: list[Any] = []
+
+    class Keep:
+        def publish_nowait(self, topic: str, doc: Any) -> bool:
+            docs.append(json.loads(json.dumps(doc)))
+            return True
+
+        def close(self) -> None:
+            pass
+
+    handler = LogBusHandler("t", "", publisher=Keep())
+    record = logging.LogRecord("t", logging.INFO, __file__, 1, "inside", None, None)
+    handler.handle(record)
+    with tracing.continuing(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"):
+        handler.handle(record)
+    assert "trace_id" not in docs[0]["fields"]
+    assert docs[1]["fields"] == {
+        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+        "span_id": "00f067aa0ba902b7",
+    }
