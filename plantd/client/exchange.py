@@ -9,10 +9,11 @@ rules, two ways of waiting (and no event loop for the CLI's ``plant state get``)
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from plantd import tracing
-from plantd.client import errors
+from plantd.client import errors, metrics
 from plantd.client.reply import check_reply, service_name
 from plantd.protocol import mdp
 from plantd.protocol.tracecontext import trace_prefix
@@ -50,13 +51,18 @@ class Exchange:
     ) -> None:
         self.service = service_name(service)
         frames = list(body)
-        #: this request's span (tracing on)
+        #: this request's span, and the tracing that made it (tracing on)
         self.span: Any = None
+        self._tracer: Any = None
+        #: when the request was made (the client metrics' latency), 0 for MMI (not counted)
+        self.started = 0.0
         if not self.service.startswith(b"mmi."):
+            self.started = time.perf_counter()
             trace = tracing.current_traceparent()
             tracer = tracing.current()
             if tracer is not None:
                 self.span, trace = tracer.client_span(self.service, frames, trace)
+                self._tracer = tracer
             if acting_for is not None:
                 frames[:0] = encode_act_as(acting_for)
             if trace is not None:
@@ -69,13 +75,17 @@ class Exchange:
         self.received = False
 
     def finished(self, error: BaseException | None) -> None:
-        """The request is over (``error``: how it failed): end its span, if it has one."""
+        """The request is over (``error``: how it failed): count it (``plantd.client.metrics``)
+        and end its span, if it has one."""
+        if self.started:
+            metrics.observe(self.service, time.perf_counter() - self.started, error)
+            self.started = 0.0
         span, self.span = self.span, None
         if span is not None:
             failed = None if error is None or isinstance(error, GeneratorExit) else error
             attrs = {"plantd.received": self.received}
             reason = None if failed is None else f"{type(failed).__name__}: {failed}"
-            tracing.current().end(span, reason, attrs)  # type: ignore[union-attr]
+            self._tracer.end(span, reason, attrs)
 
     def sent(self, now: float) -> None:
         """The request went out (again): the wait for its first part starts."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -115,3 +116,31 @@ def test_a_second_trace_prefix_stays_in_the_body() -> None:
     _, trace, rest = split_served(dispatched_body(core))
     assert trace == TP
     assert rest == [*trace_prefix(other), b"op"]
+
+
+def test_authorization_sees_the_request_without_its_trace_prefix() -> None:
+    """The trace prefix comes first (before the act-as prefix): the broker strips it before
+    the authorize hook reads the operation or the act-as frames."""
+    seen: list[list[bytes]] = []
+
+    def authorize(sender: bytes, msg: Any, origin: Any) -> None:
+        seen.append(list(msg.body))
+
+    core = core_with_workers()
+    core.authorize = authorize
+    act_as = [b"\x00plantd.act-as/1", b"alice"]
+    core.handle(C1, [b"MDPC02", b"\x01", b"svc", *trace_prefix(TP), *act_as, b"op"], 0.1)
+    assert seen == [[*act_as, b"op"]]
+
+
+def test_exchange_puts_the_trace_prefix_first() -> None:
+    from plantd import tracing
+    from plantd.client.exchange import Exchange
+
+    with tracing.continuing(TP):
+        ex = Exchange("svc", [b"op", b"{}"], timeout=1, retries=0, acting_for="alice")
+        mmi = Exchange("mmi.service", [b"svc"], timeout=1, retries=0)
+    assert ex.request[3:] == [*trace_prefix(TP), b"\x00plantd.act-as/1", b"alice", b"op", b"{}"]
+    assert mmi.request[3:] == [b"svc"]
+    plain = Exchange("svc", [b"op"], timeout=1, retries=0)
+    assert plain.request[3:] == [b"op"]
