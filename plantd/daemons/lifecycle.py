@@ -345,6 +345,11 @@ async def _serve(
     Info("plantd_daemon", "Which plantd daemon this is", registry=registry).info(
         {"name": name, "version": __version__}
     )
+    # the requests this daemon sends (plantd.client.metrics): the proxy's, a module's calls
+    from plantd.client.metrics import client_families
+    from plantd.telemetry import FamilyCollector
+
+    registry.register(FamilyCollector(client_families))
 
     checks = HealthRegistry()
     ctx = DaemonContext(
