@@ -306,7 +306,8 @@ def run_daemon(
         return int(code) if isinstance(code, int) else int(ExitCode.REJECTED)
 
     log = setup_logging(name, level, home.log / f"{name}.log")
-    tracing.set_service_name(f"plantd-{name}")  # when PLANTD_TRACING/OTEL_* switch it on
+    tracing.set_service_name(f"plantd-{name}")
+    tracing.current()  # PLANTD_TRACING/OTEL_*: the SDK is set up now, not by the first request
     daemon = cls(settings)
     try:
         return asyncio.run(_serve(daemon, settings, home, pid_file, log))

@@ -16,6 +16,7 @@ an untraced hop does not cut a trace in two.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -70,9 +71,16 @@ def _resolve() -> Tracing | None:
     global _tracing
     tracing: Tracing | None = None
     if tracing_enabled():
-        from plantd.tracing.otel import Tracing
+        try:
+            from plantd.tracing.otel import Tracing
 
-        tracing = Tracing.from_environment(_service_name)
+            tracing = Tracing.from_environment(_service_name)
+        except ImportError as exc:  # the optional extra is not installed: run untraced
+            logging.getLogger("plantd.tracing").warning(
+                "tracing is on but OpenTelemetry is missing (%s): pip install 'plantd[tracing]';"
+                " running untraced",
+                exc,
+            )
     _tracing = tracing
     return tracing
 

@@ -223,3 +223,23 @@ def test_log_record_carries_trace_and_span_id() -> None:
         "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
         "span_id": "00f067aa0ba902b7",
     }
+
+
+def test_tracing_on_without_opentelemetry_runs_untraced(plantd_env: dict[str, str]) -> None:
+    """A process told to trace where the extra is not installed warns and works untraced."""
+    script = (
+        "import sys, logging; sys.modules['opentelemetry'] = None\n"
+        "logging.basicConfig()\n"
+        "from plantd import tracing\n"
+        "print(tracing.current())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**plantd_env, "PLANTD_TRACING": "on"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "None"
+    assert "pip install 'plantd[tracing]'" in done.stderr
