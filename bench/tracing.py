@@ -11,7 +11,9 @@ flight); prints per case the median over rounds of req/s and the broker's CPU us
 * ``this, off, traced requests``: tracing off, every request carries a trace prefix (the
   broker strips, checks and passes it on);
 * ``this, on, traced requests``: ``PLANTD_TRACING=on``, a span per request exported over
-  OTLP/HTTP to a sink in this process (BatchSpanProcessor defaults).
+  OTLP/HTTP to a sink in this process (BatchSpanProcessor defaults);
+* ``this, on, 1% sampled``: the same with ``OTEL_TRACES_SAMPLER=traceidratio`` at 0.01 (the
+  bench's fixed trace id falls outside the 1%: no span is recorded, the sampler still runs).
 
 ``--core`` measures the same cases without sockets, the way the broker's own code sees them:
 a fresh process per case and round feeds ``--requests`` request/reply pairs through
@@ -131,6 +133,17 @@ def main() -> None:
                 "BENCH_TRACEPARENT": TRACEPARENT,
                 "PLANTD_TRACING": "on",
                 "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.server_address[1]}",
+            },
+        ),
+        (
+            "this, on, 1% sampled",
+            {
+                "PYTHONPATH": f"{THIS}:{path}",
+                "BENCH_TRACEPARENT": TRACEPARENT,
+                "PLANTD_TRACING": "on",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.server_address[1]}",
+                "OTEL_TRACES_SAMPLER": "traceidratio",
+                "OTEL_TRACES_SAMPLER_ARG": "0.01",
             },
         ),
     ]
