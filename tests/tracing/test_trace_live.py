@@ -160,3 +160,28 @@ def test_failed_handler_span_has_error_status(
     assert broker.attributes["plantd.outcome"] == "reply"
     (failed_log,) = [r for r in traced_stack.workers[0].records() if "exc" in r["fields"]]  # type: ignore[attr-defined]
     assert failed_log["fields"]["trace_id"] == worker.trace_id
+
+
+@pytest.mark.timeout(90)
+def test_http_traceparent_through_the_proxy_continues_the_callers_trace(
+    traced_stack: BrokerProcess, plantd_home: Path, receiver: OtlpReceiver
+) -> None:
+    from tests.support.proxy import ProxyStack, admin_token, start_proxy
+
+    proxy, url = start_proxy(traced_stack, plantd_home)
+    try:
+        token = admin_token(traced_stack.env, plantd_home)
+        stack = ProxyStack(plantd_home, traced_stack, proxy, url, [proxy], token)
+        caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        reply = stack.request(
+            "POST", "/v1/services/trace.outer/relay", {"n": 2}, headers={"traceparent": caller}
+        )
+        assert reply.status == 200, reply.body
+        spans = receiver.wait_for(6)
+    finally:
+        proxy.stop()
+    assert {s.trace_id for s in spans} == {"0af7651916cd43dd8448eb211c80319c"}
+    (first,) = [s for s in spans if s.parent_id == "b7ad6b7169203331"]
+    assert (first.service, first.kind, first.name) == ("plantd-proxy", CLIENT, "trace.outer/relay")
+    (outer,) = [s for s in spans if s.service == "worker-trace.outer" and s.kind == SERVER]
+    assert outer.attributes["enduser.id"] == "admin"  # the token's principal, acted for
