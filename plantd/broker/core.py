@@ -368,7 +368,7 @@ class BrokerCore:
         if msg.kind is Kind.REQUEST:
             if self.tracing is not None:
                 span = self._start_span(msg, trace)[0]
-                self.tracing.end(span, reason, {"plantd.status": status})
+                self.tracing.end(span, reason, {"plantd.outcome": "error", "plantd.status": status})
             self._error(sender, msg.dialect, msg.service, status, reason)
             return
         self._disconnect(sender, msg.dialect)

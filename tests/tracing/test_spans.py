@@ -122,6 +122,55 @@ async def test_broker_span_of_a_request_nobody_serves(endpoint: str, exporter: A
     assert broker.attributes["plantd.outcome"] == "error"
     assert broker.attributes["plantd.status"] == 404
     assert "unknown service" in broker.status.description
+    (client,) = [s for s in exporter.get_finished_spans() if s.kind.name == "CLIENT"]
+    assert client.parent is None and broker.parent.span_id == client.context.span_id
+    assert client.status.status_code.name == "ERROR"
+    assert "UnknownService" in client.status.description
+
+
+def core_spans(exporter: Any) -> dict[str, Any]:
+    """The broker spans by their outcome: {"<outcome> <status>": span}."""
+    out = {}
+    for span in exporter.get_finished_spans():
+        attrs = span.attributes or {}
+        out[f"{attrs.get('plantd.outcome')} {attrs.get('plantd.status')}"] = span
+    return out
+
+
+def test_every_way_a_request_ends_ends_its_broker_span(exporter: Any) -> None:
+    """Refused, expired, lost with its worker, too large, answered: one span each, with the
+    status the client was sent (BrokerCore driven without sockets)."""
+    from plantd.broker.core import BrokerCore, BrokerSettings
+    from plantd.security.caller import CALLER_MARKER
+
+    core = BrokerCore(BrokerSettings(request_timeout=1.0, max_message_bytes=1000), started=0.0)
+    core.tracing = tracing.current()
+    w, c = b"\x00W", b"\x00C"
+
+    def request(service: bytes, *body: bytes, now: float = 0.0) -> None:
+        core.handle(c, [b"MDPC02", b"\x01", service, *body], now)
+
+    core.authorize = lambda sender, msg, origin: (
+        (403, "not authorized: test") if msg.service == b"forbidden" else None
+    )
+    request(b"forbidden", b"op")
+    request(b"nobody", b"op")
+    core.tick(1.5)  # expires: 404
+    core.handle(w, [b"MDPW02", b"\x01", b"svc", CALLER_MARKER], 2.0)
+    request(b"svc", b"op", now=2.0)
+    core.handle(w, [b"MDPW02", b"\x04", c, b"", b"x" * 2000], 2.1)  # too large: 413
+    request(b"svc", b"op", now=2.2)
+    core.handle(w, [b"MDPW02", b"\x04", c, b"", b"ok"], 2.3)  # answered
+    request(b"svc", b"op", now=2.4)
+    core.handle(w, [b"MDPW02", b"\x06"], 2.5)  # worker disconnects mid-request: 504
+    spans = core_spans(exporter)
+    assert set(spans) == {"error 403", "error 404", "error 413", "reply None", "error 504"}
+    assert spans["error 403"].status.description == "not authorized: test"
+    assert spans["reply None"].attributes["plantd.worker"] == w.hex()
+    assert spans["reply None"].name == "svc/op"
+    # the worker got the broker span's context inside the caller prefix
+    dispatched = [m for m in core.outbox if m[0] == w and m[2] == b"\x02"]
+    assert all(b"traceparent" in m[6] for m in dispatched)
 
 
 OFF_SCRIPT = """
