@@ -13,7 +13,7 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.asyncio
@@ -31,10 +31,20 @@ from plantd.protocol.envelope import (
     error_doc,
 )
 from plantd.protocol.mdp import Kind
-from plantd.security.caller import ANONYMOUS, CALLER_MARKER, BadCaller, serving, split_served
+from plantd.security.caller import (
+    ANONYMOUS,
+    CALLER_MARKER,
+    BadCaller,
+    Caller,
+    serving,
+    split_served,
+)
 from plantd.security.settings import ClientSecurity
 from plantd.telemetry import RequestStats
 from plantd.transport import NOBLOCK, readable, recv_frames, send_frames
+
+if TYPE_CHECKING:
+    from plantd.tracing.otel import Tracing
 
 log = logging.getLogger("plantd.worker")
 
@@ -413,12 +423,12 @@ class _Link:
 
     async def _serve_traced(
         self,
-        tracer: Any,
+        tracer: Tracing,
         sock: zmq.Socket[bytes],
         client: bytes,
         body: list[bytes],
         trace: bytes | None,
-        caller: Any,
+        caller: Caller | None,
     ) -> None:
         """:meth:`_serve_body` in the worker's SERVER span (ERROR when the reply is one)."""
         operation = body[0][:64].decode("utf-8", "replace") if body else ""
