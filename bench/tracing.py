@@ -113,6 +113,9 @@ def main() -> None:
     parser.add_argument("--inflight", type=int, default=16)
     parser.add_argument("--core", action="store_true", help="BrokerCore only, no sockets")
     parser.add_argument("--requests", type=int, default=200_000, help="per --core run")
+    parser.add_argument(
+        "--cases", default="", help="numbers of the cases to run, e.g. 1,2 (default: all)"
+    )
     args = parser.parse_args()
 
     sink = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
@@ -147,6 +150,8 @@ def main() -> None:
             },
         ),
     ]
+    if args.cases:
+        cases = [cases[int(n) - 1] for n in args.cases.split(",")]
     results: dict[str, list[dict[str, float]]] = {label: [] for label, _ in cases}
     for _ in range(args.rounds):
         for label, env in cases:
