@@ -136,6 +136,10 @@ def run_ours(endpoint: str) -> None:
 def run_load(endpoint: str, dialect: str, inflight: int, seconds: float, raw: bool) -> None:
     """N DEALERs, one request in flight each, for ``seconds``; prints JSON latencies."""
     request = [b"", *PAYLOAD] if raw else [*DIALECTS[dialect]["client"], *PAYLOAD]
+    traceparent = os.environ.get("BENCH_TRACEPARENT")  # bench/tracing.py: traced requests
+    if traceparent and not raw:
+        at = len(DIALECTS[dialect]["client"])
+        request[at:at] = [b"\x00plantd.trace/1", traceparent.encode()]
     socks, poller = dealers(endpoint, inflight)
     # warm-up: one round trip per socket
     for s in socks:

@@ -10,7 +10,10 @@ installation live. Topic ``<service>.<level>``; payload::
 publisher had to drop, so any consumer can count what it missed from the gaps.
 
 The handler never blocks the caller: ZeroMQ queues up to the high-water mark and the handler
-drops (and counts) beyond it. Structured fields come from ``extra={"fields": {...}}``.
+drops (and counts) beyond it. Structured fields come from ``extra={"fields": {...}}``; a
+record logged while a traced request is served gets ``trace_id`` and ``span_id`` (the
+handler's span, see ``plantd.tracing``) among them, so Loki and the logger's store can find
+the logs of one trace.
 
 Two things PUB/SUB alone would lose, kept by :class:`LogPublisher`:
 
@@ -41,6 +44,8 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from plantd.protocol import jsoncodec
+from plantd.protocol.tracecontext import trace_ids
+from plantd.tracing import current_traceparent
 from plantd.transport import NOBLOCK, readable, send_frames
 from plantd.vocabulary import LEVEL_NAMES, LOGGER_PRESENT_TOPIC, level_name, level_number
 
@@ -197,6 +202,11 @@ class LogBusHandler(logging.Handler):
             fields.setdefault("exc", record.exc_text)
         if record.stack_info:
             fields.setdefault("stack", record.stack_info)
+        trace = current_traceparent()
+        if trace is not None:  # logged while serving (or sending) a traced request
+            ids = trace_ids(trace)
+            fields.setdefault("trace_id", ids.trace_id)
+            fields.setdefault("span_id", ids.span_id)
         try:
             msg = record.getMessage()
         except Exception as exc:  # a bad %-format must not lose the record

@@ -14,6 +14,11 @@ a refused worker command a DISCONNECT. Workers that declared the caller capabili
 get every request prefixed with the caller (``plantd.security.caller``), always: a client
 cannot forge it.
 
+A request's trace prefix (``plantd.protocol.tracecontext``) is always stripped; its
+traceparent, if well formed, reaches plantd workers inside the caller prefix. With a
+``tracing`` hook (``plantd.tracing.otel.Tracing``; None, the default, costs a None check per
+request) the broker also records a span per routed request and passes its own on.
+
 Clients whose dialect has no error reply (MDP/0.1, majortomo, Go plantd) are never sent one:
 what would be an error for an RFC 18 client is, for them, a request held for a worker or
 dropped (counted and warned), so their own timeout and retry work as with the reference
@@ -35,7 +40,8 @@ from plantd.broker.alerts import Alerts
 from plantd.broker.fairqueue import FairQueue
 from plantd.protocol import mdp, mmi
 from plantd.protocol.mdp import Dialect, Kind, MalformedMessage, PeerMessage
-from plantd.security.caller import ANONYMOUS, CALLER_MARKER, encode_caller
+from plantd.protocol.tracecontext import TRACE_MARKER, split_trace
+from plantd.security.caller import ANONYMOUS, CALLER_MARKER, encode_caller, with_traceparent
 from plantd.telemetry import Latency
 from plantd.vocabulary import BROKER_ENDPOINT
 
@@ -49,6 +55,8 @@ NO_WORKER = 503
 WORKER_LOST = 504
 
 MMI_PREFIX = b"mmi."
+#: a module global: ``Kind.REQUEST`` is an attribute lookup on the enum class (~60 ns)
+_REQUEST = Kind.REQUEST
 
 #: bytes a queued request costs beyond its frames (Python objects), for the byte bounds
 REQUEST_OVERHEAD = 256
@@ -124,7 +132,20 @@ class Counters:
 class Request:
     """A client request waiting for, or being served by, a worker."""
 
-    __slots__ = ("arrival", "body", "caller", "client", "cost", "dialect", "discard", "service")
+    __slots__ = (
+        "arrival",
+        "body",
+        "caller",
+        "client",
+        "cost",
+        "dialect",
+        "discard",
+        "service",
+    )
+    #: what a :class:`TracedRequest` sets (class attributes here: an untraced request, the
+    #: usual one, stores nothing for them)
+    trace: bytes | None = None
+    span: Any = None
 
     def __init__(
         self,
@@ -147,6 +168,19 @@ class Request:
         #: the client already got its answer (an oversized reply's 413): the rest of the
         #: worker's reply parts are discarded, not treated as a protocol violation
         self.discard = False
+
+
+class TracedRequest(Request):
+    """A request with a trace context or a broker span (tracing on)."""
+
+    __slots__ = ("span", "trace")
+
+    def __init__(self, *args: Any, trace: bytes | None, span: Any) -> None:
+        super().__init__(*args)
+        #: the traceparent plantd workers get (the client's, or the broker span's)
+        self.trace = trace
+        #: the broker's span of this request (tracing on)
+        self.span = span
 
 
 class Worker:
@@ -247,6 +281,8 @@ class BrokerCore:
     settings: BrokerSettings = field(default_factory=BrokerSettings)
     started: float = field(default_factory=time.monotonic)
     authorize: Authorizer | None = None
+    #: ``plantd.tracing.otel.Tracing`` when this broker records spans, else None
+    tracing: Any = None
 
     def __post_init__(self) -> None:
         self.services: dict[bytes, Service] = {}
@@ -286,17 +322,21 @@ class BrokerCore:
         if size > self.settings.max_message_bytes:
             self._on_oversized(sender, msg, size, now)
             return
+        kind = msg.kind
+        trace = None
+        if kind is _REQUEST and msg.body and msg.body[0] == TRACE_MARKER:
+            trace, body = split_trace(msg.body)
+            msg = msg._replace(body=body)
         if self.authorize is not None:
             verdict = self.authorize(sender, msg, origin)
             if isinstance(verdict, Delegated):
                 origin = verdict.origin
                 msg = msg._replace(body=msg.body[2:])
             elif verdict is not None and verdict is not True:
-                self._refuse(sender, msg, verdict)
+                self._refuse(sender, msg, verdict, trace)
                 return
-        kind = msg.kind
         if kind is Kind.REQUEST:
-            self._on_request(sender, msg, now, size, origin)
+            self._on_request(sender, msg, now, size, origin, trace)
         elif kind is Kind.REPLY:
             self._on_reply(sender, msg, now)
         elif kind is Kind.HEARTBEAT:
@@ -316,7 +356,9 @@ class BrokerCore:
             if worker is not None:
                 self._remove_worker(worker, "worker disconnected while serving the request")
 
-    def _refuse(self, sender: bytes, msg: PeerMessage, verdict: Any) -> None:
+    def _refuse(
+        self, sender: bytes, msg: PeerMessage, verdict: Any, trace: bytes | None = None
+    ) -> None:
         status, reason = (FORBIDDEN, "not authorized") if verdict is False else verdict[:2]
         if status == RATE_LIMITED:
             self.counters.rate_limited += 1
@@ -324,6 +366,9 @@ class BrokerCore:
             self.counters.denied += 1
         self.alerts.note("denied", reason)
         if msg.kind is Kind.REQUEST:
+            if self.tracing is not None:
+                span = self._start_span(msg, trace)[0]
+                self.tracing.end(span, reason, {"plantd.outcome": "error", "plantd.status": status})
             self._error(sender, msg.dialect, msg.service, status, reason)
             return
         self._disconnect(sender, msg.dialect)
@@ -332,7 +377,13 @@ class BrokerCore:
             self._remove_worker(worker, reason)
 
     def _on_request(
-        self, client: bytes, msg: PeerMessage, now: float, size: int, origin: Any = None
+        self,
+        client: bytes,
+        msg: PeerMessage,
+        now: float,
+        size: int,
+        origin: Any = None,
+        trace: bytes | None = None,
     ) -> None:
         name = msg.service
         self.counters.requests += 1
@@ -343,7 +394,22 @@ class BrokerCore:
         if service is None:
             service = self.services[name] = Service(name)
         service.requests += 1
-        request = Request(client, msg.dialect, name, msg.body, now, size + REQUEST_OVERHEAD)
+        if trace is None and self.tracing is None:
+            request = Request(client, msg.dialect, name, msg.body, now, size + REQUEST_OVERHEAD)
+        else:
+            span = None
+            if self.tracing is not None:
+                span, trace = self._start_span(msg, trace)
+            request = TracedRequest(
+                client,
+                msg.dialect,
+                name,
+                msg.body,
+                now,
+                size + REQUEST_OVERHEAD,
+                trace=trace,
+                span=span,
+            )
         if origin is not None:
             request.caller = origin.caller
         queue = service.queue
@@ -374,6 +440,8 @@ class BrokerCore:
         )
         self.alerts.note("queue_full", reason)
         self._error(request.client, request.dialect, service.name, NO_WORKER, reason)
+        if request.span is not None:
+            self._end_span(request, NO_WORKER, reason)
 
     def _take_idle(self, service: Service, now: float) -> Worker | None:
         """The oldest idle worker that is not suspect, taken out of the idle set."""
@@ -401,7 +469,12 @@ class BrokerCore:
     def _dispatch(self, worker: Worker, request: Request, now: float) -> None:
         worker.busy = request
         worker.busy_since = now
-        body = [*request.caller, *request.body] if worker.caller else request.body
+        if not worker.caller:
+            body = request.body
+        elif request.trace is None:
+            body = [*request.caller, *request.body]
+        else:
+            body = [*with_traceparent(request.caller, request.trace), *request.body]
         msg = mdp.encode_worker_request(worker.dialect, request.client, body)
         msg.insert(0, worker.identity)
         worker.dispatched = msg
@@ -441,6 +514,8 @@ class BrokerCore:
             return
         self.counters.replies += 1
         worker.service.latency.observe(now - request.arrival)
+        if request.span is not None:
+            self._end_span(request, None, None, worker)
         self._finish(worker, now)
 
     def _finish(self, worker: Worker, now: float) -> None:
@@ -481,6 +556,8 @@ class BrokerCore:
             request.discard = True
             worker.service.failed += 1
             self._error(request.client, request.dialect, request.service, TOO_LARGE, reason)
+            if request.span is not None:
+                self._end_span(request, TOO_LARGE, reason, worker)
         if msg.final:
             self._finish(worker, now)
 
@@ -571,6 +648,8 @@ class BrokerCore:
                 self._error(request.client, request.dialect, service.name, status, reason)
             else:
                 self.counters.requests_dropped += 1  # held past its client's timeout
+            if request.span is not None:
+                self._end_span(request, status, reason)
         self.alerts.note("expired", f"{len(ended)} at once; {reason}")
 
     def _expiry_reason(self, service: Service) -> tuple[int, str]:
@@ -637,6 +716,24 @@ class BrokerCore:
             self.counters.lost_mid_request += 1
             self.alerts.note("worker_lost", f"service '{_text(service.name)}': {reason}")
             self._error(request.client, request.dialect, request.service, WORKER_LOST, reason)
+            if request.span is not None:
+                self._end_span(request, WORKER_LOST, reason, worker)
+
+    def _start_span(self, msg: PeerMessage, trace: bytes | None) -> tuple[Any, bytes]:
+        """The broker's span of request ``msg`` (tracing on), child of ``trace``."""
+        return self.tracing.broker_span(msg.service, msg.body, trace)  # type: ignore[no-any-return]
+
+    def _end_span(
+        self, request: Request, status: int | None, reason: str | None, worker: Worker | None = None
+    ) -> None:
+        """End a request's span: ``status`` None is a delivered reply, else the error sent."""
+        attrs: dict[str, Any] = {"plantd.outcome": "reply" if status is None else "error"}
+        if status is not None:
+            attrs["plantd.status"] = status
+        if worker is not None:
+            attrs["plantd.worker"] = worker.identity.hex()
+        self.tracing.end(request.span, reason, attrs)
+        request.span = None
 
     def _disconnect(self, identity: bytes, dialect: Dialect) -> None:
         self.counters.disconnects_sent += 1

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import zmq
 
+from plantd import tracing
 from plantd.broker.backlog import Backlog
 from plantd.broker.core import BrokerCore, BrokerSettings
 from plantd.protocol import mdp
@@ -54,6 +55,7 @@ class BrokerServer:
         the same context) is made here unless given, on a context of its own."""
         self.settings = settings
         self.core = BrokerCore(settings)
+        self.core.tracing = tracing.current()  # None unless PLANTD_TRACING/OTEL_* switch it on
         self._owns_guard = False
         if guard is None:
             security = server_security() if security is None else security

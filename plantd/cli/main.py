@@ -177,6 +177,9 @@ def run(argv: list[str] | None = None) -> int:
 
 def main() -> None:
     """Console script ``plant``."""
+    from plantd import tracing
+
+    tracing.set_service_name("plant")  # the spans of its requests, when tracing is on
     sys.exit(run())
 
 

@@ -164,56 +164,63 @@ class Client:
             acting_for=acting_principal(),
         )
         brokers = self.brokers
-        while True:
-            endpoint, wait = brokers.pick(time.monotonic())
-            if wait > 0:
-                await asyncio.sleep(wait)
-            sock = self._take(endpoint)
-            ok = False
-            try:
+        error: BaseException | None = None
+        try:
+            while True:
+                endpoint, wait = brokers.pick(time.monotonic())
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                sock = self._take(endpoint)
+                ok = False
                 try:
-                    send_frames(sock, ex.request, NOBLOCK)
-                except zmq.Again:
-                    await sock.send_multipart(ex.request)
-                ex.sent(time.monotonic())
-                while True:
-                    left = ex.time_left(time.monotonic())
-                    if left <= 0:
-                        raise TimeoutError
-                    if brokers.several and left > PROBE_EVERY:
-                        if not await self._wait(sock, PROBE_EVERY):
-                            reason = await probe_async(endpoint)
-                            if reason is not None:
-                                raise BrokerDied(reason)
+                    try:
+                        send_frames(sock, ex.request, NOBLOCK)
+                    except zmq.Again:
+                        await sock.send_multipart(ex.request)
+                    ex.sent(time.monotonic())
+                    while True:
+                        left = ex.time_left(time.monotonic())
+                        if left <= 0:
+                            raise TimeoutError
+                        if brokers.several and left > PROBE_EVERY:
+                            if not await self._wait(sock, PROBE_EVERY):
+                                reason = await probe_async(endpoint)
+                                if reason is not None:
+                                    raise BrokerDied(reason)
+                                continue
+                        elif not await self._wait(sock, left):
+                            raise TimeoutError
+                        frames = recv_frames(sock, NOBLOCK)
+                        brokers.succeeded(endpoint)
+                        reply = ex.received_frames(frames, time.monotonic())
+                        if reply is None:
                             continue
-                    elif not await self._wait(sock, left):
-                        raise TimeoutError
-                    frames = recv_frames(sock, NOBLOCK)
-                    brokers.succeeded(endpoint)
-                    reply = ex.received_frames(frames, time.monotonic())
-                    if reply is None:
-                        continue
-                    if reply.final:
-                        ok = True
+                        if reply.final:
+                            ok = True
+                            yield reply.body
+                            return
                         yield reply.body
-                        return
-                    yield reply.body
-            except (TimeoutError, BrokerDied) as exc:
-                reason = exc.reason if isinstance(exc, BrokerDied) else None
-                if brokers.several:
-                    reason = reason or await probe_async(endpoint)
-                    brokers.failed(endpoint, time.monotonic(), reason or "no reply in time")
-                    if ex.failover():
-                        continue
-                if not ex.timed_out():
-                    if reason is None and not brokers.several:
-                        reason = await probe_async(endpoint)
-                    raise timeout_error(endpoint, ex.service, ex.timeout, reason) from None
-            finally:
-                if ok:
-                    self._give_back(sock, endpoint)
-                else:
-                    self._discard(sock)
+                except (TimeoutError, BrokerDied) as exc:
+                    reason = exc.reason if isinstance(exc, BrokerDied) else None
+                    if brokers.several:
+                        reason = reason or await probe_async(endpoint)
+                        brokers.failed(endpoint, time.monotonic(), reason or "no reply in time")
+                        if ex.failover():
+                            continue
+                    if not ex.timed_out():
+                        if reason is None and not brokers.several:
+                            reason = await probe_async(endpoint)
+                        raise timeout_error(endpoint, ex.service, ex.timeout, reason) from None
+                finally:
+                    if ok:
+                        self._give_back(sock, endpoint)
+                    else:
+                        self._discard(sock)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            ex.finished(error)
 
     async def request(
         self, service: str | bytes, *body: bytes, timeout: float | None = None

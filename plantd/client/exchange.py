@@ -9,11 +9,14 @@ rules, two ways of waiting (and no event loop for the CLI's ``plant state get``)
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
-from plantd.client import errors
+from plantd import tracing
+from plantd.client import errors, metrics
 from plantd.client.reply import check_reply, service_name
 from plantd.protocol import mdp
+from plantd.protocol.tracecontext import trace_prefix
 from plantd.security.caller import encode_act_as
 
 __all__ = ["MAX_PAGES", "Exchange", "MmiListing", "decode_mmi", "next_cursor", "page_body"]
@@ -29,6 +32,11 @@ class Exchange:
     (``retries`` times, or ``failovers`` times through another broker) only if nothing was
     received for it yet: a stream half read cannot be replayed. ``acting_for``: send it on
     behalf of that principal (the act-as prefix, ``plantd.security.caller``; not for MMI).
+
+    A request continues the trace of :func:`plantd.tracing.current_traceparent` (the request
+    a worker's handler serves): it carries the W3C traceparent in the trace prefix, in front
+    of everything (``plantd.protocol.tracecontext``; not for MMI). With tracing on it is the
+    traceparent of this request's CLIENT span, which :meth:`finished` ends.
     """
 
     def __init__(
@@ -43,14 +51,41 @@ class Exchange:
     ) -> None:
         self.service = service_name(service)
         frames = list(body)
-        if acting_for is not None and not self.service.startswith(b"mmi."):
-            frames[:0] = encode_act_as(acting_for)
+        #: this request's span, and the tracing that made it (tracing on)
+        self.span: Any = None
+        self._tracer: Any = None
+        #: when the request was made (the client metrics' latency), 0 for MMI (not counted)
+        self.started = 0.0
+        if not self.service.startswith(b"mmi."):
+            self.started = time.perf_counter()
+            trace = tracing.current_traceparent()
+            tracer = tracing.current()
+            if tracer is not None:
+                self.span, trace = tracer.client_span(self.service, frames, trace)
+                self._tracer = tracer
+            if acting_for is not None:
+                frames[:0] = encode_act_as(acting_for)
+            if trace is not None:
+                frames[:0] = trace_prefix(trace)
         self.request = mdp.encode_request(self.service, frames)
         self.timeout = timeout
         self._attempts_left = retries
         self._failovers_left = failovers
         self._deadline = 0.0
         self.received = False
+
+    def finished(self, error: BaseException | None) -> None:
+        """The request is over (``error``: how it failed): count it (``plantd.client.metrics``)
+        and end its span, if it has one."""
+        if self.started:
+            metrics.observe(self.service, time.perf_counter() - self.started, error)
+            self.started = 0.0
+        span, self.span = self.span, None
+        if span is not None:
+            failed = None if error is None or isinstance(error, GeneratorExit) else error
+            attrs = {"plantd.received": self.received}
+            reason = None if failed is None else f"{type(failed).__name__}: {failed}"
+            self._tracer.end(span, reason, attrs)
 
     def sent(self, now: float) -> None:
         """The request went out (again): the wait for its first part starts."""

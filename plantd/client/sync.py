@@ -146,44 +146,51 @@ class SyncClient:
             acting_for=acting_principal(),
         )
         brokers = self.brokers
-        while True:
-            sock = self._socket()
-            endpoint = self._sock_endpoint
-            try:
-                sock.send_multipart(ex.request)
-                ex.sent(time.monotonic())
-                while True:
-                    left = ex.time_left(time.monotonic())
-                    if left <= 0:
-                        raise TimeoutError
-                    if brokers.several and left > PROBE_EVERY:
-                        if not self._wait(sock, int(PROBE_EVERY * 1000)):
-                            reason = probe(endpoint)
-                            if reason is not None:
-                                raise BrokerDied(reason)
+        error: BaseException | None = None
+        try:
+            while True:
+                sock = self._socket()
+                endpoint = self._sock_endpoint
+                try:
+                    sock.send_multipart(ex.request)
+                    ex.sent(time.monotonic())
+                    while True:
+                        left = ex.time_left(time.monotonic())
+                        if left <= 0:
+                            raise TimeoutError
+                        if brokers.several and left > PROBE_EVERY:
+                            if not self._wait(sock, int(PROBE_EVERY * 1000)):
+                                reason = probe(endpoint)
+                                if reason is not None:
+                                    raise BrokerDied(reason)
+                                continue
+                        elif not self._wait(sock, int(left * 1000)):
+                            raise TimeoutError
+                        frames = sock.recv_multipart()
+                        brokers.succeeded(endpoint)
+                        reply = ex.received_frames(frames, time.monotonic())
+                        if reply is None:
                             continue
-                    elif not self._wait(sock, int(left * 1000)):
-                        raise TimeoutError
-                    frames = sock.recv_multipart()
-                    brokers.succeeded(endpoint)
-                    reply = ex.received_frames(frames, time.monotonic())
-                    if reply is None:
-                        continue
-                    yield reply.body
-                    if reply.final:
-                        return
-            except (TimeoutError, BrokerDied) as exc:
-                self.close()
-                reason = exc.reason if isinstance(exc, BrokerDied) else probe(endpoint)
-                if brokers.several:
-                    brokers.failed(endpoint, time.monotonic(), reason or "no reply in time")
-                    if ex.failover():
-                        continue
-                if not ex.timed_out():
-                    raise timeout_error(endpoint, ex.service, ex.timeout, reason) from None
-            except BaseException:
-                self.close()  # an abandoned stream leaves replies behind: drop the socket
-                raise
+                        yield reply.body
+                        if reply.final:
+                            return
+                except (TimeoutError, BrokerDied) as exc:
+                    self.close()
+                    reason = exc.reason if isinstance(exc, BrokerDied) else probe(endpoint)
+                    if brokers.several:
+                        brokers.failed(endpoint, time.monotonic(), reason or "no reply in time")
+                        if ex.failover():
+                            continue
+                    if not ex.timed_out():
+                        raise timeout_error(endpoint, ex.service, ex.timeout, reason) from None
+                except BaseException:
+                    self.close()  # an abandoned stream leaves replies behind: drop the socket
+                    raise
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            ex.finished(error)
 
     def request(
         self, service: str | bytes, *body: bytes, timeout: float | None = None

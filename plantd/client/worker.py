@@ -13,11 +13,12 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.asyncio
 
+from plantd import tracing
 from plantd.client.reply import DEFAULT_ENDPOINT, format_bytes
 from plantd.config import parse_endpoints
 from plantd.protocol import jsoncodec, mdp
@@ -30,10 +31,20 @@ from plantd.protocol.envelope import (
     error_doc,
 )
 from plantd.protocol.mdp import Kind
-from plantd.security.caller import ANONYMOUS, CALLER_MARKER, BadCaller, serving, split_caller
+from plantd.security.caller import (
+    ANONYMOUS,
+    CALLER_MARKER,
+    BadCaller,
+    Caller,
+    serving,
+    split_served,
+)
 from plantd.security.settings import ClientSecurity
 from plantd.telemetry import RequestStats
 from plantd.transport import NOBLOCK, readable, recv_frames, send_frames
+
+if TYPE_CHECKING:
+    from plantd.tracing.otel import Tracing
 
 log = logging.getLogger("plantd.worker")
 
@@ -395,22 +406,50 @@ class _Link:
         more than the JSON work of a typical operation.
         """
         try:
-            caller, body = split_caller(body)
+            caller, trace, body = split_served(body)
         except BadCaller as exc:
             log.warning("%s: %s", self.w.service, exc)
             self._reply(sock, client, _json_frame(error_document(BAD_REQUEST, str(exc))), True)
             return
+        tracer = tracing.current()
         with serving(caller or ANONYMOUS):
-            await self._serve_body(sock, client, body)
+            if tracer is not None:
+                await self._serve_traced(tracer, sock, client, body, trace, caller)
+            elif trace is not None:  # not tracing here, but the handler's calls continue it
+                with tracing.continuing(trace):
+                    await self._serve_body(sock, client, body)
+            else:
+                await self._serve_body(sock, client, body)
 
-    async def _serve_body(self, sock: zmq.Socket[bytes], client: bytes, body: list[bytes]) -> None:
+    async def _serve_traced(
+        self,
+        tracer: Tracing,
+        sock: zmq.Socket[bytes],
+        client: bytes,
+        body: list[bytes],
+        trace: bytes | None,
+        caller: Caller | None,
+    ) -> None:
+        """:meth:`_serve_body` in the worker's SERVER span (ERROR when the reply is one)."""
+        operation = body[0][:64].decode("utf-8", "replace") if body else ""
+        principal = caller.principal if caller is not None else None
+        with tracer.serving(self.w.service, operation, trace, principal) as span:
+            error = await self._serve_body(sock, client, body)
+            if error is not None:
+                tracer.failed(span, error)
+
+    async def _serve_body(
+        self, sock: zmq.Socket[bytes], client: bytes, body: list[bytes]
+    ) -> str | None:
+        """Serve one request; the error code of an error reply, else None."""
         try:
             op, arg = self._parse(sock, client, body)
             if op is None:
-                return
+                return "invalid request"
             encode = _raw if op.raw else _json_frame
             started = time.perf_counter()
             failed = False
+            error: str | None = None
             try:
                 result = op.handler(arg)
                 if inspect.isasyncgen(result):
@@ -431,18 +470,23 @@ class _Link:
                 else:
                     value = await result
                     failed = isinstance(value, dict) and value.get("success") is False
+                    if failed:
+                        error = str(value.get("code") or value.get("error") or "error reply")
                     self._reply(sock, client, encode(value), True)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 failed = True
                 log.exception("%s: handler for %r failed", self.w.service, body[0])
-                doc = error_document(INTERNAL, f"{type(exc).__name__}: {exc}")
+                error = f"{type(exc).__name__}: {exc}"
+                doc = error_document(INTERNAL, error)
                 self._reply(sock, client, _json_frame(doc), True)
             self.w.served += 1
             self.w.stats.observe(op.name, time.perf_counter() - started, failed)
+            return error
         except zmq.ZMQError as exc:
             log.warning("%s: could not send reply: %s", self.w.service, exc)
+            return f"could not send reply: {exc}"
 
     def _parse(
         self, sock: zmq.Socket[bytes], client: bytes, body: list[bytes]

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
-from plantd import __version__
+from plantd import __version__, tracing
 from plantd.config import ConfigError, DaemonSettings, Home, load_settings, plantd_home
 from plantd.daemons import journald, process
 from plantd.daemons.health import Check, HealthRegistry, HealthServer
@@ -306,12 +306,15 @@ def run_daemon(
         return int(code) if isinstance(code, int) else int(ExitCode.REJECTED)
 
     log = setup_logging(name, level, home.log / f"{name}.log")
+    tracing.set_service_name(f"plantd-{name}")
+    tracing.current()  # PLANTD_TRACING/OTEL_*: the SDK is set up now, not by the first request
     daemon = cls(settings)
     try:
         return asyncio.run(_serve(daemon, settings, home, pid_file, log))
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
     finally:
+        tracing.shutdown()  # export the last spans
         logging.shutdown()
 
 
@@ -343,6 +346,11 @@ async def _serve(
     Info("plantd_daemon", "Which plantd daemon this is", registry=registry).info(
         {"name": name, "version": __version__}
     )
+    # the requests this daemon sends (plantd.client.metrics): the proxy's, a module's calls
+    from plantd.client.metrics import client_families
+    from plantd.telemetry import FamilyCollector
+
+    registry.register(FamilyCollector(client_families))
 
     checks = HealthRegistry()
     ctx = DaemonContext(

@@ -50,7 +50,8 @@ class LoggerSettings(ModuleSettings):
     loki_timeout: float = 5.0
     #: structured metadata: auto (detect a Loki that refuses or drops it), on, off
     loki_metadata: str = "auto"
-    #: deprecated and ignored: the store is the queue (kept so old configs still load)
+    #: deprecated and ignored (a warning at start when set): the store is the queue; kept so
+    #: old configs still load
     loki_max_queue: int = 0
 
 
@@ -68,6 +69,13 @@ class LoggerModule(Module[LoggerSettings]):
         assert self.ctx is not None
         s = self.settings
         path = Path(s.database or self.ctx.home.data / "logger.sqlite")
+        if s.loki_max_queue:
+            self.log.warning(
+                "loki_max_queue=%d is ignored: the store is the Loki queue (memory holds one"
+                " batch of loki_batch_size=%d records)",
+                s.loki_max_queue,
+                s.loki_batch_size,
+            )
         self.store = LogStore(
             StoreSettings(
                 path=path,

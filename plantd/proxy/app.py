@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from plantd import tracing
+from plantd.protocol.tracecontext import parse_traceparent
 from plantd.proxy.api import Api
 from plantd.proxy.auth import TokenGate
 from plantd.proxy.problems import Problem, problem_for
@@ -60,12 +62,18 @@ def _route_handler(
         params = route.parse(http)
         principal = http.get("principal")
         # every MDP request of this handler goes out for the token's principal: the broker
-        # and the services decide (and audit) as that principal, not as the proxy
-        with acting_for(principal):
+        # and the services decide (and audit) as that principal, not as the proxy; and in the
+        # caller's trace when it sent a W3C traceparent header (an invalid one is ignored)
+        with acting_for(principal), tracing.continuing(_traceparent(http)):
             return await route.handler(api, Request(http, params, principal))
 
     handle.__name__ = route.operation_id
     return handle
+
+
+def _traceparent(http: web.Request) -> bytes | None:
+    value = http.headers.get("traceparent")
+    return parse_traceparent(value.strip().encode("ascii", "replace")) if value else None
 
 
 def build_app(
@@ -93,7 +101,7 @@ def build_app(
                 response: web.StreamResponse = web.Response(status=204, headers={
                     "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE, OPTIONS",
                     "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match, "
-                    "If-None-Match, Last-Event-ID",
+                    "If-None-Match, Last-Event-ID, traceparent",
                     "Access-Control-Max-Age": "600",
                 })  # fmt: skip
             else:

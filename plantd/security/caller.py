@@ -16,6 +16,11 @@ Acting for another principal (the HTTP proxy, for the principal its API token na
 each request body. The broker allows that only to principals granted ``@act-as`` (the proxy's
 service role, admin), strips the two frames, authorizes the request as the named principal
 and tells the worker who it was, ``via`` whom.
+
+A traced request's W3C ``traceparent`` (``plantd.protocol.tracecontext``) travels in the same
+JSON document, as ``"traceparent"``: the broker adds it (:func:`with_traceparent`) after
+checking its form, so the one frame a client cannot touch carries it, and foreign workers,
+which get no caller prefix, never see it.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+
+from plantd.protocol.tracecontext import parse_traceparent
 
 #: the READY capability frame and the first frame of the caller prefix
 CALLER_MARKER = b"\x00plantd.caller/1"
@@ -125,19 +132,34 @@ def encode_caller(caller: Caller) -> list[bytes]:
     return [CALLER_MARKER, doc.encode("utf-8")]
 
 
+def with_traceparent(prefix: list[bytes], traceparent: bytes) -> list[bytes]:
+    """The caller prefix ``prefix`` carrying ``traceparent`` too (a value
+    ``plantd.protocol.tracecontext.parse_traceparent`` accepted: hex digits and dashes, so it
+    is spliced into the JSON as it is)."""
+    return [prefix[0], b'%s,"traceparent":"%s"}' % (prefix[1][:-1], traceparent)]
+
+
 def split_caller(body: list[bytes]) -> tuple[Caller | None, list[bytes]]:
     """``(caller, rest)`` of a body that may start with the caller prefix; ``(None, body)``
     when it does not (a broker without the capability)."""
+    caller, _, rest = split_served(body)
+    return caller, rest
+
+
+def split_served(body: list[bytes]) -> tuple[Caller | None, bytes | None, list[bytes]]:
+    """``(caller, traceparent, rest)`` of a body that may start with the caller prefix;
+    ``(None, None, body)`` when it does not. A traceparent that does not parse is None."""
     if len(body) < 2 or body[0] != CALLER_MARKER:
-        return None, body
+        return None, None, body
     known = _parsed.get(body[1])
     if known is not None:
-        return known, body[2:]
-    caller = _parse_caller(body[1])
-    if len(_parsed) >= _PARSED_LIMIT:
-        _parsed.clear()
-    _parsed[body[1]] = caller
-    return caller, body[2:]
+        return known, None, body[2:]
+    caller, traceparent = _parse_caller(body[1])
+    if traceparent is None:  # a traced request's prefix is new every time: not kept
+        if len(_parsed) >= _PARSED_LIMIT:
+            _parsed.clear()
+        _parsed[body[1]] = caller
+    return caller, traceparent, body[2:]
 
 
 #: callers by their prefix frame: a connection sends the same bytes with every request, and
@@ -146,20 +168,25 @@ _parsed: dict[bytes, Caller] = {}
 _PARSED_LIMIT = 4096
 
 
-def _parse_caller(frame: bytes) -> Caller:
+def _parse_caller(frame: bytes) -> tuple[Caller, bytes | None]:
+    """The caller of a prefix frame and its traceparent (None when absent or malformed)."""
     try:
         doc = json.loads(frame)
         principal = doc["principal"]
         roles = tuple(str(r) for r in doc.get("roles") or ())
         peer = doc.get("peer")
         via = doc.get("via")
+        traceparent = doc.get("traceparent")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise BadCaller(f"caller prefix does not parse: {exc}") from None
     if principal is not None and not isinstance(principal, str):
         raise BadCaller("caller prefix: principal is not a string")
-    return Caller(
+    caller = Caller(
         principal,
         roles,
         peer if isinstance(peer, str) else None,
         via if isinstance(via, str) else None,
     )
+    if isinstance(traceparent, str):
+        return caller, parse_traceparent(traceparent.encode("ascii", "replace"))
+    return caller, None
