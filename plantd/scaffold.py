@@ -113,7 +113,7 @@ def test_greet(tmp_path) -> None:
     # security is on: a keyring of its own (broker key, admin) and the module's principal
     plant = [sys.executable, "-m", "plantd.cli.main"]
     subprocess.run([*plant, "identity", "init"], env=env, check=True, capture_output=True)
-    subprocess.run([*plant, "identity", "add", "{name}", "--kind", "module",
+    subprocess.run([*plant, "identity", "add", "{name}", "--kind", "module", "--local",
                     "--role", "service:{service}"], env=env, check=True, capture_output=True)
     security = client_security(env=env)
     run = [sys.executable, "-m", "plantd.daemons.run"]

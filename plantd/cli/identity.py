@@ -5,7 +5,8 @@ trail (see docs/security.md).
 through ``org.plantd.Identity`` when it answers (an admin on any host; the policy decides,
 the daemon audits), and change this host's keyring files (``$PLANTD_HOME/identity``) only
 when the service cannot be reached and the keyring is this host's (the broker endpoint is
-local), or with ``--local``. A new key pair is always made by the CLI, on the caller's host:
+local; or what answers there holds another broker key: another stack owns the port), or
+with ``--local``. A new key pair is always made by the CLI, on the caller's host:
 the service gets the public key only and never holds a secret. ``init`` and ``export`` are
 local. Errors: a bad name/role/key exits 2, the service unreachable with no local keyring 3,
 an unknown principal 4, not authorized 5 (naming the rule), a name or key that already
@@ -233,11 +234,13 @@ def _identity_call(
     from plantd.cli import client_settings
     from plantd.client import SyncClient
     from plantd.client.errors import (
+        AuthenticationFailed,
         BrokerUnreachable,
         RequestTimeout,
         ServiceUnavailable,
         UnknownService,
     )
+    from plantd.security.curve import KEY_MISMATCH
     from plantd.security.errors import InsecureKeyFile, NotFound
     from plantd.vocabulary import IDENTITY_SERVICE
 
@@ -267,6 +270,11 @@ def _identity_call(
         reason = str(exc)
     except (BrokerUnreachable, RequestTimeout, ServiceUnavailable, UnknownService) as exc:
         reason = str(exc) or type(exc).__name__
+    except AuthenticationFailed as exc:
+        if KEY_MISMATCH not in str(exc):
+            raise  # our key was refused: an error, not a reason to go around the service
+        # what answers there is not this keyring's broker (another stack owns the port)
+        reason = str(exc)
     _unreachable_fallback(ctx, reason, verbose)
     return None
 

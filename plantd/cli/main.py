@@ -65,7 +65,10 @@ def _root(
         None,
         "--identity",
         "-i",
-        help="Secret key file to authenticate with (env PLANTD_CLIENT_IDENTITY).",
+        help=(
+            "Secret key file, or a principal of this host's keyring, to authenticate as"
+            " (env PLANTD_CLIENT_IDENTITY)."
+        ),
     ),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
