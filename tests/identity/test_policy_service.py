@@ -18,9 +18,12 @@ from plantd.identity.principals import Registry
 from plantd.security.keys import Keyring
 from plantd.security.settings import client_security
 from tests.identity.test_daemon import identity, json_ok  # noqa: F401 (a fixture)
+from tests.support.broker import BrokerProcess, daemon_env
 from tests.support.polling import wait_until
 from tests.support.ports import free_port
 from tests.support.processes import run_plant
+from tests.support.state import StateProcess, state_settings
+from tests.support.state import request as state_request
 from tests.test_cli import assert_one_line_error
 
 pytestmark = pytest.mark.timeout(120)
@@ -34,6 +37,15 @@ rules:
     service: org.plantd.Identity
     operation: list
     access: read
+"""
+#: a scope rule: only the state service (which knows the scope) can apply it
+DENY_ALICE_RECIPES = """\
+  - name: alice-no-recipes
+    effect: deny
+    subject: principal:alice
+    service: org.plantd.State
+    scope: "recipes.*"
+    access: write
 """
 BAD_ACCESS = """\
 rules:
@@ -62,27 +74,42 @@ def policy_rows(env: dict[str, str]) -> list[dict[str, Any]]:
 
 def test_an_admins_policy_refuses_an_open_connection_on_its_next_request(
     identity: dict[str, str],  # noqa: F811
+    broker: BrokerProcess,
     plantd_home: Path,
     tmp_path: Path,
 ) -> None:
+    """The broker (service and operation) and the state service (scope) both apply a policy
+    set through the service from the next message of a connection already open."""
     ring = Keyring.at_home(plantd_home)
-    alice = client_security(str(ring.secret_path("alice")), {"PLANTD_HOME": str(plantd_home)})
-    before = json_ok(identity, "policy", "show")
-    assert before["digest"] == policyfile.EMPTY_DIGEST and before["text"] is None
-    assert before["answered_by"] == SERVICE
-    new = write(tmp_path, "policy.yaml", DENY_ALICE_LIST)
-    diff = json_ok(identity, "policy", "diff", str(new))
-    assert diff["changed"] and "+    subject: principal:alice\n" in diff["diff"]
-    with SyncClient(identity["PLANTD_CLIENT_ENDPOINT"], timeout=5.0, security=alice) as c:
-        assert c.call(SERVICE, "list")["data"]["count"] >= 2  # an operator may read
-        done = json_ok(identity, "policy", "set", str(new))
-        assert done["changed"] and done["added"] == ["alice-no-list"]
-        assert done["previous"] == policyfile.EMPTY_DIGEST
-        assert done["digest"] == policyfile.digest(DENY_ALICE_LIST)
-        with pytest.raises(NotAuthorized, match="alice-no-list"):
-            c.call(SERVICE, "list")  # the same connection, the very next request
-        assert c.call(SERVICE, "whoami")["data"]["principal"] == "alice"  # the rest stays
-    assert ring.policy.read_text() == DENY_ALICE_LIST
+    state = StateProcess(state_settings(daemon_env(broker, "state")), plantd_home)
+    try:
+        state.wait_ready()
+        alice = client_security(str(ring.secret_path("alice")), {"PLANTD_HOME": str(plantd_home)})
+        before = json_ok(identity, "policy", "show")
+        assert before["digest"] == policyfile.EMPTY_DIGEST and before["text"] is None
+        assert before["answered_by"] == SERVICE
+        text = DENY_ALICE_LIST + DENY_ALICE_RECIPES
+        new = write(tmp_path, "policy.yaml", text)
+        diff = json_ok(identity, "policy", "diff", str(new))
+        assert diff["changed"] and "+    subject: principal:alice\n" in diff["diff"]
+        recipe = {"service": "recipes.a", "key": "k", "value": 1}
+        with SyncClient(identity["PLANTD_CLIENT_ENDPOINT"], timeout=5.0, security=alice) as c:
+            assert c.call(SERVICE, "list")["data"]["count"] >= 2  # an operator may read
+            assert state_request(c, "state-set", recipe)["success"] is True
+            done = json_ok(identity, "policy", "set", str(new))
+            assert done["changed"] and done["added"] == ["alice-no-list", "alice-no-recipes"]
+            assert done["previous"] == policyfile.EMPTY_DIGEST
+            assert done["digest"] == policyfile.digest(text)
+            with pytest.raises(NotAuthorized, match="alice-no-list"):
+                c.call(SERVICE, "list")  # the same connection, the very next request
+            refused = state_request(c, "state-set", {**recipe, "value": 2})
+            assert refused["code"] == "unauthorized" and "alice-no-recipes" in refused["error"]
+            line = state_request(c, "state-set", {**recipe, "service": "line1"})
+            assert line["success"] is True  # the rest stays allowed
+            assert c.call(SERVICE, "whoami")["data"]["principal"] == "alice"
+    finally:
+        state.stop()
+    assert ring.policy.read_text() == text
     check = run_plant(
         identity, "policy", "check", SERVICE, "list", "--principal", "alice", "-o", "json"
     )
@@ -96,7 +123,7 @@ def test_an_admins_policy_refuses_an_open_connection_on_its_next_request(
     assert row["old"] == {"digest": policyfile.EMPTY_DIGEST}
     assert row["new"] == {
         "digest": done["digest"],
-        "added": ["alice-no-list"],
+        "added": ["alice-no-list", "alice-no-recipes"],
         "removed": [],
         "modified": [],
     }
