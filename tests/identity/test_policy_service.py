@@ -157,6 +157,10 @@ def test_who_may_set_what_and_a_bad_policy_is_never_installed(
     shown = json_ok(identity, "policy", "show")
     assert shown["digest"] == installed and shown["rules"] == ["alice-no-list"]
     assert shown["error"] is None
+    raw = run_plant(identity, "policy", "show", "-o", "raw")
+    assert raw.returncode == 0 and raw.stdout == DENY_ALICE_LIST  # edit it, set it back
+    table = run_plant(identity, "policy", "show", "-o", "table").stdout
+    assert table.startswith("# file: ") and f"# digest: {installed}\n" in table
     assert ring.policy.read_text() == DENY_ALICE_LIST
     # optimistic concurrency: a set based on an older show is refused, --force overrides
     other = write(
@@ -210,6 +214,15 @@ def test_hand_edits_and_local_sets_are_audited_once(
     gone = {**identity, "PLANTD_CLIENT_ENDPOINT": f"tcp://127.0.0.1:{free_port()}"}
     local = json_ok(gone, "policy", "set", str(write(tmp_path, "l.yaml", DENY_ALICE_LIST)))
     assert local["answered_by"] == "local keyring" and local["removed"] == ["by-hand"]
+    decided = run_plant(gone, "policy", "check", SERVICE, "list", "-p", "alice", "-o", "json")
+    assert decided.returncode == 1, decided.stderr
+    assert json.loads(decided.stdout) == {
+        "principal": "alice",
+        "roles": ["operator"],
+        "allowed": False,
+        "rule": "alice-no-list",
+        "answered_by": "local keyring",
+    }
     assert json_ok(identity, "policy", "show")["digest"] == first  # the service looked
     ops = [(r["principal"].split(":")[0], r["operation"]) for r in policy_rows(identity)]
     assert ops == [

@@ -4,6 +4,8 @@ test_policy_service.py."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from plantd.identity import policyfile
@@ -87,3 +89,31 @@ async def test_a_change_made_while_the_daemon_was_down_is_recorded_at_start(
     ]
     assert rows[1]["old"] == {"digest": policyfile.digest(TEXT)}
     assert rows[1]["new"] == {"digest": policyfile.EMPTY_DIGEST, "rules": []}
+
+
+async def test_two_sets_from_the_same_show_one_wins(svc: IdentityService) -> None:  # noqa: F811
+    """Two admins edited the same text: the second set is refused, not lost unseen."""
+    seen = (await call(svc, ADMIN, "policy-get"))["data"]["digest"]
+    mine = {"text": TEXT, "prev_digest": seen}
+    theirs = {"text": TEXT.replace("vic-writes", "vic-writes-too"), "prev_digest": seen}
+    replies = await asyncio.gather(
+        call(svc, ADMIN, "policy-set", mine), call(svc, ADMIN, "policy-set", theirs)
+    )
+    assert sorted(r.get("code", "ok") for r in replies) == ["conflict", "ok"]
+    winner = next(r for r in replies if r.get("success"))["data"]["digest"]
+    assert policyfile.digest(svc.keyring.policy.read_text()) == winner
+
+
+async def test_a_broken_hand_edit_is_recorded_and_the_last_good_policy_stays(
+    svc: IdentityService,  # noqa: F811
+) -> None:
+    await call(svc, ADMIN, "policy-set", {"text": TEXT})
+    svc.keyring.policy.write_text("rules:\n  - {name: x, effect: maybe}\n")
+    got = (await call(svc, ADMIN, "policy-get"))["data"]  # looks at the file first
+    assert got["rules"] == ["vic-writes"] and "policy.yaml:2" in got["error"]
+    with AuditLog(svc.keyring.audit) as trail:
+        row = trail.query(scope=policyfile.POLICY_SCOPE).rows[-1]
+    assert row["operation"] == "policy-changed-on-disk"
+    assert (
+        row["new"]["digest"] == got["digest"] and "rules[0].subject: missing" in row["new"]["error"]
+    )
