@@ -11,6 +11,7 @@ name, old ``{"digest"}`` -> new ``{"digest", "added", "removed", "modified"}`` (
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -116,14 +117,23 @@ def replace(path: Path, text: str, prev_digest: str | None) -> str:
     """Write ``text`` to ``path`` durably and atomically (temporary file, fsync, rename)
     unless the file's digest is no longer ``prev_digest`` (:class:`Conflict`: it changed
     meanwhile). Blocking; returns the digest of the text it replaced."""
-    old = digest(read_text(path))
-    if prev_digest is not None and old != prev_digest:
-        raise Conflict(
-            f"{path.name} changed meanwhile (its digest is {old[:12]}..., the text you edited"
-            f" had {prev_digest[:12]}...): look at it again ('plant policy show') or use --force"
-        )
-    write_durably(path, text, POLICY_MODE)
-    return old
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # setters in other processes (the service, 'plant policy set --local') take turns, so
+    # the digest compared is the one replaced; a hand edit takes no lock
+    lock = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, POLICY_MODE)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = digest(read_text(path))
+        if prev_digest is not None and old != prev_digest:
+            raise Conflict(
+                f"{path.name} changed meanwhile (its digest is {old[:12]}..., the text you"
+                f" edited had {prev_digest[:12]}...): look at it again ('plant policy show')"
+                " or use --force"
+            )
+        write_durably(path, text, POLICY_MODE)
+        return old
+    finally:
+        os.close(lock)  # releases the lock
 
 
 __all__ = [
