@@ -222,6 +222,7 @@ def _identity_call(
     payload: Any = None,
     *,
     write: bool = False,
+    check_with: str = "plant identity show",
 ) -> Any | None:
     """The reply data of ``org.plantd.Identity`` ``operation``, or None when the command is
     to use this host's keyring instead (``--local``, or the service is unreachable and the
@@ -258,7 +259,7 @@ def _identity_call(
                     raise
                 raise CliError(
                     f"{IDENTITY_SERVICE} did not answer '{operation}' in time; it may have been"
-                    " applied: check with 'plant identity show'",
+                    f" applied: check with '{check_with}'",
                     ExitCode.TIMEOUT,
                 ) from exc
         if verbose:

@@ -23,6 +23,7 @@ from plantd.cli import identity as identity_cmds
 from plantd.cli import log as log_cmds
 from plantd.cli import metric as metric_cmds
 from plantd.cli import module as module_cmds
+from plantd.cli import policy as policy_cmds
 from plantd.cli import web as web_cmds
 from plantd.cli.exitcodes import ExitCode, exit_code_for
 from plantd.cli.output import OutputFormat, error
@@ -86,6 +87,7 @@ daemon_cmds.register(app)
 broker_cmds.register(app)
 module_cmds.register(app)
 identity_cmds.register(app)
+policy_cmds.register(app)
 completion_cmds.register(app)
 doctor_cmds.register(app)
 app.add_typer(log_cmds.app, name="log", help="Tail, query and count log records.")

@@ -17,10 +17,13 @@ from plantd.identity.auditwriter import AuditWriter
 from plantd.identity.authority import Authority
 from plantd.identity.guard import Guard
 from plantd.identity.service import SERVICE, IdentityService
-from plantd.module import Module, ModuleSettings, operation
+from plantd.module import Module, ModuleSettings, every, operation
 from plantd.security.keys import Keyring
 from plantd.security.settings import security_enabled
 from plantd.vocabulary import HEALTH_PORTS
+
+#: how often the policy file is looked at for hand edits (seconds; a ``stat`` each)
+POLICY_WATCH_INTERVAL = 0.5
 
 
 @dataclass
@@ -111,6 +114,10 @@ class IdentityModule(Module[IdentitySettings]):
     async def policy_check(self, doc: Any) -> dict[str, Any]:
         return await self._call("policy-check", doc)
 
+    @operation("policy-set")
+    async def policy_set(self, doc: Any) -> dict[str, Any]:
+        return await self._call("policy-set", doc)
+
     @operation("policy-reload")
     async def policy_reload(self, doc: Any) -> dict[str, Any]:
         return await self._call("policy-reload", doc)
@@ -124,6 +131,11 @@ class IdentityModule(Module[IdentitySettings]):
         """One page; with ``stream: true`` every page as a PARTIAL reply."""
         async for page in self.identity.audit_list(doc):
             yield page
+
+    @every(POLICY_WATCH_INTERVAL)
+    async def watch_policy(self) -> None:
+        """A hand edit of the policy file lands in the audit trail within this interval."""
+        await self.identity.watch_policy()
 
     async def teardown(self) -> None:
         await self.audit.close()

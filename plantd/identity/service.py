@@ -6,8 +6,11 @@ error naming the field). The service never makes or holds a secret key: ``add`` 
 caller's host and keeps the secret there). The caller is the one the broker passed
 (``current_caller()``); every operation is checked against the policy with it (the broker
 checks the service too; this service knows what each operation is). Changes to principals
-are audited with the caller as principal and published on the event bus like the state
-service's rows.
+and to the policy are audited with the caller as principal and published on the event bus
+like the state service's rows. ``policy-set`` replaces the policy file (checked, never
+locking the admins out, optimistic concurrency by digest); :meth:`IdentityService.watch_policy`
+audits a change of the file nobody made through it (a hand edit) as
+``policy-changed-on-disk``.
 
 SQLite work (the registry, audit queries and verification) runs on a thread
 (``asyncio.to_thread``) with a connection of its own, never on the event loop.
@@ -20,10 +23,17 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from plantd.identity.audit import MAX_PAGE, host_sources, merged_query, verify_sources
+from plantd.identity import policyfile
+from plantd.identity.audit import (
+    MAX_PAGE,
+    AuditLog,
+    host_sources,
+    merged_query,
+    verify_sources,
+)
 from plantd.identity.auditwriter import AuditWriter, Entry
 from plantd.identity.guard import UNAUTHORIZED, Guard
-from plantd.identity.policy import IDENTITY_SERVICE, parse_policy
+from plantd.identity.policy import IDENTITY_SERVICE, Policy, PolicyError, parse_policy
 from plantd.identity.principals import STATES, Principal, Registry, validate_name
 from plantd.protocol.envelope import INVALID_ARGUMENT, error_doc, ok
 from plantd.security.caller import current_caller
@@ -95,6 +105,12 @@ class IdentityService:
         self.requests = 0
         self.denied = 0
         self._ops: dict[str, Callable[[Any], Any]] | None = None
+        #: the policy file as this service last installed or saw it (None: not looked yet);
+        #: one policy change at a time (a set, or the look for hand edits)
+        self._policy_lock = asyncio.Lock()
+        self._policy_digest: str | None = None
+        self._policy_known: Policy | None = None
+        self._policy_stamp: tuple[int, int, int] | None = None
 
     def operations(self) -> dict[str, Callable[[Any], Any]]:
         """Wire name -> handler (JSON in, reply document out; ``audit-list`` may stream)."""
@@ -112,6 +128,7 @@ class IdentityService:
             "reject": self.reject,
             "policy-get": self.policy_get,
             "policy-check": self.policy_check,
+            "policy-set": self.policy_set,
             "policy-reload": self.policy_reload,
             "audit-verify": self.audit_verify,
         }
@@ -271,16 +288,18 @@ class IdentityService:
         return await self._change("reject", lambda r: r.reject(name), old={"state": "pending"})
 
     async def policy_get(self, _doc: dict[str, Any]) -> dict[str, Any]:
+        """The policy file's text and digest and what is in force; a hand edit of the file
+        not yet in the audit trail is recorded first."""
+        await self.watch_policy()
         path = self.keyring.policy
-        text = await asyncio.to_thread(
-            lambda: path.read_text(encoding="utf-8") if path.exists() else None
-        )
+        text = await asyncio.to_thread(policyfile.read_text, path)
         auth = self.guard.authority
         policy = auth.policy if auth is not None else None
         return ok(
             {
                 "file": str(path),
                 "text": text,
+                "digest": policyfile.digest(text),
                 "rules": [r.name for r in policy.rules] if policy else [],
                 "roles": dict(policy.inherits) if policy else {},
                 "error": auth.policy_error if auth is not None else None,
@@ -288,23 +307,31 @@ class IdentityService:
         )
 
     async def policy_check(self, doc: dict[str, Any]) -> dict[str, Any]:
-        """What the policy decides for a request: ``principal`` (default: the caller),
-        ``service``, ``operation``, ``scope``, ``key``; parses ``text`` instead of the
-        current policy when given (check a file before installing it)."""
+        """What the policy decides for a request: ``principal`` (default: the caller) or
+        ``roles`` (decide for a holder of these roles), ``service``, ``operation``, ``scope``,
+        ``key``; parses ``text`` instead of the current policy when given (check a file
+        before installing it)."""
         caller = current_caller()
-        principal = _str(doc, "principal", required=False) or caller.principal
+        given_roles = _roles(doc) if "roles" in doc else None
+        principal = _str(doc, "principal", required=False) or (
+            caller.principal if given_roles is None else None
+        )
         service = str(_str(doc, "service"))
         operation = str(_str(doc, "operation"))
         scope = _str(doc, "scope", required=False)
         key = _str(doc, "key", required=False)
         auth = self.guard.authority
         text = _str(doc, "text", required=False)
-        if principal is None:
+        if principal is None and given_roles is None:
             raise InvalidArgument("principal: the caller has none; name one", "principal")
-        if text is not None:
-            policy = parse_policy(text, "text")
-            roles = auth.roles(principal) if auth is not None else ()
-            decision = policy.decide(principal, roles, service, operation, scope, key)
+        if given_roles is not None or text is not None:
+            policy = parse_policy(text, "text") if text is not None else self._policy_now()
+            roles: tuple[str, ...] | list[str]
+            if given_roles is not None:
+                roles = given_roles
+            else:
+                roles = auth.roles(principal) if auth is not None else ()
+            decision = policy.decide(principal or "", roles, service, operation, scope, key)
         elif auth is not None:
             decision = auth.decide(principal, None, service, operation, scope, key)
             roles = auth.roles(principal)
@@ -318,6 +345,134 @@ class IdentityService:
                 "rule": decision.rule,
             }
         )
+
+    def _policy_now(self) -> Policy:
+        auth = self.guard.authority
+        return auth.policy if auth is not None else Policy()
+
+    async def policy_set(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Replace the policy file with ``text`` (checked first: a policy that does not parse
+        or would refuse the caller ``policy-set`` is never installed); with ``prev_digest``
+        only if the file still has that digest (``conflict`` otherwise). Audited as
+        ``policy-set``, old -> new digests and the rule names added/removed/changed; the
+        broker and the services pick the file up by its mtime on their next message."""
+        text = doc.get("text")
+        if not isinstance(text, str):
+            raise InvalidArgument("field 'text': expected the policy text (YAML)", "text")
+        prev = doc.get("prev_digest")
+        prev_digest = None if prev is None else policyfile.validate_digest(prev)
+        request_id = _str(doc, "request_id", required=False)
+        path = self.keyring.policy
+        try:
+            policy = parse_policy(text, path.name)
+        except PolicyError as exc:
+            raise InvalidArgument(str(exc), "text") from None
+        caller = current_caller()
+        if caller.principal is not None:
+            reason = policyfile.lockout(policy, [(caller.principal, self.guard.roles_of(caller))])
+            if reason is not None:
+                raise InvalidArgument(reason, "text")
+        new_digest = policyfile.digest(text)
+        async with self._policy_lock:
+            await self._look_at_policy()  # a hand edit before this one is recorded first
+            if prev_digest is None and self._policy_digest == new_digest:
+                old_digest = new_digest
+            else:
+                old_digest = await asyncio.to_thread(policyfile.replace, path, text, prev_digest)
+            changed = old_digest != new_digest
+            changes = policyfile.rule_changes(self._policy_known, policy)
+            if changed:
+                await self._record(
+                    Entry(
+                        principal=caller.label,
+                        peer=caller.peer,
+                        service=SERVICE,
+                        operation=policyfile.SET_OPERATION,
+                        scope=policyfile.POLICY_SCOPE,
+                        key=path.name,
+                        old={"digest": old_digest},
+                        new={"digest": new_digest, **changes},
+                        request_id=request_id,
+                        outcome="ok",
+                    )
+                )
+            self._policy_digest, self._policy_known = new_digest, policy
+            self._policy_stamp = policyfile.file_stamp(path)
+            self.guard.refresh()
+        return ok(
+            {
+                "file": str(path),
+                "digest": new_digest,
+                "previous": old_digest,
+                "changed": changed,
+                "rules": [r.name for r in policy.rules],
+                **{k: v for k, v in changes.items() if k != "rules"},
+            }
+        )
+
+    async def watch_policy(self) -> None:
+        """Audit a change of the policy file nobody made through ``policy-set`` (a hand
+        edit) as ``policy-changed-on-disk`` by ``local:file``; the daemon calls this
+        periodically (a ``stat`` when nothing changed)."""
+        async with self._policy_lock:
+            await self._look_at_policy()
+
+    async def _look_at_policy(self) -> None:
+        path = self.keyring.policy
+        stamp = policyfile.file_stamp(path)
+        if self._policy_digest is not None and stamp == self._policy_stamp:
+            return
+        text = await asyncio.to_thread(policyfile.read_text, path)
+        now = policyfile.digest(text)
+        self._policy_stamp = stamp
+        if now == self._policy_digest:
+            return
+        try:
+            policy: Policy | None = parse_policy(text or "", path.name)
+            problem = None
+        except PolicyError as exc:
+            policy, problem = None, str(exc)
+        # the last digest the trail recorded: after a restart, or a 'plant policy set --local'
+        recorded = await asyncio.to_thread(self._recorded_policy_digest)
+        if now != recorded:
+            new: dict[str, Any] = {"digest": now}
+            if policy is not None:
+                new.update(policyfile.rule_changes(self._policy_known, policy))
+            if problem is not None:
+                new["error"] = problem  # the last good policy stays in force
+            log.warning("policy file %s changed on disk (digest %s)", path, now[:12])
+            await self._record(
+                Entry(
+                    principal=policyfile.FILE_PRINCIPAL,
+                    service=SERVICE,
+                    operation=policyfile.CHANGED_ON_DISK,
+                    scope=policyfile.POLICY_SCOPE,
+                    key=path.name,
+                    old={"digest": self._policy_digest or recorded},
+                    new=new,
+                    outcome="ok",
+                )
+            )
+        self._policy_digest, self._policy_known = now, policy
+
+    def _recorded_policy_digest(self) -> str:
+        """The new digest of the trail's last policy row (blocking); the empty policy's
+        when there is none."""
+        path = self.keyring.audit
+        last = policyfile.EMPTY_DIGEST
+        if not path.exists():
+            return last
+        with AuditLog(path, read_only=True) as trail:
+            after = None
+            while True:
+                page = trail.query(scope=policyfile.POLICY_SCOPE, after=after, limit=MAX_PAGE)
+                for row in page.rows:
+                    new = row["new"]
+                    if isinstance(new, dict) and isinstance(new.get("digest"), str):
+                        last = new["digest"]
+                if not page.more:
+                    return last
+                after = page.next
 
     async def policy_reload(self, _doc: dict[str, Any]) -> dict[str, Any]:
         auth = self.guard.authority
