@@ -11,6 +11,7 @@ the carrier.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -68,12 +69,13 @@ def _parent_context(traceparent: bytes | None) -> Any:
 
 
 def _exporter_from_environment() -> SpanExporter:
-    """``OTEL_TRACES_EXPORTER``: ``console``, else OTLP/HTTP (endpoint, headers and timeout
-    from the standard ``OTEL_EXPORTER_OTLP_*`` variables, read by the exporter)."""
+    """``OTEL_TRACES_EXPORTER``: ``console`` (to stderr: a CLI's stdout is its data), else
+    OTLP/HTTP (endpoint, headers and timeout from the standard ``OTEL_EXPORTER_OTLP_*``
+    variables, read by the exporter)."""
     if os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-        return ConsoleSpanExporter()
+        return ConsoleSpanExporter(out=sys.stderr)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     return OTLPSpanExporter()
