@@ -652,10 +652,12 @@ def main() -> None:
             rows.append(
                 ("`plant state get`, bytecode cached, median of 20", f"{med * 1e3:12.1f} ms")
             )
-        rows += broker_failover_rows(tmp / "broker-failover", args, args.failover_kills)
+        if args.failover_kills > 0:  # 0: no failover figures (nothing is written then)
+            rows += broker_failover_rows(tmp / "broker-failover", args, args.failover_kills)
         if shutil.which("etcd") and not args.no_etcd:
             rows += etcd_rows(tmp / "etcd", args, n)
-            rows += etcd_failover_rows(tmp / "etcd-failover", args, args.failover_kills)
+            if args.failover_kills > 0:
+                rows += etcd_failover_rows(tmp / "etcd-failover", args, args.failover_kills)
     finally:
         for p in reversed(procs):
             stop(p)
