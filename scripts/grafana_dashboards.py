@@ -157,9 +157,10 @@ DASHBOARDS: dict[str, tuple[str, str, list[Panel]]] = {
     ),
     "modules": (
         "plantd / modules",
-        "plantd_worker_requests_total",
+        "plantd_daemon_info",  # every daemon: also those that only call (the proxy)
         [
             *requests_panels("plantd_worker", "operation", "Per operation"),
+            *requests_panels("plantd_client", "service", "Outgoing calls"),
             counters(
                 [
                     "plantd_metric_samples_published_total",

@@ -14,7 +14,8 @@ import pytest
 
 from tests.support.broker import BrokerProcess, daemon_env
 from tests.support.ports import free_port
-from tests.support.processes import Daemon, http_get, run_plant
+from tests.support.processes import Daemon, http_get, read_pid_file, run_plant
+from tests.support.proxy import start_proxy
 from tests.test_contrib import referenced_metrics
 
 pytestmark = pytest.mark.timeout(120)
@@ -45,6 +46,8 @@ def daemons(broker: BrokerProcess, plantd_home: Path) -> Iterator[dict[str, Daem
             started[name] = Daemon(
                 name, daemon_env(broker, name, **extra.get(name, {})), plantd_home
             )
+        # the proxy: a daemon that calls other services (client metrics on its /metrics)
+        started["proxy"], _ = start_proxy(broker, plantd_home)
         yield started
     finally:
         for d in started.values():
@@ -60,6 +63,9 @@ def test_every_daemon_exposes_clean_metrics(
     assert run_plant(env, "call", "org.plantd.module.Echo", "nope", "{}").returncode != 0
     run_plant(env, "call", "org.plantd.NoSuchService", "x", "{}", "--timeout", "0.5")
 
+    base = str((read_pid_file(daemons["proxy"].home, "proxy") or {})["endpoint"])
+    assert http_get(f"{base}/v1/state/scopes")[0] == 200  # the proxy calls org.plantd.State
+
     pages = {"broker": _metrics(int(broker.health_url.rsplit(":", 1)[1]))}
     pages.update({name: _metrics(d.health_port) for name, d in daemons.items()})
 
@@ -73,6 +79,11 @@ def test_every_daemon_exposes_clean_metrics(
     assert 'plantd_worker_request_duration_seconds_count{operation="echo"} 3.0' in echo
     assert 'plantd_worker_request_duration_seconds_bucket{le="+Inf",operation="echo"} 3.0' in echo
     assert "plantd_worker_requests_total" in pages["state"]
+    assert 'plantd_client_requests_total{service="org.plantd.State"}' in pages["proxy"]
+    assert (
+        'plantd_client_request_duration_seconds_count{service="org.plantd.State"}'
+        in (pages["proxy"])
+    )
     broker_page = pages["broker"]
     assert (
         'plantd_broker_service_request_duration_seconds_count{service="org.plantd.module.Echo"}'
