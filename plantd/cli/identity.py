@@ -695,11 +695,18 @@ def audit_verify(
     doc = None if local else _service(ctx, "audit-verify")
     if doc is None:
         doc = verify_sources(_audit_sources())
-    emit(doc, output_format(ctx, output))
+    fmt = output_format(ctx, output)
+    if fmt is OutputFormat.table and doc.get("sources"):  # one line per chain
+        emit(doc["sources"], fmt, columns=["source", "ok", "rows", "first_bad_seq", "reason"])
+    else:
+        emit(doc, fmt)
     if not doc["ok"]:
         bad = doc.get("first_bad_seq")
+        chain = f"chain '{doc['source']}' " if doc.get("source") else ""
         where = f"seq {bad}: " if bad is not None else ""
-        raise CliError(f"audit log is broken at {where}{doc.get('reason')}", ExitCode.REJECTED)
+        raise CliError(
+            f"audit log {chain}is broken at {where}{doc.get('reason')}", ExitCode.REJECTED
+        )
 
 
 def register(root: typer.Typer) -> None:

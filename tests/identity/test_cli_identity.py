@@ -100,7 +100,12 @@ def test_exit_1_audit_verify_names_the_bad_row(initialised: PlantRunner, plantd_
     out = plant("audit", "verify", "-o", "json")
     assert out.returncode == 1
     assert json.loads(out.stdout)["first_bad_seq"] == 3
-    assert_one_line_error(out.stderr, "seq 3", "hash")
+    assert_one_line_error(out.stderr, "chain 'keyring'", "seq 3", "hash")
+    table = plant("audit", "verify", "-o", "table")  # one line per chain
+    assert table.returncode == 1
+    rows = [line.split() for line in table.stdout.splitlines()]
+    assert rows[0][:3] == ["SOURCE", "OK", "ROWS"], table.stdout
+    assert ["keyring", "False", "2", "3"] == rows[1][:4], table.stdout  # 2 good rows, then seq 3
 
 
 @pytest.mark.parametrize(
